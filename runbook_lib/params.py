@@ -1,0 +1,435 @@
+"""Typed runbook parameters (pydantic v2).
+
+One YAML file describes a target: the Nexus server, the upstream registries to mirror, how Nexus is
+exposed, the Karpenter node classes and what verification must prove. Unknown keys are errors, secrets
+are references (see ``secrets.py``), and relative paths are resolved against the parameters file's
+folder so a file behaves the same whatever the caller's working directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from runbook_lib.secrets import SecretRef, parse_ref
+
+STAGES: tuple[str, ...] = ("preflight", "nexus-repos", "nexus-security", "helm", "karpenter", "verify")
+
+# Nexus repository names (NamePatternConstants); docker names must be lowercase from 3.89.
+_REPO_NAME = re.compile(r"^[a-z0-9\-][a-z0-9_\-\.]*$")
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?)*(:\d{1,5})?$")
+
+
+def _check_ref(value: str) -> str:
+    parse_ref(value)  # raises ValueError with a readable reason
+    return value
+
+
+SecretRefStr = Annotated[str, AfterValidator(_check_ref)]
+
+
+def _repo_name(value: str) -> str:
+    if not _REPO_NAME.match(value):
+        raise ValueError(
+            "must be a lowercase Nexus repository name: letters, digits, '-', '_', '.', "
+            "not starting with '_' or '.'"
+        )
+    return value
+
+
+RepoName = Annotated[str, AfterValidator(_repo_name)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False, populate_by_name=True)
+
+
+# --------------------------------------------------------------------------------------------- Nexus
+class Nexus(Strict):
+    url: str = Field(description="Base URL of Nexus (main port), e.g. https://nexus.example.com")
+    admin_user: str = "admin"
+    admin_password: SecretRefStr = Field(description="Secret reference to the admin password")
+    initial_password_file: str | None = Field(
+        None, description="Path of Nexus's generated admin.password (admin bootstrap); relative to this file"
+    )
+    initial_password_pod: str | None = Field(
+        None, description="NAMESPACE/POD of Nexus, to read /nexus-data/admin.password by Kubernetes exec"
+    )
+    store_admin_password_in: str | None = Field(
+        None, description="AWS Secrets Manager secret id to store the admin password in after bootstrap"
+    )
+    expect_edition: Literal["OSS", "COMMUNITY", "PRO"] | None = None
+    min_version: str = "3.60.0"
+    accept_eula: bool = False
+    blob_store: str = "default"
+    timeout_s: float = Field(15.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("must be an http:// or https:// URL")
+        return v.rstrip("/")
+
+
+class Credentials(Strict):
+    username: str
+    password: SecretRefStr
+
+
+class Upstream(Strict):
+    """One upstream registry and the Nexus endpoint that mirrors it."""
+
+    name: RepoName = Field(description="Name of the Nexus docker proxy repository, e.g. docker-hub")
+    registry: str = Field(description="Registry host as images name it, e.g. docker.io, gcr.io")
+    remote_url: str = Field(description="URL Nexus (and a direct pull) uses, e.g. https://registry-1.docker.io")
+    index_type: Literal["HUB", "REGISTRY", "CUSTOM"] | None = Field(
+        None, description="Docker index; defaults to HUB for docker.io, REGISTRY otherwise"
+    )
+    index_url: str | None = None
+    group: RepoName | None = Field(
+        None, description="Docker group repository that serves this upstream (the seed's 'docker' group)"
+    )
+    connector_port: Port | None = Field(
+        None, description="Nexus docker HTTP connector port of this upstream's endpoint (group if set)"
+    )
+    mirror_url: str | None = Field(
+        None, description="URL nodes use for this endpoint (ingress host or load balancer); default from Helm"
+    )
+    credentials: Credentials | None = None
+    content_max_age: int = Field(1440, ge=-1, description="minutes; -1 never expires")
+    metadata_max_age: int = Field(1440, ge=-1, description="minutes; -1 never expires")
+    negative_cache: bool = True
+    negative_cache_ttl: int = Field(1440, ge=0, description="minutes")
+
+    @field_validator("registry")
+    @classmethod
+    def _registry_host(cls, v: str) -> str:
+        if not _HOSTNAME.match(v):
+            raise ValueError("must be a registry host name such as docker.io or registry.k8s.io")
+        return v
+
+    @field_validator("remote_url", "mirror_url", "index_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("must be an http:// or https:// URL")
+        return v.rstrip("/") if v else v
+
+    @model_validator(mode="after")
+    def _defaults(self) -> Upstream:
+        if self.index_type is None:
+            self.index_type = "HUB" if self.registry == "docker.io" else "REGISTRY"
+        if self.index_type == "CUSTOM" and not self.index_url:
+            raise ValueError("index_type CUSTOM needs index_url")
+        return self
+
+    @property
+    def endpoint_repository(self) -> str:
+        """The repository whose connector serves this upstream: the group if any, else the proxy."""
+        return self.group or self.name
+
+
+# ------------------------------------------------------------------------------------------ Security
+class AdminBootstrap(Strict):
+    enabled: bool = True
+
+
+class Security(Strict):
+    mode: Literal["anonymous", "authenticated"] = "anonymous"
+    privilege: RepoName = "docker-pull"
+    role: str = "docker-pull"
+    user: str = "docker-pull"
+    pull_password: SecretRefStr | None = Field(None, description="Secret reference to the pull user's password")
+    rotate_password: bool = Field(False, description="Send the pull user's password even if the user exists")
+    browse: bool = Field(False, description="Also grant browse (tag listing) besides read")
+
+    @model_validator(mode="after")
+    def _auth_needs_password(self) -> Security:
+        if self.mode == "authenticated" and not self.pull_password:
+            raise ValueError("mode 'authenticated' needs pull_password (a secret reference)")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------- Helm
+class Helm(Strict):
+    flavour: Literal["nxrm-ha", "nxrm-aws-resiliency", "nexus-repository-manager"] = "nxrm-ha"
+    release: str = "nxrm"
+    namespace: str = "nexusrepo"
+    chart: str = "sonatype/nxrm-ha"
+    apply_with: Literal["auto", "helm", "manifests"] = "auto"
+    ingress_class: str | None = "nginx"
+    host_suffix: str | None = Field(None, description="Ingress hosts are <registry-label>.<host_suffix> unless set")
+    hosts: dict[str, str] = Field(default_factory=dict, description="registry host -> ingress host")
+    tls_secret: str | None = None
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------- Karpenter
+class Karpenter(Strict):
+    api_version: Literal["v1", "v1beta1", "v1alpha1"] = "v1"
+    node_classes: list[str] = Field(default_factory=lambda: ["default"], min_length=1)
+    node_pools: list[str] = Field(default_factory=lambda: ["default"])
+    ami_family: Literal["AL2", "AL2023", "Bottlerocket"] = "AL2023"
+    credential_mode: Literal["anonymous", "static-header", "secrets-manager"] = "anonymous"
+    credentials_secret_id: str | None = Field(None, description="Secrets Manager id nodes read at boot")
+    containerd_version: str | None = Field(None, description="Node containerd version, e.g. 1.7.27")
+    probe_mirror_at_boot: bool = True
+    force_roll: bool = False
+    rollout_timeout_s: int = Field(1800, gt=0)
+
+    @model_validator(mode="after")
+    def _secret_mode(self) -> Karpenter:
+        if self.credential_mode == "secrets-manager":
+            if not self.credentials_secret_id:
+                raise ValueError("credential_mode secrets-manager needs credentials_secret_id")
+            if self.ami_family == "Bottlerocket":
+                raise ValueError("credential_mode secrets-manager is for AL2/AL2023 (Bottlerocket has no boot script)")
+        return self
+
+
+# ------------------------------------------------------------------------------------ Kubernetes, AWS
+class Kubernetes(Strict):
+    kubeconfig: str | None = Field(None, description="Path to a kubeconfig; relative to this file")
+    context: str | None = None
+    in_cluster: bool = False
+    api_host: str | None = Field(None, description="Override of the API server URL (stand-ins, tunnels)")
+    required: bool = True
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Kubernetes:
+        if self.in_cluster and self.kubeconfig:
+            raise ValueError("set either in_cluster or kubeconfig, not both")
+        return self
+
+
+class Aws(Strict):
+    region: str = "us-east-1"
+    endpoint_url: str | None = Field(None, description="AWS endpoint override (moto in the lab)")
+    cluster_name: str | None = None
+    required: bool = True
+
+
+# ------------------------------------------------------------------------------------- Verification
+class Thresholds(Strict):
+    min_warm_speedup: float | None = Field(None, gt=0, description="warm mirror vs direct, node path")
+    max_warm_pull_s: float | None = Field(None, gt=0)
+    min_ratelimit_remaining: int | None = Field(None, ge=0)
+    allow_bypass: bool = False
+
+
+class Verification(Strict):
+    images: list[str] = Field(default_factory=list)
+    repetitions: int = Field(3, ge=1, le=50)
+    platform: str = "linux/amd64"
+    node_pull: bool = True
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+
+
+class Outputs(Strict):
+    dir: str = Field("../outputs", description="Where run folders go; relative to this file")
+    history: str | None = Field(None, description="History store for trends; default <dir>/history.sqlite")
+
+
+# ---------------------------------------------------------------------------------------------- Lab
+class LabRegistry(Strict):
+    port: Port
+
+
+class LabDockerHub(Strict):
+    port: Port = Field(description="Docker Hub-like front of the docker.io stand-in (registry API)")
+    token_port: Port = Field(description="auth.docker.io-like token service")
+    limit: int = Field(100, ge=1, description="manifest GETs per window")
+    window_s: int = Field(21600, ge=1)
+    throttle_bytes_per_s: int | None = Field(None, ge=1024)
+    latency_ms: int = Field(0, ge=0)
+
+
+class LabNexus(Strict):
+    version: str = "3.94.0-01"
+    edition: Literal["OSS", "COMMUNITY", "PRO"] = "COMMUNITY"
+
+
+class Lab(Strict):
+    """The built-in lab (only in lab parameter files)."""
+
+    dir: str = Field("../.lab", description="State, logs and data of the lab; relative to this file")
+    registries: dict[str, LabRegistry] = Field(description="registry host (docker.io, ...) -> stand-in")
+    dockerhub: LabDockerHub
+    nexus: LabNexus = Field(default_factory=LabNexus)
+    kube_port: Port
+    moto_port: Port
+    image_mb: int = Field(50, ge=1, le=2048, description="size of the single-layer big image")
+    multilayer_mb: int = Field(40, ge=4, le=4096, description="total size of the 4-layer image")
+
+
+# --------------------------------------------------------------------------------------------- Root
+class RunbookParams(Strict):
+    target: str = Field(description="Name of the environment, used in run folder names")
+    nexus: Nexus
+    upstreams: list[Upstream] = Field(min_length=1)
+    security: Security = Field(default_factory=Security)
+    helm: Helm = Field(default_factory=Helm)
+    karpenter: Karpenter = Field(default_factory=Karpenter)
+    kubernetes: Kubernetes = Field(default_factory=Kubernetes)
+    aws: Aws = Field(default_factory=Aws)
+    verification: Verification = Field(default_factory=Verification)
+    outputs: Outputs = Field(default_factory=Outputs)
+    lab: Lab | None = None
+
+    # Set by load(): where relative paths are anchored. Not part of the file.
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, v: str) -> str:
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$", v):
+            raise ValueError("must be 1-63 letters, digits, '.', '_' or '-' (it names run folders)")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> RunbookParams:
+        seen: dict[str, str] = {}
+        ports: dict[int, str] = {}
+        for i, up in enumerate(self.upstreams):
+            if up.registry in seen:
+                raise ValueError(f"upstreams[{i}]: registry {up.registry} is already mirrored by {seen[up.registry]}")
+            seen[up.registry] = up.name
+            if up.connector_port is not None:
+                owner = ports.get(up.connector_port)
+                if owner and owner != up.endpoint_repository:
+                    raise ValueError(
+                        f"upstreams[{i}]: connector_port {up.connector_port} is already used by {owner}; "
+                        "Nexus ignores containerd's ?ns=, so each upstream needs its own endpoint"
+                    )
+                ports[up.connector_port] = up.endpoint_repository
+        groups: dict[str, str] = {}
+        for up in self.upstreams:
+            if up.group:
+                if up.group in groups and groups[up.group] != up.registry:
+                    raise ValueError(
+                        f"group {up.group} would serve both {groups[up.group]} and {up.registry}: Nexus ignores "
+                        "containerd's ?ns=, so one group for several upstreams serves paths from the wrong member"
+                    )
+                groups[up.group] = up.registry
+        names = {u.name for u in self.upstreams}
+        clash = names & set(groups)
+        if clash:
+            raise ValueError(f"repository name used both as proxy and group: {sorted(clash)}")
+        return self
+
+    # -- helpers -------------------------------------------------------------------------------
+    def path(self, value: str | None) -> Path | None:
+        """Resolve a path from the file against the file's folder."""
+        if value is None:
+            return None
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    def upstream(self, registry: str) -> Upstream:
+        for up in self.upstreams:
+            if up.registry == registry:
+                return up
+        raise KeyError(f"no upstream for registry {registry}")
+
+    def secret_refs(self) -> list[tuple[str, SecretRef]]:
+        """Every secret reference in the file, with its field path."""
+        out: list[tuple[str, SecretRef]] = [("nexus.admin_password", parse_ref(self.nexus.admin_password))]
+        for i, up in enumerate(self.upstreams):
+            if up.credentials:
+                out.append((f"upstreams[{i}].credentials.password", parse_ref(up.credentials.password)))
+        if self.security.pull_password:
+            out.append(("security.pull_password", parse_ref(self.security.pull_password)))
+        return out
+
+
+class ParamsError(Exception):
+    """Invalid parameters: one entry per problem, each with a field path and a reason."""
+
+    def __init__(self, source: str, problems: list[tuple[str, str]]):
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(f"{p}: {m}" for p, m in problems))
+
+    def lines(self) -> list[str]:
+        return [f"{self.source}: {path}: {msg}" for path, msg in self.problems]
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _problems(err: ValidationError) -> list[tuple[str, str]]:
+    problems = []
+    for e in err.errors():
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (not a runbook parameter)"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        problems.append((_loc(tuple(x for x in e["loc"] if not str(x).startswith("function-"))), msg))
+    return problems
+
+
+def parse(data: Any, source: str = "<parameters>", base_dir: Path | None = None) -> RunbookParams:
+    if not isinstance(data, dict):
+        raise ParamsError(source, [("(top level)", "must be a mapping of parameter sections")])
+    try:
+        params = RunbookParams.model_validate(data)
+    except ValidationError as err:
+        raise ParamsError(source, _problems(err)) from None
+    params.base_dir = (base_dir or Path(".")).resolve()
+    return params
+
+
+def load(path: str | Path) -> RunbookParams:
+    """Read and validate a parameters file. Makes no network request."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ParamsError(str(path), [("(file)", err.strerror or str(err))]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+        raise ParamsError(str(path), [(where, f"not valid YAML: {getattr(err, 'problem', err)}")]) from None
+    return parse(data, str(path), path.parent)
+
+
+def digest(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def summary(params: RunbookParams) -> str:
+    ups = ", ".join(f"{u.registry}→{u.endpoint_repository}" for u in params.upstreams)
+    return (
+        f"target {params.target}: Nexus {params.nexus.url}, {len(params.upstreams)} upstream(s) ({ups}), "
+        f"security {params.security.mode}, Karpenter {params.karpenter.api_version}/{params.karpenter.ami_family}"
+        + (", lab" if params.lab else "")
+    )
+
+
+def json_schema() -> dict[str, Any]:
+    return RunbookParams.model_json_schema()

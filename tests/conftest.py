@@ -1,0 +1,63 @@
+"""Shared test fixtures and the policy for tests that need real components.
+
+`make test` runs the whole suite inside a private network namespace (`unshare --net`, loopback up)
+when it runs as root, so real containerd can never fall back to the internet and lab ports cannot
+collide with anything else on the machine. Tests marked `netns` need that namespace and the Debian
+packages; outside it they skip with the reason. Under CI (CI=true) a skip of that kind would hide a
+missing install step, so there it is an error instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+
+
+def in_private_netns() -> bool:
+    try:
+        return sorted(os.listdir("/sys/class/net")) == ["lo"]
+    except OSError:
+        return False
+
+
+def missing_real_parts() -> list[str]:
+    missing = []
+    if os.geteuid() != 0:
+        missing.append("root")
+    if not in_private_netns():
+        missing.append("a private network namespace (run through `make test`)")
+    for tool in ("docker-registry", "containerd", "ctr"):
+        if not shutil.which(tool):
+            missing.append(f"{tool} (Debian package, installed by `make test` as root)")
+    return missing
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    missing = missing_real_parts()
+    if not missing:
+        return
+    reason = "needs " + ", ".join(missing)
+    for item in items:
+        if "netns" in item.keywords:
+            if os.environ.get("CI"):
+                item.add_marker(pytest.mark.usefixtures("_ci_requires_real_parts"))
+            else:
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.fail(f"reference material not found at {SHARED} (a copy of shared/ sits beside the checkout)")
+    return SHARED
+
+
+@pytest.fixture
+def _ci_requires_real_parts() -> None:
+    pytest.fail("CI must run this test with real parts, but it lacks " + ", ".join(missing_real_parts()))

@@ -220,6 +220,10 @@ class Kubernetes(Strict):
 class Aws(Strict):
     region: str = "us-east-1"
     endpoint_url: str | None = Field(None, description="AWS endpoint override (moto in the lab)")
+    profile: str | None = Field(None, description="AWS profile name; default: the standard credential chain")
+    stand_in_credentials: bool = Field(
+        False, description="Use fixed dummy credentials: only for stand-ins such as the lab's moto server"
+    )
     cluster_name: str | None = None
     required: bool = True
 

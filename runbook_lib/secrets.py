@@ -159,6 +159,20 @@ class ResolveContext:
     aws_region: str | None = None
     aws_endpoint_url: str | None = None
     kube_api: Any = None  # a kubernetes.client.ApiClient, when the run has one
+    aws_client: Callable[[str], Any] | None = None  # service name -> boto3 client (region, endpoint, creds)
+
+
+def context_for(params: Any, kube_api: Any = None) -> ResolveContext:
+    """The resolve context of a run: paths from the parameters file, AWS and Kubernetes from its sections."""
+    from runbook_lib import aws
+
+    return ResolveContext(
+        base_dir=params.base_dir,
+        aws_region=params.aws.region,
+        aws_endpoint_url=params.aws.endpoint_url,
+        kube_api=kube_api,
+        aws_client=lambda service: aws.client(params, service),
+    )
 
 
 _RESOLVERS: dict[str, Resolver] = {}
@@ -201,7 +215,10 @@ def _aws_sm(ref: SecretRef, ctx: ResolveContext) -> str:
     import boto3
     from botocore.exceptions import BotoCoreError, ClientError
 
-    client = boto3.client("secretsmanager", region_name=ctx.aws_region, endpoint_url=ctx.aws_endpoint_url)
+    if ctx.aws_client is not None:
+        client = ctx.aws_client("secretsmanager")
+    else:
+        client = boto3.client("secretsmanager", region_name=ctx.aws_region, endpoint_url=ctx.aws_endpoint_url)
     try:
         resp = client.get_secret_value(SecretId=ref.target)
     except ClientError as err:

@@ -1,0 +1,182 @@
+"""`runbook`: the command line for scheduled and scripted use.
+
+    runbook params check FILE            validate a parameters file (no network)
+    runbook params schema                print the JSON Schema of parameters files
+    runbook run [STAGE ...] --params F   execute stage notebooks (plan only unless --apply)
+    runbook report [--output-dir DIR]    write DIR/index.html listing the runs
+    runbook lab up|down|status           the built-in lab
+
+Exit codes: 0 ok, 1 a stage (or lab component) failed, 2 invalid input (nothing executed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from runbook_lib import params as params_mod
+from runbook_lib.params import STAGES, ParamsError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_LAB_PARAMS = Path("parameters/lab.yaml")
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+# --------------------------------------------------------------------------------------- params
+def cmd_params_check(args: argparse.Namespace) -> int:
+    try:
+        p = params_mod.load(args.file)
+    except ParamsError as err:
+        for line in err.lines():
+            print(line)
+        print(f"{len(err.problems)} problem(s) in {args.file}")
+        return 2
+    print(f"{args.file}: ok — {params_mod.summary(p)}")
+    for path, ref in p.secret_refs():
+        print(f"  secret {path}: {ref.scheme} reference (resolved at run time)")
+    return 0
+
+
+def cmd_params_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(params_mod.json_schema(), indent=2))
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ run
+def _print_progress(event: dict) -> None:
+    # The runner calls back with {"event": "start"|"end", "index", "total", "stage", ...}.
+    if event.get("event") == "start":
+        print(f"[{event['index']}/{event['total']}] {event['stage']} ...", flush=True)
+    elif event.get("event") == "end":
+        c = event.get("changes") or {}
+        counts = ", ".join(f"{c.get(k, 0)} {k}" for k in ("create", "update", "delete", "unchanged"))
+        line = f"[{event['index']}/{event['total']}] {event['stage']} {event['status']} ({event.get('duration_s', 0):.1f} s"
+        line += f", {counts})" if c else ")"
+        print(line, flush=True)
+        if event.get("reason"):
+            print(f"      {event['reason']}", flush=True)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    stages = args.stages or list(STAGES)
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        _err(f"unknown stage(s): {', '.join(unknown)}; stages are: {', '.join(STAGES)}")
+        return 2
+    try:
+        params_mod.load(args.params)
+    except ParamsError as err:
+        for line in err.lines():
+            _err(line)
+        _err("invalid parameters: nothing was executed")
+        return 2
+    from runbook_lib import runner
+
+    ordered = [s for s in STAGES if s in stages]
+    result = runner.run(
+        Path(args.params).resolve(),
+        ordered,
+        apply=args.apply,
+        output_dir=Path(args.output_dir).resolve() if args.output_dir else None,
+        note=args.note,
+        progress=_print_progress,
+    )
+    status = "ok" if result.exit_code == 0 else "FAILED"
+    print(f"run {status}: {result.run_dir}")
+    for name in ("run.json",):
+        print(f"  record: {result.run_dir / name}")
+    return result.exit_code
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from runbook_lib import runner
+
+    out = Path(args.output_dir) if args.output_dir else REPO_ROOT / "outputs"
+    index = runner.report(out.resolve())
+    print(f"report: {index}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------ lab
+def _lab_params(args: argparse.Namespace):
+    path = Path(args.params)
+    if not path.exists() and not path.is_absolute() and (REPO_ROOT / path).exists():
+        path = REPO_ROOT / path
+    p = params_mod.load(path)
+    if p.lab is None:
+        raise ParamsError(str(path), [("lab", "this parameters file has no lab section")])
+    return p
+
+
+def cmd_lab(args: argparse.Namespace) -> int:
+    from runbook_lib.lab import orchestrator
+
+    try:
+        p = _lab_params(args)
+    except ParamsError as err:
+        for line in err.lines():
+            _err(line)
+        return 2
+    lab_dir = Path(args.dir).resolve() if args.dir else p.path(p.lab.dir)
+    lab = orchestrator.Lab(p, lab_dir)
+    try:
+        if args.action == "up":
+            lab.up(progress=lambda msg: print(msg, flush=True))
+            print(lab.status_table())
+        elif args.action == "down":
+            stopped = lab.down()
+            print(f"lab down: stopped {len(stopped)} process(es)" + (f": {', '.join(stopped)}" if stopped else ""))
+        else:
+            print(lab.status_table())
+            return 0 if lab.healthy() else 1
+    except orchestrator.LabError as err:
+        _err(f"lab {args.action}: {err}")
+        return 1
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="runbook", description="EKS registry mirror runbook (Nexus 3 + Karpenter)")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    pp = sub.add_parser("params", help="validate parameters or print their schema")
+    psub = pp.add_subparsers(dest="params_command", required=True)
+    pc = psub.add_parser("check", help="validate a parameters file (no network)")
+    pc.add_argument("file")
+    pc.set_defaults(func=cmd_params_check)
+    ps = psub.add_parser("schema", help="print the JSON Schema")
+    ps.set_defaults(func=cmd_params_schema)
+
+    rp = sub.add_parser("run", help="execute stage notebooks and save the audit record")
+    rp.add_argument("stages", nargs="*", metavar="STAGE", help=f"default: all of {', '.join(STAGES)}")
+    rp.add_argument("--params", required=True, help="parameters YAML file")
+    rp.add_argument("--apply", action="store_true", help="write changes (default: plan only, reads only)")
+    rp.add_argument("--output-dir", help="where run folders go (default: outputs.dir of the parameters)")
+    rp.add_argument("--note", help="free text for the audit record, e.g. a change ticket")
+    rp.set_defaults(func=cmd_run)
+
+    rep = sub.add_parser("report", help="write an index.html of the runs in an output folder")
+    rep.add_argument("--output-dir")
+    rep.set_defaults(func=cmd_report)
+
+    lp = sub.add_parser("lab", help="the built-in lab of real parts and stand-ins")
+    lp.add_argument("action", choices=["up", "down", "status"])
+    lp.add_argument("--params", default=str(DEFAULT_LAB_PARAMS), help="lab parameters (ports live there)")
+    lp.add_argument("--dir", help="lab state folder (default: lab.dir of the parameters)")
+    lp.set_defaults(func=cmd_lab)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Nexus Repository 3: REST client and the repository/security stages."""

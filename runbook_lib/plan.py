@@ -1,0 +1,178 @@
+"""Plan, then apply: the core every stage shares.
+
+A stage reads actual state, compares it with the desired state from the parameters and builds a
+``Plan`` of ``Change`` records (create / update / delete / unchanged, with a field-level diff whose
+secrets are masked). The plan is shown, stored in the run record, and applied only when asked; the
+apply loop runs the writes in order and, when one fails, says exactly what was and was not applied.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from runbook_lib.secrets import MASK, REDACTOR
+
+Action = Literal["create", "update", "delete", "unchanged"]
+ACTIONS: tuple[Action, ...] = ("create", "update", "delete", "unchanged")
+_MISSING = object()
+
+
+class StageFailed(Exception):
+    """A stage could not do its job; the message says why in words an operator can act on."""
+
+    def __init__(self, message: str, step: str | None = None, applied: list[str] | None = None,
+                 not_applied: list[str] | None = None):
+        super().__init__(message)
+        self.step = step
+        self.applied = applied or []
+        self.not_applied = not_applied or []
+
+    def failure_record(self) -> dict[str, Any]:
+        return {"step": self.step or "", "message": str(self), "applied": self.applied,
+                "not_applied": self.not_applied}
+
+
+@dataclass
+class Change:
+    kind: str
+    name: str
+    action: Action
+    diff: dict[str, list[Any]] = field(default_factory=dict)  # path -> [actual, desired], masked
+    note: str = ""
+    write: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def label(self) -> str:
+        return f"{self.action} {self.kind} {self.name}"
+
+    def as_record(self) -> dict[str, Any]:
+        return REDACTOR.scrub_obj(
+            {"kind": self.kind, "name": self.name, "action": self.action, "diff": self.diff, "note": self.note}
+        )
+
+
+def _mask_path(path: str, secret_keys: Iterable[str]) -> bool:
+    leaf = path.rsplit(".", 1)[-1].split("[", 1)[0]
+    return leaf in set(secret_keys)
+
+
+def diff_documents(actual: Any, desired: Any, secret_keys: Iterable[str] = ("password", "bearerToken"),
+                   prefix: str = "") -> dict[str, list[Any]]:
+    """Field-level differences for the keys *desired* sets (we own those; the rest is left alone).
+
+    Dicts recurse; lists and scalars compare whole. Secret leaves are masked on both sides.
+    """
+    secret_keys = tuple(secret_keys)
+    out: dict[str, list[Any]] = {}
+    if isinstance(desired, Mapping) and isinstance(actual, Mapping):
+        for key, want in desired.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            have = actual.get(key, _MISSING)
+            if have is _MISSING:
+                out[path] = [None, MASK if _mask_path(path, secret_keys) else want]
+            else:
+                out.update(diff_documents(have, want, secret_keys, path))
+        return out
+    if actual != desired:
+        if _mask_path(prefix, secret_keys):
+            out[prefix or "(value)"] = [MASK, MASK]
+        else:
+            out[prefix or "(value)"] = [actual, desired]
+    return out
+
+
+@dataclass
+class ApplyResult:
+    applied: list[str] = field(default_factory=list)
+    not_applied: list[str] = field(default_factory=list)
+
+
+class Plan:
+    """Ordered change records of one stage (creation order is apply order: dependencies first)."""
+
+    def __init__(self, stage: str, apply: bool = False):
+        self.stage = stage
+        self.apply_mode = apply
+        self.changes: list[Change] = []
+
+    # -- building ------------------------------------------------------------------------------
+    def add(self, change: Change) -> Change:
+        self.changes.append(change)
+        return change
+
+    def compare(self, kind: str, name: str, actual: Mapping[str, Any] | None, desired: Mapping[str, Any],
+                create: Callable[[], Any] | None = None, update: Callable[[], Any] | None = None,
+                secret_keys: Iterable[str] = ("password", "bearerToken"), note: str = "") -> Change:
+        """Add create (absent), update (differs) or unchanged for one resource."""
+        if actual is None:
+            diff = diff_documents({}, desired, secret_keys)
+            return self.add(Change(kind, name, "create", diff, note, create))
+        diff = diff_documents(actual, desired, secret_keys)
+        if diff:
+            return self.add(Change(kind, name, "update", diff, note, update))
+        return self.add(Change(kind, name, "unchanged", {}, note))
+
+    # -- reading -------------------------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        counts = dict.fromkeys(ACTIONS, 0)
+        for c in self.changes:
+            counts[c.action] += 1
+        return counts
+
+    @property
+    def pending(self) -> list[Change]:
+        return [c for c in self.changes if c.action != "unchanged"]
+
+    def records(self) -> list[dict[str, Any]]:
+        return [c.as_record() for c in self.changes]
+
+    def rows(self) -> list[dict[str, str]]:
+        rows = []
+        for c in self.changes:
+            fields = "; ".join(
+                f"{path}: {_short(old)} → {_short(new)}" for path, (old, new) in c.diff.items()
+            ) if c.action == "update" else ("" if c.action == "unchanged" else f"{len(c.diff)} field(s)")
+            rows.append({"action": c.action, "kind": c.kind, "name": c.name, "changes": fields, "note": c.note})
+        return REDACTOR.scrub_obj(rows)
+
+    def table(self):
+        """A pandas DataFrame of the plan, for display in the notebook."""
+        import pandas as pd
+
+        df = pd.DataFrame(self.rows(), columns=["action", "kind", "name", "changes", "note"])
+        return df
+
+    def summary(self) -> str:
+        c = self.counts()
+        mode = "apply" if self.apply_mode else "plan only (rerun with --apply to write)"
+        return (f"{self.stage}: {c['create']} to create, {c['update']} to update, {c['delete']} to delete, "
+                f"{c['unchanged']} unchanged — {mode}")
+
+    # -- applying ------------------------------------------------------------------------------
+    def apply(self) -> ApplyResult:
+        """Run the writes in order. In plan mode nothing is written. A failure raises StageFailed
+        naming the failing change and listing what was and was not applied."""
+        result = ApplyResult()
+        if not self.apply_mode:
+            result.not_applied = [c.label for c in self.pending]
+            return result
+        pending = self.pending
+        for i, change in enumerate(pending):
+            if change.write is None:
+                raise StageFailed(f"{change.label}: no write step defined", change.label,
+                                  result.applied, [c.label for c in pending[i:]])
+            try:
+                change.write()
+            except Exception as err:  # the stage reports; the operator reruns after fixing
+                raise StageFailed(f"{change.label} failed: {REDACTOR.scrub(str(err))}", change.label,
+                                  result.applied, [c.label for c in pending[i:]]) from err
+            result.applied.append(change.label)
+        return result
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,69 @@
+"""The plan/apply core: diffs, masking, counts, apply order and failure reporting."""
+
+from __future__ import annotations
+
+import pytest
+
+from runbook_lib.plan import Plan, StageFailed, diff_documents
+from runbook_lib.secrets import REDACTOR
+
+
+def test_diff_only_owned_keys_and_masks_secrets() -> None:
+    actual = {"online": True, "proxy": {"remoteUrl": "https://a", "contentMaxAge": 1440},
+              "extra": "left alone", "httpClient": {"authentication": {"username": "u"}}}
+    desired = {"online": True, "proxy": {"remoteUrl": "https://b", "contentMaxAge": 1440},
+               "httpClient": {"authentication": {"username": "u", "password": "pw-value-1"}}}
+    diff = diff_documents(actual, desired)
+    assert diff == {"proxy.remoteUrl": ["https://a", "https://b"],
+                    "httpClient.authentication.password": [None, "***"]}
+
+
+def test_compare_actions_and_counts() -> None:
+    plan = Plan("nexus-repos", apply=False)
+    plan.compare("docker-proxy", "a", None, {"x": 1})
+    plan.compare("docker-proxy", "b", {"x": 1}, {"x": 2})
+    plan.compare("docker-proxy", "c", {"x": 1, "y": 0}, {"x": 1})
+    assert [c.action for c in plan.changes] == ["create", "update", "unchanged"]
+    assert plan.counts() == {"create": 1, "update": 1, "delete": 0, "unchanged": 1}
+    rows = plan.rows()
+    assert rows[1]["changes"] == "x: 1 → 2"
+    assert "plan only" in plan.summary()
+
+
+def test_plan_mode_writes_nothing() -> None:
+    calls = []
+    plan = Plan("s", apply=False)
+    plan.compare("k", "a", None, {"x": 1}, create=lambda: calls.append("a"))
+    result = plan.apply()
+    assert calls == [] and result.not_applied == ["create k a"]
+
+
+def test_apply_in_order_and_failure_says_what_was_applied() -> None:
+    calls = []
+
+    def boom():
+        raise RuntimeError("Nexus answered 400")
+
+    plan = Plan("s", apply=True)
+    plan.compare("proxy", "a", None, {"x": 1}, create=lambda: calls.append("a"))
+    plan.compare("proxy", "b", {"x": 1}, {"x": 1})
+    plan.compare("group", "g", None, {"m": ["a"]}, create=boom)
+    plan.compare("role", "r", None, {"p": 1}, create=lambda: calls.append("r"))
+    with pytest.raises(StageFailed) as err:
+        plan.apply()
+    assert calls == ["a"]
+    rec = err.value.failure_record()
+    assert rec["step"] == "create group g"
+    assert rec["applied"] == ["create proxy a"]
+    assert rec["not_applied"] == ["create group g", "create role r"]
+    assert "400" in rec["message"]
+
+
+def test_records_are_scrubbed() -> None:
+    REDACTOR.add("leaky-secret-123")
+    try:
+        plan = Plan("s")
+        plan.compare("user", "u", {"note": "old"}, {"note": "has leaky-secret-123 inside"})
+        assert "leaky-secret-123" not in str(plan.records()) and "leaky-secret-123" not in str(plan.rows())
+    finally:
+        REDACTOR.clear()

@@ -178,10 +178,19 @@ class PreflightReport:
     def check_records(self) -> list[dict[str, Any]]:
         return [{"name": c.name, "ok": c.ok, "required": c.required, "detail": c.detail} for c in self.checks]
 
-    def raise_for_failures(self) -> None:
+    def record(self, ctx: Any) -> None:
+        """Store checks and figures in the run record; fail the stage if a required endpoint is down."""
+        ctx.record("checks", self.check_records())
+        ctx.record("results", self.results())
         if self.failed:
-            names = ", ".join(f"{c.name} ({c.detail})" for c in self.failed)
-            raise StageFailed(f"required endpoint(s) not usable: {names}", step="preflight checks")
+            err = self.failure()
+            ctx.record("failure", err.failure_record())
+            raise err
+
+    def failure(self) -> StageFailed:
+        names = ", ".join(f"{c.name} ({c.detail})" for c in self.failed)
+        return StageFailed(f"required endpoint(s) not usable: {names}", step="preflight checks",
+                           not_applied=["(preflight changes nothing)"])
 
     def as_dict(self) -> dict[str, Any]:
         return {"checks": [asdict(c) for c in self.checks]}

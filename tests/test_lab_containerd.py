@@ -18,8 +18,10 @@ import io
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
+import sys
 import tarfile
 import time
 import tomllib
@@ -153,7 +155,7 @@ def test_run_in_private_netns_has_only_loopback_and_it_is_up() -> None:
     links = done.stdout.strip().splitlines()
     assert len(links) == 1 and ": lo:" in links[0] and "UP" in links[0], links
     probe = "from runbook_lib.lab.netns import in_private_netns, network_interfaces as n; print(in_private_netns(), n())"
-    done = run_in_private_netns([".venv/bin/python", "-c", probe], timeout=30, cwd=Path(__file__).parent.parent)
+    done = run_in_private_netns([sys.executable, "-c", probe], timeout=30, cwd=Path(__file__).parent.parent)
     assert done.stdout.split("\n")[0] == "True ['lo']", done.stderr
 
 
@@ -232,11 +234,11 @@ class Registry:
     def stop(self) -> None:
         proc, self.proc = self.proc, None
         if proc is not None and proc.poll() is None:
-            os.kill(proc.pid, 15)
+            os.kill(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                os.kill(proc.pid, 9)
+                os.kill(proc.pid, signal.SIGKILL)
                 proc.wait()
 
     def mark(self) -> int:

@@ -12,17 +12,9 @@ upstream fetches) and by the `?ns=` parameter containerd adds for mirrors.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import io
-import json
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
-import tarfile
 import time
 import tomllib
 import uuid
@@ -33,7 +25,6 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
-import yaml
 
 from runbook_lib.lab import cri as cri_codec
 from runbook_lib.lab.containerd import (
@@ -44,7 +35,9 @@ from runbook_lib.lab.containerd import (
     parse_plugins,
 )
 from runbook_lib.lab.cri import CRIError, CRIImage, CRIImageClient
+from runbook_lib.lab.images import build_image, push
 from runbook_lib.lab.netns import can_unshare, in_private_netns, network_interfaces, run_in_private_netns
+from runbook_lib.lab.registries import RegistryProcess, start_registry, stop_process
 
 IMAGE = "docker.io/library/demo:1"
 REPO, TAG = "library/demo", "1"
@@ -166,7 +159,7 @@ def test_in_private_netns_agrees_with_the_kernel_interface_list() -> None:
     assert in_private_netns() == (names == ["lo"])
 
 
-# -- real registries (minimal local helpers; see the report about runbook_lib.lab.registries) ------
+# -- real registries: runbook_lib.lab.registries runs them, the access log is read here -------------
 
 ACCESS_LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<target>\S+) HTTP/[0-9.]+" (?P<status>\d{3}) \S+ "[^"]*" "(?P<agent>[^"]*)"')
 
@@ -183,63 +176,29 @@ class Access:
         return self.agent.startswith("containerd/")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Registry:
-    """A Debian `docker-registry serve` process on a loopback port, stopped by PID."""
+    """A Debian `docker-registry serve` process whose access log the tests read; stopped by PID."""
 
     def __init__(self, name: str, workdir: Path, remote_url: str | None = None) -> None:
         self.name = name
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.root = workdir / name
         self.log_path = workdir / f"{name}.log"
-        self.config_path = workdir / f"{name}.yml"
-        config = {
-            "version": 0.1,
-            "log": {"level": "info", "accesslog": {"disabled": False}, "fields": {"service": name}},
-            "storage": {
-                "filesystem": {"rootdirectory": str(workdir / f"{name}-data")},
-                "delete": {"enabled": True},
-                "cache": {"blobdescriptor": "inmemory"},
-            },
-            "http": {"addr": f"127.0.0.1:{self.port}"},
-        }
-        if remote_url:
-            config["proxy"] = {"remoteurl": remote_url}
-        self.config_path.write_text(yaml.safe_dump(config))
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.remote_url = remote_url
+        self.port = 0
+        self.proc: RegistryProcess | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                ["docker-registry", "serve", str(self.config_path)], stdout=log, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited {self.proc.returncode}:\n{self.log_path.read_text()[-2000:]}")
-            try:
-                if httpx.get(self.url + "/v2/", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"{self.name} did not answer /v2/ within 15 s")
+        self.proc = start_registry(self.name, self.root, 0, self.log_path, proxy_remote=self.remote_url)
+        self.port = self.proc.port
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
+        if proc is not None:
+            stop_process(proc)
 
     def mark(self) -> int:
         return self.log_path.stat().st_size
@@ -268,49 +227,10 @@ class Registry:
         ]
 
 
-def _sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def _layer(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in sorted(files.items()):
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o644, 0
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 def push_demo_image(registry_url: str, repository: str, tag: str) -> str:
-    """Builds a two-layer linux/amd64 OCI image and pushes it (Registry v2 monolithic upload)."""
-    raws = [_layer({"hello.txt": b"hello from the lab\n"}), _layer({"etc/demo.conf": b"answer=42\n"})]
-    layers = [gzip.compress(raw, compresslevel=1, mtime=0) for raw in raws]
-    config = json.dumps(
-        {"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/true"]},
-         "rootfs": {"type": "layers", "diff_ids": [_sha256(r) for r in raws]}},
-        sort_keys=True,
-    ).encode()
-    blobs = [(config, "application/vnd.oci.image.config.v1+json")] + [
-        (layer, "application/vnd.oci.image.layer.v1.tar+gzip") for layer in layers
-    ]
-    with httpx.Client(base_url=registry_url, timeout=30) as http:
-        for data, _ in blobs:
-            started = http.post(f"/v2/{repository}/blobs/uploads/")
-            assert started.status_code == 202, started.text
-            # Location already carries the upload state as query parameters: append, never replace
-            location = httpx.URL(started.headers["Location"])
-            done = http.put(location.copy_merge_params({"digest": _sha256(data)}), content=data,
-                            headers={"Content-Type": "application/octet-stream"})
-            assert done.status_code == 201, done.text
-        descriptors = [{"mediaType": mt, "digest": _sha256(d), "size": len(d)} for d, mt in blobs]
-        manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                               "config": descriptors[0], "layers": descriptors[1:]}, sort_keys=True).encode()
-        put = http.put(f"/v2/{repository}/manifests/{tag}", content=manifest,
-                       headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
-        assert put.status_code == 201, put.text
-        assert put.headers["Docker-Content-Digest"] == _sha256(manifest)
-    return _sha256(manifest)
+    """A two-layer linux/amd64 image (two layers: unpacking also stacks an overlay parent snapshot)."""
+    image = build_image({"hello.txt": b"hello from the lab\n"}, [{"etc/demo.conf": b"answer=42\n"}])
+    return push(image, registry_url, repository, tag)
 
 
 def hosts_toml(server: str, mirror: str | None) -> str:
@@ -377,12 +297,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 @pytest.fixture
 def clean(lab: Lab) -> Lab:
-    """Every case starts cold: no images in either namespace, an empty certs.d, the mirror running."""
+    """Every case starts cold: no images in either namespace and an empty certs.d."""
     lab.containerd.remove_all_images()
     for hosts in lab.certs_dir.glob("*/hosts.toml"):
         hosts.unlink()
-    if lab.mirror.proc is None:
-        lab.mirror.start()
     return lab
 
 
@@ -475,24 +393,24 @@ def test_cri_errors_carry_grpc_code_and_details(clean: Lab) -> None:
 @pytest.mark.netns
 def test_mirror_down_falls_back_to_server_without_hanging(clean: Lab, tmp_path: Path) -> None:
     lab = clean
+    # a mirror of its own that ran and was stopped: its port now refuses connections
+    gone = Registry("mirror-gone", tmp_path, remote_url=lab.upstream.url)
+    gone.start()
+    gone.stop()
     hosts_dir = tmp_path / "certs.d"
-    write_atomically(hosts_dir / "docker.io" / "hosts.toml", hosts_toml(lab.upstream.url, lab.mirror.url))
-    write_atomically(lab.daemon_hosts(), hosts_toml(lab.upstream.url, lab.mirror.url))
-    lab.mirror.stop()
-    try:
-        up, _, _ = lab.marks()
-        # a hang would surface as ContainerdError / DEADLINE_EXCEEDED from these timeouts
-        pulled = lab.containerd.ctr_pull(IMAGE, hosts_dir=hosts_dir, timeout=60)
-        assert pulled.ok, pulled.stderr
-        assert "trying next host" in pulled.stderr
-        assert f"127.0.0.1:{lab.mirror.port}: connect: connection refused" in pulled.stderr
-        lab.cri.pull("demo:1")
-        to_upstream = [a for a in lab.upstream.accesses_since(up) if a.by_containerd]
-        assert sum(a.target.startswith(f"/v2/{REPO}/manifests/{TAG}") for a in to_upstream) == 2, to_upstream
-        # server differs from the namespace (docker.io), so even the server gets ?ns=
-        assert all("ns=docker.io" in a.target for a in to_upstream), to_upstream
-    finally:
-        lab.mirror.start()
+    write_atomically(hosts_dir / "docker.io" / "hosts.toml", hosts_toml(lab.upstream.url, gone.url))
+    write_atomically(lab.daemon_hosts(), hosts_toml(lab.upstream.url, gone.url))
+    up, _, _ = lab.marks()
+    # a hang would surface as ContainerdError / DEADLINE_EXCEEDED from these timeouts
+    pulled = lab.containerd.ctr_pull(IMAGE, hosts_dir=hosts_dir, timeout=60)
+    assert pulled.ok, pulled.stderr
+    assert "trying next host" in pulled.stderr
+    assert f"127.0.0.1:{gone.port}: connect: connection refused" in pulled.stderr
+    lab.cri.pull("demo:1")
+    to_upstream = [a for a in lab.upstream.accesses_since(up) if a.by_containerd]
+    assert sum(a.target.startswith(f"/v2/{REPO}/manifests/{TAG}") for a in to_upstream) == 2, to_upstream
+    # server differs from the namespace (docker.io), so even the server gets ?ns=
+    assert all("ns=docker.io" in a.target for a in to_upstream), to_upstream
 
 
 @pytest.mark.netns

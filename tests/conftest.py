@@ -20,10 +20,10 @@ SHARED = REPO.parent / "shared"
 
 
 def in_private_netns() -> bool:
-    try:
-        return sorted(os.listdir("/sys/class/net")) == ["lo"]
-    except OSError:
-        return False
+    # Not /sys/class/net: sysfs shows the namespace of whoever mounted /sys, not ours.
+    from runbook_lib.lab.netns import in_private_netns as check
+
+    return check()
 
 
 def missing_real_parts() -> list[str]:

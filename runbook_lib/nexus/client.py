@@ -104,6 +104,10 @@ class NexusClient:
     def close(self) -> None:
         self.http.close()
 
+    def use_credentials(self, username: str, password: str) -> None:
+        """Switch the login, e.g. right after the admin password was changed."""
+        self.http.auth = httpx.BasicAuth(username, password)
+
     def __enter__(self) -> NexusClient:
         return self
 

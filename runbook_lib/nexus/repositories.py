@@ -1,0 +1,127 @@
+"""Stage 1: one docker proxy per upstream and one endpoint per upstream.
+
+Why one endpoint per upstream: containerd tells a mirror which registry an image belongs to only
+through the ``?ns=`` query parameter, and Nexus ignores it. A single group holding every upstream's
+proxy would answer ``gcr.io/x/y`` by asking its members in order — Docker Hub first — and could serve
+the wrong image. So docker.io gets the seed's group (``docker``, connector 8082) and every other upstream
+its own connector port (on its proxy, or on a group of its own).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from runbook_lib.nexus.client import NexusClient
+from runbook_lib.params import RunbookParams, Upstream
+from runbook_lib.plan import Change, Plan, StageFailed
+from runbook_lib.secrets import ResolveContext, resolve
+
+HUB_INDEX_URL = "https://index.docker.io/"  # what the Nexus UI sends for "Use Docker Hub"
+SECRET_KEYS = ("password", "bearerToken")
+
+
+def force_basic_auth(params: RunbookParams) -> bool:
+    # forceBasicAuth=false is the UI's "Allow anonymous docker pull (Docker Bearer Token Realm
+    # required)". Bearer tokens also carry authenticated users, so both modes keep it false; whether
+    # anonymous pulls work is decided by anonymous access and the anonymous user's privileges.
+    return False
+
+
+def docker_block(params: RunbookParams, port: int | None) -> dict[str, Any]:
+    return {"v1Enabled": False, "forceBasicAuth": force_basic_auth(params), "httpPort": port, "httpsPort": None}
+
+
+def proxy_document(params: RunbookParams, up: Upstream, password: str | None) -> dict[str, Any]:
+    auth = None
+    if up.credentials:
+        auth = {"type": "username", "username": up.credentials.username, "password": password}
+    index_url = up.index_url or (HUB_INDEX_URL if up.index_type == "HUB" else None)
+    return {
+        "name": up.name,
+        "online": True,
+        "storage": {"blobStoreName": params.nexus.blob_store, "strictContentTypeValidation": True},
+        "proxy": {"remoteUrl": up.remote_url, "contentMaxAge": up.content_max_age,
+                  "metadataMaxAge": up.metadata_max_age},
+        "negativeCache": {"enabled": up.negative_cache, "timeToLive": up.negative_cache_ttl},
+        "httpClient": {"blocked": False, "autoBlock": True, "authentication": auth},
+        # The connector sits on the group when there is one, else on the proxy itself.
+        "docker": docker_block(params, None if up.group else up.connector_port),
+        "dockerProxy": {"indexType": up.index_type, "indexUrl": index_url},
+    }
+
+
+def group_document(params: RunbookParams, up: Upstream, actual: dict | None) -> dict[str, Any]:
+    members = list((actual or {}).get("group", {}).get("memberNames") or [])
+    if up.name not in members:
+        members = [up.name, *members]  # ours first; members someone else added stay
+    return {
+        "name": up.group,
+        "online": True,
+        "storage": {"blobStoreName": params.nexus.blob_store, "strictContentTypeValidation": True},
+        "group": {"memberNames": members},
+        "docker": docker_block(params, up.connector_port),
+    }
+
+
+def _without_secrets(doc: Any) -> Any:
+    if isinstance(doc, dict):
+        return {k: _without_secrets(v) for k, v in doc.items() if k not in SECRET_KEYS}
+    return doc
+
+
+def _compare(plan: Plan, kind: str, name: str, actual: dict | None, desired: dict,
+             write_create: Callable[[], Any], write_update: Callable[[], Any], has_secret: bool) -> Change:
+    """Compare without the write-only secrets (Nexus never returns them), note that they were not compared."""
+    note = "upstream password not compared (Nexus never returns it); sent on create or with another change" \
+        if has_secret else ""
+    if actual is not None:
+        actual = _ensure_blobstore_unchanged(actual, desired, name)
+    return plan.compare(kind, name, actual, _without_secrets(desired) if actual is not None else desired,
+                        create=write_create, update=write_update, secret_keys=SECRET_KEYS, note=note)
+
+
+def _ensure_blobstore_unchanged(actual: dict, desired: dict, name: str) -> dict:
+    have = (actual.get("storage") or {}).get("blobStoreName")
+    want = desired["storage"]["blobStoreName"]
+    if have and have != want:
+        # Nexus 3.68+ refuses to change a repository's blob store through the API.
+        raise StageFailed(f"repository {name} uses blob store {have!r}, parameters say {want!r}: Nexus cannot "
+                          "move a repository between blob stores through the API; change the parameter or "
+                          "recreate the repository", step=f"compare {name}")
+    return actual
+
+
+def build_plan(params: RunbookParams, client: NexusClient, apply: bool,
+               ctx: ResolveContext | None = None) -> Plan:
+    plan = Plan("nexus-repos", apply)
+    stores = {b.get("name") for b in client.blob_stores()}
+    if params.nexus.blob_store not in stores:
+        raise StageFailed(f"blob store {params.nexus.blob_store!r} does not exist in Nexus "
+                          f"(found: {', '.join(sorted(s for s in stores if s)) or 'none'})", step="read blob stores")
+    # Proxies first: a group's members must exist before the group is written.
+    for up in params.upstreams:
+        password = resolve(up.credentials.password, ctx, user=up.credentials.username) if up.credentials else None
+        desired = proxy_document(params, up, password)
+        actual = client.docker_repository("proxy", up.name)
+        _compare(plan, "docker proxy", up.name, actual, desired,
+                 lambda d=desired: client.create_docker_repository("proxy", d),
+                 lambda d=desired: client.update_docker_repository("proxy", d),
+                 has_secret=password is not None)
+    for up in params.upstreams:
+        if not up.group:
+            continue
+        actual = client.docker_repository("group", up.group)
+        desired = group_document(params, up, actual)
+        _compare(plan, "docker group", up.group, actual, desired,
+                 lambda d=desired: client.create_docker_repository("group", d),
+                 lambda d=desired: client.update_docker_repository("group", d),
+                 has_secret=False)
+    return plan
+
+
+def endpoints(params: RunbookParams) -> list[dict[str, Any]]:
+    """Which repository and connector serve each upstream (for the notebook and the record)."""
+    return [{"registry": u.registry, "proxy": u.name, "endpoint repository": u.endpoint_repository,
+             "connector port": u.connector_port, "mirror URL": u.mirror_url or "", "upstream": u.remote_url}
+            for u in params.upstreams]

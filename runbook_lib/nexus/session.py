@@ -1,0 +1,76 @@
+"""Connecting to Nexus as admin, before and after the admin bootstrap.
+
+The managed admin password lives behind a secret reference. On a fresh Nexus it has not been set
+yet: the server still accepts the generated one from ``admin.password`` (a file in the data dir, or
+the Nexus pod). Stages that run before the security stage's bootstrap therefore fall back to it, and
+say so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from runbook_lib.nexus.client import NexusAuthError, NexusClient
+from runbook_lib.params import RunbookParams
+from runbook_lib.secrets import REDACTOR, ResolveContext, SecretError, context_for, resolve
+
+
+@dataclass
+class AdminLogin:
+    client: NexusClient
+    source: str  # "managed" or "initial"
+    note: str = ""
+
+
+def read_initial_password(params: RunbookParams, kube_api: Any = None) -> str | None:
+    """The generated admin password, if Nexus still has it (file path or the Nexus pod)."""
+    path = params.path(params.nexus.initial_password_file)
+    if path is not None and path.exists():
+        value = path.read_text().strip()
+        REDACTOR.add_pair(params.nexus.admin_user, value)
+        return value or None
+    pod = params.nexus.initial_password_pod
+    if pod and kube_api is not None:
+        from runbook_lib.kube_exec import read_file_in_pod
+
+        value = read_file_in_pod(kube_api, pod, "/nexus-data/admin.password")
+        if value:
+            REDACTOR.add_pair(params.nexus.admin_user, value.strip())
+            return value.strip()
+    return None
+
+
+def _works(client: NexusClient) -> bool:
+    try:
+        client.realms_active()  # needs nexus:settings:read — an admin-only read
+        return True
+    except NexusAuthError:
+        return False
+
+
+def admin_login(params: RunbookParams, ctx: ResolveContext | None = None, kube_api: Any = None) -> AdminLogin:
+    ctx = ctx or context_for(params, kube_api)
+    n = params.nexus
+    problems = []
+    try:
+        managed = resolve(n.admin_password, ctx, user=n.admin_user)
+    except SecretError as err:
+        managed = None
+        problems.append(str(err))
+    if managed:
+        client = NexusClient(n.url, n.admin_user, managed, timeout=n.timeout_s)
+        if _works(client):
+            return AdminLogin(client, "managed")
+        client.close()
+        problems.append("the managed admin password was refused")
+    initial = read_initial_password(params, kube_api)
+    if initial:
+        client = NexusClient(n.url, n.admin_user, initial, timeout=n.timeout_s)
+        if _works(client):
+            return AdminLogin(client, "initial",
+                              "logged in with Nexus's generated admin password: the security stage replaces it")
+        client.close()
+        problems.append("the generated admin password (admin.password) was refused")
+    raise NexusAuthError(401, "GET", "/v1/security/realms/active", "admin login",
+                         [("", "; ".join(problems) or "no admin password available")])

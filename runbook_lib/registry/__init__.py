@@ -1,0 +1,1 @@
+"""Docker Registry HTTP API v2: the client the proofs and the pull engine use."""

@@ -32,8 +32,9 @@ class RegistryError(RuntimeError):
 
 
 def registry_config(root: Path, port: int, host: str = "127.0.0.1", proxy_remote: str | None = None,
-                    service: str = "registry") -> str:
-    """YAML for `docker-registry serve`: storage under `root`; with `proxy_remote`, a pull-through cache."""
+                    service: str = "registry", htpasswd: Path | None = None) -> str:
+    """YAML for `docker-registry serve`: storage under `root`; with `proxy_remote`, a pull-through cache;
+    with `htpasswd` (bcrypt entries), HTTP Basic auth on every request."""
     config: dict = {
         "version": 0.1,
         "log": {"level": "info", "accesslog": {"disabled": False}, "fields": {"service": service}},
@@ -44,6 +45,8 @@ def registry_config(root: Path, port: int, host: str = "127.0.0.1", proxy_remote
         },
         "http": {"addr": f"{host}:{port}", "headers": {"X-Content-Type-Options": ["nosniff"]}},
     }
+    if htpasswd:
+        config["auth"] = {"htpasswd": {"realm": f"{service}-realm", "path": str(htpasswd)}}
     if proxy_remote:
         config["proxy"] = {"remoteurl": proxy_remote}
     return yaml.safe_dump(config, sort_keys=False)
@@ -85,7 +88,8 @@ def ensure_port_free(host: str, port: int) -> None:
 
 
 def start_registry(name: str, root: Path, port: int, log_path: Path, *, host: str = "127.0.0.1",
-                   proxy_remote: str | None = None, ready_timeout: float = 15.0) -> RegistryProcess:
+                   proxy_remote: str | None = None, htpasswd: Path | None = None,
+                   ready_timeout: float = 15.0) -> RegistryProcess:
     """Write `root/config.yml` (data in `root/data`), start the registry and wait until /v2/ answers.
 
     `port=0` picks a free port; read it back from the returned process's `port` / `url`.
@@ -95,7 +99,8 @@ def start_registry(name: str, root: Path, port: int, log_path: Path, *, host: st
     root.mkdir(parents=True, exist_ok=True)
     (root / "data").mkdir(exist_ok=True)
     config_path = root / "config.yml"
-    config_path.write_text(registry_config(root / "data", port, host, proxy_remote, service=name))
+    config_path.write_text(registry_config(root / "data", port, host, proxy_remote, service=name,
+                                                   htpasswd=htpasswd))
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_start = log_path.stat().st_size if log_path.exists() else 0
     with log_path.open("ab") as log:
@@ -121,6 +126,13 @@ def _log_tail(log_path: Path, start: int, limit: int = 2000) -> str:
         return ""
 
 
+def _log_summary(log_path: Path, start: int) -> str:
+    """The lines that explain a failed start (panic / fatal / error), else the end of the log."""
+    text = _log_tail(log_path, start, limit=1 << 20)
+    key = [ln for ln in text.splitlines() if ln.startswith("panic:") or "level=fatal" in ln or "level=error" in ln]
+    return " | ".join(key)[-2000:] if key else text[-2000:]
+
+
 def _port_from_log(proc: subprocess.Popen, log_path: Path, start: int, timeout: float) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -128,9 +140,10 @@ def _port_from_log(proc: subprocess.Popen, log_path: Path, start: int, timeout: 
         if match:
             return int(match.group(2))
         if proc.poll() is not None:
-            raise RegistryError(f"docker-registry exited with {proc.returncode}: {_log_tail(log_path, start)}")
+            raise RegistryError(f"docker-registry exited with {proc.returncode}: {_log_summary(log_path, start)}")
         time.sleep(0.02)
-    raise RegistryError(f"docker-registry did not report its port within {timeout}s: {_log_tail(log_path, start)}")
+    raise RegistryError(f"docker-registry did not report its port within {timeout}s: "
+                        f"{_log_summary(log_path, start)}")
 
 
 def wait_ready(url: str, timeout: float = 15.0, proc: subprocess.Popen | None = None,
@@ -144,7 +157,7 @@ def wait_ready(url: str, timeout: float = 15.0, proc: subprocess.Popen | None = 
             if proc is not None and proc.poll() is not None:
                 tail = ""
                 if isinstance(proc, RegistryProcess):
-                    tail = ": " + _log_tail(proc.log_path, 0)
+                    tail = ": " + _log_summary(proc.log_path, 0)
                 raise RegistryError(f"process {proc.pid} exited with {proc.returncode} before {probe} answered{tail}")
             try:
                 status = client.get(probe).status_code

@@ -184,3 +184,28 @@ class Plan:
 def _short(value: Any, limit: int = 60) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+Recorder = Callable[[str, Any], None]
+
+
+def apply_and_confirm(plan: Plan, rebuild: Callable[[], Plan], record: Recorder) -> ApplyResult:
+    """Apply the plan (in apply mode), then read the state again and require that nothing differs.
+
+    The outcome goes into the run record; a failure records the failing step and what was and was not
+    applied before the stage fails.
+    """
+    try:
+        result = plan.apply()
+        if plan.apply_mode and plan.pending:
+            drift = rebuild().pending
+            if drift:
+                raise StageFailed("after apply the server still differs from the parameters: "
+                                  + "; ".join(f"{c.label} ({', '.join(c.diff)})" for c in drift),
+                                  step="confirm no drift", applied=result.applied,
+                                  not_applied=[c.label for c in drift])
+    except StageFailed as err:
+        record("failure", err.failure_record())
+        raise
+    record("results", {"applied": result.applied, "not_applied": result.not_applied})
+    return result

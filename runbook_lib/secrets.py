@@ -151,6 +151,8 @@ REDACTOR = Redactor()
 
 # ----------------------------------------------------------------------------------------- resolvers
 Resolver = Callable[[SecretRef, "ResolveContext"], str]
+# What stage code receives: (reference, user or None) -> value, already registered with the redactor.
+SecretResolver = Callable[[str, "str | None"], str]
 
 
 @dataclass

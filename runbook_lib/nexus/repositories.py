@@ -15,7 +15,7 @@ from typing import Any
 from runbook_lib.nexus.client import NexusClient
 from runbook_lib.params import RunbookParams, Upstream
 from runbook_lib.plan import Change, Plan, StageFailed
-from runbook_lib.secrets import ResolveContext, resolve
+from runbook_lib.secrets import SecretResolver
 
 HUB_INDEX_URL = "https://index.docker.io/"  # what the Nexus UI sends for "Use Docker Hub"
 SECRET_KEYS = ("password", "bearerToken")
@@ -92,8 +92,7 @@ def _ensure_blobstore_unchanged(actual: dict, desired: dict, name: str) -> dict:
     return actual
 
 
-def build_plan(params: RunbookParams, client: NexusClient, apply: bool,
-               ctx: ResolveContext | None = None) -> Plan:
+def build_plan(params: RunbookParams, client: NexusClient, apply: bool, secret: SecretResolver) -> Plan:
     plan = Plan("nexus-repos", apply)
     stores = {b.get("name") for b in client.blob_stores()}
     if params.nexus.blob_store not in stores:
@@ -101,7 +100,7 @@ def build_plan(params: RunbookParams, client: NexusClient, apply: bool,
                           f"(found: {', '.join(sorted(s for s in stores if s)) or 'none'})", step="read blob stores")
     # Proxies first: a group's members must exist before the group is written.
     for up in params.upstreams:
-        password = resolve(up.credentials.password, ctx, user=up.credentials.username) if up.credentials else None
+        password = secret(up.credentials.password, up.credentials.username) if up.credentials else None
         desired = proxy_document(params, up, password)
         actual = client.docker_repository("proxy", up.name)
         _compare(plan, "docker proxy", up.name, actual, desired,

@@ -22,7 +22,7 @@ from runbook_lib.nexus.session import AdminLogin
 from runbook_lib.nexus.version import NexusVersion, ServerInfo
 from runbook_lib.params import RunbookParams
 from runbook_lib.plan import Change, Plan, StageFailed
-from runbook_lib.secrets import ResolveContext, resolve
+from runbook_lib.secrets import SecretResolver
 
 AUTHENTICATING = "NexusAuthenticatingRealm"
 DOCKER_TOKEN = "DockerToken"
@@ -88,7 +88,7 @@ def eula_change(params: RunbookParams, client: NexusClient, server: ServerInfo |
                     lambda: client.accept_eula(disclaimer)))
 
 
-def build_plan(params: RunbookParams, login: AdminLogin, apply: bool, ctx: ResolveContext | None = None,
+def build_plan(params: RunbookParams, login: AdminLogin, apply: bool, secret: SecretResolver,
                aws_client: Any = None) -> Plan:
     client = login.client
     sec = params.security
@@ -97,7 +97,7 @@ def build_plan(params: RunbookParams, login: AdminLogin, apply: bool, ctx: Resol
 
     # Admin bootstrap first: every later write then uses the managed password.
     if login.source == "initial":
-        managed = resolve(params.nexus.admin_password, ctx, user=params.nexus.admin_user)
+        managed = secret(params.nexus.admin_password, params.nexus.admin_user)
         writes = [lambda: client.change_password(params.nexus.admin_user, managed),
                   lambda: client.use_credentials(params.nexus.admin_user, managed)]
         if params.nexus.store_admin_password_in and aws_client is not None:
@@ -123,11 +123,11 @@ def build_plan(params: RunbookParams, login: AdminLogin, apply: bool, ctx: Resol
                  update=lambda: client.set_anonymous(anon_want))
 
     if sec.mode == "authenticated":
-        _pull_user_changes(params, client, plan, ctx)
+        _pull_user_changes(params, client, plan, secret)
     return plan
 
 
-def _pull_user_changes(params: RunbookParams, client: NexusClient, plan: Plan, ctx: ResolveContext | None) -> None:
+def _pull_user_changes(params: RunbookParams, client: NexusClient, plan: Plan, secret: SecretResolver) -> None:
     sec = params.security
     actions = ["READ", "BROWSE"] if sec.browse else ["READ"]
     privileges = []
@@ -149,7 +149,7 @@ def _pull_user_changes(params: RunbookParams, client: NexusClient, plan: Plan, c
     plan.compare("role", sec.role, _role_view(actual_role), _role_view(role_body),
                  create=lambda: client.create_role(role_body), update=lambda: client.update_role(role_body))
 
-    password = resolve(sec.pull_password, ctx, user=sec.user)
+    password = secret(sec.pull_password, sec.user)
     user = client.user(sec.user)
     if user is None:
         body = {"userId": sec.user, "firstName": "Registry", "lastName": "Pull",
@@ -177,3 +177,12 @@ def store_secret(aws_client: Any, secret_id: str, username: str, password: str) 
         aws_client.put_secret_value(SecretId=secret_id, SecretString=value)
     except aws_client.exceptions.ResourceNotFoundException:
         aws_client.create_secret(Name=secret_id, SecretString=value)
+
+
+def secrets_manager(params: RunbookParams) -> Any:
+    """The Secrets Manager client when the admin password is to be stored there, else None."""
+    if not params.nexus.store_admin_password_in:
+        return None
+    from runbook_lib import aws
+
+    return aws.client(params, "secretsmanager")

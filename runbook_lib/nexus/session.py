@@ -13,7 +13,7 @@ from typing import Any
 
 from runbook_lib.nexus.client import NexusAuthError, NexusClient
 from runbook_lib.params import RunbookParams
-from runbook_lib.secrets import REDACTOR, ResolveContext, SecretError, context_for, resolve
+from runbook_lib.secrets import REDACTOR, SecretError, SecretResolver
 
 
 @dataclass
@@ -49,12 +49,11 @@ def _works(client: NexusClient) -> bool:
         return False
 
 
-def admin_login(params: RunbookParams, ctx: ResolveContext | None = None, kube_api: Any = None) -> AdminLogin:
-    ctx = ctx or context_for(params, kube_api)
+def admin_login(params: RunbookParams, secret: SecretResolver, kube_api: Any = None) -> AdminLogin:
     n = params.nexus
     problems = []
     try:
-        managed = resolve(n.admin_password, ctx, user=n.admin_user)
+        managed = secret(n.admin_password, n.admin_user)
     except SecretError as err:
         managed = None
         problems.append(str(err))

@@ -1,0 +1,97 @@
+"""After the security stage: prove the access model where clients meet it — the registry endpoint.
+
+Anonymous mode: an anonymous client (no credentials) gets a manifest. Authenticated mode: an anonymous
+client is refused, the pull user gets the manifest, and a wrong password is refused. Each endpoint is
+tried at its mirror URL when that answers, otherwise through Nexus's main port
+(``/repository/<name>/v2/...``), which exists as soon as the repository does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+
+from runbook_lib.params import RunbookParams
+from runbook_lib.plan import StageFailed
+from runbook_lib.registry.client import ImageRef, RegistryClient, RegistryError
+from runbook_lib.secrets import SecretResolver
+
+
+@dataclass
+class AccessCheck:
+    endpoint: str
+    url: str
+    who: str
+    expect: str
+    got: str
+    ok: bool
+
+    def record(self) -> dict:
+        return {"name": f"{self.endpoint}: {self.who} {self.expect}", "ok": self.ok, "detail": f"{self.url}: {self.got}"}
+
+
+def endpoint_url(params: RunbookParams, repo: str, mirror_url: str | None) -> str:
+    if mirror_url:
+        try:
+            if httpx.get(f"{mirror_url}/v2/", timeout=5).status_code in (200, 401):
+                return mirror_url
+        except httpx.HTTPError:
+            pass
+    return f"{params.nexus.url}/repository/{repo}"
+
+
+def _attempt(url: str, image: ImageRef | None, user: str | None, password: str | None) -> tuple[bool, str]:
+    """True when the endpoint served (a manifest, or /v2/ when there is no image to ask for)."""
+    try:
+        with RegistryClient(url, user, password, timeout=30) as reg:
+            if image is None:
+                resp = reg.ping()
+                return resp.status_code == 200, f"/v2/ answered {resp.status_code}"
+            m = reg.manifest(image.repository, image.reference)
+            return m.status == 200, f"manifest {image.repository}:{image.reference} answered {m.status}"
+    except RegistryError as err:
+        return False, str(err)
+    except httpx.HTTPError as err:
+        return False, f"{type(err).__name__}: {err}"
+
+
+def prove(params: RunbookParams, secret: SecretResolver) -> list[AccessCheck]:
+    sec = params.security
+    images = [ImageRef.parse(i) for i in params.verification.images]
+    checks: list[AccessCheck] = []
+    done: set[str] = set()
+    for up in params.upstreams:
+        repo = up.endpoint_repository
+        if repo in done:
+            continue
+        done.add(repo)
+        image = next((i for i in images if i.registry == up.registry), None)
+        url = endpoint_url(params, repo, up.mirror_url)
+        served, got = _attempt(url, image, None, None)
+        if sec.mode == "anonymous":
+            checks.append(AccessCheck(repo, url, "anonymous", "can pull", got, served))
+            continue
+        checks.append(AccessCheck(repo, url, "anonymous", "is refused", got, not served))
+        password = secret(sec.pull_password, sec.user)
+        served, got = _attempt(url, image, sec.user, password)
+        checks.append(AccessCheck(repo, url, f"user {sec.user}", "can pull", got, served))
+        served, got = _attempt(url, image, sec.user, password + "-wrong")
+        checks.append(AccessCheck(repo, url, f"user {sec.user} with a wrong password", "is refused", got, not served))
+    return checks
+
+
+def table(checks: list[AccessCheck]):
+    import pandas as pd
+
+    return pd.DataFrame([{"endpoint": c.endpoint, "who": c.who, "expected": c.expect,
+                          "result": "ok" if c.ok else "FAIL", "answer": c.got, "url": c.url} for c in checks])
+
+
+def raise_for_failures(checks: list[AccessCheck], record) -> None:
+    failed = [c for c in checks if not c.ok]
+    if failed:
+        err = StageFailed("the access model does not hold: " + "; ".join(
+            f"{c.endpoint}: {c.who} {c.expect}, but {c.got}" for c in failed), step="prove access model")
+        record("failure", err.failure_record())
+        raise err

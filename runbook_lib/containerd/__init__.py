@@ -1,0 +1,1 @@
+"""containerd registry configuration: `hosts.toml` per upstream, node-side checks."""

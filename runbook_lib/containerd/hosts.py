@@ -1,0 +1,154 @@
+"""Render containerd `hosts.toml` files: one per upstream registry, pointing at its mirror endpoint.
+
+Rendered with a TOML writer from a dict, never by string templating, so a file can never carry a
+duplicated table or key — containerd ignores such a file entirely and silently pulls upstream
+(shared/notes/containerd-real-components.md T6). Facts (shared/notes/karpenter-and-nodes.md §e):
+- `server` is the upstream, tried last; `[host."<mirror>"]` entries are tried first, in file order;
+- `capabilities = ["pull", "resolve"]`: without `resolve`, tags are still looked up upstream;
+- a mirror URL with a path (Nexus `/repository/<name>`) needs `/v2` and `override_path = true`;
+- `dial_timeout` exists only from containerd 2.0.7 / 2.1.0 (an unknown key is ignored by older ones,
+  but we only emit what the node understands);
+- containerd 1.6 ignores a file without any `[host]` table ("invalid `host` tree", #10027): an empty
+  `[host]` table works around it;
+- write the header key as `Authorization` (canonical case), or HTTP/1.1 may carry two.
+"""
+
+from __future__ import annotations
+
+import base64
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from urllib.parse import urlsplit, urlunsplit
+
+import tomli_w
+
+CAPABILITIES = ("pull", "resolve")
+
+
+@dataclass(frozen=True)
+class ContainerdVersion:
+    major: int
+    minor: int
+    patch: int
+
+    @classmethod
+    def parse(cls, text: str) -> ContainerdVersion:
+        core = text.strip().lstrip("v").split("~")[0].split("-")[0].split("+")[0]
+        parts = [int(p) for p in core.split(".")[:3]]
+        while len(parts) < 3:
+            parts.append(0)
+        return cls(*parts)
+
+    def supports_dial_timeout(self) -> bool:
+        return (self.major, self.minor, self.patch) >= (2, 0, 7)
+
+    def needs_empty_host_table(self) -> bool:
+        return (self.major, self.minor) < (1, 7)
+
+
+@dataclass
+class MirrorHost:
+    url: str
+    capabilities: tuple[str, ...] = CAPABILITIES
+    ca: list[str] = field(default_factory=list)
+    skip_verify: bool = False
+    dial_timeout: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def normalized(self) -> tuple[str, bool]:
+        """(URL, override_path). A path-style endpoint gets an explicit /v2 and override_path."""
+        parts = urlsplit(self.url.rstrip("/"))
+        path = parts.path
+        if not path:
+            return urlunsplit((parts.scheme, parts.netloc, "", "", "")), False
+        if not path.endswith("/v2"):
+            path = f"{path}/v2"
+        return urlunsplit((parts.scheme, parts.netloc, path, "", "")), True
+
+    def table(self) -> dict:
+        url, override = self.normalized()
+        t: dict = {"capabilities": list(self.capabilities)}
+        if self.ca:
+            t["ca"] = self.ca[0] if len(self.ca) == 1 else list(self.ca)
+        if self.skip_verify:
+            t["skip_verify"] = True
+        if override:
+            t["override_path"] = True
+        if self.dial_timeout:
+            t["dial_timeout"] = self.dial_timeout
+        if self.headers:
+            t["header"] = dict(self.headers)
+        return {url: t}
+
+
+@dataclass
+class HostsToml:
+    """The hosts.toml of one registry namespace (the folder name under certs.d)."""
+
+    namespace: str
+    server: str
+    mirrors: list[MirrorHost] = field(default_factory=list)
+    containerd: ContainerdVersion | None = None
+
+    @property
+    def relative_path(self) -> PurePosixPath:
+        return PurePosixPath(self.namespace) / "hosts.toml"
+
+    def document(self) -> dict:
+        doc: dict = {"server": self.server}
+        hosts: dict = {}
+        for mirror in self.mirrors:
+            if mirror.dial_timeout and not (self.containerd and self.containerd.supports_dial_timeout()):
+                mirror = MirrorHost(mirror.url, mirror.capabilities, mirror.ca, mirror.skip_verify, None,
+                                    mirror.headers)
+            hosts.update(mirror.table())
+        if hosts:
+            doc["host"] = hosts
+        elif self.containerd is None or self.containerd.needs_empty_host_table():
+            doc["host"] = {}  # containerd 1.6: a file with no [host] table is ignored
+        return doc
+
+    def render(self) -> str:
+        header = f"# containerd registry hosts for {self.namespace} — written by eks-mirror-runbook\n"
+        return header + tomli_w.dumps(self.document())
+
+
+def basic_header(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+def parse(text: str) -> dict:
+    """Parse a hosts.toml back (raises tomllib.TOMLDecodeError on what containerd would also reject)."""
+    return tomllib.loads(text)
+
+
+def validate(text: str) -> list[str]:
+    """Problems containerd would have with this file (it would ignore the file silently)."""
+    try:
+        doc = parse(text)
+    except tomllib.TOMLDecodeError as err:
+        return [f"not valid TOML: {err}"]
+    problems = []
+    if not isinstance(doc.get("server", ""), str):
+        problems.append("server must be a string")
+    hosts = doc.get("host", None)
+    if hosts is None:
+        problems.append("no [host] table (containerd 1.6 ignores the file)")
+    elif isinstance(hosts, dict):
+        for url, table in hosts.items():
+            if not isinstance(table, dict):
+                continue
+            caps = table.get("capabilities", list(CAPABILITIES))
+            unknown = set(caps) - {"pull", "resolve", "push", "referrers"}
+            if unknown:
+                problems.append(f"{url}: unknown capabilities {sorted(unknown)}")
+            if "resolve" not in caps:
+                problems.append(f"{url}: without 'resolve', tags are looked up upstream")
+            path = urlsplit(url).path
+            if table.get("override_path") and not path.endswith("/v2"):
+                problems.append(f"{url}: override_path without /v2 sends requests to the wrong path")
+            header = table.get("header", {})
+            if any(k.lower() == "authorization" and k != "Authorization" for k in header):
+                problems.append(f"{url}: write the header key as 'Authorization'")
+    return problems

@@ -381,3 +381,49 @@ def test_state_lists_config_and_counters_in_json() -> None:
         state = json.loads(httpx.get(h.url + "/_lab/state").text)
         assert state["realm"] == h.token_url
     assert state["config"]["limit"] is None and state["service"] == "registry.docker.io"
+
+
+# -- a real client: containerd pulls docker.io images through the stand-in ---------------------
+@pytest.mark.netns
+def test_containerd_pulls_through_the_token_flow_and_is_rate_limited(backend, tmp_path_factory) -> None:
+    from runbook_lib.lab.containerd import PrivateContainerd
+
+    base = tmp_path_factory.mktemp("hubctd")  # short: unix socket paths are limited to 108 bytes
+    with DockerHub(backend.url, config=HubConfig(limit=1)) as h:
+        hosts = base / "certs.d" / "docker.io" / "hosts.toml"
+        hosts.parent.mkdir(parents=True)
+        hosts.write_text(f'server = "{h.url}"\n\n[host."{h.url}"]\n  capabilities = ["pull", "resolve"]\n')
+        with PrivateContainerd(base / "ctd", base / "daemon-certs.d") as ctd:
+            pulled = ctd.ctr_pull("docker.io/library/demo:1", hosts_dir=base / "certs.d")
+            assert pulled.ok, pulled.stderr  # includes unpack: the layers' diff_ids check out
+            state = h.state()
+            assert state["counters"]["tokens_issued"] >= 1 and state["counters"]["unauthorized"] >= 1
+            # index + the amd64 manifest were fetched; only the platform manifest is a pull
+            assert state["counters"]["manifest_get"] == 2 and state["sources"]["127.0.0.1"]["used"] == 1
+            ctd.remove_all_images()
+            again = ctd.ctr_pull("docker.io/library/demo:1", hosts_dir=base / "certs.d")
+            assert not again.ok
+            assert "429 Too Many Requests" in again.stderr
+            assert "toomanyrequests: You have reached your unauthenticated pull rate limit" in again.stderr
+
+
+@pytest.mark.netns
+def test_containerd_with_credentials_is_charged_to_the_account(backend, tmp_path_factory) -> None:
+    from runbook_lib.lab.containerd import PrivateContainerd
+
+    base = tmp_path_factory.mktemp("hubctdu")
+    with DockerHub(backend.url, config=HubConfig(limit=0, auth_limit=5), user=("alice", "wonderland")) as h:
+        hosts = base / "certs.d" / "docker.io" / "hosts.toml"
+        hosts.parent.mkdir(parents=True)
+        hosts.write_text(f'server = "{h.url}"\n\n[host."{h.url}"]\n  capabilities = ["pull", "resolve"]\n')
+        with PrivateContainerd(base / "ctd", base / "daemon-certs.d") as ctd:
+            denied = ctd.ctr_pull("docker.io/library/single:1", hosts_dir=base / "certs.d", extra_args=["--user", "alice:nope"])
+            assert not denied.ok and "401" in denied.stderr
+            pulled = ctd.ctr_pull("docker.io/library/single:1", hosts_dir=base / "certs.d",
+                                  extra_args=["--user", "alice:wonderland"])
+            assert pulled.ok, pulled.stderr
+    state = h.state()
+    assert state["sources"] == {account_id("alice"): {"authenticated": True, "used": 1, "limit": 5, "remaining": 4,
+                                                      "window_s": 21600}}
+    # with a secret, containerd asks for its token with the OAuth2 password grant (POST /token)
+    assert state["counters"]["tokens_issued_oauth"] >= 1

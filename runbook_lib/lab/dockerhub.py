@@ -305,6 +305,7 @@ class DockerHub:
         self.registry_server: LabHTTPServer | None = None
         self.token_server: LabHTTPServer | None = None
         self._threads: list[threading.Thread] = []
+        self._bound = False
 
     # -- life cycle --------------------------------------------------------------------------
     def bind(self) -> None:
@@ -317,6 +318,8 @@ class DockerHub:
             raise
         registry.hub = token.hub = self  # type: ignore[attr-defined]
         self.registry_server, self.token_server = registry, token
+        self._ports = (registry.server_address[1], token.server_address[1])
+        self._bound = True
         self.backend = httpx.Client(timeout=httpx.Timeout(300.0, connect=10.0),
                                     limits=httpx.Limits(max_connections=64, max_keepalive_connections=32))
 
@@ -355,13 +358,14 @@ class DockerHub:
 
     @property
     def port(self) -> int:
-        assert self.registry_server, "not bound"
-        return self.registry_server.server_address[1]
+        """The registry port (stays known after stop(), for reports)."""
+        assert self._bound, "not bound yet: call start()"
+        return self._ports[0]
 
     @property
     def token_port(self) -> int:
-        assert self.token_server, "not bound"
-        return self.token_server.server_address[1]
+        assert self._bound, "not bound yet: call start()"
+        return self._ports[1]
 
     def _base(self, port: int) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -496,6 +500,7 @@ class _TokenHandler(_HubHandler):
         body = self.hub.tokens.issue(subject, granted, service)
         self.hub.count("tokens_issued")
         if oauth:
+            self.hub.count("tokens_issued_oauth")
             scope_text = " ".join(f"repository:{g['name']}:{','.join(g['actions'])}" for g in granted)
             body = {"access_token": body["access_token"], "scope": scope_text, "expires_in": body["expires_in"],
                     "issued_at": body["issued_at"]}

@@ -24,6 +24,7 @@ import pytest
 from runbook_lib.lab.httpbase import LabHandler, LabHTTPServer, serve_in_thread
 from runbook_lib.lab.images import Image, build_image, build_index, push
 from runbook_lib.lab.nexus.connector import ConnectorManager
+from runbook_lib.lab.nexus.state import NexusState
 from runbook_lib.lab.registries import REGISTRY_BINARY, RegistryProcess, start_registry, stop_process
 
 pytestmark = pytest.mark.skipif(not Path(REGISTRY_BINARY).exists(), reason=f"needs {REGISTRY_BINARY}")
@@ -40,50 +41,64 @@ ACCEPT = ", ".join([
 
 
 # ---------------------------------------------------------------------------------------------
-# a NexusState stand-in with the interface of runbook_lib/lab/nexus/state.py
+# the real NexusState, configured through its document the way its REST half leaves it
 
 
-class FakeState:
-    version = "3.80.0-06"
-    edition = "COMMUNITY"
-
+class Nexus:
     def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.repos: dict[str, dict[str, Any]] = {}
-        self.passwords = {"admin": "admin123", "puller": "pull-pw", "outsider": "out-pw"}
-        self.grants: dict[str | None, set[str]] = {None: {"*"}, "admin": {"*"}, "puller": {"*"}, "outsider": set()}
-        self.anonymous = True
-        self.realms = {"NexusAuthenticatingRealm", "DockerToken"}
-        self.eula_accepted = True
-        self.components: list[tuple[str, str, str, list[dict[str, Any]]]] = []
+        self.state = NexusState(data_dir, version="3.80.0-06", edition="COMMUNITY",
+                                environ={"NEXUS_SECURITY_INITIAL_PASSWORD": "admin123"})
+        with self.state.edit() as data:
+            data["realms"] = ["NexusAuthenticatingRealm", "DockerToken"]
+            data["eulaAccepted"] = True
+        self.add_user("puller", "pull-pw", {"*"})
+        self.add_user("outsider", "out-pw", set())
 
-    def docker_repos(self) -> list[dict[str, Any]]:
-        return [copy.deepcopy(r) for r in self.repos.values()]
+    def put_repo(self, doc: dict[str, Any]) -> None:
+        with self.state.edit(repositories_changed=True) as data:
+            data["repositories"][doc["name"]] = copy.deepcopy(doc)
 
-    def repo_config(self, name: str) -> dict[str, Any] | None:
-        return copy.deepcopy(self.repos[name]) if name in self.repos else None
+    def change_repo(self, name: str, change: Callable[[dict[str, Any]], None]) -> None:
+        with self.state.edit(repositories_changed=True) as data:
+            change(data["repositories"][name])
 
-    def authenticate(self, user: str, password: str) -> bool:
-        return user in self.passwords and self.passwords[user] == password
+    def delete_repo(self, name: str) -> None:
+        with self.state.edit(repositories_changed=True) as data:
+            del data["repositories"][name]
 
-    def anonymous_enabled(self) -> bool:
-        return self.anonymous
+    def set_anonymous(self, enabled: bool) -> None:
+        with self.state.edit() as data:
+            data["anonymous"]["enabled"] = enabled
 
-    def realm_active(self, realm_id: str) -> bool:
-        return realm_id in self.realms
+    def drop_realm(self, realm_id: str) -> None:
+        with self.state.edit() as data:
+            data["realms"].remove(realm_id)
 
-    def can(self, user_id: str | None, repo: str, action: str) -> bool:
-        granted = self.grants.get(user_id, set())
-        return "*" in granted or repo in granted
+    def set_eula(self, accepted: bool) -> None:
+        with self.state.edit() as data:
+            data["eulaAccepted"] = accepted
 
-    def eula_blocks_access(self) -> bool:
-        return not self.eula_accepted
+    def grant(self, user_id: str, repos: set[str]) -> None:
+        """Give `user_id` (or "anonymous") read on exactly `repos` ("*" = every repository)."""
+        privileges = ["nx-repository-view-*-*-read"] if "*" in repos else [
+            f"nx-repository-view-docker-{r}-read" for r in sorted(repos)]
+        role = f"test-{user_id}"
+        with self.state.edit() as data:
+            data["roles"][role] = {"id": role, "name": role, "description": "", "privileges": privileges, "roles": []}
+            data["users"][user_id]["roles"] = [role]
 
-    def record_component(self, repo: str, name: str, version: str, assets: list[dict[str, Any]]) -> None:
-        self.components.append((repo, name, version, assets))
+    def add_user(self, user_id: str, password: str, repos: set[str]) -> None:
+        with self.state.edit() as data:
+            data["users"][user_id] = {"userId": user_id, "firstName": user_id, "lastName": "Test",
+                                      "emailAddress": f"{user_id}@example.org", "status": "active", "roles": [],
+                                      "password": ""}
+        self.state.set_password(user_id, password)
+        self.grant(user_id, repos)
 
-    def subscribe(self, callback: Callable[[], None]) -> None:
-        pass
+    def components(self) -> list[tuple[str, str, str, list[dict[str, Any]]]]:
+        with self.state.read() as data:
+            return [(repo, c["name"], c["version"], copy.deepcopy(c["assets"]))
+                    for repo, items in data["components"].items() for c in items]
 
 
 def proxy_doc(name: str, remote: str, port: int | None = None, *, force_basic: bool = False,
@@ -170,8 +185,8 @@ def own_upstream(tmp_path: Path) -> Iterator[RegistryProcess]:
 
 
 @pytest.fixture
-def state(tmp_path: Path) -> FakeState:
-    return FakeState(tmp_path / "nexus-data")
+def nexus(tmp_path: Path) -> Nexus:
+    return Nexus(tmp_path / "nexus-data")
 
 
 @pytest.fixture
@@ -180,11 +195,11 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def make_manager(tmp_path: Path, state: FakeState, clock: Clock) -> Iterator[Callable[..., ConnectorManager]]:
+def make_manager(tmp_path: Path, nexus: Nexus, clock: Clock) -> Iterator[Callable[..., ConnectorManager]]:
     made: list[ConnectorManager] = []
 
     def make(cache_dir: Path | None = None) -> ConnectorManager:
-        manager = ConnectorManager(state, cache_dir or tmp_path / "cache", clock=clock)
+        manager = ConnectorManager(nexus.state, cache_dir or tmp_path / "cache", clock=clock)
         made.append(manager)
         manager.sync()
         return manager
@@ -200,11 +215,11 @@ def client() -> Iterator[httpx.Client]:
         yield c
 
 
-def connector(state: FakeState, doc: dict[str, Any]) -> str:
+def connector(nexus: Nexus, doc: dict[str, Any]) -> str:
     """Add a repository with a fresh connector port; returns its base URL."""
     port = free_port()
     doc["docker"]["httpPort"] = port
-    state.repos[doc["name"]] = doc
+    nexus.put_repo(doc)
     return f"http://127.0.0.1:{port}"
 
 
@@ -253,8 +268,8 @@ def upstream_log_count(proc: RegistryProcess, needle: str, expected: int) -> int
 # ping, challenge and token
 
 
-def test_ping_challenges_with_bearer_even_when_anonymous_pull_is_allowed(state, make_manager, client, upstream):
-    base = connector(state, proxy_doc("docker-proxy", upstream["url"]))
+def test_ping_challenges_with_bearer_even_when_anonymous_pull_is_allowed(nexus, make_manager, client, upstream):
+    base = connector(nexus, proxy_doc("docker-proxy", upstream["url"]))
     make_manager()
     r = client.get(f"{base}/v2/")
     assert r.status_code == 401
@@ -271,8 +286,8 @@ def test_ping_challenges_with_bearer_even_when_anonymous_pull_is_allowed(state, 
     assert client.get(f"{base}/v2/", headers=basic("puller", "pull-pw")).status_code == 200
 
 
-def test_realm_is_built_from_forwarded_headers(state, make_manager, client, upstream):
-    base = connector(state, proxy_doc("docker-proxy", upstream["url"]))
+def test_realm_is_built_from_forwarded_headers(nexus, make_manager, client, upstream):
+    base = connector(nexus, proxy_doc("docker-proxy", upstream["url"]))
     make_manager()
     r = client.get(f"{base}/v2/", headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "nexus.example.org",
                                             "X-Forwarded-Port": "8443"})
@@ -281,10 +296,10 @@ def test_realm_is_built_from_forwarded_headers(state, make_manager, client, upst
 
 
 @pytest.mark.parametrize("force_basic,realm_active", [(True, True), (False, False)])
-def test_ping_challenges_basic_without_bearer_mode(state, make_manager, client, upstream, force_basic, realm_active):
+def test_ping_challenges_basic_without_bearer_mode(nexus, make_manager, client, upstream, force_basic, realm_active):
     if not realm_active:
-        state.realms.discard("DockerToken")
-    base = connector(state, proxy_doc("docker-proxy", upstream["url"], force_basic=force_basic))
+        nexus.drop_realm("DockerToken")
+    base = connector(nexus, proxy_doc("docker-proxy", upstream["url"], force_basic=force_basic))
     make_manager()
     r = client.get(f"{base}/v2/")
     assert r.status_code == 401
@@ -294,8 +309,8 @@ def test_ping_challenges_basic_without_bearer_mode(state, make_manager, client, 
     assert client.get(f"{base}/v2/", headers=basic("puller", "wrong")).status_code == 401
 
 
-def test_token_endpoint(state, make_manager, client, upstream):
-    base = connector(state, proxy_doc("docker-proxy", upstream["url"]))
+def test_token_endpoint(nexus, make_manager, client, upstream):
+    base = connector(nexus, proxy_doc("docker-proxy", upstream["url"]))
     make_manager()
     url = f"{base}/v2/token"
     params = {"account": "puller", "client_id": "docker", "offline_token": "true", "service": url,
@@ -316,11 +331,11 @@ def test_token_endpoint(state, make_manager, client, upstream):
     bogus = {"Authorization": "Bearer DockerToken.00000000-0000-0000-0000-000000000000"}
     assert get_manifest(client, base, "library/demo", "1", bogus).status_code == 401
 
-    state.anonymous = False
+    nexus.set_anonymous(False)
     r = client.get(url)
     assert r.status_code == 401 and r.json() == UNAUTHORIZED_BODY
 
-    state.realms.discard("DockerToken")  # tokens mean nothing without the Docker Bearer Token Realm
+    nexus.drop_realm("DockerToken")  # tokens mean nothing without the Docker Bearer Token Realm
     assert get_manifest(client, base, "library/demo", "1", bearer).status_code == 401
 
 
@@ -338,14 +353,14 @@ def test_token_endpoint(state, make_manager, client, upstream):
         (True, False, True, False),
     ],
 )
-def test_anonymous_pull_needs_all_four_conditions(state, make_manager, client, upstream, anonymous, force_basic,
+def test_anonymous_pull_needs_all_four_conditions(nexus, make_manager, client, upstream, anonymous, force_basic,
                                                   realm, anon_read):
-    state.anonymous = anonymous
+    nexus.set_anonymous(anonymous)
     if not realm:
-        state.realms.discard("DockerToken")
+        nexus.drop_realm("DockerToken")
     if not anon_read:
-        state.grants[None] = set()
-    base = connector(state, proxy_doc("docker-proxy", upstream["url"], force_basic=force_basic))
+        nexus.grant("anonymous", set())
+    base = connector(nexus, proxy_doc("docker-proxy", upstream["url"], force_basic=force_basic))
     make_manager()
     allowed = anonymous and not force_basic and realm and anon_read
     plain = get_manifest(client, base, "library/plain", "1")
@@ -363,9 +378,9 @@ def test_anonymous_pull_needs_all_four_conditions(state, make_manager, client, u
     assert get_manifest(client, base, "library/plain", "1", basic("puller", "pull-pw")).status_code == 200
 
 
-def test_users_wrong_password_and_missing_privilege(state, make_manager, client, upstream):
-    state.anonymous = False
-    base = connector(state, proxy_doc("docker-proxy", upstream["url"]))
+def test_users_wrong_password_and_missing_privilege(nexus, make_manager, client, upstream):
+    nexus.set_anonymous(False)
+    base = connector(nexus, proxy_doc("docker-proxy", upstream["url"]))
     make_manager()
     assert pull(client, base, "library/demo", "1", basic("puller", "pull-pw")) == upstream["index"].digest
     wrong = get_manifest(client, base, "library/demo", "1", basic("puller", "bad"))
@@ -373,23 +388,23 @@ def test_users_wrong_password_and_missing_privilege(state, make_manager, client,
     denied = get_manifest(client, base, "library/demo", "1", basic("outsider", "out-pw"))
     assert denied.status_code == 403
     assert denied.json()["errors"][0]["code"] == "DENIED"
-    state.grants["outsider"] = {"docker-proxy"}
+    nexus.grant("outsider", {"docker-proxy"})
     assert get_manifest(client, base, "library/demo", "1", basic("outsider", "out-pw")).status_code == 200
 
 
-def test_unaccepted_eula_blocks_access(state, make_manager, client, upstream):
-    base = connector(state, proxy_doc("docker-proxy", upstream["url"]))
+def test_unaccepted_eula_blocks_access(nexus, make_manager, client, upstream):
+    base = connector(nexus, proxy_doc("docker-proxy", upstream["url"]))
     make_manager()
-    state.eula_accepted = False
+    nexus.set_eula(False)
     r = get_manifest(client, base, "library/plain", "1", basic("admin", "admin123"))
     assert r.status_code == 403 and r.json()["errors"][0]["code"] == "DENIED"
-    state.eula_accepted = True
+    nexus.set_eula(True)
     assert get_manifest(client, base, "library/plain", "1", basic("admin", "admin123")).status_code == 200
 
 
-def test_only_get_and_head_on_proxies_and_groups(state, make_manager, client, upstream):
-    base = connector(state, proxy_doc("docker-proxy", upstream["url"]))
-    gbase = connector(state, group_doc("docker-group", ["docker-proxy"]))
+def test_only_get_and_head_on_proxies_and_groups(nexus, make_manager, client, upstream):
+    base = connector(nexus, proxy_doc("docker-proxy", upstream["url"]))
+    gbase = connector(nexus, group_doc("docker-group", ["docker-proxy"]))
     make_manager()
     admin = basic("admin", "admin123")
     for b in (base, gbase):
@@ -405,8 +420,8 @@ def test_only_get_and_head_on_proxies_and_groups(state, make_manager, client, up
 # manifests and blobs
 
 
-def test_manifest_headers_head_and_ns_query(state, make_manager, client, upstream):
-    base = connector(state, proxy_doc("docker-proxy", upstream["url"]))
+def test_manifest_headers_head_and_ns_query(nexus, make_manager, client, upstream):
+    base = connector(nexus, proxy_doc("docker-proxy", upstream["url"]))
     make_manager()
     index = upstream["index"]
     r = client.get(f"{base}/v2/library/demo/manifests/1?ns=docker.io", headers={"Accept": ACCEPT})
@@ -434,7 +449,7 @@ def test_manifest_headers_head_and_ns_query(state, make_manager, client, upstrea
     absent_blob = client.get(f"{base}/v2/library/demo/blobs/sha256:{'0' * 64}")
     assert absent_blob.status_code == 404 and absent_blob.json()["errors"][0]["code"] == "BLOB_UNKNOWN"
 
-    recorded = [c for c in state.components if c[1:3] == ("library/demo", "1")]
+    recorded = [c for c in nexus.components() if c[1:3] == ("library/demo", "1")]
     assert len(recorded) == 1  # recorded once, although the tag was served twice
     repo, _, _, assets = recorded[0]
     assert repo == "docker-proxy"
@@ -444,10 +459,10 @@ def test_manifest_headers_head_and_ns_query(state, make_manager, client, upstrea
     assert assets[0]["contentType"] == "application/vnd.oci.image.index.v1+json"
 
 
-def test_pull_through_survives_upstream_outage_and_restart(state, make_manager, client, own_upstream, tmp_path, clock):
+def test_pull_through_survives_upstream_outage_and_restart(nexus, make_manager, client, own_upstream, tmp_path, clock):
     image = small_image("outage")
     push(image, own_upstream.url, "library/outage", "1")
-    base = connector(state, proxy_doc("docker-proxy", own_upstream.url, metadata_max_age=1))
+    base = connector(nexus, proxy_doc("docker-proxy", own_upstream.url, metadata_max_age=1))
     first = make_manager()
     assert pull(client, base, "library/outage", "1") == image.digest
     cold = first.stats()["docker-proxy"]
@@ -466,12 +481,12 @@ def test_pull_through_survives_upstream_outage_and_restart(state, make_manager, 
     assert get_manifest(client, base, "library/outage", "never-pulled").status_code == 404
 
 
-def test_tag_revalidation_follows_metadata_max_age(state, make_manager, client, own_upstream, clock):
+def test_tag_revalidation_follows_metadata_max_age(nexus, make_manager, client, own_upstream, clock):
     v1, v2 = small_image("v1"), small_image("v2")
     push(v1, own_upstream.url, "library/app", "latest")
     push(v1, own_upstream.url, "library/app", "pinned")
-    base = connector(state, proxy_doc("docker-proxy", own_upstream.url, metadata_max_age=10))
-    never = connector(state, proxy_doc("never-expire", own_upstream.url, metadata_max_age=-1))
+    base = connector(nexus, proxy_doc("docker-proxy", own_upstream.url, metadata_max_age=10))
+    never = connector(nexus, proxy_doc("never-expire", own_upstream.url, metadata_max_age=-1))
     manager = make_manager()
     assert get_manifest(client, base, "library/app", "latest").headers["Docker-Content-Digest"] == v1.digest
     assert get_manifest(client, never, "library/app", "latest").headers["Docker-Content-Digest"] == v1.digest
@@ -504,9 +519,9 @@ def test_tag_revalidation_follows_metadata_max_age(state, make_manager, client, 
     assert upstream_log_count(own_upstream, '"GET /v2/library/app/manifests/pinned', 1) == 1
 
 
-def test_negative_cache(state, make_manager, client, own_upstream, clock):
-    base = connector(state, proxy_doc("docker-proxy", own_upstream.url, negative=(True, 5)))
-    off = connector(state, proxy_doc("no-negative", own_upstream.url, negative=(False, 5)))
+def test_negative_cache(nexus, make_manager, client, own_upstream, clock):
+    base = connector(nexus, proxy_doc("docker-proxy", own_upstream.url, negative=(True, 5)))
+    off = connector(nexus, proxy_doc("no-negative", own_upstream.url, negative=(False, 5)))
     manager = make_manager()
     assert get_manifest(client, base, "library/late", "1").status_code == 404
     assert get_manifest(client, off, "library/late", "1").status_code == 404
@@ -525,22 +540,22 @@ def test_negative_cache(state, make_manager, client, own_upstream, clock):
     # reconfiguring the repository drops the negative cache, as Nexus does
     assert get_manifest(client, base, "library/later", "1").status_code == 404
     push(image, own_upstream.url, "library/later", "1")
-    state.repos["docker-proxy"]["negativeCache"]["timeToLive"] = 6
+    nexus.change_repo("docker-proxy", lambda doc: doc["negativeCache"].update(timeToLive=6))
     assert get_manifest(client, base, "library/later", "1").status_code == 200
 
 
-def test_blocked_remote_is_never_contacted(state, make_manager, client, upstream):
-    base = connector(state, proxy_doc("docker-proxy", upstream["url"]))
+def test_blocked_remote_is_never_contacted(nexus, make_manager, client, upstream):
+    base = connector(nexus, proxy_doc("docker-proxy", upstream["url"]))
     manager = make_manager()
     pull(client, base, "library/plain", "1")
-    state.repos["docker-proxy"]["httpClient"]["blocked"] = True
+    nexus.change_repo("docker-proxy", lambda doc: doc["httpClient"].update(blocked=True))
     asked = manager.stats()["docker-proxy"]["upstream_requests"]
     assert pull(client, base, "library/plain", "1") == upstream["plain"].digest
     assert get_manifest(client, base, "library/demo", "1").status_code == 404
     assert manager.stats()["docker-proxy"]["upstream_requests"] == asked
 
 
-def test_corrupt_upstream_blob_is_rejected_and_not_cached(state, make_manager, client, own_upstream):
+def test_corrupt_upstream_blob_is_rejected_and_not_cached(nexus, make_manager, client, own_upstream):
     image = small_image("corrupt")
     push(image, own_upstream.url, "library/corrupt", "1")
     layer = image.blobs[-1]
@@ -550,7 +565,7 @@ def test_corrupt_upstream_blob_is_rejected_and_not_cached(state, make_manager, c
     raw[len(raw) // 2] ^= 0xFF  # same length, different bytes
     data_file.write_bytes(bytes(raw))
 
-    base = connector(state, proxy_doc("docker-proxy", own_upstream.url))
+    base = connector(nexus, proxy_doc("docker-proxy", own_upstream.url))
     manager = make_manager()
     url = f"{base}/v2/library/corrupt/blobs/{layer.digest}"
     for _ in range(2):  # rejected each time, so each attempt goes upstream again
@@ -564,10 +579,10 @@ def test_corrupt_upstream_blob_is_rejected_and_not_cached(state, make_manager, c
     assert client.get(f"{base}/v2/library/corrupt/blobs/{config.digest}").content == config.read()
 
 
-def test_parallel_cold_blobs_one_upstream_get_each(state, make_manager, client, own_upstream, tmp_path):
+def test_parallel_cold_blobs_one_upstream_get_each(nexus, make_manager, client, own_upstream, tmp_path):
     image = build_image({"x": b"y"}, workdir=tmp_path / "build", random_layer_bytes=[3 << 20, 2 << 20], seed="par")
     push(image, own_upstream.url, "library/par", "1")
-    base = connector(state, proxy_doc("docker-proxy", own_upstream.url))
+    base = connector(nexus, proxy_doc("docker-proxy", own_upstream.url))
     manager = make_manager()
     blobs = image.blobs * 4  # every blob requested 4 times at once
 
@@ -587,21 +602,55 @@ def test_parallel_cold_blobs_one_upstream_get_each(state, make_manager, client, 
     assert stats["upstream_bytes"] == total and stats["bytes_served"] == 4 * total
 
 
+def test_client_leaving_mid_blob_still_completes_the_cache(nexus, make_manager, own_upstream, tmp_path):
+    image = build_image({"x": b"y"}, workdir=tmp_path / "build", random_layer_bytes=[6 << 20], seed="leave")
+    push(image, own_upstream.url, "library/leave", "1")
+    base = connector(nexus, proxy_doc("docker-proxy", own_upstream.url))
+    manager = make_manager()
+    layer = image.blobs[-1]
+    url = f"{base}/v2/library/leave/blobs/{layer.digest}"
+    with httpx.Client(timeout=30) as c, c.stream("GET", url) as r:
+        assert r.status_code == 200
+        next(r.iter_raw(64 * 1024))  # take a little, then hang up
+    cached = manager.cache_dir / "docker-proxy" / "blobs" / "sha256" / layer.digest[7:9] / layer.digest[7:]
+    deadline = time.monotonic() + 30
+    while not cached.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with httpx.Client(timeout=30) as c:  # the fetch lock was given back: this does not hang
+        r = c.get(url)
+    assert "sha256:" + hashlib.sha256(r.content).hexdigest() == layer.digest
+    assert upstream_log_count(own_upstream, f"GET /v2/library/leave/blobs/{layer.digest}", 1) == 1
+    assert manager.stats()["docker-proxy"]["cache_hits"] == 1
+
+
+def test_tokens_survive_a_restart(nexus, make_manager, client, upstream, tmp_path):
+    nexus.set_anonymous(False)
+    base = connector(nexus, proxy_doc("docker-proxy", upstream["url"]))
+    first = make_manager()
+    token = client.get(f"{base}/v2/token", headers=basic("puller", "pull-pw")).json()["token"]
+    first.close()
+    make_manager(tmp_path / "cache")
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert get_manifest(client, base, "library/plain", "1", bearer).status_code == 200
+    assert client.get(f"{base}/v2/token", headers=basic("puller", "pull-pw")).json()["token"] == token
+    assert (tmp_path / "cache" / "@docker-tokens.json").stat().st_mode & 0o077 == 0
+
+
 # ---------------------------------------------------------------------------------------------
 # groups
 
 
-def test_group_tries_members_in_order(state, make_manager, client, own_upstream, tmp_path):
+def test_group_tries_members_in_order(nexus, make_manager, client, own_upstream, tmp_path):
     second = _start_upstream(tmp_path / "second", "second")
     try:
         a, b, only_b = small_image("from-a"), small_image("from-b"), small_image("only-b")
         push(a, own_upstream.url, "library/both", "1")
         push(b, second.url, "library/both", "1")
         push(only_b, second.url, "library/solo", "1")
-        state.repos["proxy-a"] = proxy_doc("proxy-a", own_upstream.url)
-        state.repos["proxy-b"] = proxy_doc("proxy-b", second.url)
-        ab = connector(state, group_doc("group-ab", ["proxy-a", "proxy-b"]))
-        ba = connector(state, group_doc("group-ba", ["proxy-b", "proxy-a"]))
+        nexus.put_repo(proxy_doc("proxy-a", own_upstream.url))
+        nexus.put_repo(proxy_doc("proxy-b", second.url))
+        ab = connector(nexus, group_doc("group-ab", ["proxy-a", "proxy-b"]))
+        ba = connector(nexus, group_doc("group-ba", ["proxy-b", "proxy-a"]))
         manager = make_manager()
         assert pull(client, ab, "library/both", "1") == a.digest
         assert pull(client, ba, "library/both", "1") == b.digest
@@ -621,19 +670,19 @@ def test_group_tries_members_in_order(state, make_manager, client, own_upstream,
         assert stats["proxy-a"]["manifest_requests"] == 1 and stats["proxy-a"]["blob_requests"] == 4
         assert stats["proxy-b"]["manifest_requests"] == 2 and stats["proxy-b"]["blob_requests"] == 5
         # components are recorded at the proxy that holds them
-        assert ("proxy-b", "library/solo", "1") in [c[:3] for c in state.components]
+        assert ("proxy-b", "library/solo", "1") in [c[:3] for c in nexus.components()]
     finally:
         stop_process(second)
 
 
-def test_group_permission_is_checked_at_the_group(state, make_manager, client, upstream):
-    state.anonymous = False
-    state.repos["docker-proxy"] = proxy_doc("docker-proxy", upstream["url"])
-    gbase = connector(state, group_doc("docker-group", ["docker-proxy"]))
+def test_group_permission_is_checked_at_the_group(nexus, make_manager, client, upstream):
+    nexus.set_anonymous(False)
+    nexus.put_repo(proxy_doc("docker-proxy", upstream["url"]))
+    gbase = connector(nexus, group_doc("docker-group", ["docker-proxy"]))
     make_manager()
-    state.grants["outsider"] = {"docker-group"}
+    nexus.grant("outsider", {"docker-group"})
     assert pull(client, gbase, "library/plain", "1", basic("outsider", "out-pw")) == upstream["plain"].digest
-    state.grants["outsider"] = {"docker-proxy"}
+    nexus.grant("outsider", {"docker-proxy"})
     assert get_manifest(client, gbase, "library/plain", "1", basic("outsider", "out-pw")).status_code == 403
 
 
@@ -641,21 +690,19 @@ def test_group_permission_is_checked_at_the_group(state, make_manager, client, u
 # upstream that wants credentials: another emulated Nexus
 
 
-def test_upstream_bearer_and_basic_challenges_are_answered(state, make_manager, client, upstream):
-    state.anonymous = False
-    state.repos["inner-token"] = proxy_doc("inner-token", upstream["url"])
-    state.repos["inner-basic"] = proxy_doc("inner-basic", upstream["url"], force_basic=True)
-    inner_token = connector(state, state.repos["inner-token"])
-    inner_basic = connector(state, state.repos["inner-basic"])
+def test_upstream_bearer_and_basic_challenges_are_answered(nexus, make_manager, client, upstream):
+    nexus.set_anonymous(False)
+    inner_token = connector(nexus, proxy_doc("inner-token", upstream["url"]))
+    inner_basic = connector(nexus, proxy_doc("inner-basic", upstream["url"], force_basic=True))
     creds = {"type": "username", "username": "puller", "password": "pull-pw"}
     bad = {"type": "username", "username": "puller", "password": "wrong"}
     # clients reach the outer proxies anonymously; the inner ones need a user
-    state.anonymous = True
-    state.grants[None] = {"outer-token", "outer-basic", "outer-anon", "outer-bad"}
-    outer_token = connector(state, proxy_doc("outer-token", inner_token, auth=creds))
-    outer_basic = connector(state, proxy_doc("outer-basic", inner_basic, auth=creds))
-    outer_anon = connector(state, proxy_doc("outer-anon", inner_token))
-    outer_bad = connector(state, proxy_doc("outer-bad", inner_token, auth=bad))
+    nexus.set_anonymous(True)
+    nexus.grant("anonymous", {"outer-token", "outer-basic", "outer-anon", "outer-bad"})
+    outer_token = connector(nexus, proxy_doc("outer-token", inner_token, auth=creds))
+    outer_basic = connector(nexus, proxy_doc("outer-basic", inner_basic, auth=creds))
+    outer_anon = connector(nexus, proxy_doc("outer-anon", inner_token))
+    outer_bad = connector(nexus, proxy_doc("outer-bad", inner_token, auth=bad))
     manager = make_manager()
     assert pull(client, outer_token, "library/demo", "1") == upstream["index"].digest
     assert pull(client, outer_basic, "library/demo", "1") == upstream["index"].digest
@@ -686,9 +733,9 @@ class _MainHandler(LabHandler):
     do_GET = do_HEAD = do_PUT = do_POST = _route
 
 
-def test_path_access_on_the_main_port(state, make_manager, client, upstream):
-    state.repos["docker-proxy"] = proxy_doc("docker-proxy", upstream["url"])  # no connector port
-    state.anonymous = False
+def test_path_access_on_the_main_port(nexus, make_manager, client, upstream):
+    nexus.put_repo(proxy_doc("docker-proxy", upstream["url"]))  # no connector port
+    nexus.set_anonymous(False)
     manager = make_manager()
     assert manager.ports() == {}
     handler = type("H", (_MainHandler,), {"manager": manager})
@@ -712,14 +759,14 @@ def test_path_access_on_the_main_port(state, make_manager, client, upstream):
         server.server_close()
 
 
-def test_sync_starts_moves_and_stops_listeners(state, make_manager, client, upstream, caplog):
+def test_sync_starts_moves_and_stops_listeners(nexus, make_manager, client, upstream, caplog):
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen()
     busy_port = taken.getsockname()[1]
     try:
-        base = connector(state, proxy_doc("docker-proxy", upstream["url"]))
-        state.repos["blocked-port"] = proxy_doc("blocked-port", upstream["url"], port=busy_port)
+        base = connector(nexus, proxy_doc("docker-proxy", upstream["url"]))
+        nexus.put_repo(proxy_doc("blocked-port", upstream["url"], port=busy_port))
         with caplog.at_level(logging.ERROR, logger="runbook_lib.lab.nexus.connector"):
             manager = make_manager()
         assert "BindException" in caplog.text and str(busy_port) in caplog.text
@@ -733,7 +780,7 @@ def test_sync_starts_moves_and_stops_listeners(state, make_manager, client, upst
     assert client.get(f"http://127.0.0.1:{busy_port}/v2/").status_code == 401
 
     new_port = free_port()
-    state.repos["docker-proxy"]["docker"]["httpPort"] = new_port
+    nexus.change_repo("docker-proxy", lambda doc: doc["docker"].update(httpPort=new_port))
     manager.sync()
     assert manager.ports()["docker-proxy"] == new_port
     assert client.get(f"http://127.0.0.1:{new_port}/v2/").status_code == 401
@@ -742,14 +789,14 @@ def test_sync_starts_moves_and_stops_listeners(state, make_manager, client, upst
 
     pull(client, f"http://127.0.0.1:{new_port}", "library/plain", "1")
     assert (manager.cache_dir / "docker-proxy").is_dir()
-    del state.repos["docker-proxy"]
+    nexus.delete_repo("docker-proxy")
     manager.sync()
     assert "docker-proxy" not in manager.ports()
     assert not (manager.cache_dir / "docker-proxy").exists()  # content goes with the repository
 
 
-def test_counters_per_repository(state, make_manager, client, upstream):
-    base = connector(state, proxy_doc("docker-proxy", upstream["url"]))
+def test_counters_per_repository(nexus, make_manager, client, upstream):
+    base = connector(nexus, proxy_doc("docker-proxy", upstream["url"]))
     manager = make_manager()
     plain = upstream["plain"]
     pull(client, base, "library/plain", "1")
@@ -770,8 +817,8 @@ def test_counters_per_repository(state, make_manager, client, upstream):
     }
 
 
-def test_keep_alive_connection_is_reused(state, make_manager, upstream):
-    base = connector(state, proxy_doc("docker-proxy", upstream["url"]))
+def test_keep_alive_connection_is_reused(nexus, make_manager, upstream):
+    base = connector(nexus, proxy_doc("docker-proxy", upstream["url"]))
     make_manager()
     peers = set()
     with httpx.Client(timeout=30) as c:
@@ -782,9 +829,9 @@ def test_keep_alive_connection_is_reused(state, make_manager, upstream):
     assert len(peers) == 1
 
 
-def test_stats_list_every_docker_repository(state, make_manager, upstream):
-    connector(state, proxy_doc("docker-proxy", upstream["url"]))
-    state.repos["docker-group"] = group_doc("docker-group", ["docker-proxy"])
+def test_stats_list_every_docker_repository(nexus, make_manager, upstream):
+    connector(nexus, proxy_doc("docker-proxy", upstream["url"]))
+    nexus.put_repo(group_doc("docker-group", ["docker-proxy"]))
     manager = make_manager()
     stats = json.loads(json.dumps(manager.stats()))
     assert set(stats) == {"docker-proxy", "docker-group"}

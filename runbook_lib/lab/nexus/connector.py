@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 _CONTENT_RE = re.compile(r"^/v2/(?P<image>.+)/(?P<kind>manifests|blobs)/(?P<ref>[^/]+)$")
 _UPLOAD_RE = re.compile(r"^/v2/.+/blobs/uploads(/.*)?$")
 _RANGE_RE = re.compile(r"^bytes=(\d+)-(\d*)$")
+TOKENS_FILE = "@docker-tokens.json"  # `@` cannot start a repository name, so no clash with cache dirs
 
 
 class DockerState(Protocol):
@@ -136,7 +137,7 @@ class ConnectorManager:
         self.cache_dir = Path(cache_dir)
         self.host = host
         self.base_url = base_url.rstrip("/") if base_url else None  # for component downloadUrls
-        self.tokens = TokenStore()
+        self.tokens = TokenStore(self.cache_dir / TOKENS_FILE)
         self.server_header = f"Nexus/{state.version} ({state.edition})"
         self._clock = clock
         self._lock = threading.RLock()
@@ -236,6 +237,9 @@ class ConnectorManager:
         try:
             _Exchange(self, handler, repo_name, path, mount).run()
         except (BrokenPipeError, ConnectionResetError):
+            handler.close_connection = True
+        except Exception:
+            log.exception("repository %s: %s %s failed", repo_name, handler.command, path)
             handler.close_connection = True
 
     # -- content lookup -------------------------------------------------------------------------
@@ -509,6 +513,12 @@ class _Exchange:
             self.error(404, "BLOB_UNKNOWN", "blob unknown to registry")
             return
         source, serving = found
+        try:
+            self._send_blob(source, serving, digest)
+        finally:
+            source.close()  # a LiveBlob must give back its fetch lock whatever happened
+
+    def _send_blob(self, source: CachedBlob | LiveBlob, serving: str, digest: str) -> None:
         targets = self._count_served(serving, "blob_requests", source.cache_hit)
         if isinstance(source, LiveBlob) and self.h.command == "HEAD":
             materialized = source.materialize()

@@ -375,7 +375,9 @@ class UpstreamSession:
                 request = self._client.build_request(method, url, headers=headers, params=params)
                 return self._client.send(request, stream=True)
             except httpx.TransportError as exc:
-                last = exc
+                last = exc  # connection-level: retried, as Nexus retries (httpClient.connection.retries)
+            except (httpx.HTTPError, ValueError, RuntimeError) as exc:  # bad remoteUrl, closed client
+                raise UpstreamUnavailable(f"{method} {url}: {exc}") from exc
         raise UpstreamUnavailable(f"{method} {url}: {last}")
 
 

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
+import os
 import threading
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 API_VERSION_HEADERS = {"Docker-Distribution-Api-Version": "registry/2.0"}
@@ -55,12 +58,20 @@ class Caller:
 
 
 class TokenStore:
-    """Docker bearer tokens issued by `/v2/token`, one stable token per user (None = anonymous)."""
+    """Docker bearer tokens issued by `/v2/token`, one stable token per user (None = anonymous).
 
-    def __init__(self) -> None:
+    With a `path` they survive a restart, as Nexus keeps them with the user's API keys [inferred]."""
+
+    def __init__(self, path: Path | None = None) -> None:
         self._lock = threading.Lock()
-        self._by_user: dict[str | None, str] = {}
+        self._path = path
         self._by_token: dict[str, str | None] = {}
+        if path is not None and path.is_file():
+            try:
+                self._by_token = {str(k): v for k, v in json.loads(path.read_text()).items()}
+            except (ValueError, AttributeError):
+                self._by_token = {}
+        self._by_user: dict[str | None, str] = {user: token for token, user in self._by_token.items()}
 
     def issue(self, user_id: str | None) -> str:
         with self._lock:
@@ -69,7 +80,18 @@ class TokenStore:
                 token = f"DockerToken.{uuid.uuid4()}"
                 self._by_user[user_id] = token
                 self._by_token[token] = user_id
+                self._save()
             return token
+
+    def _save(self) -> None:
+        if self._path is None:
+            return
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._path.with_name(self._path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # tokens are credentials
+        with os.fdopen(fd, "w") as f:
+            json.dump(self._by_token, f)
+        os.replace(tmp, self._path)
 
     def lookup(self, token: str) -> tuple[bool, str | None]:
         with self._lock:

@@ -283,14 +283,6 @@ def _error_body(code: str, message: str, detail: Any = dataclasses.MISSING) -> d
 
 
 # -- the stand-in ------------------------------------------------------------------------------
-class _HubServer(LabHTTPServer):
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        # a client closing an idle keep-alive connection (ctr exiting) is normal, not worth a traceback
-        if isinstance(sys.exc_info()[1], ConnectionError):
-            return
-        super().handle_error(request, client_address)
-
-
 class DockerHub:
     """Registry + token service. `start()` binds both ports (0 = ephemeral) and serves in threads."""
 
@@ -318,9 +310,9 @@ class DockerHub:
     # -- life cycle --------------------------------------------------------------------------
     def bind(self) -> None:
         """Open both listeners; raises OSError (EADDRINUSE) if a port is taken."""
-        registry = _HubServer((self.host, self._ports[0]), _RegistryHandler)
+        registry = LabHTTPServer((self.host, self._ports[0]), _RegistryHandler)
         try:
-            token = _HubServer((self.host, self._ports[1]), _TokenHandler)
+            token = LabHTTPServer((self.host, self._ports[1]), _TokenHandler)
         except OSError:
             registry.server_close()
             raise

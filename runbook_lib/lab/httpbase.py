@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import signal
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +27,12 @@ class LabHTTPServer(ThreadingHTTPServer):
         conn, addr = super().get_request()
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return conn, addr
+
+    def handle_error(self, request, client_address) -> None:  # type: ignore[override]
+        # A client closing an idle keep-alive connection (ctr exiting, httpx pools) is normal.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class LabHandler(BaseHTTPRequestHandler):

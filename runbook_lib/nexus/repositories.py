@@ -29,13 +29,19 @@ def force_basic_auth(params: RunbookParams) -> bool:
 
 
 def docker_block(params: RunbookParams, port: int | None) -> dict[str, Any]:
-    return {"v1Enabled": False, "forceBasicAuth": force_basic_auth(params), "httpPort": port, "httpsPort": None}
+    # Unset ports are omitted, not null: the published schema has no null for them.
+    block: dict[str, Any] = {"v1Enabled": False, "forceBasicAuth": force_basic_auth(params)}
+    if port is not None:
+        block["httpPort"] = port
+    return block
 
 
 def proxy_document(params: RunbookParams, up: Upstream, password: str | None) -> dict[str, Any]:
-    auth = None
+    http_client: dict[str, Any] = {"blocked": False, "autoBlock": True}
     if up.credentials:
-        auth = {"type": "username", "username": up.credentials.username, "password": password}
+        # Omitted (not null) without credentials: the published schema has no null for it.
+        http_client["authentication"] = {"type": "username", "username": up.credentials.username,
+                                         "password": password}
     index_url = up.index_url or (HUB_INDEX_URL if up.index_type == "HUB" else None)
     return {
         "name": up.name,
@@ -44,10 +50,11 @@ def proxy_document(params: RunbookParams, up: Upstream, password: str | None) ->
         "proxy": {"remoteUrl": up.remote_url, "contentMaxAge": up.content_max_age,
                   "metadataMaxAge": up.metadata_max_age},
         "negativeCache": {"enabled": up.negative_cache, "timeToLive": up.negative_cache_ttl},
-        "httpClient": {"blocked": False, "autoBlock": True, "authentication": auth},
+        "httpClient": http_client,
         # The connector sits on the group when there is one, else on the proxy itself.
         "docker": docker_block(params, None if up.group else up.connector_port),
-        "dockerProxy": {"indexType": up.index_type, "indexUrl": index_url},
+        # Never indexUrl "" (rejected, TPN#60); omitted when there is none.
+        "dockerProxy": {"indexType": up.index_type, **({"indexUrl": index_url} if index_url else {})},
     }
 
 

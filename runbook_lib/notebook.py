@@ -70,6 +70,8 @@ class ScrubbingStream:
         self._inner.flush()
 
     def __getattr__(self, name: str) -> Any:
+        if name == "_inner":  # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
         return getattr(self._inner, name)
 
 

@@ -14,11 +14,13 @@ redactor knows the values and scrubs them from every file it writes.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import getpass
+import logging
 import socket
 import subprocess
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,7 +62,7 @@ STAGE_NOTEBOOKS: dict[str, str] = {
     "karpenter": "04_karpenter.ipynb",
     "verify": "05_verification.ipynb",
 }
-DEFAULT_CELL_TIMEOUT_S = 3600.0  # Karpenter's node rollout waits up to rollout_timeout_s (1800 s default)
+DEFAULT_CELL_TIMEOUT_S = 3600.0  # at least rollout_timeout_s + 10 min, see run()
 KERNEL_START_TIMEOUT_S = 60
 RUN_LOG = "run.log"
 
@@ -256,15 +258,46 @@ class Execution:
     cell_timeout_s: float
 
 
+class _LogLines(logging.Handler):
+    """Sends papermill's and nbclient's warnings ("Kernel died while waiting for execute reply",
+    "Passed unknown parameter") to the run log instead of the operator's terminal."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        super().__init__(logging.WARNING)
+        self._log = log
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            self._log(f"  papermill {record.levelname.lower()}: {record.getMessage()}")
+
+
+@contextlib.contextmanager
+def _papermill_warnings_to(log: Callable[[str], None] | None) -> Iterator[None]:
+    if log is None:
+        yield
+        return
+    logger = logging.getLogger("papermill")
+    handler = _LogLines(log)
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
 def execute_stage(
     input_path: Path,
     output_location: str,
     parameters: dict[str, Any],
     cwd: Path,
     cell_timeout_s: float = DEFAULT_CELL_TIMEOUT_S,
+    log: Callable[[str], None] | None = None,
 ) -> Execution:
     """Execute one notebook; every save goes through the redacting handler. Never raises for a failing
-    notebook (cell error, timeout, dead kernel): the error is returned with what was saved."""
+    notebook (cell error, timeout, dead kernel): the error is returned with what was saved. With
+    ``log``, papermill's warnings go there instead of the terminal."""
     import nbformat
     import papermill
 
@@ -283,18 +316,19 @@ def execute_stage(
     started = utc_now()
     error: BaseException | None = None
     try:
-        papermill.execute_notebook(
-            str(input_path).replace("{", "{{").replace("}", "}}"),
-            out_path,
-            parameters=parameters,
-            kernel_name="python3",
-            request_save_on_cell_execute=True,
-            log_output=False,
-            progress_bar=False,
-            start_timeout=KERNEL_START_TIMEOUT_S,
-            cwd=str(cwd),
-            **engine_kwargs,
-        )
+        with _papermill_warnings_to(log):
+            papermill.execute_notebook(
+                str(input_path).replace("{", "{{").replace("}", "}}"),
+                out_path,
+                parameters=parameters,
+                kernel_name="python3",
+                request_save_on_cell_execute=True,
+                log_output=False,
+                progress_bar=False,
+                start_timeout=KERNEL_START_TIMEOUT_S,
+                cwd=str(cwd),
+                **engine_kwargs,
+            )
     except Exception as err:  # noqa: BLE001 - PapermillExecutionError, DeadKernelError, start failures
         error = err
     ended = utc_now()
@@ -487,7 +521,7 @@ def run(
     notebooks_dir: Path | None = None,
     progress: Callable[[ProgressEvent], None] | None = None,
     *,
-    cell_timeout_s: float = DEFAULT_CELL_TIMEOUT_S,
+    cell_timeout_s: float | None = None,
 ) -> RunResult:
     """Run the stages in order and write the run folder. Raises ParamsError (invalid parameters),
     ValueError (unknown stage) or FileNotFoundError (missing notebook) before executing anything."""
@@ -496,6 +530,8 @@ def run(
     selected = select_stages(stages)
     notebooks = stage_notebook_paths(selected, Path(notebooks_dir) if notebooks_dir else default_notebooks_dir())
     register_param_secrets(params)
+    if cell_timeout_s is None:  # a cell may wait for a whole Karpenter node rollout
+        cell_timeout_s = max(DEFAULT_CELL_TIMEOUT_S, params.karpenter.rollout_timeout_s + 600.0)
     out_dir = str(Path(output_dir).resolve() if output_dir else params.path(params.outputs.dir))
     commit, modified = runbook_commit(), runbook_modified()
 
@@ -524,7 +560,7 @@ def run(
                 name = stage_file(stage, ".ipynb")
                 execution = execute_stage(
                     notebooks[stage], join(run_dir, name),
-                    stage_parameters(stage, params_file, apply, run_dir), Path(run_dir), cell_timeout_s,
+                    stage_parameters(stage, params_file, apply, run_dir), Path(run_dir), cell_timeout_s, log,
                 )
                 outcome = read_stage(stage, execution, name)
                 outcomes.append(outcome)

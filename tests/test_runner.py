@@ -236,26 +236,53 @@ def params_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _execute(fixture: str, params_file: Path, timeout: float) -> runner.StageOutcome:
+def _execute(fixture: str, params_file: Path, timeout: float, log=None) -> runner.StageOutcome:
     out = params_file.parent / fixture
     execution = execute_stage(
         FIXTURES / fixture, str(out), stage_parameters("preflight", params_file, False, str(out.parent)),
-        out.parent, timeout,
+        out.parent, timeout, log,
     )
     return read_stage("preflight", execution, fixture)
 
 
 def test_cell_timeout_is_a_failed_stage(params_file: Path) -> None:
-    outcome = _execute("timeout.ipynb", params_file, 2)
+    outcome = _execute("timeout.ipynb", params_file, 3)
     assert outcome.status == "failed"
-    assert "2 s cell timeout" in outcome.failure["reason"]
-    assert outcome.failure["step"].startswith("cell [4]: import time")
+    assert "3 s cell timeout" in outcome.failure["reason"]
+    assert outcome.failure["step"] == "cell [3]: import time"
     assert outcome.notebook == "timeout.ipynb"
 
 
-def test_dead_kernel_is_a_failed_stage(params_file: Path) -> None:
-    outcome = _execute("kernel_dies.ipynb", params_file, 30)
+def test_dead_kernel_is_a_failed_stage(params_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lines: list[str] = []
+    outcome = _execute("kernel_dies.ipynb", params_file, 30, lines.append)
+    assert any("Kernel died" in line for line in lines)  # papermill's warning went to the run log ...
+    assert "Kernel died" not in capsys.readouterr().err  # ... not to the terminal
     assert outcome.status == "failed"
     assert "kernel died" in outcome.failure["reason"]
-    assert outcome.failure["step"] == "cell: import os"
+    # the execution count is set only if the kernel's execute_input message arrived before it died
+    assert re.fullmatch(r"cell( \[4\])?: import os", outcome.failure["step"])
     assert (params_file.parent / "kernel_dies.ipynb").is_file()  # saved up to the death
+
+
+def test_resolve_context_builds_a_kube_client_only_for_k8s_refs(tmp_path: Path) -> None:
+    from runbook_lib.notebook import resolve_context
+    from runbook_lib.params import parse
+    from runbook_lib.secrets import parse_ref
+
+    (tmp_path / "kubeconfig").write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: x\n"
+        "clusters: [{name: c, cluster: {server: 'http://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\n"
+    )
+    params = parse(
+        {"target": "t", "nexus": {"url": "http://127.0.0.1:9", "admin_password": "k8s:ns/s#k"},
+         "upstreams": [{"name": "docker-hub", "registry": "docker.io", "remote_url": "http://127.0.0.1:9"}],
+         "kubernetes": {"kubeconfig": "kubeconfig", "api_host": "http://127.0.0.1:2"},
+         "aws": {"region": "eu-west-1", "endpoint_url": "http://127.0.0.1:3"}},
+        base_dir=tmp_path,
+    )
+    ctx = resolve_context(params, parse_ref("k8s:ns/s#k"))
+    assert ctx.kube_api.configuration.host == "http://127.0.0.1:2"  # api_host overrides the kubeconfig
+    assert (ctx.base_dir, ctx.aws_region, ctx.aws_endpoint_url) == (tmp_path, "eu-west-1", "http://127.0.0.1:3")
+    assert resolve_context(params, parse_ref("env:X")).kube_api is None

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from runbook_lib.lab.httpbase import serve_in_thread
 from runbook_lib.lab.nexus import rest_repos, rest_security, rest_system
 from runbook_lib.lab.nexus.requestlog import RequestLog
 from runbook_lib.lab.nexus.rest import NexusApp, NexusHTTPServer
@@ -83,7 +82,10 @@ class NexusEmulator:
         if self.server is None:
             self.bind()
         assert self.server is not None
-        self._thread = serve_in_thread(self.server)
+        # a short poll interval keeps stop() quick (shutdown waits for the serve loop's next poll)
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02},
+                                        name=f"nexus-emulator-{self.port}", daemon=True)
+        self._thread.start()
         return self
 
     def close_connectors(self) -> None:

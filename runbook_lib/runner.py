@@ -548,7 +548,8 @@ def run(
     if cell_timeout_s is None:  # a cell may wait for a whole Karpenter node rollout
         cell_timeout_s = max(DEFAULT_CELL_TIMEOUT_S, params.karpenter.rollout_timeout_s + 600.0)
     out_dir = str(Path(output_dir).resolve() if output_dir else params.path(params.outputs.dir))
-    commit, modified = runbook_commit(), runbook_modified()
+    commit = runbook_commit()
+    modified = runbook_modified() if commit != "unknown" else None
 
     started = utc_now()
     run_id, run_dir = create_run_dir(out_dir, params.target, started)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import os
 import shutil
 import time
 from typing import Any
@@ -59,7 +60,8 @@ def status_check(call: Call) -> Response:
 
     default_creds = password_matches("admin123", admin_default)
     return Response(200, {
-        "Available CPUs": result(True, "The host system is allocating a maximum of 2 cores to the application."),
+        "Available CPUs": result(True, f"The host system is allocating a maximum of {os.cpu_count()} cores to "
+                                       "the application."),
         "Blob Stores": result(True, None),
         "Default Admin Credentials": result(not default_creds, "The default admin credentials have been changed."
                                             if not default_creds else "The default admin credentials are in use."),
@@ -216,8 +218,8 @@ def search(call: Call) -> Response:
             for component in data["components"].get(repo, []):
                 if not (_matches(name, component["name"]) and _matches(version, component["version"])):
                     continue
-                if call.q("group") and not _matches(call.q("group"), None):
-                    continue
+                if call.q("group"):
+                    continue  # docker components have no group (ComponentXO.group is null)
                 if keyword and keyword.lower().rstrip("*") not in component["name"].lower():
                     continue
                 found.append((repo, component))

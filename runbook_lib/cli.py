@@ -48,20 +48,6 @@ def cmd_params_schema(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------ run
-def _print_progress(event: dict) -> None:
-    # The runner calls back with {"event": "start"|"end", "index", "total", "stage", ...}.
-    if event.get("event") == "start":
-        print(f"[{event['index']}/{event['total']}] {event['stage']} ...", flush=True)
-    elif event.get("event") == "end":
-        c = event.get("changes") or {}
-        counts = ", ".join(f"{c.get(k, 0)} {k}" for k in ("create", "update", "delete", "unchanged"))
-        line = f"[{event['index']}/{event['total']}] {event['stage']} {event['status']} ({event.get('duration_s', 0):.1f} s"
-        line += f", {counts})" if c else ")"
-        print(line, flush=True)
-        if event.get("reason"):
-            print(f"      {event['reason']}", flush=True)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     stages = args.stages or list(STAGES)
     unknown = [s for s in stages if s not in STAGES]
@@ -77,19 +63,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2
     from runbook_lib import runner
 
-    ordered = [s for s in STAGES if s in stages]
-    result = runner.run(
-        Path(args.params).resolve(),
-        ordered,
-        apply=args.apply,
-        output_dir=Path(args.output_dir).resolve() if args.output_dir else None,
-        note=args.note,
-        progress=_print_progress,
-    )
+    def progress(event: runner.ProgressEvent) -> None:
+        print(runner.format_progress(event), flush=True)
+
+    try:
+        result = runner.run(
+            Path(args.params).resolve(),
+            stages,
+            apply=args.apply,
+            output_dir=Path(args.output_dir).resolve() if args.output_dir else None,
+            note=args.note,
+            progress=progress,
+        )
+    except FileNotFoundError as err:
+        _err(f"cannot run: {err}")
+        return 2
     status = "ok" if result.exit_code == 0 else "FAILED"
     print(f"run {status}: {result.run_dir}")
-    for name in ("run.json",):
-        print(f"  record: {result.run_dir / name}")
+    print(f"  record: {result.run_dir / 'run.json'}")
+    print(f"  report: {result.run_dir.parent / 'index.html'}")
     return result.exit_code
 
 

@@ -29,7 +29,7 @@ from typing import Any
 from runbook_lib import params as params_mod
 from runbook_lib.audit.record import StageRecords, record_bundle
 from runbook_lib.audit.redact_io import register_secret
-from runbook_lib.secrets import REDACTOR, ResolveContext, SecretRef, parse_ref
+from runbook_lib.secrets import REDACTOR, ResolveContext, SecretRef, context_for, parse_ref
 from runbook_lib.secrets import resolve as resolve_ref
 
 _MARK = "_runbook_scrubbed"
@@ -156,34 +156,16 @@ def _inline_png() -> None:
 
 
 def kube_api_client(params: params_mod.RunbookParams) -> Any:
-    """A kubernetes ApiClient for the run's cluster, or None when none is configured."""
-    k = params.kubernetes
-    if not (k.in_cluster or k.kubeconfig or k.api_host):
-        return None
-    from kubernetes import client, config
+    """A kubernetes ApiClient for the run's cluster (kubeconfig, context, in-cluster or API host override)."""
+    from runbook_lib.kube import api_client
 
-    cfg = client.Configuration()
-    if k.in_cluster:
-        config.load_incluster_config(client_configuration=cfg)
-    elif k.kubeconfig:
-        config.load_kube_config(
-            config_file=str(params.path(k.kubeconfig)), context=k.context,
-            client_configuration=cfg, persist_config=False,
-        )
-    if k.api_host:
-        cfg.host = k.api_host
-    return client.ApiClient(configuration=cfg)
+    return api_client(params)
 
 
 def resolve_context(params: params_mod.RunbookParams, ref: SecretRef | None = None) -> ResolveContext:
     """The ResolveContext for a run; the Kubernetes client is built only for ``k8s:`` references."""
     kube = kube_api_client(params) if ref is not None and ref.scheme == "k8s" else None
-    return ResolveContext(
-        base_dir=params.base_dir,
-        aws_region=params.aws.region,
-        aws_endpoint_url=params.aws.endpoint_url,
-        kube_api=kube,
-    )
+    return context_for(params, kube)
 
 
 def register_initial_password(params: params_mod.RunbookParams) -> None:
@@ -224,9 +206,7 @@ class StageContext:
         ctx = resolve_context(self.params)
         if parsed.scheme == "k8s":
             ctx.kube_api = self.kube_api
-        value = resolve_ref(parsed, ctx, user=user)
-        register_secret(value, user)
-        return value
+        return resolve_ref(parsed, ctx, user=user)  # registered with the redactor by resolve
 
     def record(self, key: str, value: Any) -> None:
         """Hand a structured result to the runner (an invisible display_data output)."""

@@ -15,6 +15,7 @@ value and its encoded forms from anything we save.
 from __future__ import annotations
 
 import base64
+import html
 import json
 import os
 import re
@@ -99,6 +100,9 @@ class Redactor:
             urllib.parse.quote(value, safe=""),
             urllib.parse.quote_plus(value),
             json.dumps(value)[1:-1],  # as it appears inside a JSON string
+            json.dumps(value, ensure_ascii=False)[1:-1],
+            html.escape(value, quote=True),  # an HTML rendering, e.g. a DataFrame's to_html
+            html.escape(value, quote=False),
         }
         for user in users:
             pair = f"{user}:{value}".encode()

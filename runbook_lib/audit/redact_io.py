@@ -14,7 +14,6 @@ and papermill is imported only when the handler is installed.
 
 from __future__ import annotations
 
-import html
 import json
 from typing import Any
 
@@ -25,25 +24,12 @@ SCHEME = "redact://"
 
 
 def register_secret(value: str, user: str | None = None) -> None:
-    """Register a secret with the redactor, plus the forms markup gives it.
-
-    ``Redactor.forms`` covers raw, base64 (std, urlsafe, unpadded), URL and JSON-string forms; an HTML
-    rendering (a DataFrame's ``to_html``) escapes ``& < > "`` and JSON written with ``ensure_ascii``
-    escapes non-ASCII, so those variants are registered as values of their own.
-    """
-    if not value:
-        return
+    """Register a secret (and, with a user, its Basic-auth form) with the process-wide redactor, which
+    derives every encoded form itself (``Redactor.forms``: base64, URL, JSON and HTML escapes)."""
     if user:
         REDACTOR.add_pair(user, value)
     else:
         REDACTOR.add(value)
-    variants = {
-        html.escape(value, quote=True),
-        html.escape(value, quote=False),
-        json.dumps(value, ensure_ascii=True)[1:-1],
-    }
-    for variant in variants - {value}:
-        REDACTOR.add(variant)
 
 
 def scrub_text(text: str) -> str:

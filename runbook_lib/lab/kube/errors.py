@@ -29,8 +29,14 @@ _TYPE_TEXT = {
 _NO_VALUE_TYPES = {"FieldValueRequired", "FieldValueForbidden", "FieldValueTooLong", "InternalError"}
 
 
+class GoLiteral(str):
+    """A bad value printed verbatim, for Go values whose %#v form is not a quoted string (e.g. uint64 0 -> 0x0)."""
+
+
 def go_value(value: Any) -> str:
     """How field.Error prints a bad value: %q for strings, %v for numbers/bools, Go-ish for the rest."""
+    if isinstance(value, GoLiteral):
+        return str(value)
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -108,6 +108,7 @@ class KubeHandler(LabHandler):
     def _send_json(self, status: int, body: Any, warnings: list[str] | None = None) -> None:
         headers = {"Cache-Control": "no-cache, private"}
         data = json.dumps(body, separators=(",", ":")).encode()
+        self._record(status)  # before the answer leaves, so a client that got it also finds it in the log
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         for k, v in headers.items():
@@ -117,11 +118,10 @@ class KubeHandler(LabHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
-        self._record(status)
 
     def _send_text(self, status: int, text: str) -> None:
-        self.reply(status, text, "text/plain; charset=utf-8")
         self._record(status)
+        self.reply(status, text, "text/plain; charset=utf-8")
 
     def _dispatch(self, method: str) -> None:
         body = b""
@@ -354,12 +354,12 @@ class KubeHandler(LabHandler):
                                   float(timeout if timeout is not None else DEFAULT_WATCH_TIMEOUT),
                                   standin._stopping, initial_events_end=_bool(self.q("sendInitialEvents")) or False)
         first = next(events, None)  # resolve errors (bad resourceVersion) before the 200 goes out
+        self._record(200)
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Cache-Control", "no-cache, private")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        self._record(200)
         try:
             if first is not None:
                 self._chunk(first)

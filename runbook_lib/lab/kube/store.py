@@ -29,6 +29,7 @@ import os
 import random
 import tempfile
 import threading
+import traceback
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -40,11 +41,12 @@ from typing import Any
 
 import yaml
 
-from . import builtins, managed
+from . import builtin_schemas, builtins, managed
 from .errors import (
     STALE_OBJECT,
     ApiError,
     FieldError,
+    GoLiteral,
     already_exists,
     bad_request,
     conflict,
@@ -206,7 +208,10 @@ class Store:
                     self._cond.notify_all()
         for event in pending:
             for hook in list(self._hooks):
-                hook(event.type, copy.deepcopy(event.obj))
+                try:
+                    hook(event.type, copy.deepcopy(event.obj))
+                except Exception:  # a broken lab controller must not fail the API write that triggered it
+                    traceback.print_exc()
 
     def add_hook(self, hook: ChangeHook) -> Callable[[], None]:
         self._hooks.append(hook)
@@ -292,10 +297,10 @@ class Store:
                                       "terminated", "field": "metadata.namespace"}]
             raise err
 
-    def _decode_custom(self, rt: ResourceType, version: str, obj: dict[str, Any], ctx: Context,
-                       defaults: bool = True) -> None:
-        """Prune unknown fields (Strict: 400, Warn: warnings) and apply schema defaults."""
-        schema = rt.schemas.get(version)
+    def _decode(self, rt: ResourceType, version: str, obj: dict[str, Any], ctx: Context,
+                defaults: bool = True) -> None:
+        """Prune unknown fields (Strict: 400, Warn: warnings) and apply schema defaults (custom resources)."""
+        schema = builtin_schemas.schema_for_kind(rt.kind) if rt.builtin else rt.schemas.get(version)
         if schema is None:
             return
         unknown = prune(obj, schema)
@@ -304,7 +309,7 @@ class Store:
                 raise bad_request("strict decoding error: " + ", ".join(f'unknown field "{u}"' for u in unknown))
             if ctx.field_validation == "Warn":
                 ctx.warnings.extend(f'unknown field "{u}"' for u in unknown)
-        if defaults:
+        if defaults and not rt.builtin:
             apply_defaults(obj, schema)
 
     def _validate(self, rt: ResourceType, version: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
@@ -370,11 +375,11 @@ class Store:
             else:
                 meta.pop("namespace", None)
             if meta.get("resourceVersion"):
-                raise bad_request("resourceVersion should not be set on objects to be created")
+                # storage.ErrResourceVersionSetOnCreate, as storeerr.InterpretCreateError answers it
+                raise bad_request("resourceVersion can not be set for Create requests")
             if rt.kind == "Secret":
                 builtins.check_secret_encoding(obj)
-            if not rt.builtin:
-                self._decode_custom(rt, version, obj, ctx)
+            self._decode(rt, version, obj, ctx)
             self._namespace_admission(rt, ns, meta)
             if not meta.get("name") and meta.get("generateName"):
                 meta["name"] = self._generate_name(rt, ns, meta["generateName"])
@@ -422,11 +427,6 @@ class Store:
             if obj is None:
                 raise not_found(rt.plural, rt.group, name)
             return self._served(rt, obj, version)
-
-    def find(self, rt: ResourceType, namespace: str | None, name: str) -> dict[str, Any] | None:
-        with self._lock:
-            obj = self._bucket(rt).get((_ns(rt, namespace), name))
-            return copy.deepcopy(obj) if obj else None
 
     def list(self, rt: ResourceType, version: str, namespace: str | None, labels: list[Requirement] | None = None,
              fields: list[FieldTerm] | None = None, limit: int = 0, continue_token: str | None = None,
@@ -489,14 +489,12 @@ class Store:
             if rv != old_meta["resourceVersion"]:
                 raise conflict(rt.plural, rt.group, old_meta["name"], STALE_OBJECT)
         elif not rt.allow_unconditional_update:
-            raise invalid(rt.kind, rt.group, old_meta["name"],
-                          [FieldError.invalid("metadata.resourceVersion", "0x0", "must be specified for an update")])
+            # registry Store.Update: the qualified "kind" is the resource here, and the uint64 0 prints as 0x0
+            raise invalid(rt.plural, rt.group, old_meta["name"], [FieldError.invalid(
+                "metadata.resourceVersion", GoLiteral("0x0"), "must be specified for an update")])
         if rt.kind == "Secret":
             builtins.check_secret_encoding(obj)
-        if not rt.builtin and subresource != "status":
-            self._decode_custom(rt, version, obj, ctx)
-        elif not rt.builtin:
-            self._decode_custom(rt, version, obj, Context(field_validation="Ignore"))
+        self._decode(rt, version, obj, ctx)
         old = self._served(rt, current, version)
         if subresource == "status":
             status = obj.get("status")
@@ -618,9 +616,8 @@ class Store:
                 raise bad_request(f"the namespace of the object ({cmeta['namespace']}) does not match the namespace "
                                   f"on the request ({ns})")
             cmeta["namespace"] = ns
-        if not rt.builtin:
-            # defaults are applied to the merged object later, so they are owned by no applier (as upstream)
-            self._decode_custom(rt, version, config, ctx, defaults=False)
+        # defaults are applied to the merged object later, so they are owned by no applier (as upstream)
+        self._decode(rt, version, config, ctx, defaults=False)
         now = now_rfc3339()
         api_version = rt.api_version(version)
         if current is None:
@@ -763,6 +760,9 @@ class Store:
         assert ns_type is not None
         ns = self._bucket(ns_type).get(("", namespace))
         if ns is None or not ns["metadata"].get("deletionTimestamp") or ns["metadata"].get("finalizers"):
+            return
+        # spec.finalizers "kubernetes" is the namespace controller's own (emulated here); others must go first
+        if any(f != "kubernetes" for f in (ns.get("spec") or {}).get("finalizers") or []):
             return
         for other in self.registry.all():
             if other.namespaced and any(k[0] == namespace for k in self._bucket(other)):

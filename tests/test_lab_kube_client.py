@@ -643,6 +643,21 @@ def test_watch_resumes_from_resource_version(custom: client.CustomObjectsApi) ->
     assert selected == [("ADDED", "a")]
 
 
+def test_namespaced_and_legacy_watch_paths(kube: KubeStandIn) -> None:
+    kube.put({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "other"}})
+    for ns, name in (("default", "a"), ("default", "b"), ("other", "a")):
+        kube.put({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns}})
+
+    def watched(path: str) -> list[tuple[str, str]]:
+        with httpx.stream("GET", f"{kube.url}{path}{'&' if '?' in path else '?'}timeoutSeconds=1") as r:
+            return [(e["object"]["metadata"]["namespace"], e["object"]["metadata"]["name"])
+                    for e in map(json.loads, filter(None, r.iter_lines()))]
+
+    assert watched("/api/v1/namespaces/default/configmaps?watch=true") == [("default", "a"), ("default", "b")]
+    assert watched("/api/v1/watch/configmaps") == [("default", "a"), ("default", "b"), ("other", "a")]
+    assert watched("/api/v1/watch/namespaces/default/configmaps/b") == [("default", "b")]
+
+
 def test_watch_from_a_resource_version_older_than_history_is_410(tmp_path: Path) -> None:
     state = tmp_path / "state.json"
     first = KubeStandIn(state)
@@ -763,6 +778,12 @@ def test_kubectl_style_table_output(kube: KubeStandIn) -> None:
     assert table["kind"] == "Table"
     assert [c["name"] for c in table["columnDefinitions"]][:4] == ["Name", "Ready", "Age", "Role"]
     assert table["rows"][0]["cells"][0] == "default" and table["rows"][0]["cells"][3] == "KarpenterNodeRole-my-cluster"
+    # kubectl get -w: watch events carry Table rows too
+    with httpx.stream("GET", f"{kube.url}/api/v1/namespaces", params={"watch": "true", "timeoutSeconds": "1"},
+                      headers={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"}) as r:
+        events = [json.loads(line) for line in r.iter_lines() if line]
+    assert [(e["type"], e["object"]["kind"], e["object"]["rows"][0]["cells"][:2]) for e in events] == [
+        ("ADDED", "Table", [ns, "Active"]) for ns in ("default", "kube-node-lease", "kube-public", "kube-system")]
 
 
 def test_crd_profile_selects_the_served_versions() -> None:

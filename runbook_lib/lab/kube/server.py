@@ -360,17 +360,25 @@ class KubeHandler(LabHandler):
         self.send_header("Cache-Control", "no-cache, private")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
+        as_table = wants_table(self.headers.get("Accept", ""))  # kubectl get -w: each event carries a Table row
         try:
             if first is not None:
-                self._chunk(first)
+                self._chunk(self._table_event(r, first) if as_table else first)
                 for event in events:
-                    self._chunk(event)
+                    self._chunk(self._table_event(r, event) if as_table else event)
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         finally:
             events.close()
+
+    def _table_event(self, r: Route, event: dict[str, Any]) -> dict[str, Any]:
+        obj = event["object"]
+        if event["type"] in ("ERROR", "BOOKMARK"):
+            return event
+        return {"type": event["type"], "object": to_table(r.rt, r.version, [obj],
+                                                          obj["metadata"].get("resourceVersion", ""), None)}
 
     def _chunk(self, event: dict[str, Any]) -> None:
         data = json.dumps(event, separators=(",", ":")).encode() + b"\n"

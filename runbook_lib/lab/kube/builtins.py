@@ -259,7 +259,8 @@ def _validate_pod_spec(spec: dict[str, Any], path: str, restart_policies: tuple[
     return errs
 
 
-POD_MUTABLE = ("spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`,"
+# ValidatePodUpdate's message (upstream appends a diff of the two specs, which is not reproduced)
+POD_MUTABLE = ("pod updates may not change fields other than `spec.containers[*].image`,"
                "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions "
                "to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was "
                "previously negative)")
@@ -321,7 +322,7 @@ def validate(rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None) 
         spec = obj.get("spec") or {}
         errs += _validate_pod_spec(spec, "spec", ("Always", "OnFailure", "Never"))
         if old is not None and _pod_spec_mutable_view(spec) != _pod_spec_mutable_view(old.get("spec") or {}):
-            errs.append(FieldError.forbidden("spec", POD_MUTABLE.split(": Forbidden: ", 1)[1]))
+            errs.append(FieldError.forbidden("spec", POD_MUTABLE))
     elif kind == "Job":
         spec = obj.get("spec") or {}
         template = spec.get("template")

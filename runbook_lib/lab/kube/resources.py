@@ -7,6 +7,7 @@ follow the upstream registries in k8s.io/kubernetes/pkg/registry/** and the publ
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,13 +130,8 @@ def builtin_types() -> list[ResourceType]:
     ]
 
 
-_VERSION_ORDER = {"": 0}
-
-
 def version_priority(version: str) -> tuple[int, int, int]:
     """Kubernetes version ordering: GA > beta > alpha, then by number (v1 > v1beta2 > v1beta1 > v1alpha5)."""
-    import re
-
     m = re.fullmatch(r"v(\d+)(?:(alpha|beta)(\d+))?", version)
     if not m:
         return (-1, 0, 0)

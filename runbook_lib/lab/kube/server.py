@@ -236,7 +236,9 @@ class KubeHandler(LabHandler):
         rt, store = r.rt, self.store
         is_collection = r.name is None
         if r.watch or (method == "GET" and is_collection and _bool(self.q("watch"))):
-            if not is_collection and r.name:
+            if method != "GET":
+                raise generic(405)
+            if not is_collection:
                 # /watch/.../name is the legacy single-object watch: a field selector on the name
                 return self._watch(r, extra_field=f"metadata.name={r.name}")
             return self._watch(r)

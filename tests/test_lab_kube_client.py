@@ -108,6 +108,19 @@ KARPENTER_OBJECTS = [
 ]
 
 
+# -- kubeconfig ------------------------------------------------------------------------------------
+def test_kubeconfig_loads_with_load_kube_config(kube: KubeStandIn, tmp_path: Path) -> None:
+    path = write_kubeconfig(tmp_path / "nested" / "config", kube.url, context="mirror-lab", namespace="ops")
+    contexts, active = config.list_kube_config_contexts(config_file=str(path))
+    assert active["name"] == "mirror-lab" and active["context"]["namespace"] == "ops"
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=str(path), client_configuration=configuration)
+    assert configuration.host == kube.url
+    assert configuration.auth_settings()["BearerToken"]["value"] == "Bearer lab-token-not-a-secret"
+    with client.ApiClient(configuration) as api_client:
+        assert client.CoreV1Api(api_client).read_namespace("default").metadata.name == "default"
+
+
 # -- discovery -------------------------------------------------------------------------------------
 def test_discovery_documents_validate_in_the_client(api: client.ApiClient) -> None:
     version = client.VersionApi(api).get_code()  # GET /version/ ; VersionInfo validates every field

@@ -580,6 +580,19 @@ def test_namespace_deletion_removes_content_and_refuses_new_content(core: client
     assert status_of(err.value)["details"] == {"name": "missing", "kind": "namespaces"}
 
 
+def test_namespace_spec_finalizers_wait_for_the_finalize_subresource(core: client.CoreV1Api) -> None:
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="held"),
+                                             spec=client.V1NamespaceSpec(finalizers=["example.com/cleanup"])))
+    core.delete_namespace("held")
+    ns = core.read_namespace("held")
+    assert ns.status.phase == "Terminating" and ns.spec.finalizers == ["example.com/cleanup"]
+    ns.spec.finalizers = []
+    core.replace_namespace_finalize("held", ns)  # PUT namespaces/held/finalize, as a controller does
+    with pytest.raises(ApiException) as err:
+        core.read_namespace("held")
+    assert err.value.status == 404
+
+
 def test_generate_name_and_name_validation(core: client.CoreV1Api, custom: client.CustomObjectsApi) -> None:
     made = core.create_namespaced_config_map("default", client.V1ConfigMap(
         metadata=client.V1ObjectMeta(generate_name="probe-")))

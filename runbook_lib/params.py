@@ -271,6 +271,10 @@ class LabNexus(Strict):
 class Lab(Strict):
     """The built-in lab (only in lab parameter files)."""
 
+    ingress_port: Port = Field(18080, description="host-routing proxy that serves the lab cluster's Ingresses")
+    node_pools: dict[str, int] = Field(default_factory=lambda: {"default": 2},
+                                       description="NodePool name -> initial number of lab nodes")
+
     dir: str = Field("../.lab", description="State, logs and data of the lab; relative to this file")
     registries: dict[str, LabRegistry] = Field(description="registry host (docker.io, ...) -> stand-in")
     dockerhub: LabDockerHub
@@ -293,6 +297,10 @@ class RunbookParams(Strict):
     aws: Aws = Field(default_factory=Aws)
     verification: Verification = Field(default_factory=Verification)
     outputs: Outputs = Field(default_factory=Outputs)
+    resolve: dict[str, str] = Field(
+        default_factory=dict,
+        description="host name -> IP address overrides for the runbook's own HTTP clients (like curl --resolve)",
+    )
     lab: Lab | None = None
 
     # Set by load(): where relative paths are anchored. Not part of the file.
@@ -303,6 +311,20 @@ class RunbookParams(Strict):
     def _target(cls, v: str) -> str:
         if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,62}$", v):
             raise ValueError("must be 1-63 letters, digits, '.', '_' or '-' (it names run folders)")
+        return v
+
+    @field_validator("resolve")
+    @classmethod
+    def _addresses(cls, v: dict[str, str]) -> dict[str, str]:
+        import ipaddress
+
+        for host, address in v.items():
+            if not _HOSTNAME.match(host.lower()):
+                raise ValueError(f"{host!r} is not a host name")
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise ValueError(f"{host}: {address!r} is not an IP address") from None
         return v
 
     @model_validator(mode="after")

@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from runbook_lib import net
 from runbook_lib.nexus.version import NexusVersion, parse_server_header
 from runbook_lib.params import RunbookParams
 from runbook_lib.plan import StageFailed
@@ -59,7 +60,7 @@ def probe_nexus(params: RunbookParams) -> Callable[[Check], None]:
     n = params.nexus
 
     def probe(check: Check) -> None:
-        with httpx.Client(timeout=n.timeout_s) as http:
+        with net.client(params.resolve, timeout=n.timeout_s) as http:
             resp = http.get(f"{n.url}/service/rest/v1/status")
             info = parse_server_header(resp.headers.get("server"))
             if info:
@@ -85,11 +86,11 @@ def probe_nexus(params: RunbookParams) -> Callable[[Check], None]:
     return probe
 
 
-def probe_registry(url: str) -> Callable[[Check], None]:
+def probe_registry(url: str, overrides: dict[str, str] | None = None) -> Callable[[Check], None]:
     """A Registry API v2 endpoint answers /v2/ with 200, or 401 plus an auth challenge."""
 
     def probe(check: Check) -> None:
-        with httpx.Client(timeout=10.0) as http:
+        with net.client(overrides, timeout=10.0) as http:
             resp = http.get(f"{url}/v2/")
         api = resp.headers.get("docker-distribution-api-version", "")
         challenge = resp.headers.get("www-authenticate", "")
@@ -201,11 +202,11 @@ def plan_checks(params: RunbookParams) -> list[tuple[Check, Callable[[Check], No
         (Check("nexus", params.nexus.url, True), probe_nexus(params))
     ]
     for up in params.upstreams:
-        checks.append((Check(f"upstream {up.registry}", up.remote_url, True), probe_registry(up.remote_url)))
+        checks.append((Check(f"upstream {up.registry}", up.remote_url, True), probe_registry(up.remote_url, params.resolve)))
     for up in params.upstreams:
         if up.mirror_url:
             # Optional: the mirror endpoints appear only once the Nexus and Helm stages have run.
-            checks.append((Check(f"mirror {up.registry}", up.mirror_url, False), probe_registry(up.mirror_url)))
+            checks.append((Check(f"mirror {up.registry}", up.mirror_url, False), probe_registry(up.mirror_url, params.resolve)))
     k = params.kubernetes
     kube_target = k.api_host or ("in-cluster" if k.in_cluster else str(params.path(k.kubeconfig) or "~/.kube/config"))
     checks.append((Check("kubernetes", kube_target, k.required), probe_kubernetes(params)))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from runbook_lib import net
 from runbook_lib.params import RunbookParams
 from runbook_lib.plan import StageFailed
 from runbook_lib.registry.client import ImageRef, RegistryClient, RegistryError
@@ -34,17 +35,20 @@ class AccessCheck:
 def endpoint_url(params: RunbookParams, repo: str, mirror_url: str | None) -> str:
     if mirror_url:
         try:
-            if httpx.get(f"{mirror_url}/v2/", timeout=5).status_code in (200, 401):
+            with net.client(params.resolve, timeout=5) as http:
+                answered = http.get(f"{mirror_url}/v2/").status_code in (200, 401)
+            if answered:
                 return mirror_url
         except httpx.HTTPError:
             pass
     return f"{params.nexus.url}/repository/{repo}"
 
 
-def _attempt(url: str, image: ImageRef | None, user: str | None, password: str | None) -> tuple[bool, str]:
+def _attempt(params: RunbookParams, url: str, image: ImageRef | None, user: str | None,
+             password: str | None) -> tuple[bool, str]:
     """True when the endpoint served (a manifest, or /v2/ when there is no image to ask for)."""
     try:
-        with RegistryClient(url, user, password, timeout=30) as reg:
+        with RegistryClient(url, user, password, timeout=30, transport=net.transport(params.resolve)) as reg:
             if image is None:
                 resp = reg.ping()
                 return resp.status_code == 200, f"/v2/ answered {resp.status_code}"
@@ -68,15 +72,15 @@ def prove(params: RunbookParams, secret: SecretResolver) -> list[AccessCheck]:
         done.add(repo)
         image = next((i for i in images if i.registry == up.registry), None)
         url = endpoint_url(params, repo, up.mirror_url)
-        served, got = _attempt(url, image, None, None)
+        served, got = _attempt(params, url, image, None, None)
         if sec.mode == "anonymous":
             checks.append(AccessCheck(repo, url, "anonymous", "can pull", got, served))
             continue
         checks.append(AccessCheck(repo, url, "anonymous", "is refused", got, not served))
         password = secret(sec.pull_password, sec.user)
-        served, got = _attempt(url, image, sec.user, password)
+        served, got = _attempt(params, url, image, sec.user, password)
         checks.append(AccessCheck(repo, url, f"user {sec.user}", "can pull", got, served))
-        served, got = _attempt(url, image, sec.user, password + "-wrong")
+        served, got = _attempt(params, url, image, sec.user, password + "-wrong")
         checks.append(AccessCheck(repo, url, f"user {sec.user} with a wrong password", "is refused", got, not served))
     return checks
 

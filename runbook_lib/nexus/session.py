@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from runbook_lib import net
 from runbook_lib.nexus.client import NexusAuthError, NexusClient
 from runbook_lib.params import RunbookParams
 from runbook_lib.secrets import REDACTOR, SecretError, SecretResolver
@@ -58,14 +59,14 @@ def admin_login(params: RunbookParams, secret: SecretResolver, kube_api: Any = N
         managed = None
         problems.append(str(err))
     if managed:
-        client = NexusClient(n.url, n.admin_user, managed, timeout=n.timeout_s)
+        client = NexusClient(n.url, n.admin_user, managed, timeout=n.timeout_s, transport=net.transport(params.resolve))
         if _works(client):
             return AdminLogin(client, "managed")
         client.close()
         problems.append("the managed admin password was refused")
     initial = read_initial_password(params, kube_api)
     if initial:
-        client = NexusClient(n.url, n.admin_user, initial, timeout=n.timeout_s)
+        client = NexusClient(n.url, n.admin_user, initial, timeout=n.timeout_s, transport=net.transport(params.resolve))
         if _works(client):
             return AdminLogin(client, "initial",
                               "logged in with Nexus's generated admin password: the security stage replaces it")

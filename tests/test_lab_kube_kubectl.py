@@ -7,6 +7,7 @@ They skip, saying why, when it is missing or too old (Debian bookworm's kubernet
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ from runbook_lib.lab.kube import KubeStandIn, write_kubeconfig
 MIN_MINOR = 27
 
 
+@functools.cache
 def _kubectl_problem() -> str | None:
     path = shutil.which("kubectl")
     if not path:

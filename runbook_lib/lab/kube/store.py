@@ -165,7 +165,6 @@ class Store:
         crds = [o for o in data["objects"] if o.get("kind") == "CustomResourceDefinition"]
         self.registry.set_crds(crds)
         for obj in data["objects"]:
-            group, _, _ = obj["apiVersion"].rpartition("/")
             found = self.registry.by_api_version_kind(obj["apiVersion"], obj["kind"])
             if found is None:
                 continue  # its CRD is gone

@@ -230,10 +230,15 @@ class Aws(Strict):
 
 # ------------------------------------------------------------------------------------- Verification
 class Thresholds(Strict):
-    min_warm_speedup: float | None = Field(None, gt=0, description="warm mirror vs direct, node path")
-    max_warm_pull_s: float | None = Field(None, gt=0)
-    min_ratelimit_remaining: int | None = Field(None, ge=0)
-    allow_bypass: bool = False
+    """Checks for scheduled runs: a breach fails the verify stage (runner exit code 1)."""
+
+    min_warm_speedup: float | None = Field(
+        None, gt=0, description="minimum warm-mirror speed-up over direct pulls, over the whole image set "
+        "(sum of direct medians / sum of warm medians); node path when measured, else runbook host")
+    max_warm_pull_s: float | None = Field(None, gt=0, description="maximum median warm-mirror pull time of any image")
+    min_ratelimit_remaining: int | None = Field(
+        None, ge=0, description="minimum Docker Hub pulls left in the window (anonymous, from the runbook host)")
+    allow_bypass: bool = Field(False, description="tolerate node pulls of mirrored names that bypassed the mirror")
 
 
 class Verification(Strict):
@@ -242,6 +247,49 @@ class Verification(Strict):
     platform: str = "linux/amd64"
     node_pull: bool = True
     thresholds: Thresholds = Field(default_factory=Thresholds)
+    max_parallel_layers: int = Field(4, ge=1, le=32, description="concurrent blob downloads per pull")
+    pull_timeout_s: float = Field(600.0, gt=0, description="per pull (runbook host) and per pod (nodes)")
+    namespace: str = Field("default", description="namespace of the short-lived node pull pods")
+    bypass_aliases: dict[str, str] = Field(
+        default_factory=lambda: {"docker.io": "registry-1.docker.io"},
+        description="registry -> another name of the same registry that nodes have no mirror for: the node "
+        "path pulls it to measure the direct route")
+    counters_url: str | None = Field(
+        None, description="optional per-repository request counters (JSON {repo: {requests: N}}); the lab's "
+        "Nexus emulator serves them at /_lab/counters. Real Nexus has no such endpoint")
+    nexus_metrics: bool = Field(
+        True, description="read request/component totals from Nexus's /service/metrics/data (nx-metrics-all)")
+    ratelimit_reserve: int = Field(
+        10, ge=0, description="skip direct Docker Hub pulls that would leave fewer pulls than this in the window")
+    demonstrate_rate_limit: bool = Field(
+        False, description="exhaust the Docker Hub budget with direct manifest GETs, then pull through the "
+        "warm mirror. Burns real quota: never on in production")
+    demo_source_address: str | None = Field(
+        None, description="local address the demonstration connects from (Docker Hub charges per source IP; "
+        "the lab uses 127.0.0.2 so the runbook host's own budget stays intact)")
+    ce_requests_per_day: int = Field(100_000, gt=0, description="Community Edition request cap (3.87+)")
+    ce_components: int = Field(40_000, gt=0, description="Community Edition component cap (3.87+)")
+    expected_pulls_per_day: int | None = Field(
+        None, ge=0, description="node image pulls per day, for the Community Edition requests forecast")
+
+    @field_validator("counters_url")
+    @classmethod
+    def _counters_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+    @field_validator("demo_source_address")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        import ipaddress
+
+        if v is not None:
+            try:
+                ipaddress.ip_address(v)
+            except ValueError:
+                raise ValueError(f"{v!r} is not an IP address") from None
+        return v
 
 
 class Outputs(Strict):

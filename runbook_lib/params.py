@@ -167,16 +167,27 @@ class Security(Strict):
 
 # ---------------------------------------------------------------------------------------------- Helm
 class Helm(Strict):
-    flavour: Literal["nxrm-ha", "nxrm-aws-resiliency", "nexus-repository-manager"] = "nxrm-ha"
+    """How the Nexus Helm chart exposes the docker endpoints (stage 3)."""
+
+    flavour: Literal["nxrm-ha", "nxrm-aws-resiliency", "nexus-repository-manager"] = Field(
+        "nxrm-ha", description="Chart the release was installed from; nxrm-ha is the maintained one")
     release: str = "nxrm"
     namespace: str = "nexusrepo"
-    chart: str = "sonatype/nxrm-ha"
-    apply_with: Literal["auto", "helm", "manifests"] = "auto"
+    chart: str = Field("sonatype/nxrm-ha", description="Chart reference for `helm upgrade` (repo/name or path)")
+    chart_version: str | None = Field(
+        None, description="`helm upgrade --version`; default: the deployed release's chart version (values change only)")
+    apply_with: Literal["auto", "helm", "manifests"] = Field(
+        "auto", description="auto: the helm CLI when installed, else manifests (Service/Ingress applied directly)")
     ingress_class: str | None = "nginx"
     host_suffix: str | None = Field(None, description="Ingress hosts are <registry-label>.<host_suffix> unless set")
     hosts: dict[str, str] = Field(default_factory=dict, description="registry host -> ingress host")
-    tls_secret: str | None = None
-    annotations: dict[str, str] = Field(default_factory=dict)
+    tls_secret: str | None = Field(None, description="TLS Secret of the docker Ingresses (e.g. a wildcard certificate)")
+    annotations: dict[str, str] = Field(
+        default_factory=dict, description="Docker Ingress annotations, added to (and overriding) the class defaults")
+    service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] | None = Field(
+        None, description="Docker Service type; default ClusterIP (NodePort for nxrm-aws-resiliency: ALB instance targets)")
+    ready_timeout_s: float = Field(
+        60.0, gt=0, description="How long verification waits for the ingress controller to route a new host")
 
 
 # ----------------------------------------------------------------------------------------- Karpenter

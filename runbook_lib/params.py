@@ -192,16 +192,35 @@ class Helm(Strict):
 
 # ----------------------------------------------------------------------------------------- Karpenter
 class Karpenter(Strict):
-    api_version: Literal["v1", "v1beta1", "v1alpha1"] = "v1"
+    api_version: Literal["v1", "v1beta1", "v1alpha1"] = Field(
+        "v1", description="Node class API: v1 EC2NodeClass (Karpenter >= 1.0), v1beta1 EC2NodeClass (v0.32-v0.37), "
+                          "v1alpha1 AWSNodeTemplate (<= v0.31)")
+    version: str | None = Field(
+        None, description="Karpenter release in the cluster, e.g. 1.14.1; drift, budgets and AL2023 depend on it")
+    namespace: str = Field("karpenter", description="Karpenter's namespace (v0.31: karpenter-global-settings)")
     node_classes: list[str] = Field(default_factory=lambda: ["default"], min_length=1)
     node_pools: list[str] = Field(default_factory=lambda: ["default"])
     ami_family: Literal["AL2", "AL2023", "Bottlerocket"] = "AL2023"
+    bottlerocket_version: str | None = Field(
+        None, description="Bottlerocket release of the nodes, e.g. 1.20.0 (chooses the mirror settings form)")
     credential_mode: Literal["anonymous", "static-header", "secrets-manager"] = "anonymous"
     credentials_secret_id: str | None = Field(None, description="Secrets Manager id nodes read at boot")
     containerd_version: str | None = Field(None, description="Node containerd version, e.g. 1.7.27")
+    node_containerd_config: str | None = Field(
+        None, description="A node's containerd config.toml (e.g. from `containerd config dump`) for the preflight; "
+                          "relative to this file")
+    mirror_ca_file: str | None = Field(
+        None, description="PEM CA bundle nodes trust for the mirror endpoints (private CA); relative to this file")
+    mirror_skip_verify: bool = Field(False, description="Nodes skip TLS verification of the mirror (testing only)")
+    dial_timeout: str = Field("5s", pattern=r"^[0-9]+(ms|s|m)$",
+                              description="hosts.toml dial_timeout, written only for containerd >= 2.0.7")
     probe_mirror_at_boot: bool = True
-    force_roll: bool = False
+    probe_timeout_s: int = Field(3, ge=1, le=30, description="Boot probe of each mirror's /v2/ (curl --max-time)")
+    force_roll: bool | str = Field(
+        False, description="Roll nodes by a NodePool template annotation: true = once per userData content, "
+                           "a string = once per distinct string")
     rollout_timeout_s: int = Field(1800, gt=0)
+    rollout_poll_s: float = Field(10.0, gt=0, description="Seconds between two looks at NodeClaims and Nodes")
 
     @model_validator(mode="after")
     def _secret_mode(self) -> Karpenter:
@@ -211,6 +230,35 @@ class Karpenter(Strict):
             if self.ami_family == "Bottlerocket":
                 raise ValueError("credential_mode secrets-manager is for AL2/AL2023 (Bottlerocket has no boot script)")
         return self
+
+    @model_validator(mode="after")
+    def _versions(self) -> Karpenter:
+        for name in ("version", "bottlerocket_version", "containerd_version"):
+            value = getattr(self, name)
+            if value is not None and not re.match(r"^v?[0-9]+(\.[0-9]+){0,2}([-~+].*)?$", value):
+                raise ValueError(f"{name} must be a version such as 1.14.1, not {value!r}")
+        if self.version:
+            release = _release(self.version)
+            expected = "v1alpha1" if release < (0, 32) else "v1beta1" if release < (1, 0) else "v1"
+            if expected != self.api_version:
+                raise ValueError(f"Karpenter {self.version} serves node classes as {expected}, "
+                                 f"but api_version is {self.api_version}")
+            if self.ami_family == "AL2023" and release < (0, 35):
+                raise ValueError("amiFamily AL2023 needs Karpenter >= v0.35.0")
+        if self.ami_family == "AL2023" and self.api_version == "v1alpha1":
+            raise ValueError("amiFamily AL2023 needs Karpenter >= v0.35.0 (EC2NodeClass), not AWSNodeTemplate")
+        if self.ami_family == "Bottlerocket" and self.bottlerocket_version:
+            release = _release(self.bottlerocket_version)
+            if release < (1, 2):
+                raise ValueError("Bottlerocket has container-registry mirrors only from v1.2.0")
+            if self.credential_mode == "static-header" and release < (1, 6, 2):
+                raise ValueError("Bottlerocket has container-registry credentials only from v1.6.2")
+        return self
+
+
+def _release(text: str) -> tuple[int, ...]:
+    core = re.split(r"[-~+]", text.strip().lstrip("v"), maxsplit=1)[0]
+    return tuple(int(p) for p in core.split("."))
 
 
 # ------------------------------------------------------------------------------------ Kubernetes, AWS

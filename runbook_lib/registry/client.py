@@ -4,6 +4,10 @@ Auth follows the distribution token spec: a 401 on ``/v2/...`` carries ``WWW-Aut
 realm=...,service=...[,scope=...]`` (fetch a token from the realm, with Basic credentials when we have
 them) or ``Basic realm=...`` (send Basic). Tokens are cached per scope. Nexus answers ``/v2/`` with a
 Bearer challenge even when anonymous pulls are allowed, so the flow is always followed.
+
+One client is one endpoint with one connection pool (keep-alive), safe to share between threads: the
+pull engine (``pull.py``) downloads several blobs at once through it, and a 401 seen by several threads
+at the same time leads to one token request, not one per thread.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -98,12 +103,17 @@ class RegistryClient:
     """One registry endpoint (base URL may carry a path, e.g. Nexus's /repository/<name>)."""
 
     def __init__(self, base_url: str, username: str | None = None, password: str | None = None,
-                 timeout: float = 30.0, transport: httpx.BaseTransport | None = None):
+                 timeout: float = 30.0, transport: httpx.BaseTransport | None = None, max_connections: int = 8):
         self.base_url = base_url.rstrip("/")
         self.credentials = (username, password) if username is not None and password is not None else None
-        self.http = httpx.Client(timeout=timeout, transport=transport, follow_redirects=True)
+        # Redirects are followed: registries send blob GETs to storage (S3, CDN) with 307.
+        self.http = httpx.Client(timeout=timeout, transport=transport, follow_redirects=True,
+                                 limits=httpx.Limits(max_connections=max_connections,
+                                                     max_keepalive_connections=max_connections))
         self._tokens: dict[str, str] = {}
         self._basic = False
+        self._auth_lock = threading.Lock()
+        self.token_requests = 0  # how many times the realm was asked (token caching shows here)
 
     def close(self) -> None:
         self.http.close()
@@ -123,10 +133,16 @@ class RegistryClient:
             return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
         return {}
 
-    def _authenticate(self, challenge: Challenge | None, scope: str) -> bool:
-        """React to a 401 challenge; True if a retry may now succeed."""
+    def _authenticate(self, challenge: Challenge | None, scope: str, sent: dict[str, str]) -> bool:
+        """React to a 401 challenge to a request sent with `sent` auth headers; True if a retry may succeed."""
         if challenge is None:
             return False
+        with self._auth_lock:
+            if self._auth_headers(scope) != sent:
+                return True  # another thread changed the credentials meanwhile: retry with those
+            return self._answer(challenge, scope)
+
+    def _answer(self, challenge: Challenge, scope: str) -> bool:
         if challenge.scheme == "basic":
             if not self.credentials or self._basic:
                 return False
@@ -139,6 +155,7 @@ class RegistryClient:
         if wanted:
             query["scope"] = wanted
         auth = httpx.BasicAuth(*self.credentials) if self.credentials else None
+        self.token_requests += 1
         resp = self.http.get(challenge.params["realm"], params={k: v for k, v in query.items() if v}, auth=auth)
         if resp.status_code != 200:
             raise RegistryError(f"token request to {challenge.params['realm']} answered {resp.status_code}",
@@ -157,13 +174,14 @@ class RegistryClient:
                 stream: bool = False) -> httpx.Response:
         url = f"{self.base_url}{path}"
         for _ in range(3):
-            req = self.http.build_request(method, url, headers={**(headers or {}), **self._auth_headers(scope)})
+            sent = self._auth_headers(scope)
+            req = self.http.build_request(method, url, headers={**(headers or {}), **sent})
             resp = self.http.send(req, stream=stream)
             if resp.status_code != 401:
                 return resp
             if stream:
                 resp.close()
-            if not self._authenticate(Challenge.parse(resp.headers.get("www-authenticate")), scope):
+            if not self._authenticate(Challenge.parse(resp.headers.get("www-authenticate")), scope, sent):
                 if stream:
                     resp.read()
                 return resp
@@ -183,21 +201,27 @@ class RegistryClient:
                                 dict(resp.headers))
 
     def resolve_platform(self, repository: str, reference: str, platform: str = "linux/amd64") -> ManifestResponse:
-        """The image manifest for one platform (an index or manifest list is followed)."""
+        """The image manifest for one platform (an index or manifest list is followed).
+
+        Every manifest's bytes are checked against the digest that names it (the reference when it is a
+        digest, the index entry for a child, else the Docker-Content-Digest header): DigestMismatch if not.
+        """
         m = self.manifest(repository, reference)
         if m.status != 200:
-            raise RegistryError(f"manifest {repository}:{reference} answered {m.status}", m.status)
+            raise RegistryError(f"manifest {repository}:{reference} answered {m.status}", m.status,
+                                _code_of(m.body))
+        verify_manifest(m, reference if reference.startswith("sha256:") else m.digest)
         if m.media_type not in INDEX_TYPES:
             return m
-        os_, arch, *variant = platform.split("/")
-        for entry in m.json().get("manifests", []):
-            p = entry.get("platform", {})
-            if p.get("os") == os_ and p.get("architecture") == arch and (not variant or p.get("variant") == variant[0]):
-                child = self.manifest(repository, entry["digest"])
-                if child.status != 200:
-                    raise RegistryError(f"manifest {entry['digest']} answered {child.status}", child.status)
-                return child
-        raise RegistryError(f"{repository}:{reference} has no image for {platform}")
+        entry = select_platform(m.json().get("manifests", []), platform)
+        if entry is None:
+            raise RegistryError(f"{repository}:{reference} has no image for {platform}")
+        child = self.manifest(repository, entry["digest"])
+        if child.status != 200:
+            raise RegistryError(f"manifest {entry['digest']} answered {child.status}", child.status,
+                                _code_of(child.body))
+        verify_manifest(child, entry["digest"])
+        return child
 
     # -- blobs ---------------------------------------------------------------------------------
     def stream_blob(self, repository: str, digest: str, chunk: int = 1 << 20) -> Iterator[bytes]:
@@ -218,6 +242,37 @@ class RegistryClient:
             resp.close()
         if h.hexdigest() != want:
             raise DigestMismatch(f"blob {digest} arrived with sha256 {h.hexdigest()}")
+
+
+def platform_matches(p: dict[str, Any], platform: str) -> bool:
+    """'linux/arm64/v8' against an index entry's platform; no variant asked means any variant."""
+    os_, _, rest = platform.partition("/")
+    arch, _, variant = rest.partition("/")
+    return p.get("os") == os_ and p.get("architecture") == arch and (not variant or p.get("variant") == variant)
+
+
+def select_platform(entries: list[dict[str, Any]], platform: str) -> dict[str, Any] | None:
+    """The index entry for `platform` (containerd's platform matcher, minus its arm variant fallbacks)."""
+    return next((e for e in entries if platform_matches(e.get("platform") or {}, platform)), None)
+
+
+def verify_manifest(m: ManifestResponse, expected: str | None) -> None:
+    """Raise DigestMismatch when a manifest's bytes do not hash to the digest that names it."""
+    if not expected or not expected.startswith("sha256:") or not m.body:
+        return
+    got = "sha256:" + hashlib.sha256(m.body).hexdigest()
+    if got != expected:
+        raise DigestMismatch(f"manifest {expected} arrived with {got}")
+
+
+def _code_of(body: bytes) -> str | None:
+    try:
+        import json
+
+        errors = json.loads(body).get("errors") or []
+        return errors[0].get("code") if errors else None
+    except Exception:
+        return None
 
 
 def _error_code(resp: httpx.Response) -> str | None:

@@ -10,23 +10,19 @@ import httpx
 import pytest
 
 from runbook_lib.lab.nexus.rest_system import EULA_DISCLAIMER
-
-try:  # tests/ may or may not be a package (tests/__init__.py)
-    from tests import lab_nexus_support as support
-except ImportError:
-    import lab_nexus_support as support  # type: ignore[no-redef]
-
-CONTRACT = support.CONTRACT
-UPSTREAM_EXAMPLES = support.UPSTREAM_EXAMPLES
-Nexus = support.Nexus
-create_proxies = support.create_proxies
-create_puller = support.create_puller
-example = support.example
-group_body = support.group_body
-proxy_body = support.proxy_body
-running_nexus = support.running_nexus
-schema_errors = support.schema_errors
-shape_errors = support.shape_errors
+from tests.lab_nexus_support import (
+    CONTRACT,
+    UPSTREAM_EXAMPLES,
+    Nexus,
+    create_proxies,
+    create_puller,
+    example,
+    group_body,
+    proxy_body,
+    running_nexus,
+    schema_errors,
+    shape_errors,
+)
 
 
 @pytest.fixture

@@ -6,19 +6,15 @@ from pathlib import Path
 
 import pytest
 
-try:  # tests/ may or may not be a package (tests/__init__.py)
-    from tests import lab_nexus_support as support
-except ImportError:
-    import lab_nexus_support as support  # type: ignore[no-redef]
-
-Nexus = support.Nexus
-create_proxies = support.create_proxies
-create_puller = support.create_puller
-example = support.example
-group_body = support.group_body
-proxy_body = support.proxy_body
-running_nexus = support.running_nexus
-schema_errors = support.schema_errors
+from tests.lab_nexus_support import (
+    Nexus,
+    create_proxies,
+    create_puller,
+    group_body,
+    proxy_body,
+    running_nexus,
+    schema_errors,
+)
 
 
 @pytest.fixture

@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import os
 import secrets as pysecrets
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +21,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from runbook_lib.lab.processes import pid_alive, port_free, stop_pid
 from runbook_lib.params import RunbookParams
 
 
@@ -46,52 +45,6 @@ class Component:
         d = asdict(self)
         d.pop("env")
         return d
-
-
-def port_free(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def pid_alive(pid: int | None, argv0: str | None = None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        if state == "Z":
-            return False
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    # Guard against PID reuse: the process must still run our command.
-    return argv0 is None or any(argv0.encode() in part for part in cmdline)
-
-
-def stop_pid(pid: int, timeout: float = 15.0) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not pid_alive(pid):
-            return
-        time.sleep(0.1)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
 
 
 def _port_of(url: str) -> int:

@@ -8,18 +8,17 @@ from the mirror's own upstream requests). A proxy-mode registry GETs `remoteurl/
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import httpx
 import yaml
+
+from runbook_lib.lab.processes import port_free, stop_pid
 
 REGISTRY_BINARY = "/usr/bin/docker-registry"
 INSTALL_HINT = "install the Debian package docker-registry; `make test`/`make demo` do it as root"
@@ -77,16 +76,8 @@ def ensure_port_free(host: str, port: int) -> None:
     """Raise RegistryError if something already listens on host:port (port 0 is always free)."""
     if port == 0:
         return
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        # SO_REUSEADDR as Go's listener sets it: connections in TIME_WAIT must not block a restart.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as e:
-            if e.errno == errno.EADDRINUSE:
-                raise RegistryError(f"port {port} on {host} is already in use") from None
-            raise
+    if not port_free(port, host):
+        raise RegistryError(f"port {port} on {host} is already in use")
 
 
 def start_registry(name: str, root: Path, port: int, log_path: Path, *, host: str = "127.0.0.1",
@@ -173,16 +164,6 @@ def wait_ready(url: str, timeout: float = 15.0, proc: subprocess.Popen | None = 
             time.sleep(0.05)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def stop_process(proc_or_pid: subprocess.Popen | int, timeout: float = 15.0) -> int | None:
     """SIGTERM, wait up to `timeout`, then SIGKILL. Returns the exit code when it is known (own child)."""
     if isinstance(proc_or_pid, subprocess.Popen):
@@ -195,29 +176,7 @@ def stop_process(proc_or_pid: subprocess.Popen | int, timeout: float = 15.0) -> 
                 proc.kill()
                 proc.wait()
         return proc.returncode
-    pid = proc_or_pid
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return None
-    deadline = time.monotonic() + timeout
-    while _pid_alive(pid) and time.monotonic() < deadline:
-        _reap(pid)
-        time.sleep(0.05)
-    if _pid_alive(pid):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            return None
-        for _ in range(100):
-            _reap(pid)
-            if not _pid_alive(pid):
-                break
-            time.sleep(0.05)
+    stop_pid(proc_or_pid, timeout)
     return None
 
 
-def _reap(pid: int) -> None:
-    """If pid is our own child (started outside Popen), collect it so it does not linger as a zombie."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)

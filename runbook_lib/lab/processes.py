@@ -1,0 +1,76 @@
+"""Processes of the lab: is a PID still ours and alive, and stopping one by PID.
+
+A stopped child that nobody has reaped yet is a zombie: `kill(pid, 0)` still succeeds, but it holds no
+port and runs nothing, so it counts as gone. A PID whose command line no longer names our program was
+reused by the system and is not ours to signal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+
+def pid_alive(pid: int | None, argv0: str | None = None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state == "Z":
+            return False
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return argv0 is None or any(argv0.encode() in part for part in cmdline)
+
+
+def _reap(pid: int) -> None:
+    """If pid is our own child (started outside Popen), collect it so it does not linger as a zombie."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def stop_pid(pid: int, timeout: float = 15.0) -> None:
+    """SIGTERM, wait up to `timeout`, then SIGKILL; returns once the process is gone."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid) and time.monotonic() < deadline:
+        _reap(pid)
+        time.sleep(0.05)
+    if pid_alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        for _ in range(100):
+            _reap(pid)
+            if not pid_alive(pid):
+                break
+            time.sleep(0.05)
+    _reap(pid)  # a child of ours that died is a zombie until collected
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    # SO_REUSEADDR as Go's and Python's servers set it: connections in TIME_WAIT do not block a restart.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                return False
+            raise  # e.g. an address this machine does not have: not a "port taken" answer
+    return True

@@ -147,11 +147,10 @@ class Plan:
         return REDACTOR.scrub_obj(rows)
 
     def table(self):
-        """A pandas DataFrame of the plan, for display in the notebook."""
-        import pandas as pd
+        """The plan as a table for the notebook, actions coloured."""
+        from runbook_lib.display import styled
 
-        df = pd.DataFrame(self.rows(), columns=["action", "kind", "name", "changes", "note"])
-        return df
+        return styled(self.rows(), "action")
 
     def summary(self) -> str:
         c = self.counts()

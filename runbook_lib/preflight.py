@@ -165,9 +165,9 @@ class PreflightReport:
         ]
 
     def table(self):
-        import pandas as pd
+        from runbook_lib.display import styled
 
-        return pd.DataFrame(self.rows())
+        return styled(self.rows(), "status")
 
     def results(self) -> dict[str, Any]:
         return {

@@ -67,3 +67,13 @@ def test_records_are_scrubbed() -> None:
         assert "leaky-secret-123" not in str(plan.records()) and "leaky-secret-123" not in str(plan.rows())
     finally:
         REDACTOR.clear()
+
+
+def test_table_colours_actions_for_the_html_report() -> None:
+    plan = Plan("s")
+    plan.compare("proxy", "new", None, {"x": 1})
+    plan.compare("proxy", "same", {"x": 1}, {"x": 1})
+    html = plan.table().to_html()
+    assert "color: #1a7f37; font-weight: bold" in html  # create
+    assert "color: #6e7781; font-weight: normal" in html  # unchanged
+    assert ">new<" in html and ">same<" in html

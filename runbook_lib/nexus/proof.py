@@ -86,10 +86,10 @@ def prove(params: RunbookParams, secret: SecretResolver) -> list[AccessCheck]:
 
 
 def table(checks: list[AccessCheck]):
-    import pandas as pd
+    from runbook_lib.display import styled
 
-    return pd.DataFrame([{"endpoint": c.endpoint, "who": c.who, "expected": c.expect,
-                          "result": "ok" if c.ok else "FAIL", "answer": c.got, "url": c.url} for c in checks])
+    return styled([{"endpoint": c.endpoint, "who": c.who, "expected": c.expect,
+                          "result": "ok" if c.ok else "FAIL", "answer": c.got, "url": c.url} for c in checks], "result")
 
 
 def raise_for_failures(checks: list[AccessCheck], record) -> None:

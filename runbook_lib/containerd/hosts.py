@@ -110,7 +110,8 @@ class HostsToml:
         return doc
 
     def render(self) -> str:
-        header = f"# containerd registry hosts for {self.namespace} — written by eks-mirror-runbook\n"
+        # ASCII only: the file travels inside a us-ascii userData part (stage 4)
+        header = f"# containerd registry hosts for {self.namespace} - written by eks-mirror-runbook\n"
         return header + tomli_w.dumps(self.document())
 
 

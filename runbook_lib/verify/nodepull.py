@@ -191,7 +191,7 @@ def remove_leftovers(core: Any, namespace: str) -> int:
 
 
 def run_pod(core: Any, namespace: str, node: str, image: str, timeout_s: float, start_timeout_s: float = 60.0,
-            poll_s: float = 0.25, clock: Callable[[], float] = time.monotonic,
+            poll_s: float = 0.5, clock: Callable[[], float] = time.monotonic,
             sleep: Callable[[float], None] = time.sleep) -> PodPull:
     """Create the pull Pod, wait for the kubelet's Pulled or Failed event, delete the Pod (always).
 
@@ -204,6 +204,7 @@ def run_pod(core: Any, namespace: str, node: str, image: str, timeout_s: float, 
     uid = created.metadata.uid
     try:
         started = clock()
+        wait_s = 0.05  # short first: small images pull in well under a second
         while True:
             events = core.list_namespaced_event(
                 namespace, field_selector=f"involvedObject.kind=Pod,involvedObject.name={name}").items
@@ -230,7 +231,8 @@ def run_pod(core: Any, namespace: str, node: str, image: str, timeout_s: float, 
             if waited >= timeout_s:
                 outcome.error = f"no Pulled event from the kubelet on {node} within {timeout_s:g} s"
                 return outcome
-            sleep(poll_s)
+            sleep(wait_s)
+            wait_s = min(wait_s * 2, poll_s)
     finally:
         delete_pod(core, name, namespace)
 

@@ -34,7 +34,7 @@ def _empty(title: str, reason: str) -> Figure:
 def _grid(n: int, per_row: int = 3, size: tuple[float, float] = (4.2, 3.4)) -> tuple[Figure, list[Any]]:
     cols = min(n, per_row)
     rows = math.ceil(n / cols)
-    fig = Figure(figsize=(size[0] * cols, size[1] * rows), layout="constrained")
+    fig = Figure(figsize=(max(size[0] * cols, 8.0), size[1] * rows), layout="constrained")
     axes = [fig.add_subplot(rows, cols, i + 1) for i in range(n)]
     return fig, axes
 
@@ -100,7 +100,7 @@ def node_times(df: pd.DataFrame) -> Figure:
             groups += [(f"{pool} | {label}", g) for label, g in _ordered(sub[sub["pool"] == pool])]
         _spread_panel(ax, sub, groups)
         ax.set_title(image, fontsize=9)
-    fig.suptitle(f"{title}; hollow dots: image already on the node or route not as named")
+    fig.suptitle(f"{title}; hollow dots: not in the medians")
     return fig
 
 
@@ -169,9 +169,10 @@ def trend(medians: pd.DataFrame, metrics: pd.DataFrame) -> Figure:
     m = m.groupby(["at", "image", "route"], as_index=False)["median_s"].median()
     fig = Figure(figsize=(12, 3.8), layout="constrained")
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    palette = {image: f"C{i}" for i, image in enumerate(dict.fromkeys(m["image"]))}
     for (image, route), g in m.groupby(["image", "route"]):
         ax1.plot(g["at"], g["median_s"], marker="o", ls="-" if route == "warm mirror" else "--",
-                 label=f"{image} {route}")
+                 color=palette[image], label=f"{image} {route}")
     ax1.set_ylabel("median pull time (s)")
     ax1.set_title(f"Median pull time ({scope} path)", fontsize=10)
     ax1.legend(fontsize=7)

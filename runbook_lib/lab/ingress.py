@@ -258,6 +258,9 @@ class IngressHTTPServer(LabHTTPServer):
 class IngressHandler(LabHandler):
     server_version = "nginx"
 
+    def version_string(self) -> str:
+        return self.server_version
+
     @property
     def proxy(self) -> IngressProxy:
         return self.server.proxy  # type: ignore[attr-defined]

@@ -399,6 +399,8 @@ class SideBySide:
     def __str__(self) -> str:
         return (f"--- {self.left_title}\n{self._text(self.left)}--- {self.right_title}\n{self._text(self.right)}")
 
+    __repr__ = __str__
+
 
 def endpoint_table(params: RunbookParams):
     import pandas as pd

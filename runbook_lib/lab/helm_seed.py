@@ -25,7 +25,10 @@ from runbook_lib.params import RunbookParams
 
 
 def ui_host(params: RunbookParams) -> str:
-    return f"nexus.{params.helm.host_suffix}" if params.helm.host_suffix else "nexus.lab.internal"
+    """The UI's host beside the mirror hosts: mirror.lab.internal -> nexus.lab.internal."""
+    suffix = params.helm.host_suffix or "lab.internal"
+    parent = suffix.split(".", 1)[1] if suffix.count(".") >= 2 else suffix
+    return f"nexus.{parent}"
 
 
 def install_values(params: RunbookParams) -> dict[str, Any]:

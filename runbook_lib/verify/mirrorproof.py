@@ -47,12 +47,16 @@ class NexusContent:
 
     @classmethod
     def connect(cls, params: RunbookParams, secret: SecretResolver, kube_api: Any = None) -> NexusContent:
+        """Admin login; `kube_api` (a client, or a callable making one) is only needed to read the generated
+        password from the Nexus pod, so a callable is not called otherwise."""
         from runbook_lib.nexus import session
 
         try:
+            if callable(kube_api):
+                kube_api = kube_api() if params.nexus.initial_password_pod else None
             return cls(session.admin_login(params, secret, kube_api).client)
-        except (NexusError, NexusUnreachable, httpx.HTTPError) as err:
-            return cls(None, REDACTOR.scrub(f"cannot log in to Nexus: {err}"))
+        except Exception as err:  # noqa: BLE001 - NexusError, unreachable, secret or kubeconfig problems
+            return cls(None, REDACTOR.scrub(f"cannot log in to Nexus: {type(err).__name__}: {err}"))
 
     @property
     def status(self) -> str:
@@ -139,6 +143,15 @@ class CounterSource:
         if v.nexus_metrics:
             return "Nexus usage gauges from /service/metrics/data (server-wide)"
         return "no request counters configured"
+
+    def describe(self, snap: Counters) -> str:
+        lines = [f"counters: {self.description}"]
+        if snap.requests_total is not None:
+            lines.append(f"  requests counted so far: {snap.requests_total:,}")
+        if snap.components_total is not None:
+            lines.append(f"  components (Nexus gauge): {snap.components_total:,}")
+        lines += [f"  unavailable: {p}" for p in snap.problems]
+        return "\n".join(lines)
 
     def snapshot(self) -> Counters:
         v = self.params.verification

@@ -305,8 +305,12 @@ def compare(params: RunbookParams, secret: SecretResolver, kube_api: Any, conten
     if not v.node_pull:
         result.notes.append("node path off (verification.node_pull: false)")
         return result
-    core = k8s.CoreV1Api(kube_api)
-    pools = nodes_by_pool(core, list(params.karpenter.node_pools))
+    try:  # kube_api may be a callable building the client: a missing kubeconfig is a note, not a crash
+        core = k8s.CoreV1Api(kube_api() if callable(kube_api) else kube_api)
+        pools = nodes_by_pool(core, list(params.karpenter.node_pools))
+    except Exception as err:  # noqa: BLE001 - config errors, ApiException, urllib3 connection errors
+        result.notes.append(REDACTOR.scrub(f"cannot list nodes: {type(err).__name__}: {err}"[:500]))
+        return result
     result.pools = pools
     for pool, names in pools.items():
         if not names:

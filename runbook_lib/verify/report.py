@@ -94,6 +94,12 @@ def headline(fig: dict[str, Any]) -> dict[str, Any]:
             "set_speedup": node_set if node_set is not None else fig["host"]["set_speedup"]}
 
 
+def results(fig: dict[str, Any], use: Usage | None, demo: Any = None) -> dict[str, Any]:
+    """run.json ``results`` of the stage: the figures, the headline speed-up, usage and the demonstration."""
+    return _clean({**fig, **headline(fig), "usage": use.record() if use else None,
+                   "rate_limit_demonstration": demo.record() if demo is not None else None})
+
+
 # -- Community Edition usage ---------------------------------------------------------------------------
 @dataclass
 class Usage:
@@ -128,7 +134,7 @@ class Usage:
             ("cap: requests per day", f"{self.requests_cap:,}"),
             ("components in the proxy repositories" + ("" if self.components_complete else " (at least)"),
              fmt(self.components)),
-            ("component growth per day (history)", fmt(self.components_per_day)),
+            ("component growth per day (history of at least a day)", fmt(self.components_per_day)),
             ("days until the component cap", fmt(self.days_to_component_cap)),
             ("cap: components", f"{self.components_cap:,}"),
         ]
@@ -143,15 +149,18 @@ def mirror_pulls(host: HostComparison, node: NodeComparison) -> int:
     return count
 
 
+MIN_TREND_DAYS = 1.0  # a slope over minutes extrapolates noise: growth needs a day of history
+
+
 def growth_per_day(history: pd.DataFrame, column: str) -> float | None:
-    """Least-squares slope of a metric over time, per day; None with fewer than two distinct times."""
+    """Least-squares slope of a metric over time, per day; None until the points span MIN_TREND_DAYS."""
     if history.empty or column not in history:
         return None
     pts = history[["at", column]].dropna()
     if len(pts) < 2:
         return None
     days = (pts["at"] - pts["at"].min()).dt.total_seconds() / 86400.0
-    if days.max() - days.min() <= 0:
+    if days.max() - days.min() < MIN_TREND_DAYS:
         return None
     x, y = days.astype(float), pts[column].astype(float)
     return float(((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum())

@@ -61,6 +61,8 @@ def summarize(samples: pd.DataFrame, by: tuple[str, ...] = ("image", "label")) -
                      "min_s": secs.min() if len(secs) else None, "max_s": secs.max() if len(secs) else None,
                      "median_MBps": good["MBps"].astype(float).median() if len(good) else None})
     out = pd.DataFrame(rows, columns=cols)
+    numbers = cols[len(keys) + 2:]
+    out[numbers] = out[numbers].astype(float).round(4)
     if "label" in keys:
         out["_order"] = out["label"].map({label: i for i, label in enumerate(LABEL_ORDER)})
         out = out.sort_values(keys[:keys.index("label")] + ["_order"], kind="stable").drop(columns="_order")

@@ -21,6 +21,7 @@ import pandas as pd
 
 from runbook_lib.params import RunbookParams
 from runbook_lib.plan import StageFailed
+from runbook_lib.verify import nodepull
 from runbook_lib.verify.hostpull import HostComparison
 from runbook_lib.verify.nodepull import NodeComparison
 from runbook_lib.verify.ratelimit import Demonstration
@@ -69,9 +70,10 @@ def evaluate(params: RunbookParams, fig: dict[str, Any], host: HostComparison, n
                         or f"{len(proof['images'])} image(s) found"))
 
     if params.verification.node_pull:
+        why = [n for n in node.notes if n.startswith(("NodePool", "cannot list")) or nodepull.NO_KUBELET in n]
         checks.append(Check("node path measured", node.measured,
                             "pull Pods ran on " + ", ".join(f"{p}: {len(n)} node(s)" for p, n in node.pools.items())
-                            if node.measured else "; ".join(node.notes) or "no node could be used"))
+                            if node.measured else "; ".join(why) or "no node could be used"))
 
     scope = "node" if fig["node"]["set_speedup"] is not None else "host"
     speed = fig[scope]["set_speedup"]

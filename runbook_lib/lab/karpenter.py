@@ -368,6 +368,7 @@ class LabCluster:
     kubelet_version: str = "v1.33.5-eks-lab"
     userdata_env: dict[str, str] = field(default_factory=dict)
     heartbeat_s: float = 10.0
+    image_maximum_gc_age_s: float = 0.0  # kubelet imageMaximumGCAge of the lab nodes; 0 = off
 
 
 def _url_port(url: str | None) -> int | None:
@@ -391,7 +392,23 @@ def lab_service_ports(params: Any) -> list[int]:
     return sorted(p for p in ports if p)
 
 
-def cluster_from_params(params: Any, kubeconfig: str, api_server: str = "") -> LabCluster:
+def node_role_env(aws_endpoint: str, region: str) -> dict[str, str]:
+    """The lab's stand-in for a node's instance role: userData scripts get moto's endpoint and dummy credentials
+    in their environment (a real node gets credentials from the instance metadata service), and the AWS CLI
+    on PATH, so the secrets-manager credential mode can read its secret at boot."""
+    import shutil
+
+    from runbook_lib.lab.node import USERDATA_PATH
+
+    env = {"AWS_ENDPOINT_URL": aws_endpoint, "AWS_ACCESS_KEY_ID": "lab-node-role",
+           "AWS_SECRET_ACCESS_KEY": "lab-node-role", "AWS_DEFAULT_REGION": region, "AWS_REGION": region}
+    aws_cli = shutil.which("aws")
+    if aws_cli and str(Path(aws_cli).parent) not in USERDATA_PATH.split(":"):
+        env["PATH"] = f"{USERDATA_PATH}:{Path(aws_cli).parent}"
+    return env
+
+
+def cluster_from_params(params: Any, kubeconfig: str, api_server: str = "", aws_endpoint: str = "") -> LabCluster:
     from runbook_lib.lab.node import PUBLIC_REGISTRY_NAMES
 
     if params.lab is None:
@@ -403,9 +420,12 @@ def cluster_from_params(params: Any, kubeconfig: str, api_server: str = "") -> L
     docker = next((up for up in params.upstreams if up.registry == "docker.io"), None)
     if docker is not None:
         lab_certs["registry-1.docker.io"] = docker.remote_url  # the mirror-bypassing alias (node.py)
+    aws_endpoint = aws_endpoint or params.aws.endpoint_url or f"http://127.0.0.1:{params.lab.moto_port}"
+    ports = sorted({*lab_service_ports(params), _url_port(aws_endpoint) or 0} - {0})
     return LabCluster(node_pools=dict(params.lab.node_pools), cluster_name=params.aws.cluster_name or "lab",
-                      region=params.aws.region, ports=lab_service_ports(params), hosts=hosts, lab_certs=lab_certs,
-                      kubeconfig=kubeconfig, api_server=api_server or f"http://127.0.0.1:{params.lab.kube_port}")
+                      region=params.aws.region, ports=ports, hosts=hosts, lab_certs=lab_certs,
+                      kubeconfig=kubeconfig, api_server=api_server or f"http://127.0.0.1:{params.lab.kube_port}",
+                      userdata_env=node_role_env(aws_endpoint, params.aws.region))
 
 
 # -- EC2 (moto) ------------------------------------------------------------------------------------------
@@ -1081,7 +1101,8 @@ class KarpenterSim:
                         internal_ip=instance.get("PrivateIpAddress", "127.0.0.1"), instance_type=instance_type,
                         capacity=dict(INSTANCE_TYPES.get(instance_type, INSTANCE_TYPES[DEFAULT_INSTANCE_TYPE])),
                         kubelet_version=self.cluster.kubelet_version, userdata_env=dict(self.cluster.userdata_env),
-                        heartbeat_s=self.cluster.heartbeat_s)
+                        heartbeat_s=self.cluster.heartbeat_s,
+                        image_maximum_gc_age_s=self.cluster.image_maximum_gc_age_s)
         node = (self.node_factory or LabNode)(spec)
         self.nodes[name] = node
         try:
@@ -1459,12 +1480,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--aws-endpoint", required=True, help="EC2 endpoint (the lab's moto server)")
     parser.add_argument("--params", type=Path, required=True, help="lab parameters file (lab.node_pools, ports)")
     parser.add_argument("--health-port", type=int, default=None, help="serve /healthz, /readyz, /_lab/nodes here")
+    parser.add_argument("--image-maximum-gc-age", type=float, default=0.0, metavar="SECONDS",
+                        help="kubelet imageMaximumGCAge of the lab nodes: remove images unused this long (0 = off)")
     parser.add_argument("--api-version", choices=sorted(FLAVORS), default=None,
                         help="Karpenter API version (default: what the API server prefers)")
     args = parser.parse_args(argv)
     try:
         params = params_mod.load(args.params)
-        cluster = cluster_from_params(params, str(args.kubeconfig.resolve()))
+        cluster = cluster_from_params(params, str(args.kubeconfig.resolve()), aws_endpoint=args.aws_endpoint)
+        cluster.image_maximum_gc_age_s = args.image_maximum_gc_age
         api = kube_config.new_client_from_config(config_file=str(args.kubeconfig))
         ec2 = Ec2(args.aws_endpoint, params.aws.region)
         sim = KarpenterSim(api, ec2, cluster, args.nodes_dir.resolve(), version=args.api_version,

@@ -29,6 +29,11 @@ real kubelet behaviour each part follows (kubernetes/kubernetes pkg/kubelet):
 * Graceful deletion: a Pod on this node with a deletionTimestamp has nothing running, so the kubelet
   confirms the deletion at once (DELETE with gracePeriodSeconds=0 and a UID precondition), as the real
   status manager does once the containers are gone.
+* Node `status.images`: the node's images (CRI ListImages: names = repo tags + repo digests, sizeBytes),
+  largest first, at most 50 (--node-status-max-images), refreshed with each heartbeat and after each pull.
+* Image garbage collection by age (KubeletConfiguration `imageMaximumGCAge`, off by default as in the
+  kubelet): an image no Pod on this node uses any more is removed (CRI RemoveImage) once it has been unused
+  for that long. The kubelet checks every 5 minutes (ImageGCPeriod); the stand-in every second.
 """
 
 from __future__ import annotations
@@ -108,6 +113,8 @@ class KubeletConfig:
     runtime_version: str = "containerd://1.6.20"
     heartbeat_s: float = 10.0
     os_image: str = "Lab node (eks-mirror-runbook)"
+    image_maximum_gc_age_s: float = 0.0  # 0 = off (the kubelet's default)
+    max_reported_images: int = 50
 
 
 class ObjectWatch:
@@ -202,7 +209,10 @@ class Kubelet:
         self.register()
         self._watch = ObjectWatch(self.core.list_pod_for_all_namespaces, self._on_pod, "pods",
                                   field_selector=f"spec.nodeName={self.config.node_name}").start()
-        for target, name in ((self._worker, "pods"), (self._heartbeat, "heartbeat"), (self._retrier, "retry")):
+        loops = [(self._worker, "pods"), (self._heartbeat, "heartbeat"), (self._retrier, "retry")]
+        if self.config.image_maximum_gc_age_s > 0:
+            loops.append((self._image_gc, "image-gc"))
+        for target, name in loops:
             t = threading.Thread(target=target, daemon=True, name=f"kubelet-{name}")
             t.start()
             self._threads.append(t)
@@ -252,6 +262,7 @@ class Kubelet:
                           {"type": "Hostname", "address": c.node_name},
                           {"type": "InternalDNS", "address": c.node_name}],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "images": self._images_or_empty(),
             "nodeInfo": {"machineID": boot.hex, "systemUUID": str(boot), "bootID": str(boot),
                          "kernelVersion": _kernel(), "osImage": c.os_image, "containerRuntimeVersion": c.runtime_version,
                          "kubeletVersion": c.kubelet_version, "kubeProxyVersion": "", "operatingSystem": "linux",
@@ -276,14 +287,69 @@ class Kubelet:
                                     _preload_content=False)
         self.log(f"kubelet: node {self.config.node_name} registered")
 
+    def node_images(self) -> list[dict[str, Any]]:
+        """status.images as the kubelet reports them: largest first, at most max_reported_images."""
+        rows = [{"names": [*img.repo_tags, *img.repo_digests] or [img.id], "sizeBytes": img.size}
+                for img in self.cri.list()]
+        rows.sort(key=lambda r: r["sizeBytes"], reverse=True)
+        return rows[:self.config.max_reported_images]
+
+    def _images_or_empty(self) -> list[dict[str, Any]]:
+        try:
+            return self.node_images()
+        except Exception:
+            return []
+
+    def report_images(self) -> None:
+        try:
+            images = self.node_images()
+            self.core.patch_node_status(self.config.node_name, {"status": {"images": images}},
+                                        _content_type=MERGE_PATCH, _preload_content=False)
+        except Exception as exc:
+            self.log(f"kubelet: image status not reported: {exc}")
+
     def _heartbeat(self) -> None:
         while not self._stop.wait(self.config.heartbeat_s):
             try:
-                self.core.patch_node_status(self.config.node_name,
-                                            {"status": {"conditions": self.node_conditions(now_rfc3339())}},
+                status: dict[str, Any] = {"conditions": self.node_conditions(now_rfc3339())}
+                with contextlib.suppress(Exception):
+                    status["images"] = self.node_images()
+                self.core.patch_node_status(self.config.node_name, {"status": status},
                                             _content_type=MERGE_PATCH, _preload_content=False)
             except Exception as exc:  # the API may be restarting; the next beat retries
                 self.log(f"kubelet: heartbeat failed: {exc}")
+
+    def _image_gc(self) -> None:
+        """Remove images unused for image_maximum_gc_age_s (imageMaximumGCAge)."""
+        unused_since: dict[str, float] = {}
+        while not self._stop.wait(1.0):
+            try:
+                pods = json.loads(self.core.list_pod_for_all_namespaces(
+                    field_selector=f"spec.nodeName={self.config.node_name}", _preload_content=False).data)
+                in_use: set[str] = set()
+                for pod in pods.get("items") or []:
+                    spec = pod.get("spec") or {}
+                    for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+                        present = self.cri.status(c["image"])
+                        if present is not None:
+                            in_use.add(present.id)
+                now = time.monotonic()
+                removed = False
+                for image in self.cri.list():
+                    if image.id in in_use:
+                        unused_since.pop(image.id, None)
+                        continue
+                    since = unused_since.setdefault(image.id, now)
+                    if now - since >= self.config.image_maximum_gc_age_s:
+                        self.cri.remove(image.id)
+                        unused_since.pop(image.id, None)
+                        removed = True
+                        self.log(f"kubelet: image {image.repo_tags or image.id} removed (unused for "
+                                 f"{now - since:.0f} s, imageMaximumGCAge)")
+                if removed:
+                    self.report_images()
+            except Exception as exc:
+                self.log(f"kubelet: image garbage collection failed: {exc}")
 
     # -- pods ------------------------------------------------------------------------------------
     def _on_pod(self, kind: str, pod: dict[str, Any]) -> None:
@@ -414,6 +480,7 @@ class Kubelet:
         after = self.cri.status(image)
         size = after.size if after else 0
         self.event(pod, ref, "Normal", "Pulled", pulled_message(image, pull_s, total_s, size))
+        self.report_images()
         return _image_id(image, after)
 
     def _schedule_retry(self, pod: dict[str, Any], ref: str, key: tuple[str, str], image: str) -> None:

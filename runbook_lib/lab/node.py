@@ -97,6 +97,7 @@ class NodeSpec:
     kubelet_version: str = "v1.33.5-eks-lab"
     userdata_env: dict[str, str] = field(default_factory=dict)
     heartbeat_s: float = 10.0
+    image_maximum_gc_age_s: float = 0.0         # kubelet imageMaximumGCAge; 0 = off (the kubelet's default)
     bridge_dir: str = ""                        # default DIR/br
 
     @property
@@ -399,7 +400,8 @@ def _start_kubelet(spec: NodeSpec, socket_path: str) -> tuple[Any, Any, Any]:
     cri = CRIImageClient(socket_path, timeout=600)
     cfg = KubeletConfig(node_name=spec.name, cri_socket=socket_path, labels=spec.labels, taints=spec.taints,
                         provider_id=spec.provider_id, internal_ip=spec.internal_ip, capacity=spec.capacity,
-                        kubelet_version=spec.kubelet_version, heartbeat_s=spec.heartbeat_s)
+                        kubelet_version=spec.kubelet_version, heartbeat_s=spec.heartbeat_s,
+                        image_maximum_gc_age_s=spec.image_maximum_gc_age_s)
     kubelet = Kubelet(cfg, api, cri, log=lambda line: print(line, flush=True)).start()
     return kubelet, cri, api
 

@@ -8,6 +8,7 @@ and the bridge's Unix socket paths must fit in 108 bytes.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -24,11 +25,15 @@ PULLED = (r'^Successfully pulled image "(?P<image>[^"]+)" in (?P<pull>[0-9.]+(ms
 
 
 def short_tmp(prefix: str = "ln") -> Iterator[Path]:
+    """A short folder under /tmp, removed afterwards (a generator for fixtures; `short_dir` for `with`)."""
     path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     try:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+short_dir = contextlib.contextmanager(short_tmp)
 
 
 @dataclass

@@ -37,7 +37,8 @@ def all_ports(params_path: Path) -> list[int]:
     data = yaml.safe_load(params_path.read_text())
     lab = data["lab"]
     ports = [r["port"] for r in lab["registries"].values()]
-    ports += [lab["dockerhub"]["port"], lab["dockerhub"]["token_port"], lab["kube_port"], lab["moto_port"], 18081]
+    ports += [lab["dockerhub"]["port"], lab["dockerhub"]["token_port"], lab["kube_port"], lab["moto_port"], 18081,
+              lab.get("ingress_port", 18080)]
     ports += [u["connector_port"] for u in data["upstreams"]]
     return ports
 
@@ -77,12 +78,14 @@ def test_lab_up_stages_down(tmp_path, capsys) -> None:
         assert endpoints["kubernetes"]["ok"] and endpoints["aws"]["ok"]
         assert (runs[-1].parent / "00_preflight.html").exists()
 
-        # Stages 1-2 through the CLI: creates first, then a rerun that writes nothing at all.
-        stages = ["run", "nexus-repos", "nexus-security", "--params", str(params_path), "--apply"]
+        # Stages 1-3 through the CLI: creates first, then a rerun that writes nothing at all.
+        stages = ["run", "nexus-repos", "nexus-security", "helm", "--params", str(params_path), "--apply"]
         assert main(stages) == 0
         first = latest_run(tmp_path)
         assert first["stages"][0]["changes"]["create"] == 5  # 4 proxies + the docker group
         assert first["stages"][1]["changes"]["update"] >= 2  # admin password, realms
+        assert first["stages"][2]["changes"]["create"] >= 2  # docker Service(s) and Ingress(es)
+        assert all(c["ok"] for c in first["stages"][2]["checks"])  # /v2/ answers through the ingress hosts
         written = writes(tmp_path / "lab")
         assert main(stages) == 0
         second = latest_run(tmp_path)

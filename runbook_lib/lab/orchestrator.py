@@ -92,6 +92,12 @@ class Lab:
             "kube", [py, "-m", "runbook_lib.lab.kube", "--port", str(cfg.kube_port),
                      "--state-file", str(d / "kube" / "state.json"), "--kubeconfig", str(kubeconfig)],
             [cfg.kube_port], f"http://127.0.0.1:{cfg.kube_port}/version", (200,)))
+        # Routes the cluster's Ingress hosts to the Services' target ports (the lab's pod network);
+        # healthy once it has synced Ingresses and Services from the API.
+        comps.append(Component(
+            "ingress", [py, "-m", "runbook_lib.lab.ingress", "--port", str(cfg.ingress_port),
+                        "--kubeconfig", str(kubeconfig)],
+            [cfg.ingress_port], f"http://127.0.0.1:{cfg.ingress_port}/_lab/healthz", (200,)))
         comps.append(Component(
             "moto", [py, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(cfg.moto_port)],
             [cfg.moto_port], f"http://127.0.0.1:{cfg.moto_port}/moto-api/", (200,)))
@@ -211,6 +217,15 @@ class Lab:
         urls = {host: f"http://127.0.0.1:{reg.port}" for host, reg in self.cfg.registries.items()}
         seed_lab_images(urls, self.dir / "images", image_mb=self.cfg.image_mb, multilayer_mb=self.cfg.multilayer_mb)
         self.seed_aws()
+        self.seed_cluster()
+
+    def seed_cluster(self) -> None:
+        """The cluster as it was before the runbook: Nexus installed by its Helm chart."""
+        from runbook_lib import kube
+        from runbook_lib.lab.helm_seed import seed_helm_release
+
+        with kube.api_client(self.params) as api:
+            seed_helm_release(api, self.params)
 
     def seed_aws(self) -> None:
         from runbook_lib import aws

@@ -21,8 +21,9 @@ them). Before each Pod the stage reads the node's ``status.images`` (what the ku
 images, largest first, refreshed every few seconds): a node that lists the image gives a sample labelled
 ``node_cache = image on node`` which is kept out of the medians. Pulls go round-robin over a pool's nodes, and
 the mirrored name is pulled before the alias in each repetition, so when layers linger unreported the
-comparison errs against the mirror, not for it. Removing images between repetitions is the node's business
-(image garbage collection); the stage never touches a node.
+comparison errs against the mirror, not for it; a node that does not report the image is preferred over the
+next one in rotation. Removing images between repetitions is the node's business (image garbage
+collection); the stage never touches a node.
 
 Served by whom. Around each pull of a mirrored name the mirror is pinged and the request counters are read
 (mirrorproof.py). A successful pull while the mirror did not answer, or with counters that did not move,
@@ -132,6 +133,18 @@ def node_cache(core: Any, node: str, ref: ImageRef, hosts: tuple[str, ...]) -> s
             if sep and repo in wanted and (sep == "@" or rest == ref.reference):
                 return IMAGE_ON_NODE
     return NOT_REPORTED if len(images) >= MAX_REPORTED_IMAGES else NOT_ON_NODE
+
+
+def pick_node(core: Any, nodes: list[str], turn: int, ref: ImageRef, hosts: tuple[str, ...]) -> tuple[str, str]:
+    """The next node in rotation that does not report the image; the rotation's node when all of them do."""
+    order = [nodes[(turn + i) % len(nodes)] for i in range(len(nodes))]
+    states = []
+    for node in order:
+        state = node_cache(core, node, ref, hosts)
+        if state != IMAGE_ON_NODE:
+            return node, state
+        states.append(state)
+    return order[0], states[0]
 
 
 # -- one pod -------------------------------------------------------------------------------------------
@@ -356,11 +369,10 @@ def compare(params: RunbookParams, secret: SecretResolver, kube_api: Any, conten
                     live = [n for n in names if n not in silent]
                     if not live:
                         break
-                    node = live[turn % len(live)]
+                    node, cache_state = pick_node(core, live, turn, plan.ref, hosts)
                     turn += 1
                     label = samples.DIRECT if path == "direct" else (
                         samples.MIRROR_WARM if warmed else samples.first_mirror_label(cached))
-                    cache_state = node_cache(core, node, plan.ref, hosts)
                     up_before = endpoints.mirror_answers(params, plan.up)
                     before = counters.snapshot() if counters else None
                     pulled = run_pull(core, v.namespace, node, name, v.pull_timeout_s)

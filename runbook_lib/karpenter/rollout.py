@@ -385,7 +385,8 @@ def snapshot(api_client: Any, params: RunbookParams, base: Baseline) -> list[Cla
             cann = _annotations(claim)
             pool_name = (claim["metadata"].get("labels") or {}).get(pk.node_label)
             is_new = _is_new(claim, cann, class_hash, class_hash_version, kind.hash_annotation, restamped, changed,
-                             base, pools.get(pool_name) if pool_name else None, pool_name, pk)
+                             base, pools.get(pool_name) if pool_name else None, pool_name, pk,
+                             base.class_hashes.get(name))
             if is_new is None:
                 progress.untracked.append(cname)
             elif is_new:
@@ -403,7 +404,7 @@ def snapshot(api_client: Any, params: RunbookParams, base: Baseline) -> list[Cla
 
 def _is_new(claim: dict[str, Any], cann: dict[str, str], class_hash: str | None, class_hash_version: str | None,
             hash_key: str, restamped: bool, changed: bool, base: Baseline, pool: dict[str, Any] | None,
-            pool_name: str | None, pk: PoolKind) -> bool | None:
+            pool_name: str | None, pk: PoolKind, hash_before: str | None = None) -> bool | None:
     """True: launched from the current spec; False: from an older one; None: cannot tell (no hashes, and
     nothing changed in this run to compare creation times against)."""
     created = _created(claim)
@@ -415,6 +416,8 @@ def _is_new(claim: dict[str, Any], cann: dict[str, str], class_hash: str | None,
         claim_version = cann.get(hash_key + HASH_VERSION_SUFFIX)
         if verdict and class_hash_version and claim_version and claim_version != class_hash_version:
             verdict = False
+    elif changed and claim_hash is not None and claim_hash == hash_before:
+        verdict = False  # launched from the spec as it was before our change
     elif changed:
         verdict = after_apply
     else:

@@ -74,7 +74,11 @@ def registries_fixture(tmp_path_factory: Any) -> Iterator[Registries]:
 
 
 def moto_fixture() -> Iterator[str]:
+    import logging
+
     from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access-log line per AWS call otherwise
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()

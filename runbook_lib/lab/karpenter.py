@@ -535,6 +535,18 @@ class Ec2:
                     return i
         return None
 
+    def live_instance_ids(self, cluster: str) -> set[str]:
+        """Ids of this cluster's Karpenter instances that are pending or running (one DescribeInstances)."""
+        ids: set[str] = set()
+        pages = self.client.get_paginator("describe_instances").paginate(Filters=[
+            {"Name": "tag-key", "Values": ["karpenter.sh/nodeclaim"]},
+            {"Name": f"tag:kubernetes.io/cluster/{cluster}", "Values": ["owned"]},
+            {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}])
+        for page in pages:
+            for reservation in page["Reservations"]:
+                ids.update(i["InstanceId"] for i in reservation["Instances"])
+        return ids
+
     def user_data(self, instance_id: str) -> str:
         value = self.client.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")["UserData"]
         return base64.b64decode(value.get("Value", "")).decode() if value.get("Value") else ""
@@ -587,6 +599,8 @@ class KarpenterSim:
         self._terminating: set[str] = set()
         self._failed_at: dict[str, float] = {}
         self._launch_retry: dict[str, float] = {}
+        self._launched_at: dict[str, float] = {}  # instance id -> when this process launched it
+        self._live: tuple[float, set[str]] = (0.0, set())  # (when listed, live instance ids)
         self._events_sent: dict[tuple[str, str, str], float] = {}
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="karpenter")
         self._wake = threading.Event()
@@ -715,7 +729,9 @@ class KarpenterSim:
         return rows
 
     def ready(self) -> bool:
-        """Every NodePool of the lab has its nodes initialized and no disruption is in flight."""
+        """Every NodePool of the lab has its nodes initialized, each with its lab node up in this process (after a
+        restart, persisted NodeClaims say Initialized before their nodes have booted again), and no disruption
+        is in flight."""
         if self.last_ok is None or self.commands:
             return False
         try:
@@ -724,7 +740,9 @@ class KarpenterSim:
             return False
         for pool, wanted in self.cluster.node_pools.items():
             have = [c for c in claims if (c["metadata"].get("labels") or {}).get(LABEL_NODEPOOL) == pool
-                    and not c["metadata"].get("deletionTimestamp") and is_true(c, "Initialized")]
+                    and not c["metadata"].get("deletionTimestamp") and is_true(c, "Initialized")
+                    and c["metadata"]["name"] in self.nodes
+                    and self.nodes[c["metadata"]["name"]].status().get("phase") == "ready"]
             if len(have) < wanted:
                 return False
         return True
@@ -944,12 +962,18 @@ class KarpenterSim:
             self.launch(claim, pool, node_class)
             return
         provider_id = status["providerID"]
-        if name not in self.nodes:
+        if self._instance_gone(instance_id_of(provider_id)):
+            # Karpenter's garbage collection: the instance is gone (terminated, or moto restarted)
+            self.log(f"karpenter: instance of nodeclaim {name} no longer exists; deleting the nodeclaim")
+            self._delete_claim(name, claim)
+            return
+        previous = self.nodes.get(name)
+        if previous is None or (not previous.running and previous.status().get("phase") in ("ready", "stopped")):
+            # no lab node in this process for a launched instance (e.g. after a restart), or its node ended
+            # after booting: the instance still runs, so boot it again, like a reboot
             instance = self.ec2.instance(instance_id_of(provider_id))
             if instance is None:
-                # Karpenter's garbage collection: the instance is gone (terminated, or moto restarted)
-                self.log(f"karpenter: instance of nodeclaim {name} no longer exists; deleting the nodeclaim")
-                self._delete_claim(name)
+                self._delete_claim(name, claim)
                 return
             self.boot(claim, node_class, instance)
         changed = False
@@ -986,6 +1010,14 @@ class KarpenterSim:
             if status.get("nodeName"):
                 update["nodeName"] = status["nodeName"]
             self._patch_claim_status(claim, update)
+
+    def _instance_gone(self, instance_id: str, max_age_s: float = 5.0) -> bool:
+        """True when a fresh listing of the cluster's instances (at most `max_age_s` old) lacks this one."""
+        listed_at, live = self._live
+        if time.monotonic() - listed_at > max_age_s:
+            listed_at, live = time.monotonic(), self.ec2.live_instance_ids(self.cluster.cluster_name)
+            self._live = (listed_at, live)
+        return instance_id not in live and self._launched_at.get(instance_id, 0.0) < listed_at
 
     @staticmethod
     def _set_ready(conditions: list[dict[str, Any]], generation: int | None) -> bool:
@@ -1049,6 +1081,7 @@ class KarpenterSim:
                 self._patch_claim_status(claim, {"conditions": conditions})
                 self._claim_event(claim, "Warning", "LaunchFailed", f"creating instance, {exc}"[:1000])
             return
+        self._launched_at[instance["InstanceId"]] = time.monotonic()
         zone = instance["Placement"]["AvailabilityZone"]
         provider_id = f"aws:///{zone}/{instance['InstanceId']}"
         self._patch(CORE_GROUP, "nodeclaims", name, {"metadata": {
@@ -1103,6 +1136,9 @@ class KarpenterSim:
                         kubelet_version=self.cluster.kubelet_version, userdata_env=dict(self.cluster.userdata_env),
                         heartbeat_s=self.cluster.heartbeat_s,
                         image_maximum_gc_age_s=self.cluster.image_maximum_gc_age_s)
+        previous = self.nodes.pop(name, None)
+        if previous is not None:
+            previous.stop()  # releases its bridge sockets before the new boot binds them
         node = (self.node_factory or LabNode)(spec)
         self.nodes[name] = node
         try:

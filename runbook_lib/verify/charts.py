@@ -153,7 +153,7 @@ def ratelimit(found: list[Headroom]) -> Figure:
     ax.set_yticklabels([f"{h.who}\n(source {h.source})" for h in limited], fontsize=8)
     ax.set_xlim(0, max(h.limit or 0 for h in limited) * 1.45)
     ax.set_xlabel("pulls (manifest GETs) in the window")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     ax.set_title(title)
     return fig
 

@@ -181,3 +181,24 @@ def test_usage_forecast_from_measured_requests(lab) -> None:
     assert use.components == 3 and use.components_complete  # three images cached in the two proxies
     assert (use.requests_cap, use.components_cap) == (100_000, 40_000)
     content.client.close()
+
+
+def test_headroom_of_the_docker_hub_account_nexus_uses(lab, upstream, monkeypatch) -> None:
+    from runbook_lib.lab.dockerhub import DockerHub, account_id
+    from runbook_lib.params import Credentials
+
+    hub = DockerHub(upstream.registry_url, user=("labuser", "hub-secret")).start()
+    try:
+        docker = lab.params.upstream("docker.io")
+        docker.remote_url = hub.url
+        docker.credentials = Credentials(username="labuser", password="env:TEST_HUB_PASSWORD")
+        monkeypatch.setenv("TEST_HUB_PASSWORD", "hub-secret")
+        anon, account = ratelimit.headroom(lab.params, lab.secret)
+        assert (anon.who, anon.limit, anon.source) == ("anonymous", 100, "127.0.0.1")
+        assert (account.who, account.limit, account.remaining) == ("user labuser", 200, 200)
+        assert account.source == account_id("labuser")  # charged to the account, not to the address
+        monkeypatch.setenv("TEST_HUB_PASSWORD", "wrong")
+        refused = ratelimit.headroom(lab.params, lab.secret)[1]
+        assert not refused.ok and refused.status == 401 and "hub-secret" not in (refused.error or "")
+    finally:
+        hub.stop()

@@ -152,3 +152,18 @@ def test_registry_error_keeps_status_and_code(upstream) -> None:
     assert not result.ok and result.status in (401, 404)
     assert isinstance(RegistryError("x", 404).status, int)
     assert httpx.URL(result.endpoint) == httpx.URL(upstream.url)
+
+
+def test_connections_are_reused_within_a_pull(upstream) -> None:
+    opened: list[str] = []
+
+    def count(event: str, info: dict) -> None:  # httpcore's trace hook: one connect per new connection
+        if event == "connection.connect_tcp.complete":
+            opened.append(event)
+
+    with RegistryClient(upstream.url) as reg:
+        reg.http.event_hooks["request"] = [lambda request: request.extensions.__setitem__("trace", count)]
+        result = pull(reg, "library/layers", "lab", max_parallel=2)
+    assert result.ok and result.blobs == 6
+    # token service + registry: 9 requests (token, manifest, 6 blobs, + the first 401) over at most 3 connections
+    assert 2 <= len(opened) <= 3

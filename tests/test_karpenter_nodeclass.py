@@ -3,6 +3,7 @@ merged into existing node classes of each API version, the user's content kept, 
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -207,3 +208,34 @@ def test_rollback_puts_the_previous_user_data_back(kube, kubeconfig, tmp_path) -
     change = nodeclass.rollback_change(api, params, "default", before, apply=True)
     assert change.action == "update"
     assert kube.get("karpenter.k8s.aws/v1", "EC2NodeClass", "default")["spec"]["userData"] == USER_NODECONFIG_MIME
+
+
+def test_run_files_mask_a_static_credential(kube, kubeconfig, tmp_path, monkeypatch) -> None:
+    from runbook_lib.secrets import REDACTOR, resolve
+
+    kube.put(ec2nodeclass("v1", "default", None))
+    params = params_for(kubeconfig, credential_mode="static-header")
+    params.security.mode, params.security.pull_password = "authenticated", "env:K4_PULL_PASSWORD"
+    monkeypatch.setenv("K4_PULL_PASSWORD", "static-pull-pw-9")
+    encoded = base64.b64encode(b"docker-pull:static-pull-pw-9").decode()
+    try:
+        api = api_client(params)
+        rendered = stage.render(params, lambda ref, user=None: resolve(ref, None, user))
+        sp = stage.build_plan(params, api, False, rendered, no_secret)
+        assert f"Basic {encoded}" in sp.states[0].desired  # what the node class gets
+        for path in stage.write_run_files(tmp_path / "run", params, sp, rendered):
+            text = path.read_text()
+            assert "static-pull-pw-9" not in text and encoded not in text  # what the run folder keeps
+        assert "Authorization" in (tmp_path / "run" / "karpenter-userData-default-after.txt").read_text()
+    finally:
+        REDACTOR.clear()
+
+
+def test_a_cluster_without_karpenter_crds(tmp_path) -> None:
+    with KubeStandIn(crds="none") as bare:
+        params = params_for(write_kubeconfig(tmp_path / "kc", bare.url))
+        api, rendered, sp = run(params, apply=False)
+        assert sp.states[0].row()["status"] == "missing" and sp.plan.changes == []
+        assert rollout.list_pools(api, params) == []
+        base = rollout.Baseline(started=rollout._now())
+        assert rollout.snapshot(api, params, base)[0].total == 0

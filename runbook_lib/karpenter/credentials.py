@@ -24,7 +24,7 @@ from typing import Any
 from runbook_lib.containerd.hosts import basic_header
 from runbook_lib.params import RunbookParams
 from runbook_lib.plan import Change, Plan
-from runbook_lib.secrets import SecretResolver
+from runbook_lib.secrets import REDACTOR, SecretResolver
 
 # Stands for the Authorization value inside hosts.toml until the boot script substitutes it. Only
 # characters that are literal in a TOML basic string and in a bash ${var//pattern/...} pattern.
@@ -107,6 +107,8 @@ def plan_node_secret(plan: Plan, params: RunbookParams, resolve: SecretResolver,
     try:
         current: dict[str, Any] | None = {
             "value": secretsmanager.get_secret_value(SecretId=secret_id).get("SecretString")}
+        if current["value"]:
+            REDACTOR.add(current["value"])  # an older password in it is a secret too
     except ClientError as err:
         if err.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
             raise

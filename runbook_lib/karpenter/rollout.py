@@ -34,6 +34,7 @@ from runbook_lib.plan import Plan, StageFailed
 
 FORCE_ROLL_ANNOTATION = "eks-mirror-runbook/rollout"
 HASH_VERSION_SUFFIX = "-version"  # karpenter.k8s.aws/ec2nodeclass-hash-version, karpenter.sh/nodepool-hash-version
+HEARTBEAT_S = 60.0  # a progress line at least this often while nothing moves
 
 
 @dataclass(frozen=True)
@@ -142,21 +143,34 @@ def drift_mode(params: RunbookParams, api_client: Any = None) -> DriftMode:
                              pacing, force)
         return DriftMode(True, "yes: the Drift feature gate is on by default in v0.33-v0.37", pacing, force)
     enabled = _drift_enabled_v031(api_client, k.namespace) if api_client is not None else None
+    unread = "; the ConfigMap could not be read" if api_client is not None else ""
     force31 = ("with driftEnabled, bump Provisioner spec.annotations (karpenter.force_roll); otherwise delete the "
                "nodes (kubectl delete node -l karpenter.sh/provisioner-name=<p>): not budgeted, no pre-spin")
     pacing31 = "one non-empty node at a time (v0.31 has no budgets)"
     if enabled is None:
         return DriftMode(None, "only with featureGates.driftEnabled: \"true\" in karpenter-global-settings (default "
-                               "false); the ConfigMap could not be read", pacing31, force31)
+                               f"false){unread}", pacing31, force31)
     return DriftMode(enabled, "yes: featureGates.driftEnabled is true" if enabled else
                      "NO: featureGates.driftEnabled is false (Alpha, default off); enable it or delete nodes",
                      pacing31, force31)
 
 
 # -- pools and budgets -----------------------------------------------------------------------------------
+def _list(api_client: Any, group: str, version: str, plural: str) -> list[dict[str, Any]]:
+    """Every object of a cluster-scoped custom kind; none when the CRD is not installed (404)."""
+    from kubernetes.client.rest import ApiException
+
+    try:
+        return _custom(api_client).list_cluster_custom_object(group, version, plural).get("items", [])
+    except ApiException as err:
+        if err.status == 404:
+            return []
+        raise
+
+
 def list_pools(api_client: Any, params: RunbookParams) -> list[dict[str, Any]]:
     pk = POOLS[params.karpenter.api_version]
-    return _custom(api_client).list_cluster_custom_object(pk.group, pk.version, pk.plural).get("items", [])
+    return _list(api_client, pk.group, pk.version, pk.plural)
 
 
 def pool_class(pool: dict[str, Any], api_version: str) -> str | None:
@@ -334,7 +348,7 @@ class ClassProgress:
 
 def _claims(api_client: Any, params: RunbookParams) -> list[dict[str, Any]]:
     pk = POOLS[params.karpenter.api_version]
-    return _custom(api_client).list_cluster_custom_object(pk.group, pk.version, pk.claim_plural).get("items", [])
+    return _list(api_client, pk.group, pk.version, pk.claim_plural)
 
 
 def _claim_class(claim: dict[str, Any], api_version: str) -> str | None:
@@ -442,14 +456,15 @@ def watch(api_client: Any, params: RunbookParams, base: Baseline, timeout_s: flo
     poll_s = params.karpenter.rollout_poll_s if poll_s is None else poll_s
     deadline = clock() + timeout_s
     last: list[str] = []
+    printed = clock()
     while True:
         progress = snapshot(api_client, params, base)
         lines = [p.line() for p in progress]
-        if lines != last:
+        if lines != last or clock() - printed >= HEARTBEAT_S:  # also a line a minute while nothing moves
             stamp = datetime.now(UTC).strftime("%H:%M:%S")
             for line in lines:
                 out(f"[{stamp}] {line}")
-            last = lines
+            last, printed = lines, clock()
         if all(p.done for p in progress):
             return progress
         if clock() >= deadline:

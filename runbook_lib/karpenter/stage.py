@@ -27,7 +27,7 @@ from runbook_lib.karpenter import (
 from runbook_lib.karpenter.nodeclass import Generated, NodeClassState
 from runbook_lib.params import RunbookParams
 from runbook_lib.plan import Plan, StageFailed
-from runbook_lib.secrets import SecretResolver
+from runbook_lib.secrets import REDACTOR, SecretResolver
 
 STAGE = "karpenter"
 
@@ -198,16 +198,21 @@ def build_plan(params: RunbookParams, api_client: Any, apply: bool, rendered: Re
 
 
 def write_run_files(run_dir: Path, params: RunbookParams, sp: StagePlan, rendered: Rendered) -> list[Path]:
-    """Before/after userData per node class (the 'before' file is the rollback), and the example manifest."""
+    """Before/after userData per node class (the 'before' file is the rollback), and the example manifest.
+
+    Written through the redactor like everything in a run folder: with credential_mode static-header the
+    credential in them is masked, so such a file is a record, not a rollback (the notebook says so)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    paths = [manifests.write(run_dir, params, rendered.new_class_user_data)]
+    path = manifests.write(run_dir, params, rendered.new_class_user_data)
+    path.write_text(REDACTOR.scrub(path.read_text(encoding="utf-8")), encoding="utf-8")
+    paths = [path]
     for s in sp.states:
         if not s.exists:
             continue
         for label, text in (("before", s.current), ("after", s.desired if not s.problems else s.current)):
             path = run_dir / f"karpenter-userData-{s.name}-{label}.txt"
-            path.write_text(text, encoding="utf-8")
+            path.write_text(REDACTOR.scrub(text), encoding="utf-8")
             paths.append(path)
     return paths
 

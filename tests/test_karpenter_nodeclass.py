@@ -239,3 +239,43 @@ def test_a_cluster_without_karpenter_crds(tmp_path) -> None:
         assert rollout.list_pools(api, params) == []
         base = rollout.Baseline(started=rollout._now())
         assert rollout.snapshot(api, params, base)[0].total == 0
+
+
+def test_secrets_manager_mode_plans_the_node_secret(kube, kubeconfig, monkeypatch) -> None:
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from runbook_lib.plan import MASK
+    from runbook_lib.secrets import REDACTOR, resolve
+
+    kube.put(ec2nodeclass("v1", "default", None))
+    params = params_for(kubeconfig, credential_mode="secrets-manager", credentials_secret_id="lab/node-pull")
+    params.security.mode, params.security.pull_password = "authenticated", "env:K4_PULL_PASSWORD"
+    monkeypatch.setenv("K4_PULL_PASSWORD", "first-pw-123")
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    try:
+        sm = boto3.client("secretsmanager", region_name="us-east-1", aws_access_key_id="testing",
+                          aws_secret_access_key="testing", endpoint_url=f"http://127.0.0.1:{moto._server.server_port}")
+        api = api_client(params)
+
+        def plan(apply: bool):
+            rendered = stage.render(params, no_secret)  # the script holds only the secret id
+            assert "first-pw" not in rendered.new_class_user_data
+            return stage.build_plan(params, api, apply, rendered, lambda ref, user=None: resolve(ref, None, user), sm)
+
+        sp = plan(True)
+        assert [c.label for c in sp.plan.pending] == ["create node secret lab/node-pull", "update EC2NodeClass default"]
+        assert sp.plan.records()[0]["diff"] == {"value": [None, MASK]}
+        sp.plan.apply()
+        assert sm.get_secret_value(SecretId="lab/node-pull")["SecretString"] == "docker-pull:first-pw-123"
+        assert plan(False).plan.pending == []
+        monkeypatch.setenv("K4_PULL_PASSWORD", "rotated-pw-456")  # rotation: the secret changes, userData does not
+        again = plan(True)
+        assert [c.label for c in again.plan.pending] == ["update node secret lab/node-pull"]
+        assert again.plan.records()[0]["diff"] == {"value": [MASK, MASK]}
+        again.plan.apply()
+        assert sm.get_secret_value(SecretId="lab/node-pull")["SecretString"] == "docker-pull:rotated-pw-456"
+    finally:
+        moto.stop()
+        REDACTOR.clear()

@@ -482,3 +482,31 @@ def _get(port: int, path: str) -> int:
         return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2).status_code
     except httpx.HTTPError:
         return 0
+
+
+@pytest.mark.netns
+def test_v1beta1_cluster_gets_nodes_with_v1beta1_objects(moto: str) -> None:
+    from kubernetes import config
+
+    from runbook_lib.lab.kube import KubeStandIn, write_kubeconfig
+
+    standin = KubeStandIn(crds="v1beta1").start()  # Karpenter v0.37 CRDs: karpenter.sh/v1beta1 only
+    for base in short_tmp("lk"):
+        kubeconfig = write_kubeconfig(base / "kubeconfig", standin.url)
+        cluster = k.LabCluster(node_pools={"default": 1}, cluster_name=f"beta{standin.port}",
+                               ports=[standin.port], kubeconfig=str(kubeconfig), api_server=standin.url)
+        api = config.new_client_from_config(config_file=str(kubeconfig))
+        controller = k.KarpenterSim(api, k.Ec2(moto), cluster, base / "nodes", log=lambda _l: None)
+        try:
+            assert controller.flavor.version == "v1beta1"  # found by discovery
+            controller.start()
+            wait_for(controller.ready, 90, "the v1beta1 NodePool's node")
+            [claim] = standin.list("karpenter.sh/v1beta1", "NodeClaim")
+            assert claim["spec"]["nodeClassRef"]["name"] == "default"
+            assert claim["metadata"]["annotations"][k.ANN_NODECLASS_HASH_VERSION] == "v2"
+            node = standin.get("v1", "Node", claim["status"]["nodeName"])
+            assert node["metadata"]["labels"][k.LABEL_NODEPOOL] == "default" and k.is_true(node, "Ready")
+        finally:
+            controller.stop()
+            api.close()
+    standin.stop()

@@ -32,7 +32,15 @@ runbook's Karpenter stage relies on; facts and sources are in shared/notes/karpe
   DisruptionBlocked on the NodePool. `karpenter.sh/do-not-disrupt: "true"` on the Node or NodeClaim is honoured.
 * Termination (finalizer karpenter.sh/termination): taint, evict the node's Pods, stop the lab node, terminate
   the instance, delete the Node, remove the finalizer. NodeClaims whose instance no longer exists in EC2 are
-  garbage-collected (Karpenter's nodeclaim GC), e.g. after the lab's moto restarted.
+  garbage-collected (Karpenter's nodeclaim GC; one tagged DescribeInstances at most every 5 s), e.g. after
+  the lab's moto restarted.
+* A lab node that fails to boot gets `Registered=False` (reason NodeFailed) and a Warning Event
+  `FailedLaunching` with the end of its logs; like Karpenter's registration liveness (15 min there,
+  `registration_ttl_s` = 120 s here) the NodeClaim is deleted if it never registers, and then replaced.
+  A launched instance whose lab node is not running in this process (after a restart of the simulation, or
+  a node process that ended after booting) is booted again, like a reboot.
+* v1beta1 (Karpenter v0.32-v0.37 CRDs): same flow; its NodePool has no status conditions, and provisioning
+  waits for the node class to be Ready, as in v1.
 
 Deliberate approximations (the lab is not a scheduler simulation):
 * Pool size is fixed: `lab.node_pools[pool]` nodes per NodePool (like a static NodePool), instead of sizing
@@ -46,10 +54,18 @@ Deliberate approximations (the lab is not a scheduler simulation):
   fits their nodeSelector, required node affinity and taints (pods/binding, Event "Scheduled"), and removes
   Pods bound to Nodes that no longer exist (the pod garbage collector's job).
 
+The lab nodes' userData scripts get moto's endpoint and dummy credentials in their environment and the AWS CLI
+on PATH (`node_role_env`): the lab's stand-in for the node's instance role, so the secrets-manager credential
+mode can read its secret at boot.
+
 CLI: `python -m runbook_lib.lab.karpenter --kubeconfig PATH --nodes-dir DIR --aws-endpoint URL --params FILE
-[--health-port N]`; serves until SIGTERM, then stops its lab nodes (by PID) and exits. On a cluster with
-neither NodePools nor EC2NodeClasses it first creates the lab cluster "as it was before the runbook": an
-EC2NodeClass `default` (AL2023) with a userData of its own, and one NodePool per `lab.node_pools` entry.
+[--health-port N] [--image-maximum-gc-age SECONDS] [--api-version v1|v1beta1]`; serves until SIGTERM, then
+stops its lab nodes (by PID) and exits 0. /healthz, /readyz and /_lab/nodes on the health port (see
+`health_server`). On a cluster with neither NodePools nor EC2NodeClasses it first creates the lab cluster "as
+it was before the runbook": an EC2NodeClass `default` (AL2023, alias al2023@latest, subnets and security group
+found by the tag karpenter.sh/discovery=<cluster>, which it puts on moto's default VPC) with a userData of its
+own (a shell part writing /etc/lab-node/cluster-user-data), and one NodePool per `lab.node_pools` entry
+(m5.large, on-demand, budget 10%).
 """
 
 from __future__ import annotations
@@ -866,6 +882,8 @@ class KarpenterSim:
                   ANN_NODEPOOL_HASH_VERSION: self.flavor.nodepool_hash_version}
         if any(annotations.get(k) != v for k, v in wanted.items()):
             pool = self._patch(CORE_GROUP, "nodepools", meta["name"], {"metadata": {"annotations": wanted}})
+        if self.flavor.version != "v1":
+            return pool  # a v1beta1 NodePool has no status.conditions (v0.37 CRD: status.resources only)
         conditions = json.loads(json.dumps((pool.get("status") or {}).get("conditions") or []))
         node_class = classes.get(self._class_of(pool))
         class_ready = bool(node_class) and is_true(node_class, "Ready")
@@ -887,8 +905,8 @@ class KarpenterSim:
     def provision(self, pools: dict[str, dict[str, Any]], classes: dict[str, dict[str, Any]],
                   claims: list[dict[str, Any]]) -> None:
         for name, pool in pools.items():
-            if not is_true(pool, "Ready"):
-                continue
+            if not is_true(classes.get(self._class_of(pool)), "Ready"):
+                continue  # Karpenter provisions only for a NodePool whose node class is ready
             wanted = self.cluster.node_pools.get(name, 0)
             live = [c for c in claims if (c["metadata"].get("labels") or {}).get(LABEL_NODEPOOL) == name
                     and not c["metadata"].get("deletionTimestamp")]

@@ -156,6 +156,16 @@ def node_preflight(params: RunbookParams, states: list[NodeClassState], rendered
     return checks
 
 
+def check_records(checks: list[ctd.Check]) -> list[dict[str, Any]]:
+    return [c.record() for c in checks]
+
+
+def checks_table(checks: list[ctd.Check]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(check_records(checks), columns=["name", "status", "detail", "ok"])
+
+
 def raise_for_failed_checks(checks: list[ctd.Check], record: Any) -> None:
     failed = [c for c in checks if not c.ok]
     if failed:

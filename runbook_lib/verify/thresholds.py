@@ -51,7 +51,8 @@ def evaluate(params: RunbookParams, fig: dict[str, Any], host: HostComparison, n
 
     bypassed = fig["bypassed"]
     if bypassed:
-        where = "; ".join(f"{b['pool']}/{b['node']} {b['image']}: {b['served_by']}" for b in fig["bypassed_pulls"])
+        listed = [f"{b['pool']}/{b['node']} {b['image']}: {b['served_by']}" for b in fig["bypassed_pulls"]]
+        where = "; ".join(listed[:5]) + (f" (+{len(listed) - 5} more)" if len(listed) > 5 else "")
         detail = f"{bypassed} node pull(s) of mirrored names bypassed the mirror ({where})"
         detail += " — tolerated (thresholds.allow_bypass)" if t.allow_bypass else ""
     else:

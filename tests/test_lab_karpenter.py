@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from runbook_lib.lab import karpenter as k
-from tests.lab_node_support import moto_fixture, pids_alive, short_tmp, wait_for
+from tests.lab_node_support import moto_fixture, pids_alive, registries_fixture, short_dir, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -252,7 +252,7 @@ def sim(moto: str) -> Iterator[tuple[k.KarpenterSim, Any, Recorder]]:
     recorder = Recorder()
     standin.on_change(recorder)
     port = int(moto.rsplit(":", 1)[1])
-    for base in short_tmp("lk"):
+    with short_dir("lk") as base:
         kubeconfig = write_kubeconfig(base / "kubeconfig", standin.url)
         cluster = k.LabCluster(node_pools={"default": 2}, cluster_name=f"lab{standin.port}",
                                ports=[standin.port, port], kubeconfig=str(kubeconfig), api_server=standin.url,
@@ -441,7 +441,7 @@ def test_cli_serves_until_sigterm_stops_its_nodes_and_reboots_them_on_restart(mo
     from runbook_lib.lab.kube import KubeStandIn, write_kubeconfig
 
     standin = KubeStandIn().start()
-    for base in short_tmp("lc"):
+    with short_dir("lc") as base:
         data = yaml.safe_load((REPO / "parameters" / "lab.yaml").read_text())
         data["lab"].update(kube_port=standin.port, moto_port=int(moto.rsplit(":", 1)[1]), node_pools={"default": 1})
         data["aws"]["endpoint_url"] = moto
@@ -491,7 +491,7 @@ def test_v1beta1_cluster_gets_nodes_with_v1beta1_objects(moto: str) -> None:
     from runbook_lib.lab.kube import KubeStandIn, write_kubeconfig
 
     standin = KubeStandIn(crds="v1beta1").start()  # Karpenter v0.37 CRDs: karpenter.sh/v1beta1 only
-    for base in short_tmp("lk"):
+    with short_dir("lk") as base:
         kubeconfig = write_kubeconfig(base / "kubeconfig", standin.url)
         cluster = k.LabCluster(node_pools={"default": 1}, cluster_name=f"beta{standin.port}",
                                ports=[standin.port], kubeconfig=str(kubeconfig), api_server=standin.url)
@@ -506,6 +506,73 @@ def test_v1beta1_cluster_gets_nodes_with_v1beta1_objects(moto: str) -> None:
             assert claim["metadata"]["annotations"][k.ANN_NODECLASS_HASH_VERSION] == "v2"
             node = standin.get("v1", "Node", claim["status"]["nodeName"])
             assert node["metadata"]["labels"][k.LABEL_NODEPOOL] == "default" and k.is_true(node, "Ready")
+        finally:
+            controller.stop()
+            api.close()
+    standin.stop()
+
+
+# -- the runbook's own stage-4 userData on lab nodes ---------------------------------------------------------------
+registries = pytest.fixture(scope="module")(registries_fixture)
+
+
+@pytest.mark.netns
+def test_stage4_user_data_rolls_the_nodes_which_then_pull_through_the_mirror(moto: str, registries) -> None:
+    """The stage's renderer and MIME merge (runbook_lib.karpenter) applied to the lab cluster's EC2NodeClass:
+    drift replaces the nodes, the new nodes run the generated boot script for real (mirror probe included)
+    and keep the cluster's own part, and a Pod's pull goes through the mirror."""
+    from kubernetes import client, config
+
+    from runbook_lib import params as params_mod
+    from runbook_lib.karpenter import stage
+    from runbook_lib.lab.kube import KubeStandIn, write_kubeconfig
+    from tests.lab_node_support import events_of, pod, pod_phase
+
+    hub, mirror = registries.hub, registries.mirror
+    data = yaml.safe_load((REPO / "parameters" / "lab.yaml").read_text())
+    data["upstreams"] = [{"name": "docker-hub", "registry": "docker.io", "remote_url": hub.url,
+                          "mirror_url": mirror.url, "connector_port": mirror.port}]
+    data["karpenter"].update(ami_family="AL2023", credential_mode="anonymous")
+    params = params_mod.parse(data, "test", REPO / "parameters")
+    rendered = stage.render(params, lambda *_a, **_k: "")
+
+    standin = KubeStandIn().start()
+    with short_dir("ls") as base:
+        kubeconfig = write_kubeconfig(base / "kubeconfig", standin.url)
+        cluster = k.LabCluster(node_pools={"default": 1}, cluster_name=f"stage{standin.port}",
+                               ports=[standin.port, hub.port, hub.token_port, mirror.port], kubeconfig=str(kubeconfig),
+                               api_server=standin.url, hosts={"registry-1.docker.io": "127.0.0.1"},
+                               lab_certs={"docker.io": hub.url, "registry-1.docker.io": hub.url})
+        api = config.new_client_from_config(config_file=str(kubeconfig))
+        controller = k.KarpenterSim(api, k.Ec2(moto), cluster, base / "nodes", log=lambda _l: None)
+        try:
+            controller.start()
+            wait_for(controller.ready, 90, "the cluster before the runbook")
+            old = {c["metadata"]["name"] for c in claims(standin)}
+            existing = standin.get("karpenter.k8s.aws/v1", "EC2NodeClass", "default")["spec"]["userData"]
+            merged = rendered.generated.merge(existing)
+            assert rendered.generated.merge(merged) == merged  # the stage's rerun writes nothing
+            client.CustomObjectsApi(api).patch_cluster_custom_object(
+                "karpenter.k8s.aws", "v1", "ec2nodeclasses", "default", {"spec": {"userData": merged}},
+                _content_type="application/merge-patch+json")
+            wait_for(lambda: controller.ready() and not controller.commands and len(claims(standin)) == 1
+                     and not {c["metadata"]["name"] for c in claims(standin)} & old, 120, "the roll")
+            [claim] = claims(standin)
+            lab_node = controller.nodes[claim["metadata"]["name"]]
+            ran = lab_node.status()["userdata"]
+            assert [(r["content_type"], r.get("exit_code")) for r in ran if r["run"]] == [
+                ("text/x-shellscript", 0), ("text/x-shellscript", 0)]  # the runbook's part, then the cluster's
+            written = lab_node.dir / "root" / "etc" / "containerd" / "certs.d" / "docker.io" / "hosts.toml"
+            assert tomllib.loads(written.read_text())["server"] == hub.url
+            assert "1 of 1 hosts.toml file(s) written" in (lab_node.dir / "userdata.log").read_text()
+            assert lab_node.node_path("/etc/lab-node/cluster-user-data").exists()
+
+            before = len(registries.mirror_requests())
+            standin.put(pod("after-roll", "docker.io/library/nginx:lab", claim["status"]["nodeName"]))
+            wait_for(lambda: pod_phase(standin, "after-roll") == "Succeeded", 60, "the pull on the new node")
+            assert [e["reason"] for e in events_of(standin, "after-roll")] == ["Pulling", "Pulled"]
+            assert any("/v2/library/nginx/manifests/lab?ns=docker.io" in line
+                       for line in registries.mirror_requests()[before:])
         finally:
             controller.stop()
             api.close()

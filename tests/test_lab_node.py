@@ -296,3 +296,23 @@ def test_a_node_that_fails_to_start_is_reported_with_its_log_tail(base: Path) ->
     assert "failed to start" in message and "Invalid kube-config file" in message
     assert "== node.log ==" in message  # the log tail
     assert pids_alive(node.node_pid) == []
+
+
+@pytest.mark.netns
+def test_nodes_left_by_an_earlier_run_are_stopped_by_their_recorded_pids(kube, base: Path) -> None:
+    from runbook_lib.lab.kube import write_kubeconfig
+    from runbook_lib.lab.node import stop_stale
+
+    kubeconfig = write_kubeconfig(base / "kubeconfig-3", kube.url)
+    nodes_dir = base / "earlier-run"
+    node = LabNode(NodeSpec(name="ip-10-0-0-4.ec2.internal", dir=str(nodes_dir / "left-over"),
+                            kubeconfig=str(kubeconfig), ports=[kube.port], heartbeat_s=30)).start()
+    try:
+        node.wait_ready(60)
+        pids = (node.pid, node.node_pid)
+        assert stop_stale(nodes_dir) == [node.node_pid, node.pid]  # as a restarted controller does first
+        assert pids_alive(*pids) == []
+        assert not (node.dir / "pid").exists()
+        assert stop_stale(nodes_dir) == []
+    finally:
+        node.stop()

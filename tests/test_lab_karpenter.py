@@ -468,6 +468,8 @@ def test_cli_serves_until_sigterm_stops_its_nodes_and_reboots_them_on_restart(mo
                     output = proc.communicate(timeout=30)[0]
                 assert proc.returncode == 0, output
                 assert pids_alive(report[0]["pid"], report[0]["node_pid"]) == [], output
+                # stopped gracefully (SIGTERM: kubelet, containerd and bridge shut down), not killed
+                assert json.loads((Path(report[0]["dir"]) / "status.json").read_text())["phase"] == "stopped"
             # the second run booted the same NodeClaim's instance again (a reboot), it did not launch another
             assert reports[0]["nodeclaim"] == reports[1]["nodeclaim"]
             assert reports[0]["node_pid"] != reports[1]["node_pid"]

@@ -595,7 +595,7 @@ class KarpenterSim:
     watches, and `stop()` ends the loop and stops every lab node this process started."""
 
     def __init__(self, api: Any, ec2: Ec2, cluster: LabCluster, nodes_dir: Path, *, version: str | None = None,
-                 registration_ttl_s: float = 120.0, resync_s: float = 10.0, node_factory: Callable[..., Any] | None = None,
+                 registration_ttl_s: float = 120.0, resync_s: float = 10.0,
                  log: Callable[[str], None] = print) -> None:
         from kubernetes import client
 
@@ -609,7 +609,6 @@ class KarpenterSim:
         self.registration_ttl_s = registration_ttl_s
         self.resync_s = resync_s
         self.log = log
-        self.node_factory = node_factory
         self.nodes: dict[str, Any] = {}  # NodeClaim name -> LabNode
         self.commands: list[Command] = []
         self._terminating: set[str] = set()
@@ -707,6 +706,22 @@ class KarpenterSim:
         return self
 
     def _loop(self) -> None:
+        try:
+            self._run_passes()
+        finally:
+            # The lab nodes are tied to this thread (PR_SET_PDEATHSIG fires when the thread that started them
+            # ends), so this thread stops them before it ends: gracefully, not by the kernel's SIGKILL.
+            self._stop_nodes()
+
+    def _stop_nodes(self) -> None:
+        nodes, self.nodes = list(self.nodes.values()), {}
+        stoppers = [threading.Thread(target=n.stop, kwargs={"timeout": 10}) for n in nodes]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join()
+
+    def _run_passes(self) -> None:
         while not self._stop.is_set():
             try:
                 self.reconcile()
@@ -720,19 +735,16 @@ class KarpenterSim:
             self._wake.clear()
             self._stop.wait(0.05)  # let a burst of watch events settle into one pass
 
-    def stop(self, timeout: float = 20.0) -> None:
+    def stop(self, timeout: float = 40.0) -> None:
+        """End the loop; the loop thread stops the lab nodes (in parallel, SIGTERM then SIGKILL after 10 s)."""
         self._stop.set()
         self._wake.set()
         for w in self._watches:
             w.stop()
         if self._thread is not None:
             self._thread.join(timeout=timeout)
-        nodes, self.nodes = list(self.nodes.values()), {}
-        stoppers = [threading.Thread(target=n.stop, kwargs={"timeout": 10}) for n in nodes]
-        for t in stoppers:
-            t.start()
-        for t in stoppers:
-            t.join()
+        else:
+            self._stop_nodes()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     # -- status for health checks ------------------------------------------------------------------
@@ -1015,7 +1027,7 @@ class KarpenterSim:
             self.sync_node(claim, node)
             if not status.get("nodeName") or not is_true(claim, "Registered"):
                 status["nodeName"] = node["metadata"]["name"]
-                changed |= set_condition(conditions, "Registered", "True", "Registered")
+                set_condition(conditions, "Registered", "True", "Registered")
                 changed = True
             if is_true(node, "Ready") and not _has_startup_taints(claim, node) and not is_true(claim, "Initialized"):
                 changed |= set_condition(conditions, "Initialized", "True", "Initialized")
@@ -1157,7 +1169,7 @@ class KarpenterSim:
         previous = self.nodes.pop(name, None)
         if previous is not None:
             previous.stop()  # releases its bridge sockets before the new boot binds them
-        node = (self.node_factory or LabNode)(spec)
+        node = LabNode(spec)
         self.nodes[name] = node
         try:
             node.start()

@@ -366,6 +366,9 @@ def test_user_data_change_drifts_and_replaces_one_node_at_a_time(sim, moto: str)
     for claim in old.values():
         assert instance(moto, claim)["State"]["Name"] == "terminated"
         assert standin.get("v1", "Node", claim["status"]["nodeName"]) is None
+        gone = controller.nodes_dir / claim["metadata"]["name"]
+        assert not (gone / "ctd").exists() and not (gone / "overlay").exists()  # the disk went with the instance
+        assert (gone / "node.log").exists()  # the logs stay
     assert pids_alive(*[n.node_pid for n in controller.nodes.values()]) == [n.node_pid for n in controller.nodes.values()]
 
 

@@ -1307,6 +1307,7 @@ class KarpenterSim:
             lab_node = self.nodes.pop(name, None)
             if lab_node is not None:
                 lab_node.stop()
+                lab_node.discard_disk()  # like an instance's root volume (logs kept for the record)
             instance_id = instance_id_of((claim.get("status") or {}).get("providerID", ""))
             if instance_id:
                 self.ec2.terminate(instance_id)

@@ -540,6 +540,14 @@ class LabNode:
         with contextlib.suppress(FileNotFoundError):
             (self.dir / "pid").unlink()
 
+    def discard_disk(self) -> None:
+        """After stop(): drop what a terminated instance loses with its disk (containerd's content and snapshots,
+        the overlays, the node root, the bridge sockets, the userData parts); keep the logs, spec and status."""
+        if self.running:
+            raise NodeError("stop the node first")
+        for sub in ("ctd", "overlay", "root", "br", "userdata"):
+            shutil.rmtree(self.dir / sub, ignore_errors=True)
+
     def exec_argv(self, argv: list[str]) -> list[str]:
         """Command line that runs `argv` inside this node's network and mount namespaces (nsenter)."""
         if not self.node_pid:

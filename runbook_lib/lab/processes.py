@@ -35,10 +35,21 @@ def pid_alive(pid: int | None, argv0: str | None = None) -> bool:
     return argv0 is None or any(argv0.encode() in part for part in cmdline)
 
 
-def _reap(pid: int) -> None:
-    """If pid is our own child (started outside Popen), collect it so it does not linger as a zombie."""
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+def _reap(pid: int) -> bool:
+    """Collect pid if it is our own exited child; True when it is collected or not ours to collect."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return True
+    return done == pid
+
+
+def _collect(pid: int, timeout: float = 5.0) -> None:
+    # A multi-threaded process (Go) shows its group leader as a zombie while other threads still exit;
+    # waitpid only succeeds once all are gone, so keep trying for a moment.
+    deadline = time.monotonic() + timeout
+    while not _reap(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def stop_pid(pid: int, timeout: float = 15.0) -> None:
@@ -59,7 +70,7 @@ def stop_pid(pid: int, timeout: float = 15.0) -> None:
             if not pid_alive(pid):
                 break
             time.sleep(0.05)
-    _reap(pid)  # a child of ours that died is a zombie until collected
+    _collect(pid)  # a child of ours that died is a zombie until collected
 
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:

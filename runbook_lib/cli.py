@@ -95,27 +95,27 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------ lab
-def _lab_params(args: argparse.Namespace):
+def _lab_params(args: argparse.Namespace) -> tuple[params_mod.RunbookParams, Path]:
     path = Path(args.params)
     if not path.exists() and not path.is_absolute() and (REPO_ROOT / path).exists():
         path = REPO_ROOT / path
     p = params_mod.load(path)
     if p.lab is None:
         raise ParamsError(str(path), [("lab", "this parameters file has no lab section")])
-    return p
+    return p, path.resolve()
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
     from runbook_lib.lab import orchestrator
 
     try:
-        p = _lab_params(args)
+        p, path = _lab_params(args)
     except ParamsError as err:
         for line in err.lines():
             _err(line)
         return 2
     lab_dir = Path(args.dir).resolve() if args.dir else p.path(p.lab.dir)
-    lab = orchestrator.Lab(p, lab_dir)
+    lab = orchestrator.Lab(p, lab_dir, path)
     try:
         if args.action == "up":
             lab.up(progress=lambda msg: print(msg, flush=True))

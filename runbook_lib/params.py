@@ -379,6 +379,10 @@ class Lab(Strict):
     """The built-in lab (only in lab parameter files)."""
 
     ingress_port: Port = Field(18080, description="host-routing proxy that serves the lab cluster's Ingresses")
+    karpenter_health_port: Port = Field(18090, description="health/readiness of the lab's Karpenter simulation")
+    image_gc_age_s: float = Field(
+        2.0, ge=0, description="lab nodes free unused images after this many seconds (kubelet imageMaximumGCAge; 0 = never)"
+    )
     node_pools: dict[str, int] = Field(default_factory=lambda: {"default": 2},
                                        description="NodePool name -> initial number of lab nodes")
 

@@ -273,3 +273,16 @@ def test_charts_without_data_explain_themselves() -> None:
         texts = [t.get_text() for ax in f.axes for t in ax.texts]
         assert texts and texts[0]
         assert png(f).startswith(b"\x89PNG")
+
+
+def test_history_follows_the_run_folders(tmp_path) -> None:
+    from runbook_lib import params as params_mod
+    from runbook_lib.verify import history
+
+    p = params_mod.load(REPO / "parameters" / "lab.yaml")
+    run_dir = tmp_path / "elsewhere" / "20261128T000000Z-lab"
+    run_dir.mkdir(parents=True)
+    assert history.path_for(p, run_dir) == tmp_path / "elsewhere" / "history.sqlite"
+    assert history.path_for(p) == (REPO / "outputs" / "history.sqlite").resolve()
+    p.outputs.history = str(tmp_path / "h.sqlite")
+    assert history.path_for(p, run_dir) == tmp_path / "h.sqlite"

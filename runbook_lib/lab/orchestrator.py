@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets as pysecrets
+import shutil
 import subprocess
 import sys
 import time
@@ -36,6 +37,7 @@ class Component:
     ports: list[int]
     health_url: str
     healthy_codes: tuple[int, ...] = (200, 401)
+    ready_timeout: float = 30.0
     pid: int | None = None
     started: float | None = None
     log: str = ""
@@ -47,16 +49,24 @@ class Component:
         return d
 
 
+def nodes_missing() -> list[str]:
+    """What lab nodes need and this machine lacks (they run real containerd in their own namespaces)."""
+    missing = [] if os.geteuid() == 0 else ["root"]
+    missing += [f"{tool} (Debian package)" for tool in ("unshare", "containerd", "ctr", "ip") if not shutil.which(tool)]
+    return missing
+
+
 def _port_of(url: str) -> int:
     parts = urlsplit(url)
     return parts.port or (443 if parts.scheme == "https" else 80)
 
 
 class Lab:
-    def __init__(self, params: RunbookParams, lab_dir: Path):
+    def __init__(self, params: RunbookParams, lab_dir: Path, params_file: Path | None = None):
         if params.lab is None:
             raise LabError("the parameters have no lab section")
         self.params = params
+        self.params_file = params_file
         self.cfg = params.lab
         self.dir = lab_dir
         self.state_file = lab_dir / "state.json"
@@ -101,6 +111,16 @@ class Lab:
         comps.append(Component(
             "moto", [py, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(cfg.moto_port)],
             [cfg.moto_port], f"http://127.0.0.1:{cfg.moto_port}/moto-api/", (200,)))
+        if self.params_file is not None and not nodes_missing():
+            # Last: it needs the API and moto, and its nodes reach every other component through the bridge.
+            # Ready once every NodePool has its nodes booted (real containerd in their own namespaces).
+            comps.append(Component(
+                "karpenter", [py, "-m", "runbook_lib.lab.karpenter", "--kubeconfig", str(kubeconfig),
+                              "--nodes-dir", str(d / "nodes"), "--aws-endpoint", f"http://127.0.0.1:{cfg.moto_port}",
+                              "--params", str(self.params_file), "--health-port", str(cfg.karpenter_health_port),
+                              "--image-maximum-gc-age", str(cfg.image_gc_age_s)],
+                [cfg.karpenter_health_port], f"http://127.0.0.1:{cfg.karpenter_health_port}/readyz", (200,),
+                ready_timeout=90.0))
         return comps
 
     # -- state ---------------------------------------------------------------------------------
@@ -148,7 +168,7 @@ class Lab:
                 state["components"][c.name] = c.record()
                 self.save_state(state)
                 started.append(c.name)
-                self._wait_ready(c, timeout)
+                self._wait_ready(c, max(timeout, c.ready_timeout))
                 progress(f"  {c.name}: up on port {', '.join(map(str, c.ports))} (pid {c.pid})")
         except LabError:
             self.save_state(state)
@@ -156,6 +176,9 @@ class Lab:
         if started:
             progress("  seeding images, secrets and cluster objects ...")
             self.seed()
+        if nodes_missing():
+            progress("  karpenter + nodes: not started, lab nodes need " + ", ".join(nodes_missing())
+                     + " — stages 4 and 5 cannot prove the node path without them")
         state["up_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self.save_state(state)
 

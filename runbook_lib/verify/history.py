@@ -33,10 +33,14 @@ CREATE INDEX IF NOT EXISTS runs_target ON runs(target, at);
 """
 
 
-def path_for(params: RunbookParams) -> Path:
+def path_for(params: RunbookParams, run_dir: Path | None = None) -> Path:
+    """`outputs.history` when set; else beside the run folders of this run (which `--output-dir` may
+    have moved away from `outputs.dir`), so the trend follows the runs it describes."""
     explicit = params.path(params.outputs.history)
     if explicit is not None:
         return explicit
+    if run_dir is not None and run_dir.parent.is_dir():
+        return run_dir.parent / "history.sqlite"
     base = params.path(params.outputs.dir)
     assert base is not None
     return base / "history.sqlite"

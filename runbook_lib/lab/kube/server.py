@@ -14,6 +14,7 @@ import contextlib
 import json
 import threading
 import traceback
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -403,7 +404,8 @@ class KubeStandIn:
         self._server: KubeHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
-        self._requests: list[RequestRecord] = []
+        # Bounded: a lab runs for days with controllers polling; tests read the recent tail.
+        self._requests: deque[RequestRecord] = deque(maxlen=20000)
         self._requests_lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------------

@@ -449,7 +449,8 @@ def test_cli_serves_until_sigterm_stops_its_nodes_and_reboots_them_on_restart(mo
         data["lab"].update(kube_port=standin.port, moto_port=int(moto.rsplit(":", 1)[1]), node_pools={"default": 1})
         data["aws"]["endpoint_url"] = moto
         data["aws"]["cluster_name"] = f"cli{standin.port}"
-        params_file = REPO / "parameters" / f".test-karpenter-{standin.port}.yaml"
+        data["lab"]["dir"] = str(base / "lab")
+        params_file = base / "lab.yaml"  # never inside the checkout
         kubeconfig = write_kubeconfig(base / "kubeconfig", standin.url)
         health = free_port()
         argv = [sys.executable, "-m", "runbook_lib.lab.karpenter", "--kubeconfig", str(kubeconfig),

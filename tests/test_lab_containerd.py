@@ -524,3 +524,13 @@ def test_stop_leaves_no_process_and_no_mounts(lab: Lab, tmp_path_factory: pytest
         os.kill(pid, 0)
     assert mounts_under(base) == []
     assert not daemon.socket.exists()
+
+
+def test_deep_workdir_gets_a_short_socket_folder(tmp_path: Path) -> None:
+    deep = tmp_path.joinpath(*["a-rather-long-folder-name"] * 4)
+    ctd = PrivateContainerd(deep / "ctd", deep / "certs.d")
+    assert len(str(ctd.socket)) + len(".ttrpc") <= 108
+    assert ctd.socket.parent != ctd.workdir
+    assert PrivateContainerd(deep / "ctd", deep / "certs.d").socket == ctd.socket  # stable per workdir
+    assert PrivateContainerd(deep / "other", deep / "certs.d").socket != ctd.socket
+    assert ctd.config()["grpc"]["address"] == str(ctd.socket)

@@ -13,11 +13,13 @@ namespace (see runbook_lib.lab.netns).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -138,6 +140,11 @@ class PrivateContainerd:
         self.opt_dir = self.workdir / "opt"
         self.cni_dir = self.workdir / "cni"
         self.socket = self.workdir / "containerd.sock"
+        if len(str(self.socket)) + len(".ttrpc") > _MAX_SOCKET_PATH:
+            # A deep workdir (a long checkout path, pytest's temp dirs) would exceed the 108-byte limit of
+            # unix socket paths: use a short folder named after the workdir, so it stays unique and stable.
+            digest = hashlib.sha256(str(self.workdir).encode()).hexdigest()[:16]
+            self.socket = Path(tempfile.gettempdir()) / f"ctd-{digest}" / "containerd.sock"
         self.log_path = self.workdir / "containerd.log"
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: TextIO | None = None
@@ -190,6 +197,7 @@ class PrivateContainerd:
         self.write_config()
         for path in (self.root, self.state, self.opt_dir, self.certs_dir):
             path.mkdir(parents=True, exist_ok=True)
+        self.socket.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._log = open(self.log_path, "a", encoding="utf-8")  # noqa: SIM115 - closed in stop()
         self._proc = subprocess.Popen(
             [binary, "--config", str(self.config_path)],
@@ -228,6 +236,8 @@ class PrivateContainerd:
             self._log.close()
             self._log = None
         self._unmount_leftovers()
+        if self.socket.parent != self.workdir:  # the short socket folder is ours alone
+            shutil.rmtree(self.socket.parent, ignore_errors=True)
 
     def _unmount_leftovers(self) -> None:
         # a pull unpacks through temporary mounts that containerd removes itself; a SIGKILL mid-unpack

@@ -248,3 +248,16 @@ def test_local_folder_writes_whole_files(tmp_path: Path) -> None:
     local.makedirs(str(tmp_path / "x" / "y"))
     assert (tmp_path / "x" / "y").is_dir()
     assert local.read_text("file://" + target) == "two"
+
+
+def test_index_shortens_a_long_failure_reason(tmp_path: Path) -> None:
+    run = tmp_path / "20261128T000000Z-lab"
+    run.mkdir()
+    reason = "verification failed: " + "node pull bypassed the mirror; " * 40
+    (run / "run.json").write_text(json.dumps({
+        "run_id": run.name, "target": "lab", "mode": "plan", "status": "failed", "started": "2026-11-28T00:00:00Z",
+        "stages": [{"name": "verify", "status": "failed", "changes": {}, "html": "05_verify.html",
+                    "failure": {"step": "verification checks", "reason": reason}}]}))
+    page = report(tmp_path).read_text()
+    assert "verification failed: node pull bypassed" in page and "see the report" in page
+    assert reason not in page

@@ -24,6 +24,8 @@ th { background: #f6f8fa; }
 ul { margin: 0; padding-left: 1.2em; } small { color: #57606a; }
 """
 
+REASON_CHARS = 280
+
 
 def load_runs(output_dir: str | Path) -> list[dict[str, Any]]:
     """Every readable run.json under the output folder's run folders, newest first."""
@@ -67,7 +69,10 @@ def _stage_item(folder: str, stage: dict[str, Any]) -> str:
         detail = f" <small>{_e(change_summary(stage.get('changes')))}</small>"
     failure = stage.get("failure") or {}
     if status == "failed" and failure:
-        detail += f"<br><small>failed at {_e(failure.get('step'))}: {_e(failure.get('reason'))}</small>"
+        reason = str(failure.get("reason") or "")
+        if len(reason) > REASON_CHARS:  # the index is an overview; the stage report has the whole text
+            reason = reason[:REASON_CHARS].rstrip() + " … (see the report)"
+        detail += f"<br><small>failed at {_e(failure.get('step'))}: {_e(reason)}</small>"
     return f'<li>{_e(stage.get("name"))} <span class="{_e(status)}">{_e(status)}</span>{detail} {links}</li>'
 
 

@@ -188,6 +188,29 @@ def _short(value: Any, limit: int = 60) -> str:
 Recorder = Callable[[str, Any], None]
 
 
+@dataclass
+class Check:
+    """One verified fact of a stage: what was checked, whether it holds, and what was seen."""
+
+    name: str
+    ok: bool
+    detail: str = ""
+
+    def record(self) -> dict[str, Any]:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail}
+
+
+def fail_on(checks: Iterable[Any], record: Recorder, what: str, step: str,
+            describe: Callable[[Any], str] = lambda c: f"{c.name}: {c.detail}") -> None:
+    """Fail the stage when any check (anything with `.ok`) failed: record why, then raise StageFailed."""
+    failed = [c for c in checks if not c.ok]
+    if not failed:
+        return
+    err = StageFailed(f"{what}: " + "; ".join(describe(c) for c in failed), step=step)
+    record("failure", err.failure_record())
+    raise err
+
+
 def apply_and_confirm(plan: Plan, rebuild: Callable[[], Plan], record: Recorder) -> ApplyResult:
     """Apply the plan (in apply mode), then read the state again and require that nothing differs.
 

@@ -61,3 +61,21 @@ def shared_dir() -> Path:
 @pytest.fixture
 def _ci_requires_real_parts() -> None:
     pytest.fail("CI must run this test with real parts, but it lacks " + ", ".join(missing_real_parts()))
+
+
+@pytest.fixture
+def kube():
+    """A Kubernetes API stand-in on an ephemeral port, stopped afterwards."""
+    from runbook_lib.lab.kube import KubeStandIn
+
+    standin = KubeStandIn().start()
+    yield standin
+    standin.stop()
+
+
+@pytest.fixture
+def kubeconfig(kube, tmp_path: Path) -> Path:
+    """A kubeconfig for the `kube` stand-in, as the official client and kubectl read it."""
+    from runbook_lib.lab.kube import write_kubeconfig
+
+    return write_kubeconfig(tmp_path / "kubeconfig", kube.url)

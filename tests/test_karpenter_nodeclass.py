@@ -4,7 +4,6 @@ merged into existing node classes of each API version, the user's content kept, 
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -56,18 +55,6 @@ def nodepool(name: str, node_class: str) -> dict:
                 "requirements": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}]}},
                 "disruption": {"consolidationPolicy": "WhenEmptyOrUnderutilized", "consolidateAfter": "1m",
                                "budgets": [{"nodes": "2", "reasons": ["Drifted"]}]}}}
-
-
-@pytest.fixture
-def kube() -> Iterator[KubeStandIn]:
-    standin = KubeStandIn().start()
-    yield standin
-    standin.stop()
-
-
-@pytest.fixture
-def kubeconfig(kube: KubeStandIn, tmp_path: Path) -> Path:
-    return write_kubeconfig(tmp_path / "kubeconfig", kube.url)
 
 
 def params_for(kubeconfig: Path, **karpenter):

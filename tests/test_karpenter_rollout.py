@@ -9,7 +9,6 @@ nothing depends on wall time.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,13 +25,6 @@ from tests.test_karpenter_nodeclass import ec2nodeclass, nodepool
 HASH_KEY = "karpenter.k8s.aws/ec2nodeclass-hash"
 POOL_HASH_KEY = "karpenter.sh/nodepool-hash"
 NOW = "2026-11-28T10:00:00Z"
-
-
-@pytest.fixture
-def kube() -> Iterator[KubeStandIn]:
-    standin = KubeStandIn().start()
-    yield standin
-    standin.stop()
 
 
 @pytest.fixture

@@ -24,18 +24,6 @@ KARPENTER_AWS, KARPENTER = "karpenter.k8s.aws", "karpenter.sh"
 
 
 @pytest.fixture
-def kube() -> Iterator[KubeStandIn]:
-    standin = KubeStandIn().start()
-    yield standin
-    standin.stop()
-
-
-@pytest.fixture
-def kubeconfig(kube: KubeStandIn, tmp_path: Path) -> Path:
-    return write_kubeconfig(tmp_path / "kubeconfig", kube.url)
-
-
-@pytest.fixture
 def api(kubeconfig: Path) -> Iterator[client.ApiClient]:
     api_client = config.new_client_from_config(config_file=str(kubeconfig))
     yield api_client

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -26,21 +25,12 @@ from runbook_lib.helm.apply import Objects, desired_objects
 from runbook_lib.helm.release import Release
 from runbook_lib.helm.values import Endpoint, Overlay
 from runbook_lib.params import RunbookParams
-from runbook_lib.plan import Plan, StageFailed
+from runbook_lib.plan import Check, Plan, fail_on
 from runbook_lib.registry.client import Challenge, ImageRef, RegistryClient, RegistryError
 from runbook_lib.secrets import SecretResolver
 
 NOT_READY = (404, 502, 503, 504)
 
-
-@dataclass
-class Check:
-    name: str
-    ok: bool
-    detail: str
-
-    def record(self) -> dict[str, Any]:
-        return {"name": self.name, "ok": self.ok, "detail": self.detail}
 
 
 def _service_port(svc: dict[str, Any], port: int) -> dict[str, Any] | None:
@@ -167,12 +157,7 @@ def table(checks: list[Check]):
 
 
 def raise_for_failures(checks: list[Check], record: Callable[[str, Any], None]) -> None:
-    failed = [c for c in checks if not c.ok]
-    if failed:
-        err = StageFailed("verification failed: " + "; ".join(f"{c.name} ({c.detail})" for c in failed),
-                          step="verify")
-        record("failure", err.failure_record())
-        raise err
+    fail_on(checks, record, "verification failed", "verify", lambda c: f"{c.name} ({c.detail})")
 
 
 def run_after(plan: Plan, params: RunbookParams, api_client: Any, release: Release, overlay: Overlay,

@@ -26,7 +26,7 @@ from runbook_lib.karpenter import (
 )
 from runbook_lib.karpenter.nodeclass import Generated, NodeClassState
 from runbook_lib.params import RunbookParams
-from runbook_lib.plan import Plan, StageFailed
+from runbook_lib.plan import Plan, StageFailed, fail_on
 from runbook_lib.secrets import REDACTOR, SecretResolver
 
 STAGE = "karpenter"
@@ -167,12 +167,7 @@ def checks_table(checks: list[ctd.Check]) -> Any:
 
 
 def raise_for_failed_checks(checks: list[ctd.Check], record: Any) -> None:
-    failed = [c for c in checks if not c.ok]
-    if failed:
-        err = StageFailed("node preflight failed: " + "; ".join(f"{c.name}: {c.detail}" for c in failed),
-                          step="node preflight")
-        record("failure", err.failure_record())
-        raise err
+    fail_on(checks, record, "node preflight failed", "node preflight")
 
 
 # -- the plan --------------------------------------------------------------------------------------------

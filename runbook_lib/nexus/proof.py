@@ -14,7 +14,7 @@ import httpx
 
 from runbook_lib import net
 from runbook_lib.params import RunbookParams
-from runbook_lib.plan import StageFailed
+from runbook_lib.plan import fail_on
 from runbook_lib.registry.client import ImageRef, RegistryClient, RegistryError
 from runbook_lib.secrets import SecretResolver
 
@@ -93,9 +93,5 @@ def table(checks: list[AccessCheck]):
 
 
 def raise_for_failures(checks: list[AccessCheck], record) -> None:
-    failed = [c for c in checks if not c.ok]
-    if failed:
-        err = StageFailed("the access model does not hold: " + "; ".join(
-            f"{c.endpoint}: {c.who} {c.expect}, but {c.got}" for c in failed), step="prove access model")
-        record("failure", err.failure_record())
-        raise err
+    fail_on(checks, record, "the access model does not hold", "prove access model",
+            lambda c: f"{c.endpoint}: {c.who} {c.expect}, but {c.got}")

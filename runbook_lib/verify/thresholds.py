@@ -14,27 +14,16 @@ tables, and a speed-up that could not be measured because of them fails the spee
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
 
 from runbook_lib.params import RunbookParams
-from runbook_lib.plan import StageFailed
+from runbook_lib.plan import Check, fail_on
 from runbook_lib.verify import nodepull
 from runbook_lib.verify.hostpull import HostComparison
 from runbook_lib.verify.nodepull import NodeComparison
 from runbook_lib.verify.ratelimit import Demonstration
-
-
-@dataclass
-class Check:
-    name: str
-    ok: bool
-    detail: str
-
-    def record(self) -> dict[str, Any]:
-        return {"name": self.name, "ok": self.ok, "detail": self.detail}
 
 
 def _failed_mirror_pulls(df: pd.DataFrame) -> list[str]:
@@ -129,10 +118,4 @@ def table(checks: list[Check]) -> pd.DataFrame:
 
 def enforce(checks: list[Check], record: Callable[[str, Any], None]) -> None:
     """Fail the stage when a check failed; the bypass check leads the message when it failed."""
-    failed = [c for c in checks if not c.ok]
-    if not failed:
-        return
-    err = StageFailed("verification failed: " + "; ".join(f"{c.name}: {c.detail}" for c in failed),
-                      step="verification checks")
-    record("failure", err.failure_record())
-    raise err
+    fail_on(checks, record, "verification failed", "verification checks")

@@ -2,7 +2,8 @@
 #   make demo   set up everything, start the built-in lab, run every stage with --apply, write the report
 #   make test   set up everything and run the whole test suite
 # Both create .venv here from the pinned requirements.lock and, when run as root, install the Debian
-# packages the lab and the tests need (non-interactive, idempotent).
+# packages the lab and the tests need (non-interactive, idempotent). The lock installs with -qq: errors
+# only, since this machine's pip index warns about every find-links folder it lacks.
 
 VENV      := .venv
 PY        := $(VENV)/bin/python
@@ -17,7 +18,7 @@ $(STAMP): requirements.lock pyproject.toml
 	@command -v python3 >/dev/null || { echo "python3 (3.11+) is required"; exit 2; }
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -qq -r requirements.lock
 	$(PY) -m pip install -q --no-deps -e .
 	@touch $(STAMP)
 

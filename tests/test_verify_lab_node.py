@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from runbook_lib.kube import api_client
+from runbook_lib.plan import StageFailed
 from runbook_lib.secrets import REDACTOR
 from runbook_lib.verify import hostpull, mirrorproof, nodepull, report, samples, thresholds
 from tests.lab_node_support import mirror_user_data, short_tmp
@@ -111,6 +112,6 @@ def test_real_nodes_pull_through_the_mirror_and_around_it_when_it_is_down(cluste
     assert down.bypassed == 1
     empty = hostpull.HostComparison(samples.frame([]))
     fig = report.figures(lab.params, empty, down, None, [])
-    with pytest.raises(thresholds.StageFailed, match="bypassed"):
+    with pytest.raises(StageFailed, match="bypassed"):
         thresholds.enforce(thresholds.evaluate(lab.params, fig, empty, down), lambda *_: None)
     assert kube.list("v1", "Pod", "default") == []

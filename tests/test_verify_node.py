@@ -23,6 +23,7 @@ from kubernetes.client.rest import ApiException
 
 from runbook_lib.kube import api_client
 from runbook_lib.lab.kube import KubeStandIn, write_kubeconfig
+from runbook_lib.plan import StageFailed
 from runbook_lib.registry.client import ImageRef, RegistryClient
 from runbook_lib.registry.pull import pull
 from runbook_lib.secrets import REDACTOR
@@ -242,7 +243,7 @@ def test_mirror_down_falls_back_and_is_counted_as_bypassed(cluster) -> None:
     fig = report.figures(lab.params, hostpull.HostComparison(samples.frame([])), result, None, [])
     checks = thresholds.evaluate(lab.params, fig, hostpull.HostComparison(samples.frame([])), result)
     records: list = []
-    with pytest.raises(thresholds.StageFailed) as err:
+    with pytest.raises(StageFailed) as err:
         thresholds.enforce(checks, lambda k, v: records.append((k, v)))
     assert "bypassed" in str(err.value)
     assert records and records[0][0] == "failure" and "bypassed" in records[0][1]["message"]

@@ -79,3 +79,12 @@ def kubeconfig(kube, tmp_path: Path) -> Path:
     from runbook_lib.lab.kube import write_kubeconfig
 
     return write_kubeconfig(tmp_path / "kubeconfig", kube.url)
+
+
+@pytest.fixture
+def nexus(tmp_path: Path):
+    """A Nexus emulator (REST only) on an ephemeral port with a test client; modules may override it."""
+    from tests.lab_nexus_support import running_nexus
+
+    with running_nexus(tmp_path / "data") as nx:
+        yield nx

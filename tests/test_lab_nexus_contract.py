@@ -25,12 +25,6 @@ from tests.lab_nexus_support import (
 )
 
 
-@pytest.fixture
-def nexus(tmp_path: Path):
-    with running_nexus(tmp_path / "data") as nx:
-        yield nx
-
-
 @pytest.mark.parametrize("upstream", UPSTREAM_EXAMPLES)
 def test_proxy_examples_create_201_and_read_back_as_documented(nexus: Nexus, upstream: str) -> None:
     admin = nexus.admin()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from tests.lab_nexus_support import (
     Nexus,
     create_proxies,
@@ -15,12 +13,6 @@ from tests.lab_nexus_support import (
     running_nexus,
     schema_errors,
 )
-
-
-@pytest.fixture
-def nexus(tmp_path: Path):
-    with running_nexus(tmp_path / "data") as nx:
-        yield nx
 
 
 def _message(text: str) -> dict[str, str]:

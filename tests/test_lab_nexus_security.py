@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from tests.lab_nexus_support import (
     Nexus,
     create_proxies,
@@ -16,12 +14,6 @@ from tests.lab_nexus_support import (
     proxy_body,
     running_nexus,
 )
-
-
-@pytest.fixture
-def nexus(tmp_path: Path):
-    with running_nexus(tmp_path / "data") as nx:
-        yield nx
 
 
 # ----------------------------------------------------------------------------------- authentication

@@ -6,19 +6,27 @@ Shared by the stage tests and the real-containerd tests; not a test module itsel
 from __future__ import annotations
 
 import json
+import os
 import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 import yaml
 
 from runbook_lib import params as params_mod
+from runbook_lib.lab import registries
 from runbook_lib.nexus import repositories, security, session
 from runbook_lib.plan import apply_and_confirm
 from runbook_lib.secrets import resolve
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Outside CI a missing docker-registry skips (with the install hint); under CI it must be there.
+needs_registry = pytest.mark.skipif(
+    not Path(registries.REGISTRY_BINARY).exists() and not os.environ.get("CI"),
+    reason=f"{registries.REGISTRY_BINARY} missing ({registries.INSTALL_HINT})")
 WRITES = ("POST", "PUT", "DELETE")
 
 

@@ -6,7 +6,6 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import tarfile
 import zlib
 from pathlib import Path
@@ -14,7 +13,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from runbook_lib.lab import registries
 from runbook_lib.lab.images import (
     MEDIA_TYPES,
     Blob,
@@ -28,10 +26,7 @@ from runbook_lib.lab.images import (
     seed_lab_images,
 )
 from runbook_lib.lab.registries import start_registry, stop_process
-
-needs_registry = pytest.mark.skipif(
-    not Path(registries.REGISTRY_BINARY).exists() and not os.environ.get("CI"),
-    reason=f"{registries.REGISTRY_BINARY} missing ({registries.INSTALL_HINT})")
+from tests.labkit import needs_registry
 
 ACCEPT = ", ".join(MEDIA_TYPES[m][k] for m in ("oci", "docker") for k in ("index", "manifest"))
 

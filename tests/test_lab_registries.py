@@ -25,10 +25,7 @@ from runbook_lib.lab.registries import (
     stop_process,
     wait_ready,
 )
-
-needs_registry = pytest.mark.skipif(
-    not Path(registries.REGISTRY_BINARY).exists() and not os.environ.get("CI"),
-    reason=f"{registries.REGISTRY_BINARY} missing ({registries.INSTALL_HINT})")
+from tests.labkit import needs_registry
 
 
 def _gone(pid: int) -> bool:

@@ -14,12 +14,12 @@ RUNBOOK   := $(VENV)/bin/runbook
 
 setup: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock pyproject.toml lab/pyproject.toml
 	@command -v python3 >/dev/null || { echo "python3 (3.11+) is required"; exit 2; }
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -qq -r requirements.lock
-	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip install -q --no-deps -e . -e lab
 	@touch $(STAMP)
 
 system-packages:
@@ -29,14 +29,14 @@ demo: system-packages setup
 	$(RUNBOOK) lab up
 	@rc=0; $(RUNBOOK) run --params parameters/lab.yaml --apply --note "make demo" || rc=$$?; \
 	  $(RUNBOOK) report; \
-	  echo "The lab keeps running (explore it, e.g. $(VENV)/bin/jupyter lab notebooks/); stop it with: $(RUNBOOK) lab down"; \
+	  echo "The lab keeps running (explore it, e.g. $(VENV)/bin/jupyter lab runbook_lib/notebooks/); stop it with: $(RUNBOOK) lab down"; \
 	  exit $$rc
 
 test: system-packages setup
 	@bash scripts/test.sh
 
 lint: setup
-	$(VENV)/bin/ruff check runbook_lib tests
+	$(VENV)/bin/ruff check runbook_lib lab tests
 
 lab-down:
 	$(RUNBOOK) lab down

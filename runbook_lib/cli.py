@@ -105,8 +105,18 @@ def _lab_params(args: argparse.Namespace) -> tuple[params_mod.RunbookParams, Pat
     return p, path.resolve()
 
 
+LAB_NOT_INSTALLED = ("the built-in lab is not installed (it is a separate package, never a dependency of the "
+                     "runbook): from a checkout, `make demo` or `pip install ./lab` installs it")
+
+
 def cmd_lab(args: argparse.Namespace) -> int:
-    from runbook_lib.lab import orchestrator
+    try:
+        from runbook_lab import orchestrator
+    except ModuleNotFoundError as err:
+        if err.name != "runbook_lab":
+            raise
+        _err(f"lab {args.action}: {LAB_NOT_INSTALLED}")
+        return 2
 
     try:
         p, path = _lab_params(args)

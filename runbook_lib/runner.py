@@ -159,8 +159,8 @@ class RunResult:
 
 
 def default_notebooks_dir() -> Path:
-    """``notebooks/`` beside the package (the repository root in an editable install)."""
-    return Path(__file__).resolve().parent.parent / "notebooks"
+    """The stage notebooks shipped inside the package (runbook_lib/notebooks), in a checkout or a wheel."""
+    return Path(__file__).resolve().parent / "notebooks"
 
 
 def utc_now() -> dt.datetime:
@@ -446,12 +446,22 @@ def runbook_commit() -> str:
     return top[1]
 
 
+def runbook_version() -> str:
+    """The installed distribution's version: what identifies the code in a wheel, where no git commit is."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("eks-mirror-runbook")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def runbook_modified() -> bool | None:
     """Whether the code or notebooks differ from the commit (None when unknown)."""
     root = Path(__file__).resolve().parent.parent
     try:
         out = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "runbook_lib", "notebooks"],
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "runbook_lib"],
             capture_output=True, text=True, timeout=10, check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
@@ -482,6 +492,7 @@ def run_record(
         "ended": iso(ended) if ended else None,
         "runbook_commit": commit,
         "runbook_modified": modified,
+        "runbook_version": runbook_version(),
         "params_file": str(params_file),
         "params_sha256": params_mod.digest(params_file),
         "mode": "apply" if apply else "plan",

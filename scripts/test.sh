@@ -4,7 +4,7 @@
 # with anything else on the machine.
 set -eu
 cd "$(dirname "$0")/.."
-.venv/bin/ruff check runbook_lib tests
+.venv/bin/ruff check runbook_lib lab tests
 if [ "$(id -u)" = 0 ] && unshare --net true 2>/dev/null; then
   exec unshare --net -- sh -c 'ip link set lo up && exec .venv/bin/python -m pytest "$@"' pytest "$@"
 fi

@@ -16,12 +16,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
+# Public reference data the tests check against (see tests/data/reference/PROVENANCE.md)
+REFERENCE = REPO / "tests" / "data" / "reference"
 
 
 def in_private_netns() -> bool:
     # Not /sys/class/net: sysfs shows the namespace of whoever mounted /sys, not ours.
-    from runbook_lib.lab.netns import in_private_netns as check
+    from runbook_lab.netns import in_private_netns as check
 
     return check()
 
@@ -52,10 +53,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.fail(f"reference material not found at {SHARED} (a copy of shared/ sits beside the checkout)")
-    return SHARED
+def reference_dir() -> Path:
+    return REFERENCE
 
 
 @pytest.fixture
@@ -66,7 +65,7 @@ def _ci_requires_real_parts() -> None:
 @pytest.fixture
 def kube():
     """A Kubernetes API stand-in on an ephemeral port, stopped afterwards."""
-    from runbook_lib.lab.kube import KubeStandIn
+    from runbook_lab.kube import KubeStandIn
 
     standin = KubeStandIn().start()
     yield standin
@@ -76,7 +75,7 @@ def kube():
 @pytest.fixture
 def kubeconfig(kube, tmp_path: Path) -> Path:
     """A kubeconfig for the `kube` stand-in, as the official client and kubectl read it."""
-    from runbook_lib.lab.kube import write_kubeconfig
+    from runbook_lab.kube import write_kubeconfig
 
     return write_kubeconfig(tmp_path / "kubeconfig", kube.url)
 

@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import jsonschema
 
-from runbook_lib.lab.nexus import NexusEmulator
+from runbook_lab.nexus import NexusEmulator
 
-CONTRACT = json.loads((Path(__file__).resolve().parent.parent.parent / "shared" / "reference" / "nexus" /
-                       "contract.json").read_text())
+CONTRACT = json.loads((Path(__file__).resolve().parent / "data" / "reference" / "nexus" / "contract.json")
+                      .read_text())
 EXAMPLES = CONTRACT["examples"]
 UPSTREAM_EXAMPLES = ["Docker Hub", "gcr.io", "quay.io", "ghcr.io", "registry.k8s.io", "public.ecr.aws"]
 

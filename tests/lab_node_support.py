@@ -53,9 +53,9 @@ class Registries:
 
 
 def registries_fixture(tmp_path_factory: Any) -> Iterator[Registries]:
-    from runbook_lib.lab.dockerhub import DockerHub
-    from runbook_lib.lab.images import seed_lab_images
-    from runbook_lib.lab.registries import start_registry, stop_process
+    from runbook_lab.dockerhub import DockerHub
+    from runbook_lab.images import seed_lab_images
+    from runbook_lab.registries import start_registry, stop_process
 
     tmp = tmp_path_factory.mktemp("registries")
     reg = start_registry("docker.io", tmp / "reg", 0, tmp / "reg.log")

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from runbook_lab import registries
 from runbook_lib import params as params_mod
-from runbook_lib.lab import registries
 from runbook_lib.nexus import repositories, security, session
 from runbook_lib.plan import apply_and_confirm
 from runbook_lib.secrets import resolve
@@ -39,15 +39,15 @@ def free_port() -> int:
 @dataclass
 class Upstream:
     url: str  # the Docker Hub front (what Nexus proxies and what a direct pull uses)
-    hub: object  # runbook_lib.lab.dockerhub.DockerHub
+    hub: object  # runbook_lab.dockerhub.DockerHub
     registry_url: str
 
 
 def upstream_fixture(tmp_path_factory) -> Iterator[Upstream]:
     """A real distribution registry seeded with the lab images, behind the Docker Hub front."""
-    from runbook_lib.lab.dockerhub import DockerHub
-    from runbook_lib.lab.images import seed_lab_images
-    from runbook_lib.lab.registries import start_registry, stop_process
+    from runbook_lab.dockerhub import DockerHub
+    from runbook_lab.images import seed_lab_images
+    from runbook_lab.registries import start_registry, stop_process
 
     tmp = tmp_path_factory.mktemp("upstream")
     reg = start_registry("docker.io", tmp / "reg", 0, tmp / "reg.log")
@@ -62,7 +62,7 @@ def upstream_fixture(tmp_path_factory) -> Iterator[Upstream]:
 
 class Lab:
     def __init__(self, tmp: Path, hub_url: str, mode: str):
-        from runbook_lib.lab.nexus.emulator import NexusEmulator
+        from runbook_lab.nexus.emulator import NexusEmulator
 
         self.log = tmp / "requests.jsonl"
         self.emulator = NexusEmulator(tmp / "nexus", port=0, version="3.94.0-01", edition="COMMUNITY",

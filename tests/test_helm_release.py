@@ -12,6 +12,8 @@ import pytest
 import yaml
 from kubernetes import client, config
 
+from runbook_lab.helm_seed import install_values, release_document, seed_helm_release
+from runbook_lab.kube import KubeStandIn, write_kubeconfig
 from runbook_lib import params as params_mod
 from runbook_lib.helm import release, values
 from runbook_lib.helm.release import (
@@ -21,8 +23,6 @@ from runbook_lib.helm.release import (
     encode_release,
     secret_name,
 )
-from runbook_lib.lab.helm_seed import install_values, release_document, seed_helm_release
-from runbook_lib.lab.kube import KubeStandIn, write_kubeconfig
 from runbook_lib.plan import StageFailed
 
 REPO = Path(__file__).resolve().parent.parent

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from runbook_lab.helm_seed import seed_helm_release
+from runbook_lab.ingress import IngressProxy
+from runbook_lab.kube import KubeStandIn, write_kubeconfig
 from runbook_lib import kube, net
 from runbook_lib import params as params_mod
 from runbook_lib.helm import apply as helm_apply
 from runbook_lib.helm import release, values, verify
-from runbook_lib.lab.helm_seed import seed_helm_release
-from runbook_lib.lab.ingress import IngressProxy
-from runbook_lib.lab.kube import KubeStandIn, write_kubeconfig
 from runbook_lib.plan import StageFailed, apply_and_confirm
 from runbook_lib.registry.client import RegistryClient
 from runbook_lib.secrets import REDACTOR

@@ -24,8 +24,8 @@ REPO = Path(__file__).resolve().parent.parent
 FLAVOURS = ("nxrm-ha", "nexus-repository-manager", "nxrm-aws-resiliency")
 
 
-def chart_dir(shared_dir: Path, flavour: str) -> Path:
-    return shared_dir / "reference" / "nexus-helm" / flavour
+def chart_dir(reference_dir: Path, flavour: str) -> Path:
+    return reference_dir / "nexus-helm" / flavour
 
 
 def load_values(path: Path) -> dict[str, Any]:
@@ -33,8 +33,8 @@ def load_values(path: Path) -> dict[str, Any]:
     return yaml.safe_load(re.sub(r"[ \t]+\n", "\n", path.read_text()))
 
 
-def rendered_docs(shared_dir: Path, flavour: str) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all((chart_dir(shared_dir, flavour) / "rendered-docker-8082.yaml").read_text())
+def rendered_docs(reference_dir: Path, flavour: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((chart_dir(reference_dir, flavour) / "rendered-docker-8082.yaml").read_text())
             if d]
 
 
@@ -73,8 +73,8 @@ def commented_registry_keys(values_text: str) -> set[str]:
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
-def test_overlay_keys_exist_in_the_chart_values(shared_dir, flavour) -> None:
-    cdir = chart_dir(shared_dir, flavour)
+def test_overlay_keys_exist_in_the_chart_values(reference_dir, flavour) -> None:
+    cdir = chart_dir(reference_dir, flavour)
     text = cdir.joinpath("values.yaml").read_text()
     known = value_paths(load_values(cdir / "values.yaml"))
     example = value_paths(yaml.safe_load((cdir / "example-values-docker-8082.yaml").read_text()))
@@ -95,10 +95,10 @@ def test_overlay_keys_exist_in_the_chart_values(shared_dir, flavour) -> None:
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
-def test_embedded_chart_defaults_match_the_chart_values(shared_dir, flavour) -> None:
+def test_embedded_chart_defaults_match_the_chart_values(reference_dir, flavour) -> None:
     """charts.py keeps a subset of each chart's defaults (for the lab release): it must be the chart's."""
-    chart_values = load_values(chart_dir(shared_dir, flavour) / "values.yaml")
-    meta = yaml.safe_load((chart_dir(shared_dir, flavour) / "Chart.yaml").read_text())
+    chart_values = load_values(chart_dir(reference_dir, flavour) / "values.yaml")
+    meta = yaml.safe_load((chart_dir(reference_dir, flavour) / "Chart.yaml").read_text())
     c = charts.chart(flavour)
     assert (c.name, c.version, c.app_version, c.deprecated) == (
         meta["name"], meta["version"], meta["appVersion"], bool(meta.get("deprecated")))
@@ -127,8 +127,8 @@ def without_annotations(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
-def test_rendered_overlay_has_the_shape_of_the_chart_example(shared_dir, flavour) -> None:
-    cdir = chart_dir(shared_dir, flavour)
+def test_rendered_overlay_has_the_shape_of_the_chart_example(reference_dir, flavour) -> None:
+    cdir = chart_dir(reference_dir, flavour)
     meta = yaml.safe_load((cdir / "Chart.yaml").read_text())
     example_values = yaml.safe_load((cdir / "example-values-docker-8082.yaml").read_text())
     params = make_params(flavour, service_type="NodePort" if flavour == "nxrm-aws-resiliency" else None)
@@ -139,7 +139,7 @@ def test_rendered_overlay_has_the_shape_of_the_chart_example(shared_dir, flavour
     installed = values.coalesce(load_values(cdir / "values.yaml"), example_values)
     overlay = values.build_overlay(params, installed)
     ours = render.docker_objects(meta, "nxrm", "nexusrepo", values.coalesce(installed, overlay.values))
-    golden = docker_docs(rendered_docs(shared_dir, flavour))
+    golden = docker_docs(rendered_docs(reference_dir, flavour))
     assert sorted((o["kind"], o["metadata"]["name"]) for o in ours) == sorted(
         (d["kind"], d["metadata"]["name"]) for d in golden)
     for obj in ours:
@@ -151,14 +151,14 @@ def test_rendered_overlay_has_the_shape_of_the_chart_example(shared_dir, flavour
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
-def test_render_reproduces_the_chart_output_exactly(shared_dir, flavour) -> None:
+def test_render_reproduces_the_chart_output_exactly(reference_dir, flavour) -> None:
     """Our templates-in-Python against the real charts' output for the example values (docker + UI Services)."""
-    cdir = chart_dir(shared_dir, flavour)
+    cdir = chart_dir(reference_dir, flavour)
     meta = yaml.safe_load((cdir / "Chart.yaml").read_text())
     vals = values.coalesce(load_values(cdir / "values.yaml"),
                            yaml.safe_load((cdir / "example-values-docker-8082.yaml").read_text()))
     ours = render.docker_objects(meta, "nxrm", "nexusrepo", vals) + render.ui_services(meta, "nxrm", "nexusrepo", vals)
-    golden = {(d["kind"], d["metadata"]["name"]): d for d in rendered_docs(shared_dir, flavour)}
+    golden = {(d["kind"], d["metadata"]["name"]): d for d in rendered_docs(reference_dir, flavour)}
     assert len(ours) >= 3
     for obj in ours:
         assert obj == golden[(obj["kind"], obj["metadata"]["name"])]

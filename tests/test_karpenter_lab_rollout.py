@@ -14,8 +14,8 @@ import tomllib
 
 import pytest
 
+from runbook_lab import karpenter as k
 from runbook_lib.karpenter import stage, userdata
-from runbook_lib.lab import karpenter as k
 from tests.karpenter_support import make_params, no_secret
 from tests.test_lab_karpenter import claims, moto, sim  # noqa: F401 - fixtures
 

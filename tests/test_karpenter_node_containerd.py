@@ -34,8 +34,8 @@ def counters(lab: Lab) -> dict:
 @pytest.mark.parametrize("family", ["AL2", "AL2023"])
 def test_generated_userdata_makes_real_containerd_pull_through_the_mirror(tmp_path, upstream, monkeypatch,
                                                                           family) -> None:
-    from runbook_lib.lab.containerd import PrivateContainerd
-    from runbook_lib.lab.cri import CRIImageClient
+    from runbook_lab.containerd import PrivateContainerd
+    from runbook_lab.cri import CRIImageClient
 
     monkeypatch.setenv("TEST_NEXUS_ADMIN", "managed-admin-secret")
     monkeypatch.setenv("TEST_PULL_PASSWORD", "pull-user-secret")
@@ -99,7 +99,7 @@ def test_generated_userdata_makes_real_containerd_pull_through_the_mirror(tmp_pa
 
 def test_preflight_verdict_on_legacy_mirrors_matches_real_containerd(tmp_path) -> None:
     """Our preflight says legacy registry.mirrors beside config_path breaks CRI; the real daemon agrees (T15)."""
-    from runbook_lib.lab.containerd import CRI_PLUGIN, PrivateContainerd
+    from runbook_lab.containerd import CRI_PLUGIN, PrivateContainerd
 
     legacy = {"plugins": {CRI_PLUGIN: {"registry": {"mirrors": {"docker.io": {"endpoint": ["http://127.0.0.1:9"]}}}}}}
     for extra, cri_ok in (({}, True), (legacy, False)):

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from runbook_lab.kube import KubeStandIn, write_kubeconfig
 from runbook_lib.karpenter import userdata
-from runbook_lib.lab.kube import KubeStandIn, write_kubeconfig
 from tests.karpenter_support import LAB
 from tests.test_karpenter_nodeclass import USER_NODECONFIG_MIME, ec2nodeclass, nodepool
 

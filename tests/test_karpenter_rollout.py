@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
+from runbook_lab.kube import KubeStandIn, write_kubeconfig
 from runbook_lib.karpenter import rollout, stage
 from runbook_lib.kube import api_client
-from runbook_lib.lab.kube import KubeStandIn, write_kubeconfig
 from runbook_lib.plan import StageFailed
 from tests.karpenter_support import make_params
 from tests.test_karpenter_nodeclass import ec2nodeclass, nodepool

@@ -26,18 +26,18 @@ import grpc
 import httpx
 import pytest
 
-from runbook_lib.lab import cri as cri_codec
-from runbook_lib.lab.containerd import (
+from runbook_lab import cri as cri_codec
+from runbook_lab.containerd import (
     INSTALL_HINT,
     ContainerdNotInstalled,
     PrivateContainerd,
     mounts_under,
     parse_plugins,
 )
-from runbook_lib.lab.cri import CRIError, CRIImage, CRIImageClient
-from runbook_lib.lab.images import build_image, push
-from runbook_lib.lab.netns import can_unshare, in_private_netns, network_interfaces, run_in_private_netns
-from runbook_lib.lab.registries import RegistryProcess, start_registry, stop_process
+from runbook_lab.cri import CRIError, CRIImage, CRIImageClient
+from runbook_lab.images import build_image, push
+from runbook_lab.netns import can_unshare, in_private_netns, network_interfaces, run_in_private_netns
+from runbook_lab.registries import RegistryProcess, start_registry, stop_process
 
 IMAGE = "docker.io/library/demo:1"
 REPO, TAG = "library/demo", "1"
@@ -147,7 +147,7 @@ def test_run_in_private_netns_has_only_loopback_and_it_is_up() -> None:
     assert done.returncode == 0, done.stderr
     links = done.stdout.strip().splitlines()
     assert len(links) == 1 and ": lo:" in links[0] and "UP" in links[0], links
-    probe = "from runbook_lib.lab.netns import in_private_netns, network_interfaces as n; print(in_private_netns(), n())"
+    probe = "from runbook_lab.netns import in_private_netns, network_interfaces as n; print(in_private_netns(), n())"
     done = run_in_private_netns([sys.executable, "-c", probe], timeout=30, cwd=Path(__file__).parent.parent)
     assert done.stdout.split("\n")[0] == "True ['lo']", done.stderr
 
@@ -159,7 +159,7 @@ def test_in_private_netns_agrees_with_the_kernel_interface_list() -> None:
     assert in_private_netns() == (names == ["lo"])
 
 
-# -- real registries: runbook_lib.lab.registries runs them, the access log is read here -------------
+# -- real registries: runbook_lab.registries runs them, the access log is read here -------------
 
 ACCESS_LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<target>\S+) HTTP/[0-9.]+" (?P<status>\d{3}) \S+ "[^"]*" "(?P<agent>[^"]*)"')
 

@@ -41,8 +41,8 @@ def connector_stats(lab: Lab) -> dict:
 
 @pytest.mark.parametrize("mode", ["anonymous", "authenticated"])
 def test_containerd_pulls_through_the_nexus_connector(tmp_path, upstream, monkeypatch, mode) -> None:
-    from runbook_lib.lab.containerd import PrivateContainerd
-    from runbook_lib.lab.cri import CRIImageClient
+    from runbook_lab.containerd import PrivateContainerd
+    from runbook_lab.cri import CRIImageClient
 
     monkeypatch.setenv("TEST_NEXUS_ADMIN", "managed-admin-secret")
     monkeypatch.setenv("TEST_PULL_PASSWORD", "pull-user-secret")

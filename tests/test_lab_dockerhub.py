@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from runbook_lib.lab import registries
-from runbook_lib.lab.dockerhub import (
+from runbook_lab import registries
+from runbook_lab.dockerhub import (
     AUTHENTICATED_LIMIT_MESSAGE,
     DockerHub,
     HubConfig,
@@ -28,8 +28,8 @@ from runbook_lib.lab.dockerhub import (
     account_id,
     source_for_ip,
 )
-from runbook_lib.lab.images import MEDIA_TYPES, RegistryPushError, build_image, build_index, push
-from runbook_lib.lab.registries import start_registry, stop_process
+from runbook_lab.images import MEDIA_TYPES, RegistryPushError, build_image, build_index, push
+from runbook_lab.registries import start_registry, stop_process
 
 REPO = Path(__file__).resolve().parent.parent
 needs_registry = pytest.mark.skipif(
@@ -340,7 +340,7 @@ def test_rate_limit_source_is_the_ipv4_address_or_the_ipv6_slash_64() -> None:
 
 # -- command line ------------------------------------------------------------------------------
 def test_cli_serves_until_sigterm() -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "runbook_lib.lab.dockerhub", "--port", "0", "--token-port", "0",
+    proc = subprocess.Popen([sys.executable, "-m", "runbook_lab.dockerhub", "--port", "0", "--token-port", "0",
                              "--backend", "http://127.0.0.1:9", "--limit", "3", "--user", "bob:pw"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -369,7 +369,7 @@ def test_cli_port_taken_exits_2() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run([sys.executable, "-m", "runbook_lib.lab.dockerhub", "--port", str(port),
+        result = subprocess.run([sys.executable, "-m", "runbook_lab.dockerhub", "--port", str(port),
                                  "--token-port", "0", "--backend", "http://127.0.0.1:9"],
                                 cwd=REPO, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
@@ -386,7 +386,7 @@ def test_state_lists_config_and_counters_in_json() -> None:
 # -- a real client: containerd pulls docker.io images through the stand-in ---------------------
 @pytest.mark.netns
 def test_containerd_pulls_through_the_token_flow_and_is_rate_limited(backend, tmp_path_factory) -> None:
-    from runbook_lib.lab.containerd import PrivateContainerd
+    from runbook_lab.containerd import PrivateContainerd
 
     base = tmp_path_factory.mktemp("hubctd")  # short: unix socket paths are limited to 108 bytes
     with DockerHub(backend.url, config=HubConfig(limit=1)) as h:
@@ -409,7 +409,7 @@ def test_containerd_pulls_through_the_token_flow_and_is_rate_limited(backend, tm
 
 @pytest.mark.netns
 def test_containerd_with_credentials_is_charged_to_the_account(backend, tmp_path_factory) -> None:
-    from runbook_lib.lab.containerd import PrivateContainerd
+    from runbook_lab.containerd import PrivateContainerd
 
     base = tmp_path_factory.mktemp("hubctdu")
     with DockerHub(backend.url, config=HubConfig(limit=0, auth_limit=5), user=("alice", "wonderland")) as h:

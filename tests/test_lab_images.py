@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from runbook_lib.lab.images import (
+from runbook_lab.images import (
     MEDIA_TYPES,
     Blob,
     Image,
@@ -25,7 +25,7 @@ from runbook_lib.lab.images import (
     random_layer,
     seed_lab_images,
 )
-from runbook_lib.lab.registries import start_registry, stop_process
+from runbook_lab.registries import start_registry, stop_process
 from tests.labkit import needs_registry
 
 ACCEPT = ", ".join(MEDIA_TYPES[m][k] for m in ("oci", "docker") for k in ("index", "manifest"))

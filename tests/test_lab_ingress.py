@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator
 import httpx
 import pytest
 
-from runbook_lib.lab.httpbase import LabHandler, LabHTTPServer, serve_in_thread
-from runbook_lib.lab.ingress import IngressProxy, RouteTable, parse_size
-from runbook_lib.lab.kube import KubeStandIn, write_kubeconfig
+from runbook_lab.httpbase import LabHandler, LabHTTPServer, serve_in_thread
+from runbook_lab.ingress import IngressProxy, RouteTable, parse_size
+from runbook_lab.kube import KubeStandIn, write_kubeconfig
 from tests.labkit import free_port
 
 BIG = 8 * 1024 * 1024
@@ -272,7 +272,7 @@ def test_cli_serves_until_sigterm_and_refuses_a_taken_port(tmp_path) -> None:
     kube = KubeStandIn().start()
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kube.url)
     port = free_port()
-    argv = [sys.executable, "-m", "runbook_lib.lab.ingress", "--port", str(port), "--kubeconfig", str(kubeconfig)]
+    argv = [sys.executable, "-m", "runbook_lab.ingress", "--port", str(port), "--kubeconfig", str(kubeconfig)]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert until(lambda: _health(port) == 200, timeout=30), proc.stderr.read() if proc.poll() is not None else ""

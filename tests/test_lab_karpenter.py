@@ -1,4 +1,4 @@
-"""Karpenter simulation (runbook_lib.lab.karpenter): hashes, budgets, userData merge, and the controller with real
+"""Karpenter simulation (runbook_lab.karpenter): hashes, budgets, userData merge, and the controller with real
 lab nodes against an in-process Kubernetes API stand-in and moto.
 
 The controller tests watch the stand-in's change hook to check the pacing invariants of a budgeted drift
@@ -26,7 +26,7 @@ import httpx
 import pytest
 import yaml
 
-from runbook_lib.lab import karpenter as k
+from runbook_lab import karpenter as k
 from tests.lab_node_support import moto_fixture, pids_alive, registries_fixture, short_dir, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
@@ -190,7 +190,7 @@ def test_every_lab_service_port_is_bridged_and_the_lab_dns_names_the_stand_ins()
 
 @pytest.mark.parametrize(("version", "profile"), [("v1", "all"), ("v1beta1", "v1beta1")])
 def test_default_cluster_objects_are_valid_for_the_crds(version: str, profile: str) -> None:
-    from runbook_lib.lab.kube import KubeStandIn
+    from runbook_lab.kube import KubeStandIn
 
     sim = k.KarpenterSim(None, None, k.LabCluster(node_pools={"default": 2, "gpu": 1}), Path("/nonexistent"),
                          version=version)
@@ -246,7 +246,7 @@ class Recorder:
 def sim(moto: str) -> Iterator[tuple[k.KarpenterSim, Any, Recorder]]:
     from kubernetes import config
 
-    from runbook_lib.lab.kube import KubeStandIn, write_kubeconfig
+    from runbook_lab.kube import KubeStandIn, write_kubeconfig
 
     standin = KubeStandIn().start()
     recorder = Recorder()
@@ -441,7 +441,7 @@ def free_port() -> int:
 
 @pytest.mark.netns
 def test_cli_serves_until_sigterm_stops_its_nodes_and_reboots_them_on_restart(moto: str) -> None:
-    from runbook_lib.lab.kube import KubeStandIn, write_kubeconfig
+    from runbook_lab.kube import KubeStandIn, write_kubeconfig
 
     standin = KubeStandIn().start()
     with short_dir("lc") as base:
@@ -453,7 +453,7 @@ def test_cli_serves_until_sigterm_stops_its_nodes_and_reboots_them_on_restart(mo
         params_file = base / "lab.yaml"  # never inside the checkout
         kubeconfig = write_kubeconfig(base / "kubeconfig", standin.url)
         health = free_port()
-        argv = [sys.executable, "-m", "runbook_lib.lab.karpenter", "--kubeconfig", str(kubeconfig),
+        argv = [sys.executable, "-m", "runbook_lab.karpenter", "--kubeconfig", str(kubeconfig),
                 "--nodes-dir", str(base / "nodes"), "--aws-endpoint", moto, "--params", str(params_file),
                 "--health-port", str(health)]
         try:
@@ -494,7 +494,7 @@ def _get(port: int, path: str) -> int:
 def test_v1beta1_cluster_gets_nodes_with_v1beta1_objects(moto: str) -> None:
     from kubernetes import config
 
-    from runbook_lib.lab.kube import KubeStandIn, write_kubeconfig
+    from runbook_lab.kube import KubeStandIn, write_kubeconfig
 
     standin = KubeStandIn(crds="v1beta1").start()  # Karpenter v0.37 CRDs: karpenter.sh/v1beta1 only
     with short_dir("lk") as base:
@@ -529,9 +529,9 @@ def test_stage4_user_data_rolls_the_nodes_which_then_pull_through_the_mirror(mot
     and keep the cluster's own part, and a Pod's pull goes through the mirror."""
     from kubernetes import client, config
 
+    from runbook_lab.kube import KubeStandIn, write_kubeconfig
     from runbook_lib import params as params_mod
     from runbook_lib.karpenter import stage
-    from runbook_lib.lab.kube import KubeStandIn, write_kubeconfig
     from tests.lab_node_support import events_of, pod, pod_phase
 
     hub, mirror = registries.hub, registries.mirror

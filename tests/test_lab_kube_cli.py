@@ -1,4 +1,4 @@
-"""`python -m runbook_lib.lab.kube` as the lab starts it: serves, writes a kubeconfig, keeps state across a
+"""`python -m runbook_lab.kube` as the lab starts it: serves, writes a kubeconfig, keeps state across a
 restart, stops on SIGTERM, and exits 2 with a clear message when its port is taken."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from tests.conftest import REPO
 
 
 def _start(args: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "runbook_lib.lab.kube", *args], cwd=REPO, text=True,
+    return subprocess.Popen([sys.executable, "-m", "runbook_lab.kube", *args], cwd=REPO, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 

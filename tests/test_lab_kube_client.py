@@ -18,7 +18,7 @@ import pytest
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
 
-from runbook_lib.lab.kube import KubeStandIn, write_kubeconfig
+from runbook_lab.kube import KubeStandIn, write_kubeconfig
 
 KARPENTER_AWS, KARPENTER = "karpenter.k8s.aws", "karpenter.sh"
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from runbook_lib.lab.kube import KubeStandIn, write_kubeconfig
+from runbook_lab.kube import KubeStandIn, write_kubeconfig
 
 MIN_MINOR = 27
 

@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import pytest
 
-from runbook_lib.lab.kube import managed
-from runbook_lib.lab.kube.errors import ApiError, FieldError, already_exists, conflict, invalid, not_found
-from runbook_lib.lab.kube.names import dns1035_label, dns1123_label, dns1123_subdomain, qualified_name
-from runbook_lib.lab.kube.patch import json_patch, merge_patch, strategic_merge_patch
-from runbook_lib.lab.kube.profiles import PROFILES, load_profile
-from runbook_lib.lab.kube.resources import type_from_crd, version_priority
-from runbook_lib.lab.kube.schema import apply_defaults, make_validator, prune, validate
-from runbook_lib.lab.kube.selectors import (
+from runbook_lab.kube import managed
+from runbook_lab.kube.errors import ApiError, FieldError, already_exists, conflict, invalid, not_found
+from runbook_lab.kube.names import dns1035_label, dns1123_label, dns1123_subdomain, qualified_name
+from runbook_lab.kube.patch import json_patch, merge_patch, strategic_merge_patch
+from runbook_lab.kube.profiles import PROFILES, load_profile
+from runbook_lab.kube.resources import type_from_crd, version_priority
+from runbook_lab.kube.schema import apply_defaults, make_validator, prune, validate
+from runbook_lab.kube.selectors import (
     fields_match,
     labels_match,
     parse_field_selector,
     parse_label_selector,
 )
-from runbook_lib.lab.kube.tables import human_duration, jsonpath
+from runbook_lab.kube.tables import human_duration, jsonpath
 
 
 def _obj(labels: dict[str, str]) -> dict:

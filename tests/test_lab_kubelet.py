@@ -1,4 +1,4 @@
-"""Kubelet stand-in (runbook_lib.lab.kubelet): message formats, and the kubelet against real containerd.
+"""Kubelet stand-in (runbook_lab.kubelet): message formats, and the kubelet against real containerd.
 
 The netns tests run the kubelet in this process against a private containerd (CRI) and the Kubernetes API
 stand-in, pulling from a real distribution registry on 127.0.0.1 (its hosts.toml in containerd's
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from runbook_lib.lab.kubelet import go_duration, grpc_error_text, pulled_message
+from runbook_lab.kubelet import go_duration, grpc_error_text, pulled_message
 from tests.lab_node_support import PULLED, events_of, pod, pod_phase, short_tmp, wait_for
 
 
@@ -47,8 +47,8 @@ def base() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def registry(base: Path) -> Iterator:
-    from runbook_lib.lab.images import seed_lab_images
-    from runbook_lib.lab.registries import start_registry, stop_process
+    from runbook_lab.images import seed_lab_images
+    from runbook_lab.registries import start_registry, stop_process
 
     reg = start_registry("docker.io", base / "reg", 0, base / "reg.log")
     try:
@@ -60,8 +60,8 @@ def registry(base: Path) -> Iterator:
 
 @pytest.fixture(scope="module")
 def containerd(base: Path, registry) -> Iterator:
-    from runbook_lib.lab.containerd import PrivateContainerd
-    from runbook_lib.lab.node import write_lab_certs
+    from runbook_lab.containerd import PrivateContainerd
+    from runbook_lab.node import write_lab_certs
 
     certs = base / "certs"
     host = registry.url.split("//", 1)[1]
@@ -77,9 +77,9 @@ def cluster(containerd, registry) -> Iterator[tuple]:
     """A kube stand-in and a started kubelet for node `n1` (image GC after 1 s unused)."""
     from kubernetes import config
 
-    from runbook_lib.lab.cri import CRIImageClient
-    from runbook_lib.lab.kube import KubeStandIn, write_kubeconfig
-    from runbook_lib.lab.kubelet import Kubelet, KubeletConfig
+    from runbook_lab.cri import CRIImageClient
+    from runbook_lab.kube import KubeStandIn, write_kubeconfig
+    from runbook_lab.kubelet import Kubelet, KubeletConfig
 
     standin = KubeStandIn().start()
     kubeconfig = write_kubeconfig(Path(containerd.workdir).parent / f"kc-{standin.port}", standin.url)

@@ -1,7 +1,7 @@
 """Nexus docker connectors: registry API, auth matrix, pull-through cache, groups, counters.
 
 A real CNCF distribution registry (Debian docker-registry) is the upstream; images are built and pushed
-with runbook_lib.lab.images. Pure loopback HTTP, so no netns marker.
+with runbook_lab.images. Pure loopback HTTP, so no netns marker.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from typing import Any
 import httpx
 import pytest
 
-from runbook_lib.lab.httpbase import LabHandler, LabHTTPServer, serve_in_thread
-from runbook_lib.lab.images import Image, build_image, build_index, push
-from runbook_lib.lab.nexus.connector import ConnectorManager
-from runbook_lib.lab.nexus.state import NexusState
-from runbook_lib.lab.registries import REGISTRY_BINARY, RegistryProcess, start_registry, stop_process
+from runbook_lab.httpbase import LabHandler, LabHTTPServer, serve_in_thread
+from runbook_lab.images import Image, build_image, build_index, push
+from runbook_lab.nexus.connector import ConnectorManager
+from runbook_lab.nexus.state import NexusState
+from runbook_lab.registries import REGISTRY_BINARY, RegistryProcess, start_registry, stop_process
 
 pytestmark = pytest.mark.skipif(not Path(REGISTRY_BINARY).exists(), reason=f"needs {REGISTRY_BINARY}")
 
@@ -767,7 +767,7 @@ def test_sync_starts_moves_and_stops_listeners(nexus, make_manager, client, upst
     try:
         base = connector(nexus, proxy_doc("docker-proxy", upstream["url"]))
         nexus.put_repo(proxy_doc("blocked-port", upstream["url"], port=busy_port))
-        with caplog.at_level(logging.ERROR, logger="runbook_lib.lab.nexus.connector"):
+        with caplog.at_level(logging.ERROR, logger="runbook_lab.nexus.connector"):
             manager = make_manager()
         assert "BindException" in caplog.text and str(busy_port) in caplog.text
         assert "blocked-port" in manager.bind_failures()

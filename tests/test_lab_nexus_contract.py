@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from runbook_lib.lab.nexus.rest_system import EULA_DISCLAIMER
+from runbook_lab.nexus.rest_system import EULA_DISCLAIMER
 from tests.lab_nexus_support import (
     CONTRACT,
     UPSTREAM_EXAMPLES,

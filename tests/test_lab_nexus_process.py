@@ -1,4 +1,4 @@
-"""The emulated Nexus as a process (`python -m runbook_lib.lab.nexus`) and its wiring to the connector half."""
+"""The emulated Nexus as a process (`python -m runbook_lab.nexus`) and its wiring to the connector half."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from runbook_lib.lab.nexus.emulator import connector_manager_class
+from runbook_lab.nexus.emulator import connector_manager_class
 
 try:  # tests/ may or may not be a package (tests/__init__.py)
     from tests import lab_nexus_support as support
@@ -26,7 +26,7 @@ proxy_body = support.proxy_body
 running_nexus = support.running_nexus
 
 needs_connectors = pytest.mark.skipif(connector_manager_class() is None,
-                                      reason="runbook_lib/lab/nexus/connector.py is not there yet")
+                                      reason="lab/runbook_lab/nexus/connector.py is not there yet")
 
 
 def _free_port() -> int:
@@ -36,7 +36,7 @@ def _free_port() -> int:
 
 
 def _run(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "runbook_lib.lab.nexus", *args], cwd=REPO,
+    return subprocess.Popen([sys.executable, "-m", "runbook_lab.nexus", *args], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from runbook_lib.lab.nexus import NexusState
-from runbook_lib.lab.nexus.rest_system import EULA_DISCLAIMER
+from runbook_lab.nexus import NexusState
+from runbook_lab.nexus.rest_system import EULA_DISCLAIMER
 from tests.lab_nexus_support import (
     Nexus,
     create_proxies,

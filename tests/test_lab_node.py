@@ -1,4 +1,4 @@
-"""Lab nodes (runbook_lib.lab.node): userData parsing, and a real node in its own namespaces.
+"""Lab nodes (runbook_lab.node): userData parsing, and a real node in its own namespaces.
 
 The netns tests boot one real lab node for the module: its userData (a shell part writing docker.io's
 hosts.toml for a distribution pull-through mirror, plus a NodeConfig part to skip) runs in the node's mount
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from runbook_lib.lab.node import (
+from runbook_lab.node import (
     LabNode,
     NodeError,
     NodeSpec,
@@ -44,7 +44,7 @@ from tests.lab_node_support import (
 
 
 def test_mime_parts_run_only_shell_scripts_and_skip_karpenter_bootstrap_and_nodeconfig() -> None:
-    from runbook_lib.lab.karpenter import karpenter_user_data
+    from runbook_lab.karpenter import karpenter_user_data
 
     merged = karpenter_user_data("AL2", mirror_user_data("http://m:1", "http://u:2"), "lab", "http://api",
                                  {"karpenter.sh/nodepool": "default"}, [], "29")
@@ -103,7 +103,7 @@ registries = pytest.fixture(scope="module")(registries_fixture)
 
 @pytest.fixture(scope="module")
 def kube() -> Iterator:
-    from runbook_lib.lab.kube import KubeStandIn
+    from runbook_lab.kube import KubeStandIn
 
     standin = KubeStandIn().start()
     yield standin
@@ -117,7 +117,7 @@ def base() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def node(registries: Registries, kube, base: Path) -> Iterator[LabNode]:
-    from runbook_lib.lab.kube import write_kubeconfig
+    from runbook_lab.kube import write_kubeconfig
 
     kubeconfig = write_kubeconfig(base / "kubeconfig", kube.url)
     hub = registries.hub
@@ -254,7 +254,7 @@ def test_bridge_reaches_only_the_bridged_lab_ports(node: LabNode, kube, registri
 
 @pytest.mark.netns
 def test_stop_ends_every_process_and_leaves_no_mount(registries: Registries, kube, base: Path) -> None:
-    from runbook_lib.lab.kube import write_kubeconfig
+    from runbook_lab.kube import write_kubeconfig
 
     kubeconfig = write_kubeconfig(base / "kubeconfig-2", kube.url)
     spec = NodeSpec(name="ip-10-0-0-2.ec2.internal", dir=str(base / "nodes" / "stop-me"), kubeconfig=str(kubeconfig),
@@ -300,8 +300,8 @@ def test_a_node_that_fails_to_start_is_reported_with_its_log_tail(base: Path) ->
 
 @pytest.mark.netns
 def test_nodes_left_by_an_earlier_run_are_stopped_by_their_recorded_pids(kube, base: Path) -> None:
-    from runbook_lib.lab.kube import write_kubeconfig
-    from runbook_lib.lab.node import stop_stale
+    from runbook_lab.kube import write_kubeconfig
+    from runbook_lab.node import stop_stale
 
     kubeconfig = write_kubeconfig(base / "kubeconfig-3", kube.url)
     nodes_dir = base / "earlier-run"

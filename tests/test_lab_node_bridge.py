@@ -1,7 +1,7 @@
-"""Port bridge (runbook_lib.lab.bridge): a private network namespace reaches the bridged lab ports, and only those.
+"""Port bridge (runbook_lab.bridge): a private network namespace reaches the bridged lab ports, and only those.
 
 The lab side runs in this process (the test's namespace plays the lab); the node side runs as
-`python -m runbook_lib.lab.bridge node ...` in a fresh `unshare --net` namespace, probed with nsenter + curl.
+`python -m runbook_lab.bridge node ...` in a fresh `unshare --net` namespace, probed with nsenter + curl.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from runbook_lib.lab.bridge import BridgeError, LabSide, socket_path
+from runbook_lab.bridge import BridgeError, LabSide, socket_path
 from tests.lab_node_support import short_dir
 
 pytestmark = pytest.mark.netns
@@ -54,7 +54,7 @@ def bridged() -> Iterator[tuple]:
     with short_dir("lb") as base:
         lab = LabSide(base / "br", ports).start()
         node = subprocess.Popen(["unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
-                                 sys.executable, "-m", "runbook_lib.lab.bridge", "node", str(base / "br"),
+                                 sys.executable, "-m", "runbook_lab.bridge", "node", str(base / "br"),
                                  *map(str, ports)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
             assert node.stdout is not None
@@ -108,7 +108,7 @@ def test_socket_paths_must_fit_a_unix_socket(tmp_path: Path) -> None:
 
 def test_node_side_cli_exits_cleanly_on_sigterm() -> None:
     with short_dir("lb") as base:
-        proc = subprocess.Popen(["unshare", "--net", "--", sys.executable, "-m", "runbook_lib.lab.bridge", "node",
+        proc = subprocess.Popen(["unshare", "--net", "--", sys.executable, "-m", "runbook_lab.bridge", "node",
                                  str(base / "br"), "15000"], stdout=subprocess.PIPE, text=True)
         out = proc.stdout
         assert out is not None

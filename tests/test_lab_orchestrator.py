@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from runbook_lab.orchestrator import pid_alive, port_free
 from runbook_lib.cli import main
-from runbook_lib.lab.orchestrator import pid_alive, port_free
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.netns

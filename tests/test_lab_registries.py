@@ -16,9 +16,9 @@ import httpx
 import pytest
 import yaml
 
-from runbook_lib.lab import registries
-from runbook_lib.lab.images import build_image, push
-from runbook_lib.lab.registries import (
+from runbook_lab import registries
+from runbook_lab.images import build_image, push
+from runbook_lab.registries import (
     RegistryError,
     registry_config,
     start_registry,

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from runbook_lab.httpbase import LabHandler, LabHTTPServer, serve_in_thread
 from runbook_lib import net
-from runbook_lib.lab.httpbase import LabHandler, LabHTTPServer, serve_in_thread
 
 
 class Echo(LabHandler):

@@ -10,7 +10,7 @@ import pytest
 from runbook_lib.params import STAGES
 
 REPO = Path(__file__).resolve().parent.parent
-NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+NOTEBOOKS = sorted((REPO / "runbook_lib" / "notebooks").glob("*.ipynb"))
 PARAMETER_NAMES = {"params_file", "apply", "run_dir", "stage"}
 
 

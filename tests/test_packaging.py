@@ -69,7 +69,7 @@ def test_readme_has_exactly_the_two_setup_commands() -> None:
 
 
 def test_layout() -> None:
-    for path in ("notebooks", "runbook_lib", "parameters", "outputs/.gitkeep", "environment.yml", "README.md",
+    for path in ("runbook_lib/notebooks", "runbook_lib", "lab/runbook_lab", "lab/pyproject.toml", "parameters", "outputs/.gitkeep", "environment.yml", "README.md",
                  "pyproject.toml", ".ci/run"):
         assert (REPO / path).exists(), path
     assert "outputs/*" in (REPO / ".gitignore").read_text()

@@ -101,8 +101,8 @@ def test_unreachable_endpoint_is_a_failed_result(tmp_path) -> None:
 # -- a registry of our own, to corrupt its storage ------------------------------------------------------
 @pytest.fixture
 def own_registry(tmp_path):
-    from runbook_lib.lab.images import build_image, push
-    from runbook_lib.lab.registries import start_registry, stop_process
+    from runbook_lab.images import build_image, push
+    from runbook_lab.registries import start_registry, stop_process
 
     reg = start_registry("corrupt.test", tmp_path / "reg", 0, tmp_path / "reg.log")
     try:

@@ -213,7 +213,7 @@ def test_unknown_stage_and_missing_notebook(tmp_path: Path) -> None:
 
 def test_stage_mapping_and_default_notebooks_dir() -> None:
     assert list(STAGE_NOTEBOOKS) == list(STAGES)
-    assert runner.default_notebooks_dir() == REPO / "notebooks"
+    assert runner.default_notebooks_dir() == REPO / "runbook_lib" / "notebooks"
 
 
 def test_run_dir_names_do_not_collide(tmp_path: Path) -> None:

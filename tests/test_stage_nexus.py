@@ -38,7 +38,7 @@ def lab_factory(tmp_path, upstream, monkeypatch):
 
 
 @pytest.mark.parametrize("mode", ["anonymous", "authenticated"])
-def test_apply_then_rerun_writes_nothing(lab_factory, mode, shared_dir) -> None:
+def test_apply_then_rerun_writes_nothing(lab_factory, mode, reference_dir) -> None:
     lab = lab_factory(mode)
     repos, sec = lab.run_stages(apply=True)
     assert repos == {"create": 3, "update": 0, "delete": 0, "unchanged": 0}  # 2 proxies + the docker group
@@ -51,7 +51,7 @@ def test_apply_then_rerun_writes_nothing(lab_factory, mode, shared_dir) -> None:
     assert second == first, "the rerun sent writes"
 
     # Every body the runbook sent is valid against the published API (OpenAPI 3.94).
-    spec = str(shared_dir / "reference" / "nexus" / "openapi-subset-3.94.0.json")
+    spec = str(reference_dir / "nexus" / "openapi-subset-3.94.0.json")
     for r in first:
         body = r.get("body")
         validate_body(spec, r["method"], r["path"], body if body != "***" else "masked-text-password")

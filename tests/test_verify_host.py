@@ -184,7 +184,7 @@ def test_usage_forecast_from_measured_requests(lab) -> None:
 
 
 def test_headroom_of_the_docker_hub_account_nexus_uses(lab, upstream, monkeypatch) -> None:
-    from runbook_lib.lab.dockerhub import DockerHub, account_id
+    from runbook_lab.dockerhub import DockerHub, account_id
     from runbook_lib.params import Credentials
 
     hub = DockerHub(upstream.registry_url, user=("labuser", "hub-secret")).start()

@@ -33,8 +33,8 @@ def base() -> Iterator[Path]:
 def cluster(upstream, base: Path, tmp_path_factory) -> Iterator[tuple[Lab, object]]:
     import os
 
-    from runbook_lib.lab.kube import KubeStandIn, write_kubeconfig
-    from runbook_lib.lab.node import LabNode, NodeSpec
+    from runbook_lab.kube import KubeStandIn, write_kubeconfig
+    from runbook_lab.node import LabNode, NodeSpec
 
     os.environ["TEST_NEXUS_ADMIN"] = "managed-admin-secret"
     os.environ["TEST_PULL_PASSWORD"] = "pull-user-secret"

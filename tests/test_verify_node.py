@@ -1,6 +1,6 @@
 """Node path of the verification against the Kubernetes API stand-in, with the lab's real registries.
 
-The lab's real kubelet stand-in (runbook_lib/lab/kubelet.py, real containerd over CRI) is another module's
+The lab's real kubelet stand-in (lab/runbook_lab/kubelet.py, real containerd over CRI) is another module's
 work. Here a small test kubelet plays its part through the API, as a kubelet does: it sees a Pod bound to its
 node, pulls the image the way containerd does with a docker.io hosts.toml (the mirror first, the upstream
 `server` when the mirror cannot be reached; the bypass alias straight from the upstream), and posts the
@@ -21,8 +21,8 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.rest import ApiException
 
+from runbook_lab.kube import KubeStandIn, write_kubeconfig
 from runbook_lib.kube import api_client
-from runbook_lib.lab.kube import KubeStandIn, write_kubeconfig
 from runbook_lib.plan import StageFailed
 from runbook_lib.registry.client import ImageRef, RegistryClient
 from runbook_lib.registry.pull import pull

@@ -53,6 +53,7 @@ def banner_markdown(run: dict[str, Any], stage: dict[str, Any]) -> str:
         ("Run started (UTC)", _cell_text(run.get("started", ""))),
         ("Parameters file", f"{_code(run.get('params_file', ''))} sha256 {_code(run.get('params_sha256', ''))}"),
         ("Runbook commit", _code(run.get("runbook_commit", "unknown"))),
+        ("Runbook version", _code(run.get("runbook_version", "unknown"))),
     ]
     if run.get("note"):
         rows.append(("Note", _cell_text(run["note"])))

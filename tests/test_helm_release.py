@@ -160,3 +160,14 @@ def test_pending_operation_and_wrong_chart_are_refused(api) -> None:
     store(api, {**doc, "version": 2, "info": {**doc["info"], "status": "pending-upgrade"}}, "pending-upgrade")
     with pytest.raises(StageFailed, match="pending-upgrade: another Helm operation"):
         release.current(p, api)
+
+
+@pytest.mark.parametrize("flavour", ["nxrm-ha", "nexus-repository-manager", "nxrm-aws-resiliency"])
+def test_lab_seed_ui_services_are_what_the_chart_renders(reference_dir, flavour) -> None:
+    """The lab's own UI Services equal the chart's `helm template` output (release nxrm in nexusrepo)."""
+    rendered = yaml.safe_load_all((reference_dir / "nexus-helm" / flavour / "rendered-docker-8082.yaml").read_text())
+    golden = [d for d in rendered if d and d["kind"] == "Service" and "docker" not in d["metadata"]["name"]]
+    seeded = yaml.safe_load_all(release_document(lab_params(flavour=flavour, release="nxrm",
+                                                             namespace="nexusrepo"))["manifest"])
+    assert sorted((d for d in seeded if d), key=lambda d: d["metadata"]["name"]) == sorted(
+        golden, key=lambda d: d["metadata"]["name"])

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from runbook_lib.secrets import SecretRef, parse_ref
+from runbook_lib.versions import numeric_release
 
 STAGES: tuple[str, ...] = ("preflight", "nexus-repos", "nexus-security", "helm", "karpenter", "verify")
 
@@ -145,10 +146,6 @@ class Upstream(Strict):
 
 
 # ------------------------------------------------------------------------------------------ Security
-class AdminBootstrap(Strict):
-    enabled: bool = True
-
-
 class Security(Strict):
     mode: Literal["anonymous", "authenticated"] = "anonymous"
     privilege: RepoName = "docker-pull"
@@ -238,7 +235,7 @@ class Karpenter(Strict):
             if value is not None and not re.match(r"^v?[0-9]+(\.[0-9]+){0,2}([-~+].*)?$", value):
                 raise ValueError(f"{name} must be a version such as 1.14.1, not {value!r}")
         if self.version:
-            release = _release(self.version)
+            release = numeric_release(self.version)
             expected = "v1alpha1" if release < (0, 32) else "v1beta1" if release < (1, 0) else "v1"
             if expected != self.api_version:
                 raise ValueError(f"Karpenter {self.version} serves node classes as {expected}, "
@@ -248,17 +245,12 @@ class Karpenter(Strict):
         if self.ami_family == "AL2023" and self.api_version == "v1alpha1":
             raise ValueError("amiFamily AL2023 needs Karpenter >= v0.35.0 (EC2NodeClass), not AWSNodeTemplate")
         if self.ami_family == "Bottlerocket" and self.bottlerocket_version:
-            release = _release(self.bottlerocket_version)
+            release = numeric_release(self.bottlerocket_version)
             if release < (1, 2):
                 raise ValueError("Bottlerocket has container-registry mirrors only from v1.2.0")
             if self.credential_mode == "static-header" and release < (1, 6, 2):
                 raise ValueError("Bottlerocket has container-registry credentials only from v1.6.2")
         return self
-
-
-def _release(text: str) -> tuple[int, ...]:
-    core = re.split(r"[-~+]", text.strip().lstrip("v"), maxsplit=1)[0]
-    return tuple(int(p) for p in core.split("."))
 
 
 # ------------------------------------------------------------------------------------ Kubernetes, AWS

@@ -23,6 +23,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import tomli_w
 
+from runbook_lib.versions import numeric_release
+
 CAPABILITIES = ("pull", "resolve")
 
 
@@ -34,8 +36,7 @@ class ContainerdVersion:
 
     @classmethod
     def parse(cls, text: str) -> ContainerdVersion:
-        core = text.strip().lstrip("v").split("~")[0].split("-")[0].split("+")[0]
-        parts = [int(p) for p in core.split(".")[:3]]
+        parts = list(numeric_release(text)[:3])
         while len(parts) < 3:
             parts.append(0)
         return cls(*parts)

@@ -26,6 +26,7 @@ from typing import Any
 import tomli_w
 
 from runbook_lib.karpenter.mirrors import NodeMirror
+from runbook_lib.versions import numeric_release
 
 BEGIN = "# >>> eks-mirror-runbook: container registry mirrors (managed block, replaced on every apply) >>>"
 END = "# <<< eks-mirror-runbook <<<"
@@ -37,10 +38,7 @@ class BottlerocketError(ValueError):
 
 
 def _release(version: str | None) -> tuple[int, ...]:
-    if not version:
-        return (99,)
-    core = re.split(r"[-~+]", version.strip().lstrip("v"), maxsplit=1)[0]
-    return tuple(int(p) for p in core.split("."))
+    return numeric_release(version) if version else (99,)  # not given: the newest Bottlerocket
 
 
 def mirror_form(version: str | None) -> str:

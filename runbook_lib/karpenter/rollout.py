@@ -31,6 +31,7 @@ from typing import Any
 from runbook_lib.karpenter.nodeclass import KINDS, NodeClassState
 from runbook_lib.params import RunbookParams
 from runbook_lib.plan import Plan, StageFailed
+from runbook_lib.versions import numeric_release
 
 FORCE_ROLL_ANNOTATION = "eks-mirror-runbook/rollout"
 HASH_VERSION_SUFFIX = "-version"  # karpenter.k8s.aws/ec2nodeclass-hash-version, karpenter.sh/nodepool-hash-version
@@ -59,11 +60,8 @@ POOLS = {
 }
 
 
-def _release(version: str | None) -> tuple[int, int] | None:
-    if not version:
-        return None
-    parts = version.strip().lstrip("v").split(".")
-    return int(parts[0]), int(parts[1].split("-")[0]) if len(parts) > 1 else 0
+def _release(version: str | None) -> tuple[int, ...] | None:
+    return numeric_release(version) if version else None
 
 
 def _custom(api_client: Any) -> Any:

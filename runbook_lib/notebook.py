@@ -29,7 +29,7 @@ from typing import Any
 from runbook_lib import params as params_mod
 from runbook_lib.audit.record import StageRecords, record_bundle
 from runbook_lib.audit.redact_io import register_secret
-from runbook_lib.secrets import REDACTOR, ResolveContext, SecretRef, context_for, parse_ref
+from runbook_lib.secrets import REDACTOR, ResolveContext, SecretRef, parse_ref
 from runbook_lib.secrets import resolve as resolve_ref
 
 _MARK = "_runbook_scrubbed"
@@ -164,8 +164,12 @@ def kube_api_client(params: params_mod.RunbookParams) -> Any:
 
 def resolve_context(params: params_mod.RunbookParams, ref: SecretRef | None = None) -> ResolveContext:
     """The ResolveContext for a run; the Kubernetes client is built only for ``k8s:`` references."""
+    from runbook_lib import aws
+
     kube = kube_api_client(params) if ref is not None and ref.scheme == "k8s" else None
-    return context_for(params, kube)
+    return ResolveContext(base_dir=params.base_dir, aws_region=params.aws.region,
+                          aws_endpoint_url=params.aws.endpoint_url, kube_api=kube,
+                          aws_client=lambda service: aws.client(params, service))
 
 
 def register_initial_password(params: params_mod.RunbookParams) -> None:

@@ -35,14 +35,6 @@ class StageFailed(Exception):
                 "not_applied": self.not_applied}
 
 
-class StageNotImplemented(StageFailed):
-    """A stage whose notebook is not built yet: it fails loudly and changes nothing."""
-
-    def __init__(self, stage: str, issue: int):
-        super().__init__(f"stage {stage} is not implemented yet (issue #{issue}); nothing was read or changed",
-                         step="not implemented")
-
-
 @dataclass
 class Change:
     kind: str

@@ -84,21 +84,6 @@ class ProgressEvent:
     changes: dict[str, int] | None = None
     reason: str | None = None
 
-    # Read-only mapping access too, for callers written against plain dicts (``event["event"]`` is
-    # the phase).
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "event": self.phase, "index": self.index, "total": self.total, "stage": self.stage,
-            "status": self.status, "duration_s": self.duration_s, "changes": self.changes, "reason": self.reason,
-        }
-
-    def __getitem__(self, key: str) -> Any:
-        return self.as_dict()[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        value = self.as_dict().get(key)
-        return default if value is None else value
-
 
 def format_progress(event: ProgressEvent) -> str:
     """``[2/6] nexus-repos ... ok (3.2 s, 2 create, 0 update, 5 unchanged)``"""

@@ -168,19 +168,6 @@ class ResolveContext:
     aws_client: Callable[[str], Any] | None = None  # service name -> boto3 client (region, endpoint, creds)
 
 
-def context_for(params: Any, kube_api: Any = None) -> ResolveContext:
-    """The resolve context of a run: paths from the parameters file, AWS and Kubernetes from its sections."""
-    from runbook_lib import aws
-
-    return ResolveContext(
-        base_dir=params.base_dir,
-        aws_region=params.aws.region,
-        aws_endpoint_url=params.aws.endpoint_url,
-        kube_api=kube_api,
-        aws_client=lambda service: aws.client(params, service),
-    )
-
-
 _RESOLVERS: dict[str, Resolver] = {}
 
 

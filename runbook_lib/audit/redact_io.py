@@ -32,10 +32,6 @@ def register_secret(value: str, user: str | None = None) -> None:
         REDACTOR.add(value)
 
 
-def scrub_text(text: str) -> str:
-    return REDACTOR.scrub(text)
-
-
 def scrub_json_text(text: str, indent: int | None = 1) -> str:
     """Scrub a JSON document value by value (so escaped forms inside strings are seen as the kernel
     sent them), then the serialized text as a second net. Non-JSON text is scrubbed as text."""

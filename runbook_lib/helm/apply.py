@@ -26,7 +26,7 @@ import yaml
 
 from runbook_lib.helm import render
 from runbook_lib.helm.release import Release, helm_binary, kube_flags
-from runbook_lib.helm.values import Overlay, coalesce, owned_diff
+from runbook_lib.helm.values import Overlay, coalesce
 from runbook_lib.params import RunbookParams
 from runbook_lib.plan import Plan, StageFailed
 
@@ -190,8 +190,3 @@ def rebuild(params: RunbookParams, api_client: Any, release_reader: Callable[[],
     """A plan-mode plan from freshly read state (for apply_and_confirm)."""
     return build_plan(params, api_client, False, release_reader(), overlay, overlay_path, how)
 
-
-def values_diff_rows(release: Release, overlay: Overlay) -> list[dict[str, str]]:
-    """The owned keys that differ between the release and the overlay (empty: the release already has them)."""
-    return [{"key": path, "release": json.dumps(old), "overlay": json.dumps(new)}
-            for path, (old, new) in owned_diff(release.values, overlay).items()]

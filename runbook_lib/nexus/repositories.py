@@ -21,16 +21,12 @@ HUB_INDEX_URL = "https://index.docker.io/"  # what the Nexus UI sends for "Use D
 SECRET_KEYS = ("password", "bearerToken")
 
 
-def force_basic_auth(params: RunbookParams) -> bool:
+def docker_block(params: RunbookParams, port: int | None) -> dict[str, Any]:
     # forceBasicAuth=false is the UI's "Allow anonymous docker pull (Docker Bearer Token Realm
     # required)". Bearer tokens also carry authenticated users, so both modes keep it false; whether
     # anonymous pulls work is decided by anonymous access and the anonymous user's privileges.
-    return False
-
-
-def docker_block(params: RunbookParams, port: int | None) -> dict[str, Any]:
     # Unset ports are omitted, not null: the published schema has no null for them.
-    block: dict[str, Any] = {"v1Enabled": False, "forceBasicAuth": force_basic_auth(params)}
+    block: dict[str, Any] = {"v1Enabled": False, "forceBasicAuth": False}
     if port is not None:
         block["httpPort"] = port
     return block

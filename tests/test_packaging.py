@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import shutil
 import sys
+import zipfile
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -82,3 +86,52 @@ def test_console_script_is_declared() -> None:
     assert project["name"] == "eks-mirror-runbook"
     assert project["scripts"]["runbook"] == "runbook_lib.cli:main"
     assert sys.version_info >= (3, 11)
+
+
+@pytest.fixture(scope="module")
+def runbook_wheel(tmp_path_factory) -> Path:
+    """The runbook's wheel, built from this checkout with the venv's own setuptools (no download)."""
+    from setuptools import build_meta
+
+    out = tmp_path_factory.mktemp("wheel")
+    cwd = os.getcwd()
+    os.chdir(REPO)
+    try:
+        name = build_meta.build_wheel(str(out))
+    finally:
+        os.chdir(cwd)
+        shutil.rmtree(REPO / "build", ignore_errors=True)
+    return out / name
+
+
+def test_the_wheel_ships_the_notebooks_and_data_but_not_the_lab(runbook_wheel: Path) -> None:
+    with zipfile.ZipFile(runbook_wheel) as wheel:
+        names = set(wheel.namelist())
+        metadata = next(wheel.read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))
+    shipped = {n.split("/")[-1] for n in names if n.startswith("runbook_lib/notebooks/")}
+    assert shipped == {p.name for p in (REPO / "runbook_lib" / "notebooks").glob("*.ipynb")}
+    assert "runbook_lib/karpenter/crds/PROVENANCE" in names
+    assert "runbook_lib/karpenter/crds/v1.14.1/karpenter.sh_nodepools.yaml" in names
+    assert not [n for n in names if n.startswith(("runbook_lab/", "tests/"))]
+    requires = [line.split(":", 1)[1].strip().lower() for line in metadata.splitlines()
+                if line.startswith("Requires-Dist:")]
+    assert requires and not [r for r in requires if r.startswith(("moto", "grpcio"))], requires
+
+
+def test_lab_commands_without_the_lab_say_how_to_install_it(monkeypatch, capsys) -> None:
+    from runbook_lib import cli
+
+    monkeypatch.setitem(sys.modules, "runbook_lab", None)  # as in an install without the lab
+    assert cli.main(["lab", "status"]) == 2
+    err = capsys.readouterr().err
+    assert "not installed" in err and "pip install ./lab" in err and "Traceback" not in err
+
+
+def test_secrets_depends_on_nothing_else_in_the_package() -> None:
+    """Secret references are the base every module uses; they know no parameters, AWS or Kubernetes code."""
+    import ast
+
+    tree = ast.parse((REPO / "runbook_lib" / "secrets.py").read_text())
+    imported = [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    imported += [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+    assert not [m for m in imported if m.startswith("runbook_lib")], imported

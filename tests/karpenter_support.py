@@ -12,7 +12,8 @@ from typing import Any
 import yaml
 
 from runbook_lib import params as params_mod
-from runbook_lib.karpenter import stage, userdata
+from runbook_lib.karpenter import nodes as stage
+from runbook_lib.karpenter import userdata
 
 REPO = Path(__file__).resolve().parent.parent
 LAB = yaml.safe_load((REPO / "parameters" / "lab.yaml").read_text())

@@ -9,7 +9,7 @@ import pytest
 
 from runbook_lib.containerd.hosts import ContainerdVersion
 from runbook_lib.containerd.preflight import check_config, check_nodeconfig_fragment, check_version
-from runbook_lib.karpenter import stage
+from runbook_lib.karpenter import nodes as stage
 from tests.karpenter_support import make_params
 
 V = ContainerdVersion.parse

@@ -20,8 +20,7 @@ from runbook_lab.ingress import IngressProxy
 from runbook_lab.kube import KubeStandIn, write_kubeconfig
 from runbook_lib import kube, net
 from runbook_lib import params as params_mod
-from runbook_lib.helm import apply as helm_apply
-from runbook_lib.helm import release, values, verify
+from runbook_lib.helm import exposure, release, values, verify
 from runbook_lib.plan import StageFailed, apply_and_confirm
 from runbook_lib.registry.client import RegistryClient
 from runbook_lib.secrets import REDACTOR
@@ -47,8 +46,8 @@ class Stage3:
         rel = release.current(self.params, self.api)
         overlay = values.build_overlay(self.params, rel.values)
         path = overlay.write(self.lab.log.parent)
-        plan = helm_apply.build_plan(self.params, self.api, apply, rel, overlay, path)
-        apply_and_confirm(plan, lambda: helm_apply.rebuild(self.params, self.api, lambda: release.current(
+        plan = exposure.build_plan(self.params, self.api, apply, rel, overlay, path)
+        apply_and_confirm(plan, lambda: exposure.rebuild(self.params, self.api, lambda: release.current(
             self.params, self.api), overlay, path), self.record)
         return plan, overlay, rel
 
@@ -198,16 +197,16 @@ def test_verification_reports_a_missing_route(stage3) -> None:
 
 def test_helm_command_pins_the_deployed_chart(stage3, tmp_path) -> None:
     rel = release.current(stage3.params, stage3.api)
-    cmd = helm_apply.helm_command(stage3.params, rel, tmp_path / "overlay.yaml")
+    cmd = exposure.helm_command(stage3.params, rel, tmp_path / "overlay.yaml")
     assert cmd[:6] == ["helm", "upgrade", "nxrm", "sonatype/nxrm-ha", "--namespace", "nexusrepo"]
     assert cmd[6:11] == ["--version", "95.2.0", "--reuse-values", "-f", str(tmp_path / "overlay.yaml")]
     assert "--kubeconfig" in cmd
-    if not helm_apply.helm_binary():
+    if not exposure.helm_binary():
         stage3.params.helm.apply_with = "helm"
         with pytest.raises(StageFailed, match="no helm binary"):
-            helm_apply.mode(stage3.params)
+            exposure.mode(stage3.params)
         stage3.params.helm.apply_with = "auto"
-        assert helm_apply.mode(stage3.params) == "manifests"
+        assert exposure.mode(stage3.params) == "manifests"
 
 
 def test_runbook_run_helm_apply_exits_0(stage3, tmp_path, capsys) -> None:
@@ -228,4 +227,4 @@ def test_runbook_run_helm_apply_exits_0(stage3, tmp_path, capsys) -> None:
     assert stage["checks"] and all(c["ok"] for c in stage["checks"])
     run_dir = sorted((tmp_path / "outputs").glob("*/run.json"))[-1].parent
     assert yaml.safe_load((run_dir / values.OVERLAY_FILE).read_text())["nexus"]["docker"]["enabled"] is True
-    assert os.path.exists(run_dir / helm_apply.MANIFESTS_FILE)
+    assert os.path.exists(run_dir / exposure.MANIFESTS_FILE)

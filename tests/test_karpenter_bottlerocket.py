@@ -8,7 +8,8 @@ import tomllib
 
 import pytest
 
-from runbook_lib.karpenter import bottlerocket, stage
+from runbook_lib.karpenter import bottlerocket
+from runbook_lib.karpenter import nodes as stage
 from runbook_lib.karpenter.mirrors import NodeMirror
 from tests.karpenter_support import make_params
 

@@ -15,7 +15,8 @@ import tomllib
 import pytest
 
 from runbook_lab import karpenter as k
-from runbook_lib.karpenter import stage, userdata
+from runbook_lib.karpenter import nodes as stage
+from runbook_lib.karpenter import userdata
 from tests.karpenter_support import make_params, no_secret
 from tests.test_lab_karpenter import claims, moto, sim  # noqa: F401 - fixtures
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runbook_lib.karpenter import manifests, schemas, stage
+from runbook_lib.karpenter import manifests, schemas
+from runbook_lib.karpenter import nodes as stage
 from tests.karpenter_support import make_params
 
 CRDS = Path(__file__).resolve().parent.parent / "runbook_lib" / "karpenter" / "crds"

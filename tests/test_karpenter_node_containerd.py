@@ -17,7 +17,8 @@ import pytest
 
 from runbook_lib.containerd.hosts import validate
 from runbook_lib.containerd.preflight import check_config
-from runbook_lib.karpenter import stage, userdata
+from runbook_lib.karpenter import nodes as stage
+from runbook_lib.karpenter import userdata
 from runbook_lib.secrets import REDACTOR
 from tests.karpenter_support import no_secret, run_script, tree
 from tests.labkit import Lab, upstream_fixture

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from runbook_lab.kube import KubeStandIn, write_kubeconfig
-from runbook_lib.karpenter import bottlerocket, mime, nodeclass, rollout, stage, userdata
+from runbook_lib.karpenter import bottlerocket, mime, nodeclass, rollout, userdata
+from runbook_lib.karpenter import nodes as stage
 from runbook_lib.kube import api_client
 from runbook_lib.plan import StageFailed, apply_and_confirm
 from tests.karpenter_support import make_params

@@ -16,7 +16,8 @@ import pytest
 from kubernetes import client
 
 from runbook_lab.kube import KubeStandIn, write_kubeconfig
-from runbook_lib.karpenter import rollout, stage
+from runbook_lib.karpenter import nodes as stage
+from runbook_lib.karpenter import rollout
 from runbook_lib.kube import api_client
 from runbook_lib.plan import StageFailed
 from tests.karpenter_support import make_params

@@ -19,7 +19,8 @@ import pytest
 
 from runbook_lab.httpbase import LabHandler, LabHTTPServer, serve_in_thread
 from runbook_lib.containerd.hosts import validate
-from runbook_lib.karpenter import credentials, mime, stage, userdata
+from runbook_lib.karpenter import credentials, mime, userdata
+from runbook_lib.karpenter import nodes as stage
 from tests.karpenter_support import make_params, no_secret, run_script, script_for, tree, upstream
 
 PASSWORD = "s3cret-pull-PW"

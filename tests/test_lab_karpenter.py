@@ -531,7 +531,7 @@ def test_stage4_user_data_rolls_the_nodes_which_then_pull_through_the_mirror(mot
 
     from runbook_lab.kube import KubeStandIn, write_kubeconfig
     from runbook_lib import params as params_mod
-    from runbook_lib.karpenter import stage
+    from runbook_lib.karpenter import nodes as stage
     from tests.lab_node_support import events_of, pod, pod_phase
 
     hub, mirror = registries.hub, registries.mirror

@@ -21,7 +21,7 @@ import httpx
 
 from runbook_lib import net
 from runbook_lib.helm import render
-from runbook_lib.helm.apply import Objects, desired_objects
+from runbook_lib.helm.exposure import Objects, desired_objects
 from runbook_lib.helm.release import Release
 from runbook_lib.helm.values import Endpoint, Overlay
 from runbook_lib.params import RunbookParams

@@ -8,7 +8,7 @@ Modules, in the order the stage uses them:
 - ``bottlerocket``: the ``settings.container-registry`` TOML block and its merge;
 - ``nodeclass``: read, merge, diff, validate (vendored CRDs in ``crds/``) and patch node classes;
 - ``rollout``: drift per Karpenter version, disruption budgets, forced roll, the rollout watcher;
-- ``stage``: the glue the notebook calls.
+- ``nodes``: the stage's steps the notebook calls (render, plan, node preflight, roll).
 
 Facts are from shared/notes/karpenter-and-nodes.md and shared/notes/containerd-real-components.md; each
 module cites what it relies on.

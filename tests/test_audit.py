@@ -83,8 +83,8 @@ def test_format_progress() -> None:
     assert format_progress(ProgressEvent(3, 6, "helm", "start")) == "[3/6] helm ..."
     failed = ProgressEvent(3, 6, "helm", "end", "failed", 1.0, {"delete": 1}, reason="boom")
     assert format_progress(failed) == "[3/6] helm ... failed (1.0 s, 0 create, 0 update, 0 unchanged, 1 delete): boom"
-    # dict-style access for callbacks written against plain mappings
-    assert (failed["event"], failed["stage"], failed.get("reason"), failed.get("missing", 7)) == ("end", "helm", "boom", 7)
+    assert (failed.phase, failed.stage, failed.reason) == ("end", "helm", "boom")
+    assert not hasattr(failed, "__getitem__")  # a typed event, not a mapping
     assert ProgressEvent(1, 1, "helm", "start").get("duration_s", 0) == 0
 
 

@@ -1,4 +1,4 @@
-"""Validate request bodies against the published Nexus OpenAPI (shared/reference/nexus), for tests.
+"""Validate request bodies against the published Nexus OpenAPI (tests/data/reference/nexus), for tests.
 
 OpenAPI 3.0 schemas say `nullable: true` where JSON Schema says `type: [T, "null"]`; the converter below
 rewrites that, then jsonschema validates each body against the operation's requestBody schema.

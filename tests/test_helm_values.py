@@ -1,6 +1,6 @@
 """Stage 3 overlays per chart flavour, checked against the charts' own values files and rendered examples.
 
-The reference files (shared/reference/nexus-helm/<chart>/) are the charts' byte-identical values.yaml and the
+The reference files (tests/data/reference/nexus-helm/<chart>/) are the charts' byte-identical values.yaml and the
 Service/Ingress documents the real charts rendered for a docker connector on 8082 (helm-python-sdk, Helm SDK
 v4.2.3). An overlay key must exist in the chart's values (or in its commented example, or be read by the
 chart as the rendered example proves); our rendering of the overlay must have the examples' shape.
@@ -29,7 +29,7 @@ def chart_dir(reference_dir: Path, flavour: str) -> Path:
 
 
 def load_values(path: Path) -> dict[str, Any]:
-    # nexus-repository-manager's files carry trailing tabs PyYAML rejects (shared notes §5.3)
+    # nexus-repository-manager's files carry trailing tabs PyYAML rejects
     return yaml.safe_load(re.sub(r"[ \t]+\n", "\n", path.read_text()))
 
 

@@ -2,8 +2,9 @@
 
 Everything it writes stays inside `workdir`: root, state, gRPC/ttrpc sockets, the `opt` plugin path
 (without it containerd 1.6 creates /opt/containerd/{bin,lib} on the host) and the CRI plugin's CNI
-directories (the CRI plugin creates its CNI conf_dir at startup). Facts used here are from
-shared/notes/containerd-real-components.md (§4, §6, T15), measured on this machine.
+directories (the CRI plugin creates its CNI conf_dir at startup). Facts used here (containerd
+docs/hosts.md and docs/cri/config.md; checked with Debian's containerd 1.6 on this machine): a legacy
+`registry.mirrors` table beside `config_path` leaves the CRI plugin unloaded with only a warning.
 
 The daemon resolves registries for CRI pulls through `registry.config_path = certs_dir` (what EKS nodes
 use), while `ctr images pull --hosts-dir DIR` resolves on the ctr client side and never consults the

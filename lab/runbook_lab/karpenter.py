@@ -3,7 +3,8 @@
 A controller process that talks to the Kubernetes API stand-in through the official client and a kubeconfig,
 as Karpenter talks to an API server, and to EC2 (moto) through boto3. It reproduces the parts of Karpenter
 (kubernetes-sigs/karpenter + aws/karpenter-provider-aws, v1 API; v1beta1 when only that is served) that the
-runbook's Karpenter stage relies on; facts and sources are in shared/notes/karpenter-and-nodes.md (a)-(b):
+runbook's Karpenter stage relies on; sources: kubernetes-sigs/karpenter pkg/controllers/nodeclaim/disruption/drift.go and
+aws/karpenter-provider-aws pkg/providers/amifamily/bootstrap/ (userData merge), pkg/apis/v1/ec2nodeclass_hash.go:
 
 * EC2NodeClass: annotated with `karpenter.k8s.aws/ec2nodeclass-hash` (+ `-hash-version`), a hash of its spec
   that ignores the selector terms and amiFamily (hash:"ignore" in pkg/apis/v1/ec2nodeclass.go) and includes

@@ -1,7 +1,8 @@
 """Node-side containerd checks: will this node's containerd read the hosts.toml files we write?
 
-Checks on a containerd ``config.toml`` text and version (facts: shared/notes/karpenter-and-nodes.md §d,
-shared/notes/containerd-real-components.md T15 and "config_path not set"):
+Checks on a containerd ``config.toml`` text and version (facts: the EKS AMIs' configs in awslabs/amazon-eks-ami
+templates/al2/runtime/containerd-config.toml and nodeadm's; containerd docs/cri/config.md: legacy
+`registry.mirrors` beside `config_path` unloads the CRI plugin; `config_path` is empty by default):
 - ``config_path`` set in the CRI registry config (version 2: ``plugins."io.containerd.grpc.v1.cri".registry``,
   version 3+: ``plugins."io.containerd.cri.v1.images".registry``; version 1: ``plugins.cri.registry``).
   The default is empty, and then CRI ignores certs.d entirely;

@@ -1,6 +1,6 @@
 """Facts about the three Sonatype Nexus Repository 3 charts that can expose the docker connectors.
 
-Sources (see shared notes nexus-helm.md and reference/nexus-helm/SOURCES.yaml): nxrm-ha 95.2.0 (maintained,
+Sources (tests/data/reference/nexus-helm/SOURCES.yaml): nxrm-ha 95.2.0 (maintained,
 `sonatype/helm3-charts`), nexus-repository-manager and nxrm-aws-resiliency 64.2.0 (deprecated, last tag of
 `sonatype/nxrm3-helm-repository`). Only data is kept here: chart metadata and the subset of each chart's
 default values that the docker Service/Ingress templates read. Tests check the subsets against the charts'

@@ -10,6 +10,6 @@ Modules, in the order the stage uses them:
 - ``rollout``: drift per Karpenter version, disruption budgets, forced roll, the rollout watcher;
 - ``nodes``: the stage's steps the notebook calls (render, plan, node preflight, roll).
 
-Facts are from shared/notes/karpenter-and-nodes.md and shared/notes/containerd-real-components.md; each
-module cites what it relies on.
+Each module cites the public sources it relies on (aws/karpenter-provider-aws, kubernetes-sigs/karpenter,
+awslabs/amazon-eks-ami, bottlerocket-os/bottlerocket, containerd docs/hosts.md).
 """

@@ -1,7 +1,7 @@
 """Nexus Repository 3 REST client (httpx).
 
 Owns one connection pool, Basic auth, timeouts, retries and the error mapping. Facts it relies on
-(shared/notes/nexus-api.md):
+(sonatype/nexus-public siesta and security REST resources; nexus-repo-api-client spec/openapi.yaml):
 - every call is pre-emptive Basic auth under ``/service/rest``; wrong credentials give 401, missing
   ones 403 with an empty body;
 - success codes differ per resource (repository create 201, role/user create 200 with a body, ...),

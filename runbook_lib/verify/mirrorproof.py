@@ -3,7 +3,7 @@
 Content: ``GET /service/rest/v1/search?repository=<proxy>&format=docker&name=<image>&version=<tag>``. Docker
 components are named by image path with namespace (``library/nginx``) and versioned by tag; search does not
 expand groups, so the proxy is searched by name; search is index based and may lag a proxy pull by a moment
-(shared/notes/nexus-api.md §5), so presence after a pull is polled briefly.
+(sonatype/nexus-public SearchResource, index based), so presence after a pull is polled briefly.
 
 Request counters — what moved while our pulls ran — come from one of two places:
 - ``verification.counters_url``: per-repository counters as JSON ``{repo: {"requests": N, ...}}``. The lab's

@@ -1,6 +1,6 @@
 """Docker Hub pull rate limit: how much headroom is left, and what happens when it runs out.
 
-How to read it (shared/notes/anchors.md Part D, docker/docs content/manuals/docker-hub/usage/pulls.md):
+How to read it (docker/docs content/manuals/docker-hub/usage/pulls.md):
 1. a token from the token service named in the registry's 401 challenge (``auth.docker.io/token``), for
    ``repository:ratelimitpreview/test:pull`` — anonymous, or with Basic credentials to see an account's limit;
 2. ``HEAD /v2/ratelimitpreview/test/manifests/latest``: a HEAD is not a pull, it costs nothing;

@@ -1,6 +1,6 @@
 """The run's figures: what goes into run.json ``results``, the history store and the threshold checks.
 
-Also the Nexus Community Edition usage forecast. Facts (shared/notes/anchors.md B6): Community Edition
+Also the Nexus Community Edition usage forecast. Facts: Community Edition
 (3.77+) is capped per instance; from 3.87 the caps are **100,000 requests per day** (a rolling 24 h) and
 **40,000 components**, with a 10-day grace warning (sonatype/nexus-public#883, #814); failed requests,
 401s included, count too (#736) — and every docker pull starts with a 401 and a token request. The

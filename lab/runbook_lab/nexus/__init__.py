@@ -1,6 +1,7 @@
 """A Nexus Repository 3 stand-in for the lab: the REST API under /service/rest and docker registry access.
 
-Held to the real server's documented behaviour (shared/notes/nexus-api.md, shared/reference/nexus/), never
+Held to the real server's documented behaviour (sonatype/nexus-public REST resources, the published OpenAPI of
+sonatype-nexus-community/nexus-repo-api-client spec/openapi.yaml; tests/data/reference/nexus/), never
 shaped around our client. Start it in-process with `NexusEmulator(data_dir).start()` or as a process with
 `python -m runbook_lab.nexus --data-dir DIR --port N`.
 

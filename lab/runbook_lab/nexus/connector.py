@@ -1,6 +1,6 @@
 """Docker connectors of the Nexus 3 emulator: the Docker Registry HTTP API v2 as Nexus serves it.
 
-Where it is served (shared/notes/nexus-api.md §6):
+Where it is served (Nexus docs "Docker Repository Connectors", help.sonatype.com):
 - on a repository's own connector port (`docker.httpPort`) at `/v2/...`; Nexus starts a Jetty connector as
   soon as the port is set (nexus-public#565) and logs a bind failure without stopping;
 - on the main port at `/repository/<name>/v2/...` (NP NexusRequestCustomizer; the main server calls

@@ -1,6 +1,6 @@
 """The failures a Nexus REST resource can answer with, one class per documented body shape.
 
-Shapes (shared/notes/nexus-api.md §2; contract.json `errorShapes`; NP components/nexus-siesta/.../internal/*
+Shapes (contract.json `errorShapes`; NP components/nexus-siesta/.../internal/*
 ExceptionMapper.java, components/nexus-rest/.../ExceptionMapperSupport.java):
 - `StatusOnly`: an entity-less WebApplicationException (403, 404, 405, 415, 422); the body is empty because
   WebappExceptionMapper rebuilds the response without entity since 3.30 (CVE-2020-25633).

@@ -1,7 +1,7 @@
 """The emulated Nexus's HTTP front: `/service/rest` (the REST API), `/repository/<name>/v2/...` (docker,
 handed to the connector half) and the lab-only `/_lab/counters`.
 
-Request handling follows the real filter/servlet order (shared/notes/nexus-api.md §1; NP SiestaModule,
+Request handling follows the real filter/servlet order (sonatype/nexus-public: SiestaModule,
 NexusBasicHttpAuthenticationFilter, AuthorizationExceptionMapper):
 1. Basic credentials, when sent, are checked first: wrong ones get 401 with
    `WWW-Authenticate: BASIC realm="Sonatype Nexus Repository Manager"` on any path. Without credentials the

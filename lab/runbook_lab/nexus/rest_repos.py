@@ -1,6 +1,6 @@
 """Repository resources: the generic list/get/delete/settings views and typed docker proxy and group CRUD.
 
-Facts (shared/notes/nexus-api.md §3; contract.json repo.*; NP components/nexus-repository-services/.../rest/api/
+Facts (contract.json repo.*; NP components/nexus-repository-services/.../rest/api/
 AbstractRepositoriesApiResource.java, AbstractGroupRepositoriesApiResource.java,
 AuthorizingRepositoryManagerImpl.java, repository/manager/internal/RepositoryManagerImpl.java):
 - create 201 / update 204, no bodies; typed GET 200; DELETE 204; a missing repository on PUT or DELETE is 404

@@ -1,6 +1,6 @@
 """Security resources: realms, anonymous access, privileges, roles, users.
 
-Facts (shared/notes/nexus-api.md §4; contract.json realms.*, anonymous.*, privileges.*, roles.*, users.*;
+Facts (contract.json realms.*, anonymous.*, privileges.*, roles.*, users.*;
 NP components/nexus-security/.../realm/api/RealmApiResource.java, anonymous/rest/AnonymousAccessApiResource.java,
 privilege/rest/PrivilegeApiResourceSupport.java, role/rest/RoleApiResource.java,
 internal/rest/UserApiResource.java; components/nexus-repository-services/.../RepositoryPrivilegeDescriptorSupport):

@@ -85,7 +85,7 @@ def test_format_progress() -> None:
     assert format_progress(failed) == "[3/6] helm ... failed (1.0 s, 0 create, 0 update, 0 unchanged, 1 delete): boom"
     assert (failed.phase, failed.stage, failed.reason) == ("end", "helm", "boom")
     assert not hasattr(failed, "__getitem__")  # a typed event, not a mapping
-    assert ProgressEvent(1, 1, "helm", "start").get("duration_s", 0) == 0
+    assert ProgressEvent(1, 1, "helm", "start").duration_s is None
 
 
 # ----------------------------------------------------------------------------------------- banner

@@ -1,7 +1,7 @@
 """Write environment.yml (conda) from requirements.lock so both carry the same pins.
 
 Run after changing requirements.lock: .venv/bin/python scripts/write_environment_yml.py
-(tests/test_packaging.py fails while they disagree).
+(tests/unit/test_packaging.py fails while they disagree).
 """
 
 from pathlib import Path

@@ -83,7 +83,7 @@ def kubeconfig(kube, tmp_path: Path) -> Path:
 @pytest.fixture
 def nexus(tmp_path: Path):
     """A Nexus emulator (REST only) on an ephemeral port with a test client; modules may override it."""
-    from tests.lab_nexus_support import running_nexus
+    from tests.support.lab_nexus import running_nexus
 
     with running_nexus(tmp_path / "data") as nx:
         yield nx

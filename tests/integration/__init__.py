@@ -1,0 +1,1 @@
+"""Integration tests: stages on the lab, real containerd and network namespaces."""

@@ -1,0 +1,1 @@
+"""Lab fidelity tests: each stand-in held to its real twin's documented behaviour."""

@@ -1,0 +1,103 @@
+"""Test kit: a Nexus-emulator lab (emulator + Docker Hub front + real distribution registry).
+
+Shared by the stage tests and the real-containerd tests; not a test module itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from runbook_lab import registries
+from runbook_lib import params as params_mod
+from runbook_lib.nexus import repositories, security, session
+from runbook_lib.plan import apply_and_confirm
+from runbook_lib.secrets import resolve
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Outside CI a missing docker-registry skips (with the install hint); under CI it must be there.
+needs_registry = pytest.mark.skipif(
+    not Path(registries.REGISTRY_BINARY).exists() and not os.environ.get("CI"),
+    reason=f"{registries.REGISTRY_BINARY} missing ({registries.INSTALL_HINT})")
+WRITES = ("POST", "PUT", "DELETE")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Upstream:
+    url: str  # the Docker Hub front (what Nexus proxies and what a direct pull uses)
+    hub: object  # runbook_lab.dockerhub.DockerHub
+    registry_url: str
+
+
+def upstream_fixture(tmp_path_factory) -> Iterator[Upstream]:
+    """A real distribution registry seeded with the lab images, behind the Docker Hub front."""
+    from runbook_lab.dockerhub import DockerHub
+    from runbook_lab.images import seed_lab_images
+    from runbook_lab.registries import start_registry, stop_process
+
+    tmp = tmp_path_factory.mktemp("upstream")
+    reg = start_registry("docker.io", tmp / "reg", 0, tmp / "reg.log")
+    hub = DockerHub(reg.url).start()
+    try:
+        seed_lab_images({"docker.io": reg.url, "quay.io": reg.url}, tmp / "img", image_mb=1, multilayer_mb=4)
+        yield Upstream(hub.url, hub, reg.url)
+    finally:
+        hub.stop()  # idempotent: a test may have stopped it to take the upstream down
+        stop_process(reg)
+
+
+class Lab:
+    def __init__(self, tmp: Path, hub_url: str, mode: str):
+        from runbook_lab.nexus.emulator import NexusEmulator
+
+        self.log = tmp / "requests.jsonl"
+        self.emulator = NexusEmulator(tmp / "nexus", port=0, version="3.94.0-01", edition="COMMUNITY",
+                                      request_log=self.log).start()
+        hub_port, quay_port = free_port(), free_port()
+        data = yaml.safe_load((REPO / "parameters" / "lab.yaml").read_text())
+        data["nexus"].update(url=self.emulator.url, admin_password="env:TEST_NEXUS_ADMIN",
+                             initial_password_file=str(tmp / "nexus" / "admin.password"))
+        data["upstreams"] = [
+            {"name": "docker-hub", "registry": "docker.io", "remote_url": hub_url, "group": "docker",
+             "connector_port": hub_port, "mirror_url": f"http://127.0.0.1:{hub_port}"},
+            {"name": "quay-io", "registry": "quay.io", "remote_url": hub_url, "connector_port": quay_port},
+        ]
+        data["security"] = {"mode": mode, "pull_password": "env:TEST_PULL_PASSWORD"}
+        data["verification"]["images"] = ["docker.io/library/demo:1"]
+        self.params = params_mod.parse(data, "test", REPO / "parameters")
+        self.records: dict[str, list] = {}
+
+    def secret(self, ref: str, user: str | None = None) -> str:
+        return resolve(ref, None, user)
+
+    def record(self, key: str, value) -> None:
+        self.records.setdefault(key, []).append(value)
+
+    def requests(self) -> list[dict]:
+        return [json.loads(line) for line in self.log.read_text().splitlines()] if self.log.exists() else []
+
+    def run_stages(self, apply: bool) -> tuple[dict, dict]:
+        login = session.admin_login(self.params, self.secret)
+        repos = repositories.build_plan(self.params, login.client, apply, self.secret)
+        apply_and_confirm(repos, lambda: repositories.build_plan(self.params, login.client, False, self.secret),
+                          self.record)
+        sec = security.build_plan(self.params, login, apply, self.secret)
+        apply_and_confirm(sec, lambda: security.build_plan(
+            self.params, session.admin_login(self.params, self.secret), False, self.secret), self.record)
+        return repos.counts(), sec.counts()
+
+

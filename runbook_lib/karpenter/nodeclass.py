@@ -153,7 +153,7 @@ class NodeClassState:
                 "notes": "; ".join(self.problems + self.warnings)}
 
 
-def inspect(api_client: Any, params: RunbookParams, name: str, generated: Generated) -> NodeClassState:
+def inspect(params: RunbookParams, api_client: Any, name: str, generated: Generated) -> NodeClassState:
     """Read one node class and work out its desired userData, with every reason it cannot be changed."""
     kind = kind_for(params)
     obj = read(api_client, kind, name)
@@ -184,12 +184,12 @@ def inspect(api_client: Any, params: RunbookParams, name: str, generated: Genera
     return state
 
 
-def plan_changes(plan: Plan, api_client: Any, params: RunbookParams, generated: Generated) -> list[NodeClassState]:
+def plan_changes(plan: Plan, params: RunbookParams, api_client: Any, generated: Generated) -> list[NodeClassState]:
     """One change per node class: update of spec.userData, or unchanged. Missing or blocked classes add no
     change; the caller reports them (states[i].problems)."""
     states = []
     for name in params.karpenter.node_classes:
-        state = inspect(api_client, params, name, generated)
+        state = inspect(params, api_client, name, generated)
         states.append(state)
         if not state.exists or state.problems:
             continue
@@ -204,7 +204,7 @@ def plan_changes(plan: Plan, api_client: Any, params: RunbookParams, generated: 
     return states
 
 
-def rollback_change(api_client: Any, params: RunbookParams, name: str, previous_user_data: str,
+def rollback_change(params: RunbookParams, api_client: Any, name: str, previous_user_data: str,
                     apply: bool) -> Change:
     """Put back a node class's previous userData (from the run folder of an earlier run): this drifts the
     nodes back just as the forward change did."""

@@ -196,9 +196,9 @@ def build_plan(params: RunbookParams, api_client: Any, apply: bool, rendered: Re
 
             secretsmanager = aws.client(params, "secretsmanager")
         credentials.plan_node_secret(plan, params, resolve, secretsmanager)
-    states = nodeclass.plan_changes(plan, api_client, params, rendered.generated)
+    states = nodeclass.plan_changes(plan, params, api_client, rendered.generated)
     token = rollout.force_roll_token(params, [s.desired for s in states])
-    rolled = rollout.plan_force_roll(plan, api_client, params, token)
+    rolled = rollout.plan_force_roll(plan, params, api_client, token)
     return StagePlan(plan, states, rolled)
 
 
@@ -232,25 +232,25 @@ def require_ready(sp: StagePlan, record: Any) -> None:
 
 
 # -- rollout ---------------------------------------------------------------------------------------------
-def start_rollout(api_client: Any, params: RunbookParams, sp: StagePlan) -> rollout.Baseline:
+def start_rollout(params: RunbookParams, api_client: Any, sp: StagePlan) -> rollout.Baseline:
     """Taken before the apply: the hashes Karpenter has now, to tell old NodeClaims from new ones later."""
-    return rollout.baseline(api_client, params, sp.states, sp.plan, sp.rolled_pools)
+    return rollout.baseline(params, api_client, sp.states, sp.plan, sp.rolled_pools)
 
 
-def run_rollout(api_client: Any, params: RunbookParams, base: rollout.Baseline, apply: bool,
+def run_rollout(params: RunbookParams, api_client: Any, base: rollout.Baseline, apply: bool,
                 out: Any = print, **watch_kw: Any) -> list[rollout.ClassProgress]:
     """Plan mode: one look (how many nodes are old). Apply mode: watch until done or the timeout."""
     if not apply:
-        progress = rollout.snapshot(api_client, params, base)
+        progress = rollout.snapshot(params, api_client, base)
         for p in progress:
             out(p.line())
         return progress
     drift = rollout.drift_mode(params, api_client)
-    progress = rollout.snapshot(api_client, params, base)
+    progress = rollout.snapshot(params, api_client, base)
     if drift.on is False and any(p.old for p in progress):
         raise StageFailed(f"drift is off ({drift.how}), so old nodes are never replaced: {drift.force}",
                           step="watch rollout")
-    return rollout.watch(api_client, params, base, out=out, **watch_kw)
+    return rollout.watch(params, api_client, base, out=out, **watch_kw)
 
 
 def results(sp: StagePlan, progress: list[rollout.ClassProgress]) -> dict[str, Any]:

@@ -166,7 +166,7 @@ def _list(api_client: Any, group: str, version: str, plural: str) -> list[dict[s
         raise
 
 
-def list_pools(api_client: Any, params: RunbookParams) -> list[dict[str, Any]]:
+def list_pools(params: RunbookParams, api_client: Any) -> list[dict[str, Any]]:
     pk = POOLS[params.karpenter.api_version]
     return _list(api_client, pk.group, pk.version, pk.plural)
 
@@ -233,12 +233,12 @@ def _pool_annotation(pool: dict[str, Any], api_version: str) -> str | None:
     return (annotations or {}).get(FORCE_ROLL_ANNOTATION)
 
 
-def plan_force_roll(plan: Plan, api_client: Any, params: RunbookParams, token: str | None) -> list[str]:
+def plan_force_roll(plan: Plan, params: RunbookParams, api_client: Any, token: str | None) -> list[str]:
     """A change per NodePool of `karpenter.node_pools` whose roll annotation differs from the token."""
     if token is None:
         return []
     api, pk = params.karpenter.api_version, POOLS[params.karpenter.api_version]
-    by_name = {p["metadata"]["name"]: p for p in list_pools(api_client, params)}
+    by_name = {p["metadata"]["name"]: p for p in list_pools(params, api_client)}
     rolled = []
     for name in params.karpenter.node_pools:
         pool = by_name.get(name)
@@ -290,11 +290,11 @@ class Baseline:
     rolled_pools: set[str] = field(default_factory=set)
 
 
-def baseline(api_client: Any, params: RunbookParams, states: list[NodeClassState], plan: Plan,
+def baseline(params: RunbookParams, api_client: Any, states: list[NodeClassState], plan: Plan,
              rolled_pools: list[str]) -> Baseline:
     pk = POOLS[params.karpenter.api_version]
     pending = {(c.kind, c.name) for c in plan.pending}
-    pools = {p["metadata"]["name"]: p for p in list_pools(api_client, params)}
+    pools = {p["metadata"]["name"]: p for p in list_pools(params, api_client)}
     return Baseline(
         started=_now(),
         class_hashes={s.name: s.hash for s in states if s.exists},
@@ -367,11 +367,11 @@ def _nodes(api_client: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
-def snapshot(api_client: Any, params: RunbookParams, base: Baseline) -> list[ClassProgress]:
+def snapshot(params: RunbookParams, api_client: Any, base: Baseline) -> list[ClassProgress]:
     api = params.karpenter.api_version
     kind, pk = KINDS[api], POOLS[api]
     custom = _custom(api_client)
-    pools = {p["metadata"]["name"]: p for p in list_pools(api_client, params)}
+    pools = {p["metadata"]["name"]: p for p in list_pools(params, api_client)}
     claims, nodes = _claims(api_client, params), _nodes(api_client)
     out = []
     for name in params.karpenter.node_classes:
@@ -444,7 +444,7 @@ def _is_new(claim: dict[str, Any], cann: dict[str, str], class_hash: str | None,
     return verdict
 
 
-def watch(api_client: Any, params: RunbookParams, base: Baseline, timeout_s: float | None = None,
+def watch(params: RunbookParams, api_client: Any, base: Baseline, timeout_s: float | None = None,
           poll_s: float | None = None, out: Callable[[str], None] = print,
           sleep: Callable[[float], None] = time.sleep,
           clock: Callable[[], float] = time.monotonic) -> list[ClassProgress]:
@@ -456,7 +456,7 @@ def watch(api_client: Any, params: RunbookParams, base: Baseline, timeout_s: flo
     last: list[str] = []
     printed = clock()
     while True:
-        progress = snapshot(api_client, params, base)
+        progress = snapshot(params, api_client, base)
         lines = [p.line() for p in progress]
         if lines != last or clock() - printed >= HEARTBEAT_S:  # also a line a minute while nothing moves
             stamp = datetime.now(UTC).strftime("%H:%M:%S")

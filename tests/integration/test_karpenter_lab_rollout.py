@@ -31,10 +31,10 @@ def test_stage_rolls_the_lab_nodes_onto_the_mirror_config(sim) -> None:  # noqa:
     rendered = stage.render(params, no_secret)
     sp = stage.build_plan(params, api, True, rendered, no_secret)
     assert [c.label for c in sp.plan.pending] == ["update EC2NodeClass default"]
-    base = stage.start_rollout(api, params, sp)
+    base = stage.start_rollout(params, api, sp)
     sp.plan.apply()
     lines: list[str] = []
-    progress = stage.run_rollout(api, params, base, apply=True, out=lines.append)
+    progress = stage.run_rollout(params, api, base, apply=True, out=lines.append)
 
     assert progress[0].done and len(progress[0].new_ready) == 2 and not progress[0].old
     assert any("marked Drifted" in line and " 0 old" not in line for line in lines)  # it saw old nodes go
@@ -52,5 +52,5 @@ def test_stage_rolls_the_lab_nodes_onto_the_mirror_config(sim) -> None:  # noqa:
 
     again = stage.build_plan(params, api, True, rendered, no_secret)
     assert again.plan.pending == []
-    assert stage.run_rollout(api, params, stage.start_rollout(api, params, again), apply=True,
+    assert stage.run_rollout(params, api, stage.start_rollout(params, api, again), apply=True,
                              out=lambda line: None)[0].done

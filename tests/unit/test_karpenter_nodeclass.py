@@ -193,7 +193,7 @@ def test_rollback_puts_the_previous_user_data_back(kube, kubeconfig, tmp_path) -
     sp.plan.apply()
     before = (tmp_path / "run" / "karpenter-userData-default-before.txt").read_text()
     assert before == USER_NODECONFIG_MIME
-    change = nodeclass.rollback_change(api, params, "default", before, apply=True)
+    change = nodeclass.rollback_change(params, api, "default", before, apply=True)
     assert change.action == "update"
     assert kube.get("karpenter.k8s.aws/v1", "EC2NodeClass", "default")["spec"]["userData"] == USER_NODECONFIG_MIME
 
@@ -224,9 +224,9 @@ def test_a_cluster_without_karpenter_crds(tmp_path) -> None:
         params = params_for(write_kubeconfig(tmp_path / "kc", bare.url))
         api, rendered, sp = run(params, apply=False)
         assert sp.states[0].row()["status"] == "missing" and sp.plan.changes == []
-        assert rollout.list_pools(api, params) == []
+        assert rollout.list_pools(params, api) == []
         base = rollout.Baseline(started=rollout._now())
-        assert rollout.snapshot(api, params, base)[0].total == 0
+        assert rollout.snapshot(params, api, base)[0].total == 0
 
 
 def test_secrets_manager_mode_plans_the_node_secret(kube, kubeconfig, monkeypatch) -> None:

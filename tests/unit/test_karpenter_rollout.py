@@ -87,7 +87,7 @@ def seed_cluster(kube: KubeStandIn, n: int = 3, class_hash: str = "h1") -> None:
 def plan_and_apply(params, api):
     rendered = stage.render(params, lambda ref, user=None: "x")
     sp = stage.build_plan(params, api, True, rendered, lambda ref, user=None: "x")
-    base = stage.start_rollout(api, params, sp)
+    base = stage.start_rollout(params, api, sp)
     sp.plan.apply()
     return sp, base
 
@@ -105,7 +105,7 @@ def test_watch_follows_a_drift_rollout_to_the_end(kube, params) -> None:
     api = api_client(params)
     sp, base = plan_and_apply(params, api)
     assert base.changed_classes == {"default"} and base.class_hashes == {"default": "h1"}
-    first = rollout.snapshot(api, params, base)[0]
+    first = rollout.snapshot(params, api, base)[0]
     assert first.waiting_for_karpenter and not first.done  # Karpenter has not hashed the new spec yet
 
     clock, lines = Clock(), []
@@ -125,7 +125,7 @@ def test_watch_follows_a_drift_rollout_to_the_end(kube, params) -> None:
         clock.t += seconds
         steps.pop(0)()
 
-    progress = rollout.watch(api, params, base, out=lines.append, sleep=sleep, clock=clock)
+    progress = rollout.watch(params, api, base, out=lines.append, sleep=sleep, clock=clock)
     assert steps == [] and all(p.done for p in progress)
     assert progress[0].record() == {"node_class": "default", "new": 3, "new_ready": 3, "old": 0, "drifted": 0,
                                     "terminating": 0, "untracked": 0, "done": True}
@@ -147,7 +147,7 @@ def test_watch_times_out_with_the_counts(kube, params) -> None:
         clock.t += seconds
 
     with pytest.raises(StageFailed, match="rollout not finished after 5 s: default: 2 old") as info:
-        rollout.watch(api, params, base, timeout_s=5, poll_s=1, out=lambda line: None, sleep=sleep, clock=clock)
+        rollout.watch(params, api, base, timeout_s=5, poll_s=1, out=lambda line: None, sleep=sleep, clock=clock)
     assert info.value.step == "watch rollout" and clock.t == 5
 
 
@@ -163,12 +163,12 @@ def test_rerun_with_nothing_changed_is_done_when_every_claim_has_the_current_has
     rendered = stage.render(params, lambda ref, user=None: "x")
     again = stage.build_plan(params, api, True, rendered, lambda ref, user=None: "x")
     assert again.plan.pending == []
-    base2 = stage.start_rollout(api, params, again)
+    base2 = stage.start_rollout(params, api, again)
     assert base2.changed_classes == set()
-    assert stage.run_rollout(api, params, base2, apply=True, out=lambda line: None)[0].done
+    assert stage.run_rollout(params, api, base2, apply=True, out=lambda line: None)[0].done
     # a claim left over from an earlier, unfinished roll is still old on the rerun
     kube.put(claim("straggler", "h1"))
-    assert rollout.snapshot(api, params, base2)[0].old == ["straggler"]
+    assert rollout.snapshot(params, api, base2)[0].old == ["straggler"]
 
 
 def test_nodeclaims_of_other_classes_are_not_counted(kube, params) -> None:
@@ -178,7 +178,7 @@ def test_nodeclaims_of_other_classes_are_not_counted(kube, params) -> None:
     api = api_client(params)
     sp, base = plan_and_apply(params, api)
     stamp_class(kube, "h2")
-    assert rollout.snapshot(api, params, base)[0].old == ["old-0"]
+    assert rollout.snapshot(params, api, base)[0].old == ["old-0"]
 
 
 def test_new_claim_counts_as_ready_through_its_node(kube, params) -> None:
@@ -189,9 +189,9 @@ def test_new_claim_counts_as_ready_through_its_node(kube, params) -> None:
     c = claim("new-0", "h2")
     c["status"]["conditions"] = []
     kube.put(c)
-    assert not rollout.snapshot(api, params, base)[0].done
+    assert not rollout.snapshot(params, api, base)[0].done
     kube.put(node("node-new-0", ready=True))
-    assert rollout.snapshot(api, params, base)[0].done
+    assert rollout.snapshot(params, api, base)[0].done
 
 
 def test_no_nodes_is_done_at_once(kube, params) -> None:
@@ -199,7 +199,7 @@ def test_no_nodes_is_done_at_once(kube, params) -> None:
     api = api_client(params)
     sp, base = plan_and_apply(params, api)
     stamp_class(kube, "h2")
-    progress = rollout.snapshot(api, params, base)[0]
+    progress = rollout.snapshot(params, api, base)[0]
     assert progress.done and "no nodes" in progress.line()
 
 
@@ -218,9 +218,9 @@ def test_forced_roll_is_tracked_by_the_nodepool_hash(kube, params) -> None:
     pool = kube.get("karpenter.sh/v1", "NodePool", "default")
     pool["metadata"]["annotations"][POOL_HASH_KEY] = "p2"
     kube.put(pool)
-    assert rollout.snapshot(api, params, base)[0].old == ["old-0"]
+    assert rollout.snapshot(params, api, base)[0].old == ["old-0"]
     kube.put(claim("old-0", "h2", pool_hash="p2"))
-    assert rollout.snapshot(api, params, base)[0].done
+    assert rollout.snapshot(params, api, base)[0].done
 
 
 def test_creation_time_decides_when_karpenter_stamps_no_hashes() -> None:
@@ -279,7 +279,7 @@ def test_drift_off_with_old_nodes_fails_fast(kube, params) -> None:
                                                     "data": {"featureGates.driftEnabled": "false"}})
     sp, base = plan_and_apply(p, api)
     with pytest.raises(StageFailed, match="drift is off"):
-        stage.run_rollout(api, p, base, apply=True, out=lambda line: None)
+        stage.run_rollout(p, api, base, apply=True, out=lambda line: None)
 
 
 def test_budget_rows(kube, params) -> None:
@@ -292,11 +292,11 @@ def test_budget_rows(kube, params) -> None:
     blocked["spec"]["disruption"]["budgets"] = [{"nodes": "0"}, {"nodes": "5", "reasons": ["Empty"]}]
     kube.put(blocked)
     api = api_client(params)
-    rows = rollout.budget_rows(rollout.list_pools(api, params), params)
+    rows = rollout.budget_rows(rollout.list_pools(params, api), params)
     assert {(r["pool"], r["budget"], r["applies to drift"]) for r in rows} == {
         ("default", "nodes: 2", "yes"), ("spot", "nodes: 10% (default)", "yes"),
         ("frozen", "nodes: 0", "BLOCKS drift while active"), ("frozen", "nodes: 5", "no (reasons: Empty)")}
     old = make_params(api_version="v1beta1", version="0.33.1", ami_family="AL2")
     assert rollout.budget_rows([nodepool("x", "default")], old)[0]["budget"] == "one node at a time (built in)"
-    assert [p["metadata"]["name"] for p in rollout.pools_of(rollout.list_pools(api, params), "v1", "default")] == [
+    assert [p["metadata"]["name"] for p in rollout.pools_of(rollout.list_pools(params, api), "v1", "default")] == [
         "default", "spot"]

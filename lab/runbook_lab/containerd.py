@@ -8,8 +8,8 @@ docs/hosts.md and docs/cri/config.md; checked with Debian's containerd 1.6 on th
 
 The daemon resolves registries for CRI pulls through `registry.config_path = certs_dir` (what EKS nodes
 use), while `ctr images pull --hosts-dir DIR` resolves on the ctr client side and never consults the
-daemon's config_path (notes T16). Run pulls that could fall back to docker.io only in a private network
-namespace (see runbook_lab.netns).
+daemon's config_path (containerd/containerd#12550, #11478). Run pulls that could fall back to docker.io
+only in a private network namespace (see runbook_lab.netns).
 """
 
 from __future__ import annotations
@@ -310,8 +310,8 @@ class PrivateContainerd:
     def remove_all_images(self) -> None:
         """Removes every image in both namespaces, with synchronous garbage collection.
 
-        Content blobs are shared between namespaces (notes §6 pitfall): a pull is only cold after the
-        image is gone from ctr's `default` and CRI's `k8s.io` alike.
+        Content blobs are shared between containerd namespaces (one content store): a pull is only cold
+        after the image is gone from ctr's `default` and CRI's `k8s.io` alike.
         """
         for namespace in NAMESPACES:
             names = self.image_names(namespace)
@@ -329,7 +329,8 @@ class PrivateContainerd:
         return None
 
     def cri_loaded(self) -> bool:
-        # containerd keeps running when CRI fails to load, with only a warning in its log (notes T15)
+        # containerd keeps running when CRI fails to load, with only a warning in its log (the config check
+        # in containerd pkg/cri/config/config.go fails the CRI plugin, not the daemon)
         return self.plugin_status(CRI_PLUGIN) == "ok"
 
     # -- log -------------------------------------------------------------------------------------

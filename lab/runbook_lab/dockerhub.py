@@ -11,15 +11,15 @@ streamed both ways; an optional bandwidth throttle and per-request latency stand
 distance. Lab control endpoints live under /_lab/ on the registry port (clearly not Docker Hub):
 GET /_lab/state, POST /_lab/ratelimit/reset, PUT /_lab/config.
 
-Behaviour and its sources (see also notes/anchors.md Part D):
+Behaviour and its sources:
 * Limits: anonymous 100 pulls / 6 h per IPv4 address or IPv6 /64, authenticated (Personal) 200 / 6 h
   (docker/docs content/manuals/docker-hub/usage/pulls.md).
 * A pull is a manifest GET; HEAD (version check) does not count; "a pull for a multi-arch image will
   count as one pull for each different architecture", so the GET of an index / manifest list is not
   counted by itself, only the per-platform manifest GETs (same page). Blobs are not counted.
 * Headers, lower-case as served: `ratelimit-limit: 100;w=21600`, `ratelimit-remaining: 0;w=21600`,
-  `docker-ratelimit-source: <IPv4 | IPv6 /64 | account id>` (anchors.md D; docker/hub-feedback#2464).
-  No rate-limit headers at all means unlimited (anchors.md D), which is what limit=None gives.
+  `docker-ratelimit-source: <IPv4 | IPv6 /64 | account id>` (docker/docs pulls.md; docker/hub-feedback#2464).
+  No rate-limit headers at all means unlimited (docker/docs pulls.md), which is what limit=None gives.
 * 401 challenge and body: `Bearer realm="https://auth.docker.io/token",service="registry.docker.io",
   scope="repository:library/busybox:pull"` and `{"errors":[{"code":"UNAUTHORIZED","message":
   "authentication required","detail":[{"Type":"repository","Class":"","Name":...,"Action":"pull"}]}]}`

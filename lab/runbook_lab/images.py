@@ -11,7 +11,7 @@ an image built from the same files always has the same digest. Random layers str
 keeps lab seeding idempotent.
 
 The push sequence (HEAD blob, POST + monolithic PUT, child manifests by digest, then the tag) is
-the Registry v2 protocol as seen in the containerd probe (notes/containerd-real-components.md §3).
+the Registry v2 push protocol (OCI distribution spec, opencontainers/distribution-spec spec.md).
 """
 
 from __future__ import annotations

@@ -262,8 +262,9 @@ def _mime_archive(parts: list[tuple[dict[str, str], str]]) -> str:
 
 def karpenter_user_data(family: str, user_data: str, cluster: str, endpoint: str, labels: dict[str, str],
                         taints: list[dict[str, str]], max_pods: str) -> str:
-    """The userData Karpenter hands to EC2 for a node class (notes (a)): the user's content merged with
-    Karpenter's bootstrap. AL2: user parts (all headers kept), then a bash part calling /etc/eks/bootstrap.sh;
+    """The userData Karpenter hands to EC2 for a node class (aws/karpenter-provider-aws
+    pkg/providers/amifamily/bootstrap/): the user's content merged with Karpenter's bootstrap.
+    AL2: user parts (all headers kept), then a bash part calling /etc/eks/bootstrap.sh;
     AL2023 (v1 order): user parts (Content-Type only), then Karpenter's NodeConfig; Bottlerocket: the user's
     TOML with settings.kubernetes set; Custom: unchanged. Always MIME with boundary "//" for AL2/AL2023."""
     import tomllib

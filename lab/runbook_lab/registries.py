@@ -1,7 +1,8 @@
 """CNCF distribution registries (Debian `docker-registry` 2.8.2) as the lab's upstreams and caches.
 
-Config shape, start order and behaviour are from notes/containerd-real-components.md §2: filesystem
-storage, delete enabled, access log on (one line per request, which tests read to tell containerd
+Config shape (distribution's configuration reference, https://distribution.github.io/distribution/about/
+configuration/), start order and behaviour as observed with 2.8.2: filesystem storage, delete enabled,
+access log on (one line per request, which tests read to tell containerd
 from the mirror's own upstream requests). A proxy-mode registry GETs `remoteurl/v2/` at startup and
 *panics* if the upstream is down, so start the upstream first and wait for it.
 """

@@ -1,6 +1,6 @@
 """Render an executed stage notebook as a static HTML report for people who do not read code.
 
-nbconvert's HTMLExporter with (papermill.md §9):
+nbconvert's HTMLExporter with (nbconvert docs/source/removing_cells.rst, preprocessors/tagremove.py):
 - ``exclude_input`` and no prompts: no code is shown, only markdown and outputs;
 - ``TagRemovePreprocessor`` dropping the ``injected-parameters`` cell (and the ``parameters`` cell);
 - ``ClearMetadataPreprocessor``: widget state (``metadata.widgets``) would otherwise be embedded in a

@@ -2,7 +2,7 @@
 
 A notebook calls ``ctx.record(key, value)``; that emits a ``display_data`` output whose MIME type is
 ``RECORD_MIME`` with ``{"key": key, "value": value}`` (a small glue of our own instead of scrapbook,
-see python-stack.md §6). The runner reads them back from the saved notebook with nbformat.
+whose 0.5.0 release breaks on pandas >= 2). The runner reads them back from the saved notebook with nbformat.
 
 Keys and how several records of one key combine:
 

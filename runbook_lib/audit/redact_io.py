@@ -6,7 +6,8 @@ Two doors, both scrubbing with ``secrets.REDACTOR``:
 * ``RedactingNotebookIO``, a papermill I/O handler for the ``redact://`` scheme. papermill saves the
   output notebook many times (initial save, after every cell, autosaves, the error banner, the end;
   ``papermill/engines.py::NotebookExecutionManager``), and every one of those saves goes through this
-  handler, so a secret never reaches the disk even for a moment (papermill.md §8).
+  handler, so a secret never reaches the disk even for a moment (papermill itself has no secret handling:
+  nteract/papermill#253, #706).
 
 This module must stay cheap to import: the kernel side (``notebook.py``) uses ``register_secret``,
 and papermill is imported only when the handler is installed.

@@ -7,7 +7,8 @@ templates/al2/runtime/containerd-config.toml and nodeadm's; containerd docs/cri/
   version 3+: ``plugins."io.containerd.cri.v1.images".registry``; version 1: ``plugins.cri.registry``).
   The default is empty, and then CRI ignores certs.d entirely;
 - no legacy ``registry.mirrors`` beside ``config_path``: the CRI plugin then fails to load ("`mirrors` cannot be
-  set when `config_path` is provided"), containerd keeps running and only logs a warning (T15);
+  set when `config_path` is provided"), containerd keeps running and only logs a warning
+  (pkg/cri/config/config.go);
 - the containerd >= 2.1 transfer-service trap: CRI pulls go through the transfer service unless a local-pull
   setting is present (``discard_unpacked_layers = true``, ``use_local_image_pull = true``, legacy
   mirrors/configs/auths, non-default ``max_concurrent_downloads``), and the transfer path does not split a
@@ -90,7 +91,7 @@ def registry_settings(doc: dict[str, Any]) -> RegistrySettings:
 
 def uses_local_pull(s: RegistrySettings) -> bool:
     """containerd >= 2.1 keeps the old local pull path (which splits config_path on ':') only with one of these
-    (internal/cri/config/config.go CheckLocalImagePullConfigs @ v2.2.0, per the notes)."""
+    (internal/cri/config/config.go CheckLocalImagePullConfigs @ v2.2.0)."""
     return bool(s.use_local_image_pull or s.discard_unpacked_layers or s.mirrors or s.configs_or_auths or (
         s.max_concurrent_downloads is not None and s.max_concurrent_downloads != DEFAULT_MAX_CONCURRENT_DOWNLOADS))
 
@@ -166,7 +167,8 @@ def check_version(version: ContainerdVersion | None) -> list[Check]:
 def check_nodeconfig_fragment(text: str, version: ContainerdVersion | None, source: str) -> list[Check]:
     """AL2023 NodeConfig `spec.containerd.config` is deep-merged by nodeadm into its template (which sets
     config_path to two folders and discard_unpacked_layers = true for containerd 2.x). Switching that off
-    turns the transfer-service trap on (the notes' example: Karpenter's own mime test data)."""
+    turns the transfer-service trap on (for example Karpenter's own test data, aws/karpenter-provider-aws
+    pkg/providers/amifamily/bootstrap/mime/test_data/mime_valid.txt: discard_unpacked_layers = false)."""
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

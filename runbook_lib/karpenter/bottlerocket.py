@@ -1,7 +1,8 @@
 """Bottlerocket node userData: ``settings.container-registry`` TOML, merged into the user's settings.
 
 Bottlerocket runs no boot script we could use (bootstrap containers cannot write under /etc, bottlerocket
-issue #4437), so mirrors are settings (karpenter-and-nodes.md §a "Bottlerocket"):
+issue #4437), so mirrors are settings (aws/karpenter-provider-aws bootstrap/bottlerocket.go; Karpenter docs
+concepts/nodeclasses.md "Bottlerocket"):
 - ``settings.container-registry.mirrors``: the **table form** (``"docker.io" = [url]``) exists from v1.2.0;
   the **array-of-tables form** (``[[...mirrors]]`` with ``registry`` and ``endpoint``) is the documented one
   from v1.4.0. Both stay valid from v1.4.0, but mixing them in one document is invalid TOML, so exactly one

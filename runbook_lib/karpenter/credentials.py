@@ -13,7 +13,8 @@
   user's password reference.
 
 Why a header at all: hosts.toml has no credential fields, and kubelet's pull secrets for docker.io are not
-sent to a mirror on another host (karpenter-and-nodes.md §e "Credentials").
+sent to a mirror on another host (containerd docs/hosts.md;
+pkg/cri/server/image_pull.go `registryHosts` and `ParseAuth` @ v1.7.34).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Complete example manifests for a *new* node class with our userData, per Karpenter API version.
 
-Shapes from karpenter-and-nodes.md §f (Karpenter's getting-started and examples/): the node class plus a
+Shapes from Karpenter's getting-started guide and aws/karpenter-provider-aws examples/: the node class plus a
 NodePool (Provisioner for v1alpha1) that references it. Written into the run folder for the operator to
 review and `kubectl apply -f`; the stage itself never creates node classes (role, subnets and security
 groups are the cluster owner's choice).

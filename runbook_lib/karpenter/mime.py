@@ -1,6 +1,7 @@
 """multipart/mixed userData, split and joined without rewriting anything the user wrote.
 
-Karpenter's own handling (karpenter-and-nodes.md §a): MIME is detected on the *trimmed* text by a
+Karpenter's own handling (aws/karpenter-provider-aws pkg/providers/amifamily/bootstrap/mime/mime.go and
+eksbootstrap.go): MIME is detected on the *trimmed* text by a
 `MIME-Version:` or `Content-Type:` prefix; AL2 keeps every part's headers and body, AL2023 keeps only each
 part's Content-Type. We split on the delimiter lines of the document's own boundary and keep every other
 byte (headers, preamble, each part, the closing delimiter and epilogue) exactly as given, so replacing or
@@ -59,7 +60,8 @@ class Part:
 
     @classmethod
     def build(cls, boundary: str, headers: dict[str, str], body: str) -> Part:
-        # Karpenter re-joins every part under its own boundary "//" (§a), so that must not occur either
+        # Karpenter re-joins every part under its own boundary "//" (eksbootstrap.go), so that must not
+        # occur either
         for line in body.splitlines():
             if line.startswith((f"--{boundary}", KARPENTER_BOUNDARY)):
                 raise MimeError(f"a part body line starts with a MIME delimiter ({line[:30]!r})")

@@ -6,10 +6,11 @@
 | v0.32-v0.37 | EC2NodeClass karpenter.k8s.aws/v1beta1 | spec.userData |
 | >= v1.0 | EC2NodeClass karpenter.k8s.aws/v1 | spec.userData |
 
-(karpenter-and-nodes.md §a). Karpenter base64-encodes userData itself, so the field holds plain text.
+(the CRDs in runbook_lib/karpenter/crds/). Karpenter base64-encodes userData itself (every Script() in
+aws/karpenter-provider-aws pkg/providers/amifamily/bootstrap/), so the field holds plain text.
 Only ``spec.userData`` is written, by a JSON merge patch that carries the resourceVersion read (a concurrent
 edit makes the patch fail with 409 instead of being overwritten). Every byte change of userData drifts every
-node of the class (§b), so the merge is deterministic and a rerun writes nothing.
+node of the class (pkg/cloudprovider/drift.go), so the merge is deterministic and a rerun writes nothing.
 """
 
 from __future__ import annotations
@@ -80,8 +81,8 @@ def patch_user_data(api_client: Any, kind: NodeClassKind, name: str, user_data: 
 
 
 def ami_family_of(obj: dict[str, Any], kind: NodeClassKind) -> str | None:
-    """The family that decides the userData format: spec.amiFamily, else the v1 alias (§c), else AL2 for
-    v1alpha1 (its default)."""
+    """The family that decides the userData format: spec.amiFamily, else the v1 alias (CRD CEL rules),
+    else AL2 for v1alpha1 (its default)."""
     spec = obj.get("spec") or {}
     if spec.get("amiFamily"):
         return spec["amiFamily"]

@@ -93,7 +93,8 @@ def render(params: RunbookParams, resolve: SecretResolver) -> Rendered:
 
 
 # -- preflight -------------------------------------------------------------------------------------------
-# What the EKS AMIs ship (karpenter-and-nodes.md §d): facts as config text, checked like a node's own file.
+# What the EKS AMIs ship (awslabs/amazon-eks-ami templates/al2/runtime/containerd-config.toml,
+# nodeadm/internal/containerd/): facts as config text, checked like a node's own file.
 AMI_CONFIGS = {
     "AL2": ('version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n'
             'config_path = "/etc/containerd/certs.d:/etc/docker/certs.d"\n'),

@@ -1,6 +1,6 @@
 """Rolling the nodes onto the new userData: drift per Karpenter version, budgets, forced roll, the watcher.
 
-Facts (karpenter-and-nodes.md §b):
+Facts (aws/karpenter-provider-aws pkg/cloudprovider/drift.go; Karpenter docs concepts/disruption.md):
 - a userData change is *static drift*: Karpenter hashes the node class spec into an annotation
   (``karpenter.k8s.aws/ec2nodeclass-hash``; v0.31 ``karpenter.k8s.aws/nodetemplate-hash``) and stamps each
   NodeClaim (Machine) with the hash of the spec it was launched from; a difference marks the NodeClaim

@@ -1,10 +1,10 @@
 """AL2 / AL2023 node userData: a boot script that writes containerd's hosts.toml files, in its own MIME part.
 
 The script (``boot_script``) needs only bash, coreutils and curl (plus the AWS CLI in the secrets-manager
-mode; EKS AMIs ship it). What it does, and why (karpenter-and-nodes.md, containerd-real-components.md):
+mode; EKS AMIs ship it). What it does, and why (containerd docs/hosts.md, Karpenter, EKS AMIs):
 - each file is written whole: ``mktemp`` in the target folder, then ``mv`` over the old file. Never
   appended (``tee -a``): a second run would duplicate a ``[host]`` table, and containerd then ignores the
-  whole file and silently pulls upstream (T6). A rerun leaves byte-identical files;
+  whole file and silently pulls upstream ("duplicated tables"). A rerun leaves byte-identical files;
 - optional boot gate, per upstream: ``curl`` asks the mirror's ``/v2/`` with a short ``--max-time``; only a
   registry answer (200, or 401 = a registry asking for a token) counts. A mirror that does not answer gets
   no file, so that registry pulls from its upstream from the first pull on (without the gate containerd
@@ -15,12 +15,13 @@ mode; EKS AMIs ship it). What it does, and why (karpenter-and-nodes.md, containe
   ``/etc/containerd/config.toml``, so ``config.toml`` itself is never edited. AMIs from v20221222 set
   ``config_path`` there; on an older AMI the script adds the CRI registry table with ``config_path`` to
   that source file once (a rerun finds it and writes nothing). A registry table without ``config_path``
-  is left alone: it may hold legacy ``mirrors``, and ``mirrors`` beside ``config_path`` unloads CRI (T15).
+  is left alone: it may hold legacy ``mirrors``, and ``mirrors`` beside ``config_path`` breaks CRI.
   AL2023: nodeadm writes config.toml with ``config_path`` before cloud-init runs our part; nothing to do.
 - the script always exits 0: a mirror problem must never stop a node from joining (it pulls upstream).
 
 Karpenter puts user parts before its own bootstrap part (AL2) or NodeConfig (AL2023 v1), and cloud-init
-runs shell parts in order, so the files exist before kubelet's first pull (§a).
+runs shell parts in order, so the files exist before kubelet's first pull
+(pkg/providers/amifamily/bootstrap/eksbootstrap.go, nodeadm.go).
 """
 
 from __future__ import annotations
@@ -241,7 +242,8 @@ def is_ours(part: mime.Part) -> bool:
 
 def _bare_content_type(text: str, ami_family: str) -> str:
     """How Karpenter classifies a bare (non-MIME) userData: AL2 wraps it as a shell script; AL2023 treats
-    text that parses as a YAML map as a NodeConfig, anything else as a shell script (§a parseUserData)."""
+    text that parses as a YAML map as a NodeConfig, anything else as a shell script
+    (nodeadm.go parseUserData)."""
     if ami_family == "AL2023":
         try:
             if isinstance(yaml.safe_load(text), dict):

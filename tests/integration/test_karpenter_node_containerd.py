@@ -99,7 +99,7 @@ def test_generated_userdata_makes_real_containerd_pull_through_the_mirror(tmp_pa
 
 
 def test_preflight_verdict_on_legacy_mirrors_matches_real_containerd(tmp_path) -> None:
-    """Our preflight says legacy registry.mirrors beside config_path breaks CRI; the real daemon agrees (T15)."""
+    """Our preflight says legacy registry.mirrors beside config_path breaks CRI; the real daemon agrees."""
     from runbook_lab.containerd import CRI_PLUGIN, PrivateContainerd
 
     legacy = {"plugins": {CRI_PLUGIN: {"registry": {"mirrors": {"docker.io": {"endpoint": ["http://127.0.0.1:9"]}}}}}}

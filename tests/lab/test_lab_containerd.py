@@ -5,7 +5,8 @@ private containerd whose CRI `config_path` is a certs.d directory of ours. The i
 `docker.io/library/demo:1`, and every hosts.toml names the upstream as `server`, so nothing here needs
 Docker Hub; when a case falls back to the default host it fails inside the private network namespace.
 
-A successful pull proves nothing about the mirror (notes §7.1): each case asserts on the registries'
+A successful pull proves nothing about the mirror (a failing mirror falls back to the server): each case
+asserts on the registries'
 access logs, by user agent (`containerd/...` for containerd, Go-http-client for the mirror's own
 upstream fetches) and by the `?ns=` parameter containerd adds for mirrors.
 """
@@ -235,7 +236,7 @@ def push_demo_image(registry_url: str, repository: str, tag: str) -> str:
 
 def hosts_toml(server: str, mirror: str | None) -> str:
     # an empty [host] table when there is no mirror: containerd 1.6 ignores a file without any
-    # host table ("invalid `host` tree", containerd#10027, notes T7)
+    # host table ("invalid `host` tree", containerd#10027, fixed in 1.7 by #10028)
     body = f'server = "{server}"\n\n'
     if mirror:
         return body + f'[host."{mirror}"]\n  capabilities = ["pull", "resolve"]\n'
@@ -332,7 +333,7 @@ def test_ctr_pull_with_hosts_dir_goes_through_the_mirror(clean: Lab, tmp_path: P
 
 @pytest.mark.netns
 def test_ctr_pull_without_hosts_dir_ignores_certs_d(clean: Lab, tmp_path: Path) -> None:
-    # notes T16: checking a node with plain `ctr images pull` tests nothing
+    # containerd#12550: checking a node with plain `ctr images pull` tests nothing
     lab = clean
     namespace = lab.upstream.url.removeprefix("http://")
     write_atomically(lab.daemon_hosts(namespace), hosts_toml(lab.upstream.url, lab.mirror.url))
@@ -489,7 +490,8 @@ def test_remove_all_images_makes_the_next_pull_cold(clean: Lab, tmp_path: Path) 
 
 @pytest.mark.netns
 def test_cri_plugin_not_loading_is_detected(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> None:
-    # notes T15: legacy registry.mirrors next to config_path unloads CRI; containerd itself keeps running
+    # legacy registry.mirrors next to config_path unloads CRI (pkg/cri/config/config.go); containerd itself
+    # keeps running
     legacy = {"plugins": {"io.containerd.grpc.v1.cri": {"registry": {"mirrors": {"docker.io": {"endpoint": [lab.mirror.url]}}}}}}
     base = tmp_path_factory.mktemp("ctdbad")
     daemon = PrivateContainerd(base / "ctd", base / "certs.d", extra_config=legacy)

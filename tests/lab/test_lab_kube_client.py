@@ -45,7 +45,7 @@ def status_of(exc: ApiException) -> dict[str, Any]:
 
 
 def ec2nodeclass(name: str = "default", **spec: Any) -> dict[str, Any]:
-    """The v1 EC2NodeClass of karpenter-and-nodes.md (f)."""
+    """A v1 EC2NodeClass shaped like aws/karpenter-provider-aws examples/v1/*.yaml."""
     body = {
         "apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass", "metadata": {"name": name},
         "spec": {"role": "KarpenterNodeRole-my-cluster", "amiSelectorTerms": [{"alias": "al2023@v20260714"}],
@@ -65,7 +65,7 @@ def nodepool_v1(name: str = "default") -> dict[str, Any]:
                                "budgets": [{"nodes": "10%", "reasons": ["Drifted"]}]}}}
 
 
-# Karpenter kinds at every served version, with a minimal valid body each (karpenter-and-nodes.md (f)).
+# Karpenter kinds at every served version, with a minimal valid body each (shapes of Karpenter's examples/).
 KARPENTER_OBJECTS = [
     (KARPENTER_AWS, "v1", "ec2nodeclasses", ec2nodeclass("nc-v1")),
     (KARPENTER_AWS, "v1beta1", "ec2nodeclasses", {
@@ -323,7 +323,7 @@ def test_server_side_apply_creates_then_merges(custom: client.CustomObjectsApi, 
     args = (KARPENTER_AWS, "v1", "ec2nodeclasses", "default")
     result = custom.patch_cluster_custom_object(*args, ec2nodeclass(), _content_type="application/apply-patch+yaml",
                                                 field_manager="runbook", force=True)
-    assert result is None  # 201 Created, which patch_cluster_custom_object does not map (python-stack.md 4.1)
+    assert result is None  # 201 Created, which patch_cluster_custom_object does not map
     assert kube.requests[-1].status == 201 and kube.requests[-1].content_type == "application/apply-patch+yaml"
     first = custom.get_cluster_custom_object(*args)
     managed = first["metadata"]["managedFields"]

@@ -1,4 +1,5 @@
-"""The emulated Nexus's repository resources: the pitfalls the runbook must survive (nexus-api.md §3, §7)."""
+"""The emulated Nexus's repository resources: the pitfalls the runbook must survive
+(tests/data/reference/nexus/)."""
 
 from __future__ import annotations
 

@@ -110,7 +110,7 @@ def test_wait_ready_times_out_when_nothing_listens() -> None:
 
 @needs_registry
 def test_proxy_with_unreachable_upstream_fails_with_the_registry_log(tmp_path: Path) -> None:
-    # distribution's proxy mode GETs remoteurl/v2/ at startup and panics if it cannot (notes §2)
+    # distribution's proxy mode GETs remoteurl/v2/ at startup and panics if it cannot (seen with 2.8.2)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]
@@ -131,7 +131,7 @@ def test_pull_through_cache_fetches_from_its_upstream(tmp_path: Path) -> None:
             assert r.status_code == 200 and r.content == image.manifest
             layer = image.blobs[1]
             assert httpx.get(f"{mirror.url}/v2/library/cached/blobs/{layer.digest}").content == layer.data
-            # the mirror's own upstream requests carry Go's user agent (notes §2)
+            # the mirror's own upstream requests carry Go's net/http user agent
             assert "Go-http-client/1.1" in (tmp_path / "up.log").read_text()
         finally:
             stop_process(mirror)

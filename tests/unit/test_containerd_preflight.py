@@ -1,6 +1,7 @@
 """Node containerd preflight on config.toml texts: config_path, legacy mirrors, the 2.1 transfer-service trap.
 
-The configs are the shapes the notes record (EKS AMI templates, containerd defaults); one case is also
+The configs are the shapes of the EKS AMI templates (awslabs/amazon-eks-ami) and containerd's defaults; one
+case is also
 checked against the real containerd 1.6 in the netns suite (test_karpenter_node_containerd.py)."""
 
 from __future__ import annotations

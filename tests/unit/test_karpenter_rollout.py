@@ -1,6 +1,6 @@
 """The rollout watcher against the Kubernetes API stand-in, with NodeClaims and Nodes made by hand.
 
-The test plays Karpenter's part the way the notes describe it (karpenter-and-nodes.md §b): it re-stamps the
+The test plays Karpenter's part as Karpenter's docs describe it (concepts/disruption.md): it re-stamps the
 EC2NodeClass hash annotation after the spec changed, marks old NodeClaims Drifted, terminates them (a
 finalizer keeps them visible while "draining") and launches replacements stamped with the new hash. The
 watcher's `sleep` is the hook that advances this script one step per poll, and its clock is a counter, so
@@ -260,7 +260,8 @@ def test_drift_modes_per_version(kube, params) -> None:
 
 
 def test_drift_off_with_old_nodes_fails_fast(kube, params) -> None:
-    # v0.31 stamps the template and each Machine with karpenter.k8s.aws/nodetemplate-hash (notes §b)
+    # v0.31 stamps the template and each Machine with karpenter.k8s.aws/nodetemplate-hash
+    # (aws/karpenter-provider-aws v0.31.5 pkg/apis/v1alpha1)
     template_hash = {"karpenter.k8s.aws/nodetemplate-hash": "t1"}
     kube.put({"apiVersion": "karpenter.k8s.aws/v1alpha1", "kind": "AWSNodeTemplate",
               "metadata": {"name": "default", "annotations": template_hash},

@@ -412,8 +412,8 @@ class _Exchange:
                 self.error(403, "DENIED", UNAUTHORIZED_MESSAGE)
             return False
         if self.state.eula_blocks_access():
-            # CE 3.77+ blocks repository access until the EULA is accepted (nexus-api.md §1); the exact
-            # status Nexus uses is not documented [inferred].
+            # CE 3.77+ blocks repository access until the EULA is accepted (sonatype/nexus-public#892);
+            # the exact status Nexus uses is not documented [inferred].
             log.warning("repository %s: access refused, Community Edition EULA not accepted", self.repo)
             self.error(403, "DENIED", UNAUTHORIZED_MESSAGE)
             return False
@@ -458,7 +458,8 @@ class _Exchange:
         if not self.authorize(caller):
             return
         if _UPLOAD_RE.match(self.path) or method not in ("GET", "HEAD"):
-            # proxies and groups take no pushes (nexus-api.md §6 group lookup: GET/HEAD only)
+            # proxies and groups take no pushes (group lookup is GET/HEAD only:
+            # sonatype/nexus-public GroupHandler.java)
             self.error(405, "UNSUPPORTED", "The operation is unsupported.")
             return
         # _catalog and tags/list are not emulated.

@@ -13,7 +13,8 @@ Nexus behaviour followed here (nexus-repo-api-client spec/openapi.yaml `ProxyAtt
 - Nexus stores docker blobs per repository at `v2/-/blobs/<digest>`, i.e. shared by all image names of the
   repository, and manifests per image name; the layout below mirrors that.
 
-Unlike the CNCF distribution proxy (containerd-real-components.md §2), a cold blob is fetched from the
+Unlike the CNCF distribution proxy (distribution/distribution registry/proxy, which fetches a cold blob
+twice: once streamed to the client, once by its storeLocal goroutine), a cold blob is fetched from the
 upstream once: the bytes are streamed to the client while they are hashed and written to a temp file that
 is renamed into place only when the sha256 matches. The final chunk is held back until the digest is
 verified, so a client never receives a complete body for a corrupt blob.

@@ -13,8 +13,8 @@ AuthorizingRepositoryManagerImpl.java, repository/manager/internal/RepositoryMan
   already!", which the resource wraps like every non-validation exception: 400 message object. The same
   wrapping turns "Renaming a repository is not supported" (body name != path) and the 3.68+ blob store
   checks ("Blob store not found", "You cannot change a repository’s blob store through the API") into
-  400 message objects: ValidationErrorsException is not re-thrown by the resource's catch. (nexus-api.md
-  shows these as lists; NP at aec50e47 answers them as message objects.)
+  400 message objects: ValidationErrorsException is not re-thrown by the resource's catch. (They are
+  not validation lists: sonatype/nexus-public at aec50e47 answers them as message objects.)
 - Group members must exist and be docker (ConstraintViolations on `memberNames`, a validation list);
   `writableMember` is PRO only. Deleting a repository removes it from every group
   (RepositoryManagerImpl.removeRepositoryFromAllGroups).

@@ -15,6 +15,7 @@ class KubeConfigError(Exception):
 
 
 def api_client(params: RunbookParams) -> ApiClient:
+    import yaml
     from kubernetes import client, config
     from kubernetes.config.config_exception import ConfigException
 
@@ -27,7 +28,7 @@ def api_client(params: RunbookParams) -> ApiClient:
             path = params.path(k.kubeconfig)
             config.load_kube_config(config_file=str(path) if path else None, context=k.context,
                                     client_configuration=configuration, persist_config=False)
-    except (ConfigException, OSError) as err:
+    except (ConfigException, OSError, yaml.YAMLError) as err:  # a kubeconfig that is not YAML too
         raise KubeConfigError(f"cannot load Kubernetes configuration: {err}") from None
     if k.api_host:
         configuration.host = k.api_host

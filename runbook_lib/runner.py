@@ -234,7 +234,7 @@ def stage_parameters(stage: str, params_file: Path, apply: bool, run_dir: str) -
 
 def ipc_kernel_manager_class() -> type | None:
     """A kernel manager using IPC sockets: no ``running over TCP without encryption`` warning on every
-    kernel (ipykernel 7), tested in python-stack.md §2. None falls back to nbclient's default."""
+    kernel (ipykernel 7; checked with this lock). None falls back to nbclient's default."""
     try:
         from jupyter_client.manager import AsyncKernelManager
         from traitlets import CaselessStrEnum
@@ -303,9 +303,9 @@ def execute_stage(
 
     install_papermill_handler()
     engine_kwargs: dict[str, Any] = {
-        "shutdown_kernel": "immediate",  # graceful shutdown sometimes hangs 2.5 s (python-stack.md §2)
-        "store_widget_state": False,  # widget values would land in metadata (papermill.md §7)
-        "interrupt_on_timeout": True,  # a timeout becomes a recorded cell failure (papermill.md §4)
+        "shutdown_kernel": "immediate",  # a graceful shutdown sometimes waits 2.5 s here
+        "store_widget_state": False,  # widget values would land in metadata (nbclient docs/client.rst, "Widget state")
+        "interrupt_on_timeout": True,  # a timeout becomes a recorded cell failure
         "execution_timeout": cell_timeout_s,
     }
     km_class = ipc_kernel_manager_class()

@@ -130,10 +130,6 @@ def test_unreadable_kubeconfig_raises_kube_config_error(tmp_path: Path) -> None:
         api_client(make_params({"kubeconfig": str(tmp_path)}))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "kube.api_client catches only ConfigException and OSError: a kubeconfig that is not valid YAML makes "
-    "load_kube_config raise yaml.YAMLError (e.g. yaml.parser.ParserError), which escapes unwrapped instead of "
-    "becoming KubeConfigError('cannot load Kubernetes configuration: ...')"))
 def test_malformed_kubeconfig_raises_kube_config_error(tmp_path: Path) -> None:
     """A kubeconfig that is not YAML is a configuration error like any other unloadable kubeconfig."""
     path = tmp_path / "kc"

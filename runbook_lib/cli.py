@@ -105,8 +105,10 @@ def _lab_params(args: argparse.Namespace) -> tuple[params_mod.RunbookParams, Pat
     return p, path.resolve()
 
 
-LAB_NOT_INSTALLED = ("the built-in lab is not installed (it is a separate package, never a dependency of the "
-                     "runbook): from a checkout, `make demo` or `pip install ./lab` installs it")
+LAB_NOT_INSTALLED = (
+    "the built-in lab is not installed (it is a separate package, never a dependency of the "
+    "runbook): from a checkout, `make demo` or `pip install ./lab` installs it"
+)
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
@@ -132,7 +134,10 @@ def cmd_lab(args: argparse.Namespace) -> int:
             print(lab.status_table())
         elif args.action == "down":
             stopped = lab.down()
-            print(f"lab down: stopped {len(stopped)} process(es)" + (f": {', '.join(stopped)}" if stopped else ""))
+            print(
+                f"lab down: stopped {len(stopped)} process(es)"
+                + (f": {', '.join(stopped)}" if stopped else "")
+            )
         else:
             print(lab.status_table())
             return 0 if lab.healthy() else 1
@@ -144,7 +149,9 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="runbook", description="EKS registry mirror runbook (Nexus 3 + Karpenter)")
+    ap = argparse.ArgumentParser(
+        prog="runbook", description="EKS registry mirror runbook (Nexus 3 + Karpenter)"
+    )
     sub = ap.add_subparsers(dest="command", required=True)
 
     pp = sub.add_parser("params", help="validate parameters or print their schema")

@@ -10,8 +10,14 @@ from collections.abc import Mapping
 from typing import Any
 
 COLOURS: Mapping[str, str] = {
-    "ok": "#1a7f37", "warn": "#9a6700", "FAIL": "#cf222e", "unreachable (optional)": "#6e7781",
-    "create": "#1a7f37", "update": "#9a6700", "delete": "#cf222e", "unchanged": "#6e7781",
+    "ok": "#1a7f37",
+    "warn": "#9a6700",
+    "FAIL": "#cf222e",
+    "unreachable (optional)": "#6e7781",
+    "create": "#1a7f37",
+    "update": "#9a6700",
+    "delete": "#cf222e",
+    "unchanged": "#6e7781",
 }
 
 
@@ -30,6 +36,9 @@ def styled(rows: list[dict[str, Any]], column: str, colours: Mapping[str, str] =
         weight = "normal" if value in ("unchanged", "unreachable (optional)") else "bold"
         return f"color: {c}; font-weight: {weight}"
 
-    return (df.style.map(colour, subset=[column]).hide(axis="index")
-            .set_properties(**{"text-align": "left"})
-            .set_table_styles([{"selector": "th", "props": [("text-align", "left")]}]))
+    return (
+        df.style.map(colour, subset=[column])
+        .hide(axis="index")
+        .set_properties(**{"text-align": "left"})
+        .set_table_styles([{"selector": "th", "props": [("text-align", "left")]}])
+    )

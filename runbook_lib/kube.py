@@ -26,8 +26,12 @@ def api_client(params: RunbookParams) -> ApiClient:
             config.load_incluster_config(client_configuration=configuration)
         else:
             path = params.path(k.kubeconfig)
-            config.load_kube_config(config_file=str(path) if path else None, context=k.context,
-                                    client_configuration=configuration, persist_config=False)
+            config.load_kube_config(
+                config_file=str(path) if path else None,
+                context=k.context,
+                client_configuration=configuration,
+                persist_config=False,
+            )
     except (ConfigException, OSError, yaml.YAMLError) as err:  # a kubeconfig that is not YAML too
         raise KubeConfigError(f"cannot load Kubernetes configuration: {err}") from None
     if k.api_host:

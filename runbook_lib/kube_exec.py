@@ -21,9 +21,17 @@ def read_file_in_pod(api: Any, pod: str, path: str, container: str | None = None
     core = client.CoreV1Api(api)
     marker = "__runbook_no_such_file__"
     try:
-        out = stream(core.connect_get_namespaced_pod_exec, name, namespace, container=container,
-                     command=["sh", "-c", f'cat "{path}" 2>/dev/null || echo {marker}'],
-                     stderr=True, stdin=False, stdout=True, tty=False)
+        out = stream(
+            core.connect_get_namespaced_pod_exec,
+            name,
+            namespace,
+            container=container,
+            command=["sh", "-c", f'cat "{path}" 2>/dev/null || echo {marker}'],
+            stderr=True,
+            stdin=False,
+            stdout=True,
+            tty=False,
+        )
     except ApiException as err:
         raise PodExecError(f"exec in {pod} failed: {err.status} {err.reason}") from None
     if out.strip() == marker:

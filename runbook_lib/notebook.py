@@ -112,8 +112,14 @@ def _hook_sessions(shell: Any) -> None:
         seen.add(id(session))
         original = session.send
 
-        def send_scrubbed(stream: Any, msg_or_type: Any, content: Any = None, *args: Any,
-                          _send: Any = original, **kwargs: Any) -> Any:
+        def send_scrubbed(
+            stream: Any,
+            msg_or_type: Any,
+            content: Any = None,
+            *args: Any,
+            _send: Any = original,
+            **kwargs: Any,
+        ) -> Any:
             if REDACTOR.active:
                 if isinstance(msg_or_type, dict) and "content" in msg_or_type:
                     msg_or_type = {**msg_or_type, "content": REDACTOR.scrub_obj(msg_or_type["content"])}
@@ -167,9 +173,13 @@ def resolve_context(params: params_mod.RunbookParams, ref: SecretRef | None = No
     from runbook_lib import aws
 
     kube = kube_api_client(params) if ref is not None and ref.scheme == "k8s" else None
-    return ResolveContext(base_dir=params.base_dir, aws_region=params.aws.region,
-                          aws_endpoint_url=params.aws.endpoint_url, kube_api=kube,
-                          aws_client=lambda service: aws.client(params, service))
+    return ResolveContext(
+        base_dir=params.base_dir,
+        aws_region=params.aws.region,
+        aws_endpoint_url=params.aws.endpoint_url,
+        kube_api=kube,
+        aws_client=lambda service: aws.client(params, service),
+    )
 
 
 def register_initial_password(params: params_mod.RunbookParams) -> None:

@@ -31,7 +31,9 @@ STAGES: tuple[str, ...] = ("preflight", "nexus-repos", "nexus-security", "helm",
 
 # Nexus repository names (NamePatternConstants); docker names must be lowercase from 3.89.
 _REPO_NAME = re.compile(r"^[a-z0-9\-][a-z0-9_\-\.]*$")
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?)*(:\d{1,5})?$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?)*(:\d{1,5})?$"
+)
 
 
 def _check_ref(value: str) -> str:
@@ -97,7 +99,9 @@ class Upstream(Strict):
 
     name: RepoName = Field(description="Name of the Nexus docker proxy repository, e.g. docker-hub")
     registry: str = Field(description="Registry host as images name it, e.g. docker.io, gcr.io")
-    remote_url: str = Field(description="URL Nexus (and a direct pull) uses, e.g. https://registry-1.docker.io")
+    remote_url: str = Field(
+        description="URL Nexus (and a direct pull) uses, e.g. https://registry-1.docker.io"
+    )
     index_type: Literal["HUB", "REGISTRY", "CUSTOM"] | None = Field(
         None, description="Docker index; defaults to HUB for docker.io, REGISTRY otherwise"
     )
@@ -151,7 +155,9 @@ class Security(Strict):
     privilege: RepoName = "docker-pull"
     role: str = "docker-pull"
     user: str = "docker-pull"
-    pull_password: SecretRefStr | None = Field(None, description="Secret reference to the pull user's password")
+    pull_password: SecretRefStr | None = Field(
+        None, description="Secret reference to the pull user's password"
+    )
     rotate_password: bool = Field(False, description="Send the pull user's password even if the user exists")
     browse: bool = Field(False, description="Also grant browse (tag listing) besides read")
 
@@ -167,55 +173,91 @@ class Helm(Strict):
     """How the Nexus Helm chart exposes the docker endpoints (stage 3)."""
 
     flavour: Literal["nxrm-ha", "nxrm-aws-resiliency", "nexus-repository-manager"] = Field(
-        "nxrm-ha", description="Chart the release was installed from; nxrm-ha is the maintained one")
+        "nxrm-ha", description="Chart the release was installed from; nxrm-ha is the maintained one"
+    )
     release: str = "nxrm"
     namespace: str = "nexusrepo"
-    chart: str = Field("sonatype/nxrm-ha", description="Chart reference for `helm upgrade` (repo/name or path)")
+    chart: str = Field(
+        "sonatype/nxrm-ha", description="Chart reference for `helm upgrade` (repo/name or path)"
+    )
     chart_version: str | None = Field(
-        None, description="`helm upgrade --version`; default: the deployed release's chart version (values change only)")
+        None,
+        description="`helm upgrade --version`; default: the deployed release's chart version (values change only)",
+    )
     apply_with: Literal["auto", "helm", "manifests"] = Field(
-        "auto", description="auto: the helm CLI when installed, else manifests (Service/Ingress applied directly)")
+        "auto",
+        description="auto: the helm CLI when installed, else manifests (Service/Ingress applied directly)",
+    )
     ingress_class: str | None = "nginx"
-    host_suffix: str | None = Field(None, description="Ingress hosts are <registry-label>.<host_suffix> unless set")
+    host_suffix: str | None = Field(
+        None, description="Ingress hosts are <registry-label>.<host_suffix> unless set"
+    )
     hosts: dict[str, str] = Field(default_factory=dict, description="registry host -> ingress host")
-    tls_secret: str | None = Field(None, description="TLS Secret of the docker Ingresses (e.g. a wildcard certificate)")
+    tls_secret: str | None = Field(
+        None, description="TLS Secret of the docker Ingresses (e.g. a wildcard certificate)"
+    )
     annotations: dict[str, str] = Field(
-        default_factory=dict, description="Docker Ingress annotations, added to (and overriding) the class defaults")
+        default_factory=dict,
+        description="Docker Ingress annotations, added to (and overriding) the class defaults",
+    )
     service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] | None = Field(
-        None, description="Docker Service type; default ClusterIP (NodePort for nxrm-aws-resiliency: ALB instance targets)")
+        None,
+        description="Docker Service type; default ClusterIP (NodePort for nxrm-aws-resiliency: ALB instance targets)",
+    )
     ready_timeout_s: float = Field(
-        60.0, gt=0, description="How long verification waits for the ingress controller to route a new host")
+        60.0, gt=0, description="How long verification waits for the ingress controller to route a new host"
+    )
 
 
 # ----------------------------------------------------------------------------------------- Karpenter
 class Karpenter(Strict):
     api_version: Literal["v1", "v1beta1", "v1alpha1"] = Field(
-        "v1", description="Node class API: v1 EC2NodeClass (Karpenter >= 1.0), v1beta1 EC2NodeClass (v0.32-v0.37), "
-                          "v1alpha1 AWSNodeTemplate (<= v0.31)")
+        "v1",
+        description="Node class API: v1 EC2NodeClass (Karpenter >= 1.0), v1beta1 EC2NodeClass (v0.32-v0.37), "
+        "v1alpha1 AWSNodeTemplate (<= v0.31)",
+    )
     version: str | None = Field(
-        None, description="Karpenter release in the cluster, e.g. 1.14.1; drift, budgets and AL2023 depend on it")
-    namespace: str = Field("karpenter", description="Karpenter's namespace (v0.31: karpenter-global-settings)")
+        None,
+        description="Karpenter release in the cluster, e.g. 1.14.1; drift, budgets and AL2023 depend on it",
+    )
+    namespace: str = Field(
+        "karpenter", description="Karpenter's namespace (v0.31: karpenter-global-settings)"
+    )
     node_classes: list[str] = Field(default_factory=lambda: ["default"], min_length=1)
     node_pools: list[str] = Field(default_factory=lambda: ["default"])
     ami_family: Literal["AL2", "AL2023", "Bottlerocket"] = "AL2023"
     bottlerocket_version: str | None = Field(
-        None, description="Bottlerocket release of the nodes, e.g. 1.20.0 (chooses the mirror settings form)")
+        None, description="Bottlerocket release of the nodes, e.g. 1.20.0 (chooses the mirror settings form)"
+    )
     credential_mode: Literal["anonymous", "static-header", "secrets-manager"] = "anonymous"
     credentials_secret_id: str | None = Field(None, description="Secrets Manager id nodes read at boot")
     containerd_version: str | None = Field(None, description="Node containerd version, e.g. 1.7.27")
     node_containerd_config: str | None = Field(
-        None, description="A node's containerd config.toml (e.g. from `containerd config dump`) for the preflight; "
-                          "relative to this file")
+        None,
+        description="A node's containerd config.toml (e.g. from `containerd config dump`) for the preflight; "
+        "relative to this file",
+    )
     mirror_ca_file: str | None = Field(
-        None, description="PEM CA bundle nodes trust for the mirror endpoints (private CA); relative to this file")
-    mirror_skip_verify: bool = Field(False, description="Nodes skip TLS verification of the mirror (testing only)")
-    dial_timeout: str = Field("5s", pattern=r"^[0-9]+(ms|s|m)$",
-                              description="hosts.toml dial_timeout, written only for containerd >= 2.0.7")
+        None,
+        description="PEM CA bundle nodes trust for the mirror endpoints (private CA); relative to this file",
+    )
+    mirror_skip_verify: bool = Field(
+        False, description="Nodes skip TLS verification of the mirror (testing only)"
+    )
+    dial_timeout: str = Field(
+        "5s",
+        pattern=r"^[0-9]+(ms|s|m)$",
+        description="hosts.toml dial_timeout, written only for containerd >= 2.0.7",
+    )
     probe_mirror_at_boot: bool = True
-    probe_timeout_s: int = Field(3, ge=1, le=30, description="Boot probe of each mirror's /v2/ (curl --max-time)")
+    probe_timeout_s: int = Field(
+        3, ge=1, le=30, description="Boot probe of each mirror's /v2/ (curl --max-time)"
+    )
     force_roll: bool | str = Field(
-        False, description="Roll nodes by a NodePool template annotation: true = once per userData content, "
-                           "a string = once per distinct string")
+        False,
+        description="Roll nodes by a NodePool template annotation: true = once per userData content, "
+        "a string = once per distinct string",
+    )
     rollout_timeout_s: int = Field(1800, gt=0)
     rollout_poll_s: float = Field(10.0, gt=0, description="Seconds between two looks at NodeClaims and Nodes")
 
@@ -225,7 +267,9 @@ class Karpenter(Strict):
             if not self.credentials_secret_id:
                 raise ValueError("credential_mode secrets-manager needs credentials_secret_id")
             if self.ami_family == "Bottlerocket":
-                raise ValueError("credential_mode secrets-manager is for AL2/AL2023 (Bottlerocket has no boot script)")
+                raise ValueError(
+                    "credential_mode secrets-manager is for AL2/AL2023 (Bottlerocket has no boot script)"
+                )
         return self
 
     @model_validator(mode="after")
@@ -238,12 +282,16 @@ class Karpenter(Strict):
             release = numeric_release(self.version)
             expected = "v1alpha1" if release < (0, 32) else "v1beta1" if release < (1, 0) else "v1"
             if expected != self.api_version:
-                raise ValueError(f"Karpenter {self.version} serves node classes as {expected}, "
-                                 f"but api_version is {self.api_version}")
+                raise ValueError(
+                    f"Karpenter {self.version} serves node classes as {expected}, "
+                    f"but api_version is {self.api_version}"
+                )
             if self.ami_family == "AL2023" and release < (0, 35):
                 raise ValueError("amiFamily AL2023 needs Karpenter >= v0.35.0")
         if self.ami_family == "AL2023" and self.api_version == "v1alpha1":
-            raise ValueError("amiFamily AL2023 needs Karpenter >= v0.35.0 (EC2NodeClass), not AWSNodeTemplate")
+            raise ValueError(
+                "amiFamily AL2023 needs Karpenter >= v0.35.0 (EC2NodeClass), not AWSNodeTemplate"
+            )
         if self.ami_family == "Bottlerocket" and self.bottlerocket_version:
             release = numeric_release(self.bottlerocket_version)
             if release < (1, 2):
@@ -284,12 +332,22 @@ class Thresholds(Strict):
     """Checks for scheduled runs: a breach fails the verify stage (runner exit code 1)."""
 
     min_warm_speedup: float | None = Field(
-        None, gt=0, description="minimum warm-mirror speed-up over direct pulls, over the whole image set "
-        "(sum of direct medians / sum of warm medians); node path when measured, else runbook host")
-    max_warm_pull_s: float | None = Field(None, gt=0, description="maximum median warm-mirror pull time of any image")
+        None,
+        gt=0,
+        description="minimum warm-mirror speed-up over direct pulls, over the whole image set "
+        "(sum of direct medians / sum of warm medians); node path when measured, else runbook host",
+    )
+    max_warm_pull_s: float | None = Field(
+        None, gt=0, description="maximum median warm-mirror pull time of any image"
+    )
     min_ratelimit_remaining: int | None = Field(
-        None, ge=0, description="minimum Docker Hub pulls left in the window (anonymous, from the runbook host)")
-    allow_bypass: bool = Field(False, description="tolerate node pulls of mirrored names that bypassed the mirror")
+        None,
+        ge=0,
+        description="minimum Docker Hub pulls left in the window (anonymous, from the runbook host)",
+    )
+    allow_bypass: bool = Field(
+        False, description="tolerate node pulls of mirrored names that bypassed the mirror"
+    )
 
 
 class Verification(Strict):
@@ -304,24 +362,36 @@ class Verification(Strict):
     bypass_aliases: dict[str, str] = Field(
         default_factory=lambda: {"docker.io": "registry-1.docker.io"},
         description="registry -> another name of the same registry that nodes have no mirror for: the node "
-        "path pulls it to measure the direct route")
+        "path pulls it to measure the direct route",
+    )
     counters_url: str | None = Field(
-        None, description="optional per-repository request counters (JSON {repo: {requests: N}}); the lab's "
-        "Nexus emulator serves them at /_lab/counters. Real Nexus has no such endpoint")
+        None,
+        description="optional per-repository request counters (JSON {repo: {requests: N}}); the lab's "
+        "Nexus emulator serves them at /_lab/counters. Real Nexus has no such endpoint",
+    )
     nexus_metrics: bool = Field(
-        True, description="read request/component totals from Nexus's /service/metrics/data (nx-metrics-all)")
+        True, description="read request/component totals from Nexus's /service/metrics/data (nx-metrics-all)"
+    )
     ratelimit_reserve: int = Field(
-        10, ge=0, description="skip direct Docker Hub pulls that would leave fewer pulls than this in the window")
+        10,
+        ge=0,
+        description="skip direct Docker Hub pulls that would leave fewer pulls than this in the window",
+    )
     demonstrate_rate_limit: bool = Field(
-        False, description="exhaust the Docker Hub budget with direct manifest GETs, then pull through the "
-        "warm mirror. Burns real quota: never on in production")
+        False,
+        description="exhaust the Docker Hub budget with direct manifest GETs, then pull through the "
+        "warm mirror. Burns real quota: never on in production",
+    )
     demo_source_address: str | None = Field(
-        None, description="local address the demonstration connects from (Docker Hub charges per source IP; "
-        "the lab uses 127.0.0.2 so the runbook host's own budget stays intact)")
+        None,
+        description="local address the demonstration connects from (Docker Hub charges per source IP; "
+        "the lab uses 127.0.0.2 so the runbook host's own budget stays intact)",
+    )
     ce_requests_per_day: int = Field(100_000, gt=0, description="Community Edition request cap (3.87+)")
     ce_components: int = Field(40_000, gt=0, description="Community Edition component cap (3.87+)")
     expected_pulls_per_day: int | None = Field(
-        None, ge=0, description="node image pulls per day, for the Community Edition requests forecast")
+        None, ge=0, description="node image pulls per day, for the Community Edition requests forecast"
+    )
 
     @field_validator("counters_url")
     @classmethod
@@ -370,13 +440,20 @@ class LabNexus(Strict):
 class Lab(Strict):
     """The built-in lab (only in lab parameter files)."""
 
-    ingress_port: Port = Field(18080, description="host-routing proxy that serves the lab cluster's Ingresses")
-    karpenter_health_port: Port = Field(18090, description="health/readiness of the lab's Karpenter simulation")
-    image_gc_age_s: float = Field(
-        2.0, ge=0, description="lab nodes free unused images after this many seconds (kubelet imageMaximumGCAge; 0 = never)"
+    ingress_port: Port = Field(
+        18080, description="host-routing proxy that serves the lab cluster's Ingresses"
     )
-    node_pools: dict[str, int] = Field(default_factory=lambda: {"default": 2},
-                                       description="NodePool name -> initial number of lab nodes")
+    karpenter_health_port: Port = Field(
+        18090, description="health/readiness of the lab's Karpenter simulation"
+    )
+    image_gc_age_s: float = Field(
+        2.0,
+        ge=0,
+        description="lab nodes free unused images after this many seconds (kubelet imageMaximumGCAge; 0 = never)",
+    )
+    node_pools: dict[str, int] = Field(
+        default_factory=lambda: {"default": 2}, description="NodePool name -> initial number of lab nodes"
+    )
 
     dir: str = Field("../.lab", description="State, logs and data of the lab; relative to this file")
     registries: dict[str, LabRegistry] = Field(description="registry host (docker.io, ...) -> stand-in")
@@ -436,7 +513,9 @@ class RunbookParams(Strict):
         ports: dict[int, str] = {}
         for i, up in enumerate(self.upstreams):
             if up.registry in seen:
-                raise ValueError(f"upstreams[{i}]: registry {up.registry} is already mirrored by {seen[up.registry]}")
+                raise ValueError(
+                    f"upstreams[{i}]: registry {up.registry} is already mirrored by {seen[up.registry]}"
+                )
             seen[up.registry] = up.name
             if up.connector_port is not None:
                 owner = ports.get(up.connector_port)
@@ -515,7 +594,7 @@ def _problems(err: ValidationError) -> list[tuple[str, str]]:
         if e["type"] == "extra_forbidden":
             msg = "unknown key (not a runbook parameter)"
         elif msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
+            msg = msg[len("Value error, ") :]
         problems.append((_loc(tuple(x for x in e["loc"] if not str(x).startswith("function-"))), msg))
     return problems
 

@@ -23,16 +23,25 @@ _MISSING = object()
 class StageFailed(Exception):
     """A stage could not do its job; the message says why in words an operator can act on."""
 
-    def __init__(self, message: str, step: str | None = None, applied: list[str] | None = None,
-                 not_applied: list[str] | None = None):
+    def __init__(
+        self,
+        message: str,
+        step: str | None = None,
+        applied: list[str] | None = None,
+        not_applied: list[str] | None = None,
+    ):
         super().__init__(message)
         self.step = step
         self.applied = applied or []
         self.not_applied = not_applied or []
 
     def failure_record(self) -> dict[str, Any]:
-        return {"step": self.step or "", "message": str(self), "applied": self.applied,
-                "not_applied": self.not_applied}
+        return {
+            "step": self.step or "",
+            "message": str(self),
+            "applied": self.applied,
+            "not_applied": self.not_applied,
+        }
 
 
 @dataclass
@@ -50,7 +59,13 @@ class Change:
 
     def as_record(self) -> dict[str, Any]:
         return REDACTOR.scrub_obj(
-            {"kind": self.kind, "name": self.name, "action": self.action, "diff": self.diff, "note": self.note}
+            {
+                "kind": self.kind,
+                "name": self.name,
+                "action": self.action,
+                "diff": self.diff,
+                "note": self.note,
+            }
         )
 
 
@@ -59,8 +74,9 @@ def _mask_path(path: str, secret_keys: Iterable[str]) -> bool:
     return leaf in set(secret_keys)
 
 
-def diff_documents(actual: Any, desired: Any, secret_keys: Iterable[str] = ("password", "bearerToken"),
-                   prefix: str = "") -> dict[str, list[Any]]:
+def diff_documents(
+    actual: Any, desired: Any, secret_keys: Iterable[str] = ("password", "bearerToken"), prefix: str = ""
+) -> dict[str, list[Any]]:
     """Field-level differences for the keys *desired* sets (we own those; the rest is left alone).
 
     Dicts recurse; lists and scalars compare whole. Secret leaves are masked on both sides.
@@ -103,9 +119,17 @@ class Plan:
         self.changes.append(change)
         return change
 
-    def compare(self, kind: str, name: str, actual: Mapping[str, Any] | None, desired: Mapping[str, Any],
-                create: Callable[[], Any] | None = None, update: Callable[[], Any] | None = None,
-                secret_keys: Iterable[str] = ("password", "bearerToken"), note: str = "") -> Change:
+    def compare(
+        self,
+        kind: str,
+        name: str,
+        actual: Mapping[str, Any] | None,
+        desired: Mapping[str, Any],
+        create: Callable[[], Any] | None = None,
+        update: Callable[[], Any] | None = None,
+        secret_keys: Iterable[str] = ("password", "bearerToken"),
+        note: str = "",
+    ) -> Change:
         """Add create (absent), update (differs) or unchanged for one resource."""
         if actual is None:
             diff = diff_documents({}, desired, secret_keys)
@@ -132,10 +156,14 @@ class Plan:
     def rows(self) -> list[dict[str, str]]:
         rows = []
         for c in self.changes:
-            fields = "; ".join(
-                f"{path}: {_short(old)} → {_short(new)}" for path, (old, new) in c.diff.items()
-            ) if c.action == "update" else ("" if c.action == "unchanged" else f"{len(c.diff)} field(s)")
-            rows.append({"action": c.action, "kind": c.kind, "name": c.name, "changes": fields, "note": c.note})
+            fields = (
+                "; ".join(f"{path}: {_short(old)} → {_short(new)}" for path, (old, new) in c.diff.items())
+                if c.action == "update"
+                else ("" if c.action == "unchanged" else f"{len(c.diff)} field(s)")
+            )
+            rows.append(
+                {"action": c.action, "kind": c.kind, "name": c.name, "changes": fields, "note": c.note}
+            )
         return REDACTOR.scrub_obj(rows)
 
     def table(self):
@@ -147,8 +175,10 @@ class Plan:
     def summary(self) -> str:
         c = self.counts()
         mode = "apply" if self.apply_mode else "plan only (rerun with --apply to write)"
-        return (f"{self.stage}: {c['create']} to create, {c['update']} to update, {c['delete']} to delete, "
-                f"{c['unchanged']} unchanged — {mode}")
+        return (
+            f"{self.stage}: {c['create']} to create, {c['update']} to update, {c['delete']} to delete, "
+            f"{c['unchanged']} unchanged — {mode}"
+        )
 
     # -- applying ------------------------------------------------------------------------------
     def apply(self) -> ApplyResult:
@@ -161,13 +191,21 @@ class Plan:
         pending = self.pending
         for i, change in enumerate(pending):
             if change.write is None:
-                raise StageFailed(f"{change.label}: no write step defined", change.label,
-                                  result.applied, [c.label for c in pending[i:]])
+                raise StageFailed(
+                    f"{change.label}: no write step defined",
+                    change.label,
+                    result.applied,
+                    [c.label for c in pending[i:]],
+                )
             try:
                 change.write()
             except Exception as err:  # the stage reports; the operator reruns after fixing
-                raise StageFailed(f"{change.label} failed: {REDACTOR.scrub(str(err))}", change.label,
-                                  result.applied, [c.label for c in pending[i:]]) from err
+                raise StageFailed(
+                    f"{change.label} failed: {REDACTOR.scrub(str(err))}",
+                    change.label,
+                    result.applied,
+                    [c.label for c in pending[i:]],
+                ) from err
             result.applied.append(change.label)
         return result
 
@@ -192,8 +230,13 @@ class Check:
         return {"name": self.name, "ok": self.ok, "detail": self.detail}
 
 
-def fail_on(checks: Iterable[Any], record: Recorder, what: str, step: str,
-            describe: Callable[[Any], str] = lambda c: f"{c.name}: {c.detail}") -> None:
+def fail_on(
+    checks: Iterable[Any],
+    record: Recorder,
+    what: str,
+    step: str,
+    describe: Callable[[Any], str] = lambda c: f"{c.name}: {c.detail}",
+) -> None:
     """Fail the stage when any check (anything with `.ok`) failed: record why, then raise StageFailed."""
     failed = [c for c in checks if not c.ok]
     if not failed:
@@ -214,10 +257,13 @@ def apply_and_confirm(plan: Plan, rebuild: Callable[[], Plan], record: Recorder)
         if plan.apply_mode and plan.pending:
             drift = rebuild().pending
             if drift:
-                raise StageFailed("after apply the server still differs from the parameters: "
-                                  + "; ".join(f"{c.label} ({', '.join(c.diff)})" for c in drift),
-                                  step="confirm no drift", applied=result.applied,
-                                  not_applied=[c.label for c in drift])
+                raise StageFailed(
+                    "after apply the server still differs from the parameters: "
+                    + "; ".join(f"{c.label} ({', '.join(c.diff)})" for c in drift),
+                    step="confirm no drift",
+                    applied=result.applied,
+                    not_applied=[c.label for c in drift],
+                )
     except StageFailed as err:
         record("failure", err.failure_record())
         raise

@@ -70,7 +70,9 @@ def probe_nexus(params: RunbookParams) -> Callable[[Check], None]:
                 return
             writable = http.get(f"{n.url}/service/rest/v1/status/writable")
         check.ok = True
-        check.detail = "serving reads" + (", writable" if writable.status_code == 200 else ", READ-ONLY (frozen)")
+        check.detail = "serving reads" + (
+            ", writable" if writable.status_code == 200 else ", READ-ONLY (frozen)"
+        )
         if writable.status_code != 200:
             check.warnings.append("Nexus is read-only: stages that write will fail")
         if info is None:
@@ -159,8 +161,14 @@ class PreflightReport:
 
     def rows(self) -> list[dict[str, Any]]:
         return [
-            {"check": c.name, "target": c.target, "status": c.status, "version": c.version,
-             "latency_ms": c.latency_ms, "detail": "; ".join([c.detail, *c.warnings]).strip("; ")}
+            {
+                "check": c.name,
+                "target": c.target,
+                "status": c.status,
+                "version": c.version,
+                "latency_ms": c.latency_ms,
+                "detail": "; ".join([c.detail, *c.warnings]).strip("; "),
+            }
             for c in self.checks
         ]
 
@@ -171,8 +179,10 @@ class PreflightReport:
 
     def results(self) -> dict[str, Any]:
         return {
-            "endpoints": {c.name: {"ok": c.ok, "version": c.version, "latency_ms": c.latency_ms,
-                                   "required": c.required} for c in self.checks},
+            "endpoints": {
+                c.name: {"ok": c.ok, "version": c.version, "latency_ms": c.latency_ms, "required": c.required}
+                for c in self.checks
+            },
             "failed": [c.name for c in self.failed],
         }
 
@@ -190,8 +200,11 @@ class PreflightReport:
 
     def failure(self) -> StageFailed:
         names = ", ".join(f"{c.name} ({c.detail})" for c in self.failed)
-        return StageFailed(f"required endpoint(s) not usable: {names}", step="preflight checks",
-                           not_applied=["(preflight changes nothing)"])
+        return StageFailed(
+            f"required endpoint(s) not usable: {names}",
+            step="preflight checks",
+            not_applied=["(preflight changes nothing)"],
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {"checks": [asdict(c) for c in self.checks]}
@@ -202,13 +215,25 @@ def plan_checks(params: RunbookParams) -> list[tuple[Check, Callable[[Check], No
         (Check("nexus", params.nexus.url, True), probe_nexus(params))
     ]
     for up in params.upstreams:
-        checks.append((Check(f"upstream {up.registry}", up.remote_url, True), probe_registry(up.remote_url, params.resolve)))
+        checks.append(
+            (
+                Check(f"upstream {up.registry}", up.remote_url, True),
+                probe_registry(up.remote_url, params.resolve),
+            )
+        )
     for up in params.upstreams:
         if up.mirror_url:
             # Optional: the mirror endpoints appear only once the Nexus and Helm stages have run.
-            checks.append((Check(f"mirror {up.registry}", up.mirror_url, False), probe_registry(up.mirror_url, params.resolve)))
+            checks.append(
+                (
+                    Check(f"mirror {up.registry}", up.mirror_url, False),
+                    probe_registry(up.mirror_url, params.resolve),
+                )
+            )
     k = params.kubernetes
-    kube_target = k.api_host or ("in-cluster" if k.in_cluster else str(params.path(k.kubeconfig) or "~/.kube/config"))
+    kube_target = k.api_host or (
+        "in-cluster" if k.in_cluster else str(params.path(k.kubeconfig) or "~/.kube/config")
+    )
     checks.append((Check("kubernetes", kube_target, k.required), probe_kubernetes(params)))
     aws_target = params.aws.endpoint_url or f"AWS {params.aws.region}"
     checks.append((Check("aws", aws_target, params.aws.required), probe_aws(params)))

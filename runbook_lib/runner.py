@@ -397,7 +397,9 @@ def read_stage(stage: str, execution: Execution, notebook_name: str | None) -> S
         cell = failed_cell(execution.nb) if execution.error is not None else None
         failure = {
             **recorded,
-            "step": recorded.get("step") or (_cell_step(cell) if cell is not None else None) or "notebook start",
+            "step": recorded.get("step")
+            or (_cell_step(cell) if cell is not None else None)
+            or "notebook start",
             "reason": reason or recorded.get("reason") or "the notebook recorded a failure",
             "applied": list(recorded.get("applied") or []),
             "not_applied": list(recorded.get("not_applied") or []),
@@ -422,7 +424,10 @@ def runbook_commit() -> str:
     try:
         top = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "--show-toplevel", "HEAD"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout.split()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -447,7 +452,10 @@ def runbook_modified() -> bool | None:
     try:
         out = subprocess.run(
             ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "runbook_lib"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
@@ -462,8 +470,15 @@ def operator() -> str:
 
 
 def run_record(
-    run_id: str, params: RunbookParams, params_file: Path, apply: bool, note: str | None,
-    started: dt.datetime, ended: dt.datetime | None, outcomes: list[StageOutcome], commit: str,
+    run_id: str,
+    params: RunbookParams,
+    params_file: Path,
+    apply: bool,
+    note: str | None,
+    started: dt.datetime,
+    ended: dt.datetime | None,
+    outcomes: list[StageOutcome],
+    commit: str,
     modified: bool | None,
 ) -> dict[str, Any]:
     done = ended is not None
@@ -500,7 +515,10 @@ def annotate_and_render(run_dir: str, record: dict[str, Any], stage: dict[str, A
     nb = nbformat.reads(out.read_text(location), as_version=4)
     nb = add_banner(nb, banner_markdown(record, stage))
     nb.metadata["runbook"] = {
-        "run_id": record["run_id"], "stage": stage["name"], "status": stage["status"], "mode": record["mode"],
+        "run_id": record["run_id"],
+        "stage": stage["name"],
+        "status": stage["status"],
+        "mode": record["mode"],
     }
     out.write_notebook(location, nb)
     html_name = stage["notebook"].rsplit(".", 1)[0] + ".html"
@@ -539,7 +557,9 @@ def run(
     params_file = Path(params_file).resolve()
     params = load_params(params_file)
     selected = select_stages(stages)
-    notebooks = stage_notebook_paths(selected, Path(notebooks_dir) if notebooks_dir else default_notebooks_dir())
+    notebooks = stage_notebook_paths(
+        selected, Path(notebooks_dir) if notebooks_dir else default_notebooks_dir()
+    )
     register_param_secrets(params)
     if cell_timeout_s is None:  # a cell may wait for a whole Karpenter node rollout
         cell_timeout_s = max(DEFAULT_CELL_TIMEOUT_S, params.karpenter.rollout_timeout_s + 600.0)
@@ -556,7 +576,9 @@ def run(
     outcomes: list[StageOutcome] = []
 
     def save_record(ended: dt.datetime | None) -> dict[str, Any]:
-        record = run_record(run_id, params, params_file, apply, note, started, ended, outcomes, commit, modified)
+        record = run_record(
+            run_id, params, params_file, apply, note, started, ended, outcomes, commit, modified
+        )
         RedactedOutput().write_json(join(run_dir, RUN_JSON), record)
         return record
 
@@ -571,14 +593,23 @@ def run(
                 notify(ProgressEvent(i, len(selected), stage, "start"))
                 name = stage_file(stage, ".ipynb")
                 execution = execute_stage(
-                    notebooks[stage], join(run_dir, name),
-                    stage_parameters(stage, params_file, apply, run_dir), Path(run_dir), cell_timeout_s, log,
+                    notebooks[stage],
+                    join(run_dir, name),
+                    stage_parameters(stage, params_file, apply, run_dir),
+                    Path(run_dir),
+                    cell_timeout_s,
+                    log,
                 )
                 outcome = read_stage(stage, execution, name)
                 outcomes.append(outcome)
                 failed = outcome.status == "failed"
                 event = ProgressEvent(
-                    i, len(selected), stage, "end", status=outcome.status, duration_s=outcome.duration_s,
+                    i,
+                    len(selected),
+                    stage,
+                    "end",
+                    status=outcome.status,
+                    duration_s=outcome.duration_s,
                     changes=outcome.records.change_counts(),
                     reason=(outcome.failure or {}).get("reason"),
                 )
@@ -592,11 +623,20 @@ def run(
         log("interrupted by the operator; the current stage is recorded as failed")
         current = selected[len(outcomes)] if len(outcomes) < len(selected) else None
         if current:
-            outcomes.append(StageOutcome(
-                name=current, status="failed", notebook=stage_file(current, ".ipynb"),
-                failure={"step": "unknown", "reason": "interrupted by the operator", "applied": [], "not_applied": []},
-            ))
-            outcomes.extend(StageOutcome(name=s, status="skipped") for s in selected[len(outcomes):])
+            outcomes.append(
+                StageOutcome(
+                    name=current,
+                    status="failed",
+                    notebook=stage_file(current, ".ipynb"),
+                    failure={
+                        "step": "unknown",
+                        "reason": "interrupted by the operator",
+                        "applied": [],
+                        "not_applied": [],
+                    },
+                )
+            )
+            outcomes.extend(StageOutcome(name=s, status="skipped") for s in selected[len(outcomes) :])
         _finish(out_dir, run_dir, outcomes, save_record, log)
         raise
 
@@ -605,7 +645,10 @@ def run(
 
 
 def _finish(
-    out_dir: str, run_dir: str, outcomes: list[StageOutcome], save_record: Callable[[dt.datetime | None], dict[str, Any]],
+    out_dir: str,
+    run_dir: str,
+    outcomes: list[StageOutcome],
+    save_record: Callable[[dt.datetime | None], dict[str, Any]],
     log: Callable[[str], None],
 ) -> dict[str, Any]:
     """Banners and HTML for every saved notebook, then the final run.json and the index."""

@@ -262,7 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sock_dir", type=Path)
     parser.add_argument("ports", type=int, nargs="+")
     args = parser.parse_args(argv)
-    side: _Side = LabSide(args.sock_dir, args.ports) if args.side == "lab" else NodeSide(args.sock_dir, args.ports)
+    side: _Side = (
+        LabSide(args.sock_dir, args.ports) if args.side == "lab" else NodeSide(args.sock_dir, args.ports)
+    )
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

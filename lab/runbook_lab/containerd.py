@@ -150,7 +150,9 @@ class PrivateContainerd:
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: TextIO | None = None
         if len(str(self.socket)) + len(".ttrpc") > _MAX_SOCKET_PATH:
-            raise ContainerdError(f"socket path too long for a unix socket ({self.socket}); use a shorter workdir")
+            raise ContainerdError(
+                f"socket path too long for a unix socket ({self.socket}); use a shorter workdir"
+            )
 
     # -- config ----------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
@@ -212,7 +214,9 @@ class PrivateContainerd:
             if self._proc.poll() is not None:
                 code = self._proc.returncode
                 self.stop()
-                raise ContainerdError(f"containerd exited with status {code} during startup:\n{self.log_tail()}")
+                raise ContainerdError(
+                    f"containerd exited with status {code} during startup:\n{self.log_tail()}"
+                )
             probe = self.ctr("version", check=False, timeout=5)
             if probe.returncode == 0:
                 return

@@ -163,7 +163,12 @@ class CRIImage:
     @classmethod
     def decode(cls, buf: bytes) -> CRIImage:
         f = decode_fields(buf)
-        return cls(id=_first_string(f, 1), repo_tags=_strings(f, 2), repo_digests=_strings(f, 3), size=_first_int(f, 4))
+        return cls(
+            id=_first_string(f, 1),
+            repo_tags=_strings(f, 2),
+            repo_digests=_strings(f, 3),
+            size=_first_int(f, 4),
+        )
 
 
 class CRIError(Exception):

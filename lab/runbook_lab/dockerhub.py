@@ -67,13 +67,28 @@ from runbook_lab.httpbase import LabHandler, LabHTTPServer, run_until_signal, se
 
 SERVICE = "registry.docker.io"
 TOKEN_TTL_S = 300
-ANONYMOUS_LIMIT_MESSAGE = "You have reached your unauthenticated pull rate limit. https://www.docker.com/increase-rate-limit"
-AUTHENTICATED_LIMIT_MESSAGE = ("You have reached your pull rate limit. You may increase the limit by authenticating "
-                               "and upgrading: https://www.docker.com/increase-rate-limit")
-INDEX_MEDIA_TYPES = {"application/vnd.oci.image.index.v1+json",
-                     "application/vnd.docker.distribution.manifest.list.v2+json"}
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
-              "te", "trailer", "transfer-encoding", "upgrade"}
+ANONYMOUS_LIMIT_MESSAGE = (
+    "You have reached your unauthenticated pull rate limit. https://www.docker.com/increase-rate-limit"
+)
+AUTHENTICATED_LIMIT_MESSAGE = (
+    "You have reached your pull rate limit. You may increase the limit by authenticating "
+    "and upgrading: https://www.docker.com/increase-rate-limit"
+)
+INDEX_MEDIA_TYPES = {
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+}
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+}
 BODY_CHUNK = 64 * 1024
 _REPO_PATH = re.compile(r"^/v2/(?P<name>.+?)/(?P<kind>manifests|blobs|tags)/(?P<rest>.*)$")
 
@@ -170,8 +185,12 @@ class Throttle:
     (bytes sent / rate versus time since the start), so the average rate never exceeds `rate`.
     """
 
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        rate: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         if rate <= 0:
             raise ValueError("rate must be positive")
         self.rate = rate
@@ -220,14 +239,18 @@ class TokenClaims:
         return bool(self.subject)
 
     def allows(self, repository: str, action: str) -> bool:
-        return any(a.get("type") == "repository" and a.get("name") == repository and action in a.get("actions", [])
-                   for a in self.access)
+        return any(
+            a.get("type") == "repository" and a.get("name") == repository and action in a.get("actions", [])
+            for a in self.access
+        )
 
 
 class TokenIssuer:
     """auth.docker.io-shaped bearer tokens: JWTs with an `access` claim, HMAC-signed with a per-process key."""
 
-    def __init__(self, service: str = SERVICE, ttl_s: int = TOKEN_TTL_S, wall_clock: Callable[[], float] = time.time):
+    def __init__(
+        self, service: str = SERVICE, ttl_s: int = TOKEN_TTL_S, wall_clock: Callable[[], float] = time.time
+    ):
         self.service = service
         self.ttl_s = ttl_s
         self._wall_clock = wall_clock
@@ -236,10 +259,22 @@ class TokenIssuer:
     def issue(self, subject: str, access: list[dict[str, Any]], audience: str) -> dict[str, Any]:
         now = int(self._wall_clock())
         header = {"alg": "HS256", "typ": "JWT"}
-        claims = {"iss": "auth.docker.io", "sub": subject, "aud": audience, "exp": now + self.ttl_s, "nbf": now,
-                  "iat": now, "jti": secrets.token_hex(12), "access": access}
+        claims = {
+            "iss": "auth.docker.io",
+            "sub": subject,
+            "aud": audience,
+            "exp": now + self.ttl_s,
+            "nbf": now,
+            "iat": now,
+            "jti": secrets.token_hex(12),
+            "access": access,
+        }
         signing_input = _b64url(json.dumps(header).encode()) + "." + _b64url(json.dumps(claims).encode())
-        token = signing_input + "." + _b64url(hmac.new(self._key, signing_input.encode(), hashlib.sha256).digest())
+        token = (
+            signing_input
+            + "."
+            + _b64url(hmac.new(self._key, signing_input.encode(), hashlib.sha256).digest())
+        )
         issued_at = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         return {"token": token, "access_token": token, "expires_in": self.ttl_s, "issued_at": issued_at}
 
@@ -286,9 +321,18 @@ def _error_body(code: str, message: str, detail: Any = dataclasses.MISSING) -> d
 class DockerHub:
     """Registry + token service. `start()` binds both ports (0 = ephemeral) and serves in threads."""
 
-    def __init__(self, backend_url: str, *, host: str = "127.0.0.1", port: int = 0, token_port: int = 0,
-                 config: HubConfig | None = None, user: tuple[str, str] | None = None,
-                 clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        backend_url: str,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        token_port: int = 0,
+        config: HubConfig | None = None,
+        user: tuple[str, str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.backend_url = backend_url.rstrip("/")
         self.host = host
         self._ports = (port, token_port)
@@ -320,8 +364,10 @@ class DockerHub:
         self.registry_server, self.token_server = registry, token
         self._ports = (registry.server_address[1], token.server_address[1])
         self._bound = True
-        self.backend = httpx.Client(timeout=httpx.Timeout(300.0, connect=10.0),
-                                    limits=httpx.Limits(max_connections=64, max_keepalive_connections=32))
+        self.backend = httpx.Client(
+            timeout=httpx.Timeout(300.0, connect=10.0),
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+        )
 
     def start(self) -> DockerHub:
         if self.registry_server is None:
@@ -392,8 +438,11 @@ class DockerHub:
             return {}
         w = self.config.window_s
         remaining = self.ledger.remaining(source, limit, w)
-        return {"ratelimit-limit": f"{limit};w={w}", "ratelimit-remaining": f"{remaining};w={w}",
-                "docker-ratelimit-source": source}
+        return {
+            "ratelimit-limit": f"{limit};w={w}",
+            "ratelimit-remaining": f"{remaining};w={w}",
+            "docker-ratelimit-source": source,
+        }
 
     def state(self) -> dict[str, Any]:
         cfg = self.config
@@ -402,13 +451,24 @@ class DockerHub:
             authenticated = not _looks_like_ip(source)
             limit = cfg.auth_limit if authenticated else cfg.limit
             used = self.ledger.used(source, cfg.window_s)
-            sources[source] = {"authenticated": authenticated, "used": used, "limit": limit,
-                               "remaining": None if limit is None else max(limit - used, 0), "window_s": cfg.window_s}
+            sources[source] = {
+                "authenticated": authenticated,
+                "used": used,
+                "limit": limit,
+                "remaining": None if limit is None else max(limit - used, 0),
+                "window_s": cfg.window_s,
+            }
         with self._counter_lock:
             counters = dict(self.counters)
-        return {"config": dataclasses.asdict(cfg), "counters": counters, "sources": sources,
-                "backend": self.backend_url, "realm": self.token_url, "service": SERVICE,
-                "user": account_id(self.user[0]) if self.user else None}
+        return {
+            "config": dataclasses.asdict(cfg),
+            "counters": counters,
+            "sources": sources,
+            "backend": self.backend_url,
+            "realm": self.token_url,
+            "service": SERVICE,
+            "user": account_id(self.user[0]) if self.user else None,
+        }
 
 
 def _looks_like_ip(text: str) -> bool:
@@ -432,8 +492,10 @@ class _HubHandler(LabHandler):
             self.hub.sleep(latency / 1000.0)
 
     def _has_unread_body(self) -> bool:
-        return bool(int(self.headers.get("Content-Length") or 0)) or \
-            self.headers.get("Transfer-Encoding", "").lower() == "chunked"
+        return (
+            bool(int(self.headers.get("Content-Length") or 0))
+            or self.headers.get("Transfer-Encoding", "").lower() == "chunked"
+        )
 
     def _json_error(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         if self._has_unread_body():
@@ -465,7 +527,10 @@ class _TokenHandler(_HubHandler):
         if form.get("grant_type") != "password":
             self.reply_json(400, {"error": "unsupported_grant_type"})
             return
-        basic = "Basic " + base64.b64encode(f"{form.get('username', '')}:{form.get('password', '')}".encode()).decode()
+        basic = (
+            "Basic "
+            + base64.b64encode(f"{form.get('username', '')}:{form.get('password', '')}".encode()).decode()
+        )
         subject = self._authenticate(basic)
         if subject is None:
             return
@@ -493,7 +558,9 @@ class _TokenHandler(_HubHandler):
         for scope in requested:
             if scope["type"] != "repository":
                 continue  # registry:catalog:* and the like are not granted on Docker Hub
-            allowed = {"pull", "push"} if subject else {"pull"}  # lab user may push anywhere; anonymous only pulls
+            allowed = (
+                {"pull", "push"} if subject else {"pull"}
+            )  # lab user may push anywhere; anonymous only pulls
             actions = [a for a in scope["actions"] if a in allowed]
             if actions:
                 granted.append({"type": "repository", "name": scope["name"], "actions": actions})
@@ -502,8 +569,12 @@ class _TokenHandler(_HubHandler):
         if oauth:
             self.hub.count("tokens_issued_oauth")
             scope_text = " ".join(f"repository:{g['name']}:{','.join(g['actions'])}" for g in granted)
-            body = {"access_token": body["access_token"], "scope": scope_text, "expires_in": body["expires_in"],
-                    "issued_at": body["issued_at"]}
+            body = {
+                "access_token": body["access_token"],
+                "scope": scope_text,
+                "expires_in": body["expires_in"],
+                "issued_at": body["issued_at"],
+            }
         self.reply_json(200, body)
 
 
@@ -548,8 +619,11 @@ class _RegistryHandler(_HubHandler):
         if match is None:
             if claims is None:
                 hub.count("unauthorized")
-                self._json_error(401, _error_body("UNAUTHORIZED", "authentication required", None),
-                                 {"WWW-Authenticate": self._challenge()})
+                self._json_error(
+                    401,
+                    _error_body("UNAUTHORIZED", "authentication required", None),
+                    {"WWW-Authenticate": self._challenge()},
+                )
                 return
             self._forward(None)
             return
@@ -561,9 +635,16 @@ class _RegistryHandler(_HubHandler):
             actions = ["pull"] if action == "pull" else ["pull", "push"]
             detail = [{"Type": "repository", "Class": "", "Name": name, "Action": a} for a in actions]
             hub.count("unauthorized")
-            self._json_error(401, _error_body("UNAUTHORIZED", "authentication required", detail), {
-                "WWW-Authenticate": self._challenge(f"repository:{name}:{','.join(actions)}", claims is not None),
-                "docker-ratelimit-source": source})
+            self._json_error(
+                401,
+                _error_body("UNAUTHORIZED", "authentication required", detail),
+                {
+                    "WWW-Authenticate": self._challenge(
+                        f"repository:{name}:{','.join(actions)}", claims is not None
+                    ),
+                    "docker-ratelimit-source": source,
+                },
+            )
             return
 
         if kind != "manifests" or self.command not in ("GET", "HEAD"):
@@ -583,7 +664,9 @@ class _RegistryHandler(_HubHandler):
         if limit is not None and not hub.ledger.try_take(source, limit, window):
             hub.count("too_many_requests")
             message = AUTHENTICATED_LIMIT_MESSAGE if claims.authenticated else ANONYMOUS_LIMIT_MESSAGE
-            self._json_error(429, _error_body("TOOMANYREQUESTS", message), hub.ratelimit_headers(source, limit))
+            self._json_error(
+                429, _error_body("TOOMANYREQUESTS", message), hub.ratelimit_headers(source, limit)
+            )
             return
 
         def settle(resp: httpx.Response) -> dict[str, str]:
@@ -595,7 +678,9 @@ class _RegistryHandler(_HubHandler):
                 hub.count("pulls_counted")
             return hub.ratelimit_headers(source, limit)
 
-        self._forward(settle, on_failure=(lambda: hub.ledger.give_back(source)) if limit is not None else None)
+        self._forward(
+            settle, on_failure=(lambda: hub.ledger.give_back(source)) if limit is not None else None
+        )
 
     # -- forwarding ----------------------------------------------------------------------------
     def _request_body(self) -> Iterator[bytes] | None:
@@ -625,16 +710,23 @@ class _RegistryHandler(_HubHandler):
             yield from self._sized_body(size)
             self.rfile.readline()
 
-    def _forward(self, extra_headers: Callable[[httpx.Response], dict[str, str]] | None,
-                 on_failure: Callable[[], None] | None = None) -> None:
+    def _forward(
+        self,
+        extra_headers: Callable[[httpx.Response], dict[str, str]] | None,
+        on_failure: Callable[[], None] | None = None,
+    ) -> None:
         hub = self.hub
         backend = hub.backend
         assert backend is not None, "DockerHub is not started"
-        headers = [(k, v) for k, v in self.headers.items()
-                   if k.lower() not in HOP_BY_HOP and k.lower() != "authorization"]
+        headers = [
+            (k, v)
+            for k, v in self.headers.items()
+            if k.lower() not in HOP_BY_HOP and k.lower() != "authorization"
+        ]
         # Host stays the client's, so upload Locations the backend builds point back at this proxy
-        request = backend.build_request(self.command, hub.backend_url + self.path, headers=headers,
-                                        content=self._request_body())
+        request = backend.build_request(
+            self.command, hub.backend_url + self.path, headers=headers, content=self._request_body()
+        )
         try:
             resp = backend.send(request, stream=True)
         except httpx.TransportError as e:
@@ -653,7 +745,9 @@ class _RegistryHandler(_HubHandler):
                     self.send_header(key, value)
             for key, value in extra.items():
                 self.send_header(key, value)
-            no_body = self.command == "HEAD" or resp.status_code in (204, 304) or 100 <= resp.status_code < 200
+            no_body = (
+                self.command == "HEAD" or resp.status_code in (204, 304) or 100 <= resp.status_code < 200
+            )
             chunked = not no_body and length is None
             if chunked:
                 self.send_header("Transfer-Encoding", "chunked")
@@ -697,7 +791,7 @@ class _RegistryHandler(_HubHandler):
             try:
                 source = json.loads(body).get("source") if body.strip() else None
             except (ValueError, AttributeError):
-                self.reply_json(400, {"error": "body must be a JSON object like {\"source\": \"127.0.0.1\"}"})
+                self.reply_json(400, {"error": 'body must be a JSON object like {"source": "127.0.0.1"}'})
                 return
             hub.ledger.reset(source)
             self.reply_json(200, hub.state(), indent=1)
@@ -713,8 +807,13 @@ class _RegistryHandler(_HubHandler):
             self.reply_json(200, dataclasses.asdict(hub.config))
         else:
             self.read_body()
-            self.reply_json(404, {"error": f"no lab endpoint {method} {path}",
-                                  "endpoints": ["GET /_lab/state", "POST /_lab/ratelimit/reset", "PUT /_lab/config"]})
+            self.reply_json(
+                404,
+                {
+                    "error": f"no lab endpoint {method} {path}",
+                    "endpoints": ["GET /_lab/state", "POST /_lab/ratelimit/reset", "PUT /_lab/config"],
+                },
+            )
 
 
 # -- command line ------------------------------------------------------------------------------
@@ -724,20 +823,40 @@ def _optional_limit(text: str) -> int | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m runbook_lab.dockerhub",
-                                description="Docker Hub stand-in (registry + token service) for the lab.")
-    p.add_argument("--port", type=int, required=True, help="registry port (registry-1.docker.io); 0 = any free port")
+    p = argparse.ArgumentParser(
+        prog="python -m runbook_lab.dockerhub",
+        description="Docker Hub stand-in (registry + token service) for the lab.",
+    )
+    p.add_argument(
+        "--port", type=int, required=True, help="registry port (registry-1.docker.io); 0 = any free port"
+    )
     p.add_argument("--token-port", type=int, required=True, help="token service port (auth.docker.io)")
-    p.add_argument("--backend", required=True, help="URL of the docker.io stand-in registry, e.g. http://127.0.0.1:15001")
+    p.add_argument(
+        "--backend", required=True, help="URL of the docker.io stand-in registry, e.g. http://127.0.0.1:15001"
+    )
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--limit", type=_optional_limit, default=100,
-                   help="anonymous pulls per window per source (default 100; negative = unlimited, no headers)")
-    p.add_argument("--auth-limit", type=_optional_limit, default=200,
-                   help="authenticated pulls per window per account (default 200; negative = unlimited)")
-    p.add_argument("--window", type=int, default=21600, help="rate-limit window in seconds (default 21600 = 6 h)")
-    p.add_argument("--throttle-bytes-per-s", type=int, default=None, help="cap each response body at this rate")
+    p.add_argument(
+        "--limit",
+        type=_optional_limit,
+        default=100,
+        help="anonymous pulls per window per source (default 100; negative = unlimited, no headers)",
+    )
+    p.add_argument(
+        "--auth-limit",
+        type=_optional_limit,
+        default=200,
+        help="authenticated pulls per window per account (default 200; negative = unlimited)",
+    )
+    p.add_argument(
+        "--window", type=int, default=21600, help="rate-limit window in seconds (default 21600 = 6 h)"
+    )
+    p.add_argument(
+        "--throttle-bytes-per-s", type=int, default=None, help="cap each response body at this rate"
+    )
     p.add_argument("--latency-ms", type=float, default=0.0, help="added delay per request")
-    p.add_argument("--user", default=None, help="lab account as name:password (Basic auth at the token service)")
+    p.add_argument(
+        "--user", default=None, help="lab account as name:password (Basic auth at the token service)"
+    )
     return p
 
 
@@ -751,10 +870,16 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         user = (name, password)
     try:
-        config = HubConfig(limit=args.limit, auth_limit=args.auth_limit, window_s=args.window,
-                           throttle_bytes_per_s=args.throttle_bytes_per_s or None, latency_ms=args.latency_ms)
-        hub = DockerHub(args.backend, host=args.host, port=args.port, token_port=args.token_port,
-                        config=config, user=user)
+        config = HubConfig(
+            limit=args.limit,
+            auth_limit=args.auth_limit,
+            window_s=args.window,
+            throttle_bytes_per_s=args.throttle_bytes_per_s or None,
+            latency_ms=args.latency_ms,
+        )
+        hub = DockerHub(
+            args.backend, host=args.host, port=args.port, token_port=args.token_port, config=config, user=user
+        )
     except ValueError as e:
         print(f"dockerhub: {e}", file=sys.stderr)
         return 2
@@ -762,8 +887,11 @@ def main(argv: list[str] | None = None) -> int:
         hub.bind()
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
-            print(f"dockerhub: cannot listen on {args.host} port {args.port} or {args.token_port}: "
-                  "address already in use", file=sys.stderr)
+            print(
+                f"dockerhub: cannot listen on {args.host} port {args.port} or {args.token_port}: "
+                "address already in use",
+                file=sys.stderr,
+            )
             return 2
         raise
     print(f"dockerhub: registry {hub.url} token {hub.token_url} backend {hub.backend_url}", flush=True)

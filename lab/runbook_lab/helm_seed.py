@@ -63,52 +63,93 @@ def install_values(params: RunbookParams) -> dict[str, Any]:
             values["ingress"]["ingressClassName"] = h.ingress_class
         return values
     if h.flavour == "nexus-repository-manager":
-        values = {"ingress": {"enabled": True, "hostRepo": ui_host(params)},
-                  "nexus": {"docker": {"enabled": False}}}
+        values = {
+            "ingress": {"enabled": True, "hostRepo": ui_host(params)},
+            "nexus": {"docker": {"enabled": False}},
+        }
         if h.ingress_class:
             values["ingress"]["ingressClassName"] = h.ingress_class
         return values
-    return {"namespaces": {"nexusNs": h.namespace}, "ingress": {"host": ui_host(params)},
-            "service": {"docker": {"enabled": False}}}
+    return {
+        "namespaces": {"nexusNs": h.namespace},
+        "ingress": {"host": ui_host(params)},
+        "service": {"docker": {"enabled": False}},
+    }
 
 
 def _helm_labels(c: Chart, release: str) -> dict[str, str]:
-    return {"helm.sh/chart": f"{c.name}-{c.version}", "app.kubernetes.io/name": c.name,
-            "app.kubernetes.io/instance": release, "app.kubernetes.io/version": c.app_version,
-            "app.kubernetes.io/managed-by": "Helm"}
+    return {
+        "helm.sh/chart": f"{c.name}-{c.version}",
+        "app.kubernetes.io/name": c.name,
+        "app.kubernetes.io/instance": release,
+        "app.kubernetes.io/version": c.app_version,
+        "app.kubernetes.io/managed-by": "Helm",
+    }
 
 
 def ui_services(c: Chart, release: str, namespace: str) -> list[dict[str, Any]]:
     """The UI Services the chart renders for install_values() (the charts' templates/service(s).yaml)."""
     if c.name == "nxrm-aws-resiliency":
-        return [{"apiVersion": "v1", "kind": "Service",
-                 "metadata": {"name": f"{c.name}-service", "namespace": namespace, "labels": {"app": "nxrm"}},
-                 "spec": {"type": "NodePort", "selector": {"app": "nxrm"},
-                          "ports": [{"protocol": "TCP", "port": 80, "targetPort": 8081}]}}]
+        return [
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": f"{c.name}-service", "namespace": namespace, "labels": {"app": "nxrm"}},
+                "spec": {
+                    "type": "NodePort",
+                    "selector": {"app": "nxrm"},
+                    "ports": [{"protocol": "TCP", "port": 80, "targetPort": 8081}],
+                },
+            }
+        ]
     # `<chart>.fullname` (the charts' _helpers.tpl): trunc 63, trimSuffix "-"
     name = (f"{release}-{c.name}" if c.name not in release else release)[:63].rstrip("-")
     selector = {"app.kubernetes.io/name": c.name, "app.kubernetes.io/instance": release}
     if c.name == "nexus-repository-manager":
-        return [{"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": _helm_labels(c, release)},
-                 "spec": {"type": "ClusterIP", "ports": [{"port": 8081, "protocol": "TCP", "name": "nexus-ui"}],
-                          "selector": selector}}]
+        return [
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": name, "labels": _helm_labels(c, release)},
+                "spec": {
+                    "type": "ClusterIP",
+                    "ports": [{"port": 8081, "protocol": "TCP", "name": "nexus-ui"}],
+                    "selector": selector,
+                },
+            }
+        ]
     return [
-        {"apiVersion": "v1", "kind": "Service",
-         "metadata": {"name": f"{name}-hl", "namespace": namespace, "labels": _helm_labels(c, release)},
-         "spec": {"clusterIP": "None", "publishNotReadyAddresses": True, "selector": selector,
-                  "ports": [{"name": "nexus-ui", "port": 8081, "targetPort": "nexus-ui"}]}},
-        {"apiVersion": "v1", "kind": "Service",
-         "metadata": {"name": name, "namespace": namespace, "labels": _helm_labels(c, release)},
-         "spec": {"type": "ClusterIP", "selector": selector,
-                  "ports": [{"name": "nexus-ui", "protocol": "TCP", "port": 80, "targetPort": 8081}]}},
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": f"{name}-hl", "namespace": namespace, "labels": _helm_labels(c, release)},
+            "spec": {
+                "clusterIP": "None",
+                "publishNotReadyAddresses": True,
+                "selector": selector,
+                "ports": [{"name": "nexus-ui", "port": 8081, "targetPort": "nexus-ui"}],
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": name, "namespace": namespace, "labels": _helm_labels(c, release)},
+            "spec": {
+                "type": "ClusterIP",
+                "selector": selector,
+                "ports": [{"name": "nexus-ui", "protocol": "TCP", "port": 80, "targetPort": 8081}],
+            },
+        },
     ]
 
 
 def _manifest(c: Chart, objects: list[dict[str, Any]]) -> str:
     """A release manifest: each document after `---` and a `# Source:` line, as Helm stores it."""
     source = "service.yaml" if c.name == "nexus-repository-manager" else "services.yaml"
-    return "".join(f"---\n# Source: {c.name}/templates/{source}\n" + yaml.safe_dump(obj, sort_keys=False)
-                   for obj in objects)
+    return "".join(
+        f"---\n# Source: {c.name}/templates/{source}\n" + yaml.safe_dump(obj, sort_keys=False)
+        for obj in objects
+    )
 
 
 def release_document(params: RunbookParams, now: dt.datetime | None = None) -> dict[str, Any]:
@@ -121,11 +162,22 @@ def release_document(params: RunbookParams, now: dt.datetime | None = None) -> d
     stamp = (now or dt.datetime.now(dt.UTC)).isoformat().replace("+00:00", "Z")
     return {
         "name": h.release,
-        "info": {"first_deployed": stamp, "last_deployed": stamp, "deleted": "",
-                 "description": "Install complete", "status": "deployed",
-                 "notes": f"Nexus Repository ({c.name} {c.version}) installed in {h.namespace}."},
-        "chart": {"metadata": meta, "lock": None, "templates": [], "values": c.defaults, "schema": None,
-                  "files": []},
+        "info": {
+            "first_deployed": stamp,
+            "last_deployed": stamp,
+            "deleted": "",
+            "description": "Install complete",
+            "status": "deployed",
+            "notes": f"Nexus Repository ({c.name} {c.version}) installed in {h.namespace}.",
+        },
+        "chart": {
+            "metadata": meta,
+            "lock": None,
+            "templates": [],
+            "values": c.defaults,
+            "schema": None,
+            "files": [],
+        },
         "config": config,
         "manifest": _manifest(c, objects),
         "version": 1,
@@ -145,23 +197,38 @@ def seed_helm_release(api_client: Any, params: RunbookParams) -> dict[str, Any]:
     core = client.CoreV1Api(api_client)
     created_ns = False
     try:
-        core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": h.namespace}},
-                              _preload_content=False)
+        core.create_namespace(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": h.namespace}},
+            _preload_content=False,
+        )
         created_ns = True
     except ApiException as err:
         if err.status != 409:
             raise
-    existing = json.loads(core.list_namespaced_secret(
-        h.namespace, label_selector=f"owner=helm,name={h.release}", _preload_content=False).data).get("items")
+    existing = json.loads(
+        core.list_namespaced_secret(
+            h.namespace, label_selector=f"owner=helm,name={h.release}", _preload_content=False
+        ).data
+    ).get("items")
     name = secret_name(h.release, 1)
     if existing:
         return {"namespace_created": created_ns, "secret": existing[-1]["metadata"]["name"], "created": False}
     stored = encode_release(release_document(params))
     body = {
-        "apiVersion": "v1", "kind": "Secret", "type": RELEASE_TYPE,
-        "metadata": {"name": name, "namespace": h.namespace,
-                     "labels": {"name": h.release, "owner": "helm", "status": "deployed", "version": "1",
-                                "createdAt": str(int(time.time()))}},
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": RELEASE_TYPE,
+        "metadata": {
+            "name": name,
+            "namespace": h.namespace,
+            "labels": {
+                "name": h.release,
+                "owner": "helm",
+                "status": "deployed",
+                "version": "1",
+                "createdAt": str(int(time.time())),
+            },
+        },
         "data": {"release": base64.b64encode(stored.encode()).decode()},
     }
     core.create_namespaced_secret(h.namespace, body, _preload_content=False)

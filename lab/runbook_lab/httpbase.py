@@ -88,7 +88,9 @@ class LabHandler(BaseHTTPRequestHandler):
         if data and self.command != "HEAD":
             self.wfile.write(data)
 
-    def reply_json(self, status: int, obj: Any, headers: dict[str, str] | None = None, indent: int | None = None) -> None:
+    def reply_json(
+        self, status: int, obj: Any, headers: dict[str, str] | None = None, indent: int | None = None
+    ) -> None:
         self.reply(status, json.dumps(obj, indent=indent), "application/json", headers)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature

@@ -74,7 +74,7 @@ class Blob:
     def chunks(self, size: int = CHUNK) -> Iterator[bytes]:
         if self.data is not None:
             for i in range(0, len(self.data), size):
-                yield self.data[i:i + size]
+                yield self.data[i : i + size]
             return
         if self.path is None:
             raise ValueError(f"blob {self.digest} has neither data nor path")
@@ -193,8 +193,9 @@ def file_layer(files: dict[str, bytes], media: Media = "oci") -> Blob:
     return Blob(digest, sink.size, MEDIA_TYPES[media]["layer"], data=buf.getvalue(), diff_id=diff_id)
 
 
-def random_layer(size: int, workdir: Path, media: Media = "oci", seed: str | None = None,
-                 name: str = "payload.bin") -> Blob:
+def random_layer(
+    size: int, workdir: Path, media: Media = "oci", seed: str | None = None, name: str = "payload.bin"
+) -> Blob:
     """A layer holding one file of `size` random bytes, gzipped (level 1) straight to disk.
 
     With a seed the bytes (and so the digests) are reproducible and an earlier build in `workdir`
@@ -215,8 +216,12 @@ def random_layer(size: int, workdir: Path, media: Media = "oci", seed: str | Non
     try:
         with tmp.open("wb") as out:
             sink = _LayerSink(out, RANDOM_LAYER_GZIP_LEVEL)
-            with tarfile.open(fileobj=sink, mode="w", format=tarfile.PAX_FORMAT,  # type: ignore[call-overload]
-                              copybufsize=CHUNK) as tar:
+            with tarfile.open(
+                fileobj=sink,
+                mode="w",
+                format=tarfile.PAX_FORMAT,  # type: ignore[call-overload]
+                copybufsize=CHUNK,
+            ) as tar:
                 tar.addfile(_tar_info(name, size), _SeededBytes(seed))
             digest, diff_id = sink.finish()
         blob_path = layers_dir / f"{digest[7:]}.tar.gz"
@@ -268,14 +273,18 @@ def build_image(
     history: list[dict[str, Any]] = []
     for layer_files in ([files] if files else []) + list(layers or []):
         blobs.append(file_layer(layer_files, media))
-        history.append({"created": "1970-01-01T00:00:00Z", "created_by": "lab: COPY " + " ".join(sorted(layer_files))})
+        history.append(
+            {"created": "1970-01-01T00:00:00Z", "created_by": "lab: COPY " + " ".join(sorted(layer_files))}
+        )
     if random_layer_bytes:
         if workdir is None:
             raise ValueError("random layers are written to disk: pass workdir")
         for i, size in enumerate(random_layer_bytes):
             layer_seed = None if seed is None else f"{seed}|{platform}|{i}"
             blobs.append(random_layer(size, workdir, media, layer_seed, name=f"payload-{i}.bin"))
-            history.append({"created": "1970-01-01T00:00:00Z", "created_by": f"lab: random payload {size} bytes"})
+            history.append(
+                {"created": "1970-01-01T00:00:00Z", "created_by": f"lab: random payload {size} bytes"}
+            )
     if not blobs:
         blobs.append(file_layer({"etc/lab-image": f"{platform}\n".encode()}, media))
         history.append({"created": "1970-01-01T00:00:00Z", "created_by": "lab: COPY etc/lab-image"})
@@ -290,7 +299,9 @@ def build_image(
     config["rootfs"] = {"type": "layers", "diff_ids": [b.diff_id for b in blobs]}
     config["history"] = history
     config_bytes = _json_bytes(config)
-    config_blob = Blob(sha256_digest(config_bytes), len(config_bytes), MEDIA_TYPES[media]["config"], data=config_bytes)
+    config_blob = Blob(
+        sha256_digest(config_bytes), len(config_bytes), MEDIA_TYPES[media]["config"], data=config_bytes
+    )
 
     manifest = {
         "schemaVersion": 2,
@@ -299,8 +310,13 @@ def build_image(
         "layers": [b.descriptor() for b in blobs],
     }
     manifest_bytes = _json_bytes(manifest)
-    return Image(manifest_bytes, MEDIA_TYPES[media]["manifest"], sha256_digest(manifest_bytes),
-                 blobs=[config_blob, *blobs], platform=platform)
+    return Image(
+        manifest_bytes,
+        MEDIA_TYPES[media]["manifest"],
+        sha256_digest(manifest_bytes),
+        blobs=[config_blob, *blobs],
+        platform=platform,
+    )
 
 
 def build_index(images: list[Image], media: Media = "oci") -> Image:
@@ -311,8 +327,14 @@ def build_index(images: list[Image], media: Media = "oci") -> Image:
     for img in images:
         if img.is_index or img.platform is None:
             raise ValueError("index entries must be single-platform images built by build_image")
-        entries.append({"mediaType": img.media_type, "digest": img.digest, "size": img.size,
-                        "platform": parse_platform(img.platform)})
+        entries.append(
+            {
+                "mediaType": img.media_type,
+                "digest": img.digest,
+                "size": img.size,
+                "platform": parse_platform(img.platform),
+            }
+        )
     index = {"schemaVersion": 2, "mediaType": MEDIA_TYPES[media]["index"], "manifests": entries}
     data = _json_bytes(index)
     return Image(data, MEDIA_TYPES[media]["index"], sha256_digest(data), children=list(images))
@@ -321,7 +343,9 @@ def build_index(images: list[Image], media: Media = "oci") -> Image:
 # -- push --------------------------------------------------------------------------------------
 class RegistryPushError(RuntimeError):
     def __init__(self, step: str, response: httpx.Response):
-        super().__init__(f"{step}: HTTP {response.status_code} from {response.request.url}: {response.text[:500]}")
+        super().__init__(
+            f"{step}: HTTP {response.status_code} from {response.request.url}: {response.text[:500]}"
+        )
         self.status_code = response.status_code
 
 
@@ -383,7 +407,9 @@ class RegistryChallengeAuth(httpx.Auth):
         scopes = [f"repository:{self.repository}:{self.actions}"]
         if params.get("scope") and params["scope"] not in scopes:
             scopes.append(params["scope"])
-        query: list[tuple[str, str]] = [("service", params.get("service", ""))] + [("scope", s) for s in scopes]
+        query: list[tuple[str, str]] = [("service", params.get("service", ""))] + [
+            ("scope", s) for s in scopes
+        ]
         headers = {"Authorization": b} if (b := self._basic()) else {}
         r = httpx.get(params["realm"], params=query, headers=headers, timeout=30)
         if r.status_code != 200:
@@ -396,12 +422,21 @@ class RegistryChallengeAuth(httpx.Auth):
 class RegistryPusher:
     """Pushes images to one repository of a Registry v2 server."""
 
-    def __init__(self, registry_url: str, repository: str, auth: tuple[str, str] | None = None,
-                 stats: PushStats | None = None, timeout: float = 300.0):
+    def __init__(
+        self,
+        registry_url: str,
+        repository: str,
+        auth: tuple[str, str] | None = None,
+        stats: PushStats | None = None,
+        timeout: float = 300.0,
+    ):
         self.repository = repository
         self.stats = stats if stats is not None else PushStats()
-        self.client = httpx.Client(base_url=registry_url.rstrip("/"), auth=RegistryChallengeAuth(repository, auth),
-                                   timeout=httpx.Timeout(timeout, connect=10.0))
+        self.client = httpx.Client(
+            base_url=registry_url.rstrip("/"),
+            auth=RegistryChallengeAuth(repository, auth),
+            timeout=httpx.Timeout(timeout, connect=10.0),
+        )
 
     def close(self) -> None:
         self.client.close()
@@ -422,13 +457,18 @@ class RegistryPusher:
     def _push_manifest(self, image: Image, reference: str) -> None:
         for blob in image.blobs:
             self.ensure_blob(blob)
-        r = self.client.put(f"/v2/{self.repository}/manifests/{reference}", content=image.manifest,
-                            headers={"Content-Type": image.media_type})
+        r = self.client.put(
+            f"/v2/{self.repository}/manifests/{reference}",
+            content=image.manifest,
+            headers={"Content-Type": image.media_type},
+        )
         if r.status_code != 201:
             raise RegistryPushError(f"PUT manifest {reference}", r)
         served = r.headers.get("Docker-Content-Digest")
         if served and served != image.digest:
-            raise RuntimeError(f"registry computed {served} for manifest {reference}, expected {image.digest}")
+            raise RuntimeError(
+                f"registry computed {served} for manifest {reference}, expected {image.digest}"
+            )
         self.stats.manifests.append(image.digest)
 
     def ensure_blob(self, blob: Blob) -> None:
@@ -442,16 +482,26 @@ class RegistryPusher:
             raise RegistryPushError("start upload", r)
         location = self.client.base_url.join(r.headers["Location"]).copy_merge_params({"digest": blob.digest})
         content: bytes | Iterator[bytes] = blob.data if blob.data is not None else blob.chunks()
-        r = self.client.put(location, content=content, headers={
-            "Content-Type": "application/octet-stream", "Content-Length": str(blob.size)})
+        r = self.client.put(
+            location,
+            content=content,
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(blob.size)},
+        )
         if r.status_code != 201:
             raise RegistryPushError(f"upload {blob.digest}", r)
         self.stats.uploaded.append(blob.digest)
         self.stats.uploaded_bytes += blob.size
 
 
-def push(image: Image, registry_url: str, repository: str, tag: str, auth: tuple[str, str] | None = None,
-         *, stats: PushStats | None = None) -> str:
+def push(
+    image: Image,
+    registry_url: str,
+    repository: str,
+    tag: str,
+    auth: tuple[str, str] | None = None,
+    *,
+    stats: PushStats | None = None,
+) -> str:
     """Push `image` (and an index's children, by digest first) and tag it; returns the manifest digest."""
     with RegistryPusher(registry_url, repository, auth, stats) as pusher:
         return pusher.push(image, tag)
@@ -465,31 +515,61 @@ _SH = b"#!/bin/sh\n# lab stand-in: this image is pulled and unpacked, never run\
 
 
 def _base_files(name: str) -> dict[str, bytes]:
-    return {"etc/os-release": _OS_RELEASE, "etc/passwd": _PASSWD, "etc/group": _GROUP,
-            "etc/hostname": name.encode() + b"\n", "bin/sh": _SH}
+    return {
+        "etc/os-release": _OS_RELEASE,
+        "etc/passwd": _PASSWD,
+        "etc/group": _GROUP,
+        "etc/hostname": name.encode() + b"\n",
+        "bin/sh": _SH,
+    }
 
 
 def _nginx(platform: str, media: Media) -> Image:
-    conf = (b"user nginx;\nworker_processes auto;\nevents { worker_connections 1024; }\n"
-            b"http {\n  server {\n    listen 80;\n    location / { root /usr/share/nginx/html; index index.html; }\n  }\n}\n")
+    conf = (
+        b"user nginx;\nworker_processes auto;\nevents { worker_connections 1024; }\n"
+        b"http {\n  server {\n    listen 80;\n    location / { root /usr/share/nginx/html; index index.html; }\n  }\n}\n"
+    )
     html = b"<!DOCTYPE html>\n<html><head><title>Welcome to nginx (lab)</title></head>\n<body><h1>lab</h1></body></html>\n"
-    return build_image(_base_files("nginx"), [
-        {"etc/nginx/nginx.conf": conf, "usr/share/nginx/html/index.html": html,
-         "usr/sbin/nginx": _SH, "docker-entrypoint.sh": _SH},
-    ], platform=platform, media=media, container_config={
-        "Cmd": ["nginx", "-g", "daemon off;"], "Entrypoint": ["/docker-entrypoint.sh"],
-        "ExposedPorts": {"80/tcp": {}}, "StopSignal": "SIGQUIT"})
+    return build_image(
+        _base_files("nginx"),
+        [
+            {
+                "etc/nginx/nginx.conf": conf,
+                "usr/share/nginx/html/index.html": html,
+                "usr/sbin/nginx": _SH,
+                "docker-entrypoint.sh": _SH,
+            },
+        ],
+        platform=platform,
+        media=media,
+        container_config={
+            "Cmd": ["nginx", "-g", "daemon off;"],
+            "Entrypoint": ["/docker-entrypoint.sh"],
+            "ExposedPorts": {"80/tcp": {}},
+            "StopSignal": "SIGQUIT",
+        },
+    )
 
 
 def _busybox(platform: str, media: Media) -> Image:
-    return build_image({**_base_files("busybox"), "bin/busybox": _SH}, platform=platform, media=media,
-                       container_config={"Cmd": ["sh"]})
+    return build_image(
+        {**_base_files("busybox"), "bin/busybox": _SH},
+        platform=platform,
+        media=media,
+        container_config={"Cmd": ["sh"]},
+    )
 
 
-def _small(name: str, extra: dict[str, bytes], cmd: list[str], platform: str = "linux/amd64",
-           media: Media = "oci") -> Image:
-    return build_image(_base_files(name.replace("/", "-")), [extra], platform=platform, media=media,
-                       container_config={"Cmd": cmd})
+def _small(
+    name: str, extra: dict[str, bytes], cmd: list[str], platform: str = "linux/amd64", media: Media = "oci"
+) -> Image:
+    return build_image(
+        _base_files(name.replace("/", "-")),
+        [extra],
+        platform=platform,
+        media=media,
+        container_config={"Cmd": cmd},
+    )
 
 
 def _split_mib(total_mb: int, parts: int) -> list[int]:
@@ -499,41 +579,63 @@ def _split_mib(total_mb: int, parts: int) -> list[int]:
     return sizes
 
 
-def lab_image_builders(workdir: Path, image_mb: int = 50, multilayer_mb: int = 40) -> dict[str, Callable[[], Image]]:
+def lab_image_builders(
+    workdir: Path, image_mb: int = 50, multilayer_mb: int = 40
+) -> dict[str, Callable[[], Image]]:
     """The seed set: 'registry-host/repo:tag' -> a function building that image (built only when needed).
 
     Random layers are seeded, so the set is the same on every run for the same sizes.
     """
 
     def demo() -> Image:
-        return build_index([
-            build_image({"hello.txt": b"hello from the lab (amd64)\n"}, [{"etc/demo.conf": b"answer=42\n"}],
-                        platform="linux/amd64"),
-            build_image({"hello.txt": b"hello from the lab (arm64)\n"}, [{"etc/demo.conf": b"answer=42\n"}],
-                        platform="linux/arm64/v8"),
-        ])
+        return build_index(
+            [
+                build_image(
+                    {"hello.txt": b"hello from the lab (amd64)\n"},
+                    [{"etc/demo.conf": b"answer=42\n"}],
+                    platform="linux/amd64",
+                ),
+                build_image(
+                    {"hello.txt": b"hello from the lab (arm64)\n"},
+                    [{"etc/demo.conf": b"answer=42\n"}],
+                    platform="linux/arm64/v8",
+                ),
+            ]
+        )
 
     def big() -> Image:
-        return build_image({"etc/big.conf": b"size_mb=%d\n" % image_mb}, workdir=workdir,
-                           random_layer_bytes=[max(image_mb, 1) << 20], seed="library/big:lab")
+        return build_image(
+            {"etc/big.conf": b"size_mb=%d\n" % image_mb},
+            workdir=workdir,
+            random_layer_bytes=[max(image_mb, 1) << 20],
+            seed="library/big:lab",
+        )
 
     def layers() -> Image:
-        return build_image({"etc/layers.conf": b"total_mb=%d\n" % multilayer_mb}, workdir=workdir,
-                           random_layer_bytes=_split_mib(multilayer_mb, 4), seed="library/layers:lab")
+        return build_image(
+            {"etc/layers.conf": b"total_mb=%d\n" % multilayer_mb},
+            workdir=workdir,
+            random_layer_bytes=_split_mib(multilayer_mb, 4),
+            seed="library/layers:lab",
+        )
 
     return {
         "docker.io/library/demo:1": demo,
         "docker.io/library/big:lab": big,
         "docker.io/library/layers:lab": layers,
-        "docker.io/library/nginx:lab": lambda: build_index([_nginx("linux/amd64", "oci"),
-                                                            _nginx("linux/arm64/v8", "oci")]),
+        "docker.io/library/nginx:lab": lambda: build_index(
+            [_nginx("linux/amd64", "oci"), _nginx("linux/arm64/v8", "oci")]
+        ),
         "docker.io/library/busybox:lab": lambda: _busybox("linux/amd64", "docker"),
         "docker.io/ratelimitpreview/test:latest": lambda: _small(
-            "ratelimitpreview/test", {"test.txt": b"rate limit preview\n"}, ["cat", "/test.txt"]),
+            "ratelimitpreview/test", {"test.txt": b"rate limit preview\n"}, ["cat", "/test.txt"]
+        ),
         "quay.io/lab/tool:1": lambda: _small(
-            "tool", {"usr/local/bin/tool": _SH, "etc/tool.yaml": b"level: info\n"}, ["tool", "--version"]),
+            "tool", {"usr/local/bin/tool": _SH, "etc/tool.yaml": b"level: info\n"}, ["tool", "--version"]
+        ),
         "ghcr.io/lab/app:1": lambda: _small(
-            "app", {"app/app.py": b"print('lab app')\n", "app/VERSION": b"1\n"}, ["python3", "/app/app.py"]),
+            "app", {"app/app.py": b"print('lab app')\n", "app/VERSION": b"1\n"}, ["python3", "/app/app.py"]
+        ),
         "gcr.io/lab/pause:3.9": lambda: _small("pause", {"pause": _SH}, ["/pause"]),
         "registry.k8s.io/pause:3.9": lambda: _small("pause", {"pause": _SH}, ["/pause"]),
     }
@@ -546,8 +648,14 @@ def split_ref(ref: str) -> tuple[str, str, str]:
     return host, repo, tag
 
 
-def seed_lab_images(registry_urls: dict[str, str], workdir: Path, image_mb: int = 50, multilayer_mb: int = 40,
-                    *, stats: PushStats | None = None) -> dict[str, str]:
+def seed_lab_images(
+    registry_urls: dict[str, str],
+    workdir: Path,
+    image_mb: int = 50,
+    multilayer_mb: int = 40,
+    *,
+    stats: PushStats | None = None,
+) -> dict[str, str]:
     """Push the lab seed set to the upstream registries present in `registry_urls` (host -> URL).
 
     Returns 'host/repo:tag' -> manifest digest. Idempotent: blobs the registry has are skipped,

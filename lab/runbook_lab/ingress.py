@@ -50,8 +50,18 @@ import httpx
 
 from runbook_lab.httpbase import LabHandler, LabHTTPServer, run_until_signal, serve_in_thread
 
-HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-              "trailers", "transfer-encoding", "upgrade", "proxy-connection"}
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-connection",
+}
 NGINX = "nginx.ingress.kubernetes.io/"
 DEFAULT_BODY_SIZE = "1m"
 DEFAULT_READ_TIMEOUT_S = 60.0
@@ -61,8 +71,10 @@ CHUNK = 1 << 16
 def nginx_page(status: int, reason: str) -> str:
     """The error page nginx answers with."""
     title = f"{status} {reason}"
-    return (f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n<center><h1>{title}</h1></center>\r\n"
-            "<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n")
+    return (
+        f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n<center><h1>{title}</h1></center>\r\n"
+        "<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+    )
 
 
 def parse_size(text: str) -> int | None:
@@ -70,7 +82,7 @@ def parse_size(text: str) -> int | None:
     m = re.fullmatch(r"\s*(\d+)\s*([kKmMgG]?)\s*", text or "")
     if not m:
         return parse_size(DEFAULT_BODY_SIZE)
-    n = int(m.group(1)) * {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}[m.group(2).lower()]
+    n = int(m.group(1)) * {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}[m.group(2).lower()]
     return None if n == 0 else n
 
 
@@ -87,8 +99,15 @@ class Route:
     tls: bool  # the request host is listed under this Ingress's tls
 
     def row(self) -> dict[str, Any]:
-        return {"ingress": f"{self.namespace}/{self.ingress}", "host": self.host or "*", "path": self.path,
-                "pathType": self.path_type, "service": self.service, "port": self.port, "tls": self.tls}
+        return {
+            "ingress": f"{self.namespace}/{self.ingress}",
+            "host": self.host or "*",
+            "path": self.path,
+            "pathType": self.path_type,
+            "service": self.service,
+            "port": self.port,
+            "tls": self.tls,
+        }
 
 
 def _host_rank(rule_host: str | None, host: str) -> int | None:
@@ -98,7 +117,11 @@ def _host_rank(rule_host: str | None, host: str) -> int | None:
     rule_host = rule_host.lower()
     if rule_host == host:
         return 0
-    if rule_host.startswith("*.") and host.endswith(rule_host[1:]) and host.count(".") == rule_host.count("."):
+    if (
+        rule_host.startswith("*.")
+        and host.endswith(rule_host[1:])
+        and host.count(".") == rule_host.count(".")
+    ):
         return 1
     return None
 
@@ -140,8 +163,9 @@ class RouteTable:
         return all(e.is_set() for e in self.synced.values())
 
     def _ours(self, ing: dict[str, Any]) -> bool:
-        cls = (ing.get("spec") or {}).get("ingressClassName") or \
-            ((ing.get("metadata") or {}).get("annotations") or {}).get("kubernetes.io/ingress.class")
+        cls = (ing.get("spec") or {}).get("ingressClassName") or (
+            (ing.get("metadata") or {}).get("annotations") or {}
+        ).get("kubernetes.io/ingress.class")
         return cls is None or cls == self.ingress_class
 
     def routes(self, host: str | None = None) -> list[Route]:
@@ -160,12 +184,23 @@ class RouteTable:
                     continue
                 for p in (rule.get("http") or {}).get("paths") or []:
                     svc = ((p.get("backend") or {}).get("service")) or {}
-                    port = (svc.get("port") or {})
-                    out.append((rank, Route(meta.get("namespace", "default"), meta.get("name", ""), rule.get("host"),
-                                            p.get("path") or "/", p.get("pathType") or "ImplementationSpecific",
-                                            svc.get("name", ""), port.get("number") or port.get("name") or 0,
-                                            meta.get("annotations") or {},
-                                            host is not None and host in tls_hosts)))
+                    port = svc.get("port") or {}
+                    out.append(
+                        (
+                            rank,
+                            Route(
+                                meta.get("namespace", "default"),
+                                meta.get("name", ""),
+                                rule.get("host"),
+                                p.get("path") or "/",
+                                p.get("pathType") or "ImplementationSpecific",
+                                svc.get("name", ""),
+                                port.get("number") or port.get("name") or 0,
+                                meta.get("annotations") or {},
+                                host is not None and host in tls_hosts,
+                            ),
+                        )
+                    )
         if host is None or not out:
             return [r for _, r in out]
         best = min(rank for rank, _ in out)
@@ -205,7 +240,10 @@ class Watcher:
         self.table = table
         self.timeout = watch_timeout_s
         net, core = client.NetworkingV1Api(self.api), client.CoreV1Api(self.api)
-        self.lists = {"Ingress": net.list_ingress_for_all_namespaces, "Service": core.list_service_for_all_namespaces}
+        self.lists = {
+            "Ingress": net.list_ingress_for_all_namespaces,
+            "Service": core.list_service_for_all_namespaces,
+        }
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -235,9 +273,14 @@ class Watcher:
                 rv = (data.get("metadata") or {}).get("resourceVersion")
                 while not self._stop.is_set():
                     w = watch.Watch()
-                    for ev in w.stream(list_fn, resource_version=rv, timeout_seconds=min(self.timeout, 5),
-                                       allow_watch_bookmarks=True, deserialize=False,
-                                       _request_timeout=self.timeout + 10):
+                    for ev in w.stream(
+                        list_fn,
+                        resource_version=rv,
+                        timeout_seconds=min(self.timeout, 5),
+                        allow_watch_bookmarks=True,
+                        deserialize=False,
+                        _request_timeout=self.timeout + 10,
+                    ):
                         obj = ev.get("object") or {}
                         rv = (obj.get("metadata") or {}).get("resourceVersion") or rv
                         if ev.get("type") != "BOOKMARK":
@@ -268,8 +311,9 @@ class IngressHandler(LabHandler):
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
         if self.url_path == "/_lab/healthz":
             synced = self.proxy.table.is_synced()
-            self.reply_json(200 if synced else 503, {"synced": synced,
-                                                     "routes": len(self.proxy.table.routes())})
+            self.reply_json(
+                200 if synced else 503, {"synced": synced, "routes": len(self.proxy.table.routes())}
+            )
             return
         if self.url_path == "/_lab/routes":
             self.reply_json(200, [r.row() for r in self.proxy.table.routes()], indent=1)
@@ -318,7 +362,8 @@ class IngressHandler(LabHandler):
             return
         ann = route.annotations
         redirect = ann.get(NGINX + "force-ssl-redirect") == "true" or (
-            route.tls and ann.get(NGINX + "ssl-redirect", "true") != "false")
+            route.tls and ann.get(NGINX + "ssl-redirect", "true") != "false"
+        )
         if redirect:
             self._error(308, "Permanent Redirect", {"Location": f"https://{host}{self.path}"})
             return
@@ -340,17 +385,29 @@ class IngressHandler(LabHandler):
     # -- forwarding ----------------------------------------------------------------------------------
     def _upstream_headers(self, raw_host: str) -> list[tuple[str, str]]:
         connection_tokens = {t.strip().lower() for t in (self.headers.get("Connection") or "").split(",")}
-        headers = [(k, v) for k, v in self.headers.items()
-                   if k.lower() not in HOP_BY_HOP and k.lower() not in connection_tokens
-                   and not k.lower().startswith("x-forwarded-") and k.lower() not in ("x-real-ip", "x-scheme")]
+        headers = [
+            (k, v)
+            for k, v in self.headers.items()
+            if k.lower() not in HOP_BY_HOP
+            and k.lower() not in connection_tokens
+            and not k.lower().startswith("x-forwarded-")
+            and k.lower() not in ("x-real-ip", "x-scheme")
+        ]
         client_ip = self.client_address[0]
-        headers += [("X-Real-IP", client_ip), ("X-Forwarded-For", client_ip), ("X-Forwarded-Host", raw_host),
-                    ("X-Forwarded-Port", str(self.proxy.port)), ("X-Forwarded-Proto", "http"),
-                    ("X-Forwarded-Scheme", "http"), ("X-Scheme", "http")]
+        headers += [
+            ("X-Real-IP", client_ip),
+            ("X-Forwarded-For", client_ip),
+            ("X-Forwarded-Host", raw_host),
+            ("X-Forwarded-Port", str(self.proxy.port)),
+            ("X-Forwarded-Proto", "http"),
+            ("X-Forwarded-Scheme", "http"),
+            ("X-Scheme", "http"),
+        ]
         return headers
 
     def _body(self) -> Iterator[bytes] | None:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+
             def chunked() -> Iterator[bytes]:
                 while True:
                     size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
@@ -360,6 +417,7 @@ class IngressHandler(LabHandler):
                         return
                     yield self.rfile.read(size)
                     self.rfile.readline()
+
             return chunked()
         length = int(self.headers.get("Content-Length") or 0)
         if not length:
@@ -373,14 +431,20 @@ class IngressHandler(LabHandler):
                     return
                 left -= len(part)
                 yield part
+
         return fixed()
 
     def _forward(self, raw_host: str, port: int, read_timeout: float) -> None:
         url = f"http://{self.proxy.backend_host}:{port}{self.path}"
         body = self._body()
         timeout = httpx.Timeout(connect=5.0, read=read_timeout, write=read_timeout, pool=5.0)
-        request = httpx.Request(self.command, url, headers=self._upstream_headers(raw_host), content=body,
-                                extensions={"timeout": timeout.as_dict()})
+        request = httpx.Request(
+            self.command,
+            url,
+            headers=self._upstream_headers(raw_host),
+            content=body,
+            extensions={"timeout": timeout.as_dict()},
+        )
         try:
             resp = self.proxy.http.send(request, stream=True)
         except httpx.TimeoutException:
@@ -423,8 +487,14 @@ class IngressHandler(LabHandler):
 class IngressProxy:
     """The proxy and its watcher. ``port=0`` picks an ephemeral port (tests)."""
 
-    def __init__(self, kubeconfig: Path | str, port: int = 0, host: str = "127.0.0.1",
-                 ingress_class: str = "nginx", backend_host: str = "127.0.0.1"):
+    def __init__(
+        self,
+        kubeconfig: Path | str,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        ingress_class: str = "nginx",
+        backend_host: str = "127.0.0.1",
+    ):
         self.kubeconfig = Path(kubeconfig)
         self.host, self.requested_port = host, port
         self.backend_host = backend_host
@@ -491,12 +561,16 @@ class IngressProxy:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m runbook_lab.ingress",
-                                     description="The lab's ingress controller (routes Ingress hosts to 127.0.0.1)")
+    parser = argparse.ArgumentParser(
+        prog="python -m runbook_lab.ingress",
+        description="The lab's ingress controller (routes Ingress hosts to 127.0.0.1)",
+    )
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--kubeconfig", type=Path, required=True)
-    parser.add_argument("--class", dest="ingress_class", default="nginx", help="IngressClass served (default nginx)")
+    parser.add_argument(
+        "--class", dest="ingress_class", default="nginx", help="IngressClass served (default nginx)"
+    )
     args = parser.parse_args(argv)
     proxy = IngressProxy(args.kubeconfig, args.port, args.host, args.ingress_class)
     try:
@@ -509,7 +583,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"ingress: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 2
     proxy.start_watching()
-    print(f"ingress listening on {proxy.url} (class {args.ingress_class}, kubeconfig {args.kubeconfig})", flush=True)
+    print(
+        f"ingress listening on {proxy.url} (class {args.ingress_class}, kubeconfig {args.kubeconfig})",
+        flush=True,
+    )
     run_until_signal([server], on_stop=proxy.close)
     return 0
 

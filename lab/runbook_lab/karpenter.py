@@ -119,8 +119,12 @@ INSTANCE_TYPES: dict[str, dict[str, str]] = {
     "t3.medium": {"cpu": "2", "memory": "3788Mi", "pods": "17", "ephemeral-storage": "20Gi"},
 }
 DEFAULT_INSTANCE_TYPE = "m5.large"
-AMI_NAME_PATTERNS = {"AL2023": "al2023-ami-2023*-x86_64", "AL2": "amzn2-ami-hvm-*-x86_64-gp2",
-                     "Bottlerocket": "bottlerocket-aws-k8s-*-x86_64*", "Custom": "al2023-ami-2023*-x86_64"}
+AMI_NAME_PATTERNS = {
+    "AL2023": "al2023-ami-2023*-x86_64",
+    "AL2": "amzn2-ami-hvm-*-x86_64-gp2",
+    "Bottlerocket": "bottlerocket-aws-k8s-*-x86_64*",
+    "Custom": "al2023-ami-2023*-x86_64",
+}
 
 # The lab cluster's own userData before the runbook ran: the stage must keep it when it merges its block.
 DEFAULT_USER_DATA = """MIME-Version: 1.0
@@ -161,10 +165,20 @@ class Flavor:
 
 # hash versions: NodePoolHashVersion v3 (v1.x), EC2NodeClassHashVersion v4 (v1.0); v1beta1 (v0.36-0.37): v2 both
 FLAVORS = {
-    "v1": Flavor("v1", "v3", "v4", {"key": "karpenter.sh/disrupted", "effect": "NoSchedule"},
-                 {"key": "karpenter.sh/unregistered", "effect": "NoExecute"}),
-    "v1beta1": Flavor("v1beta1", "v2", "v2",
-                      {"key": "karpenter.sh/disruption", "value": "disrupting", "effect": "NoSchedule"}, None),
+    "v1": Flavor(
+        "v1",
+        "v3",
+        "v4",
+        {"key": "karpenter.sh/disrupted", "effect": "NoSchedule"},
+        {"key": "karpenter.sh/unregistered", "effect": "NoExecute"},
+    ),
+    "v1beta1": Flavor(
+        "v1beta1",
+        "v2",
+        "v2",
+        {"key": "karpenter.sh/disruption", "value": "disrupting", "effect": "NoSchedule"},
+        None,
+    ),
 }
 
 
@@ -181,7 +195,9 @@ def _canonical(value: Any) -> Any:
 
 
 def stable_hash(value: Any) -> str:
-    digest = hashlib.sha256(json.dumps(_canonical(value), sort_keys=True, separators=(",", ":")).encode()).digest()
+    digest = hashlib.sha256(
+        json.dumps(_canonical(value), sort_keys=True, separators=(",", ":")).encode()
+    ).digest()
     return str(int.from_bytes(digest[:8], "big"))
 
 
@@ -191,14 +207,26 @@ def node_class_family(spec: dict[str, Any]) -> str:
         alias = (term or {}).get("alias")
         if alias:
             family = alias.split("@", 1)[0].lower()
-            return {"al2": "AL2", "al2023": "AL2023", "bottlerocket": "Bottlerocket"}.get(family, family.capitalize())
+            return {"al2": "AL2", "al2023": "AL2023", "bottlerocket": "Bottlerocket"}.get(
+                family, family.capitalize()
+            )
     return spec.get("amiFamily") or "Custom"
 
 
 def nodeclass_hash(spec: dict[str, Any]) -> str:
-    hashed = {k: v for k, v in (spec or {}).items()
-              if k not in ("subnetSelectorTerms", "securityGroupSelectorTerms", "capacityReservationSelectorTerms",
-                           "amiSelectorTerms", "amiFamily", "ipPrefixCount")}
+    hashed = {
+        k: v
+        for k, v in (spec or {}).items()
+        if k
+        not in (
+            "subnetSelectorTerms",
+            "securityGroupSelectorTerms",
+            "capacityReservationSelectorTerms",
+            "amiSelectorTerms",
+            "amiFamily",
+            "ipPrefixCount",
+        )
+    }
     return stable_hash([hashed, node_class_family(spec or {})])
 
 
@@ -216,7 +244,9 @@ def budget_value(nodes: str, total: int) -> int:
     return int(text)
 
 
-def allowed_disruptions(pool: dict[str, Any], total: int, disrupting: int, reason: str = REASON_DRIFTED) -> int:
+def allowed_disruptions(
+    pool: dict[str, Any], total: int, disrupting: int, reason: str = REASON_DRIFTED
+) -> int:
     budgets = ((pool.get("spec") or {}).get("disruption") or {}).get("budgets") or []
     allowed = None
     for budget in budgets:
@@ -250,7 +280,7 @@ def _mime_parts(user_data: str) -> list[tuple[dict[str, str], str]] | None:
 
 
 def _mime_archive(parts: list[tuple[dict[str, str], str]]) -> str:
-    out = ['MIME-Version: 1.0', 'Content-Type: multipart/mixed; boundary="//"', ""]
+    out = ["MIME-Version: 1.0", 'Content-Type: multipart/mixed; boundary="//"', ""]
     for headers, body in parts:
         out.append("--//")
         out.extend(f"{k}: {v}" for k, v in headers.items())
@@ -260,8 +290,15 @@ def _mime_archive(parts: list[tuple[dict[str, str], str]]) -> str:
     return "\n".join(out) + "\n"
 
 
-def karpenter_user_data(family: str, user_data: str, cluster: str, endpoint: str, labels: dict[str, str],
-                        taints: list[dict[str, str]], max_pods: str) -> str:
+def karpenter_user_data(
+    family: str,
+    user_data: str,
+    cluster: str,
+    endpoint: str,
+    labels: dict[str, str],
+    taints: list[dict[str, str]],
+    max_pods: str,
+) -> str:
     """The userData Karpenter hands to EC2 for a node class (aws/karpenter-provider-aws
     pkg/providers/amifamily/bootstrap/): the user's content merged with Karpenter's bootstrap.
     AL2: user parts (all headers kept), then a bash part calling /etc/eks/bootstrap.sh;
@@ -281,8 +318,14 @@ def karpenter_user_data(family: str, user_data: str, cluster: str, endpoint: str
         doc = tomllib.loads(user_data) if user_data.strip() else {}
         settings = {"settings": doc.get("settings") or {}}
         kube = settings["settings"].setdefault("kubernetes", {})
-        kube.update({"cluster-name": cluster, "api-server": endpoint, "node-labels": dict(sorted(labels.items())),
-                     "max-pods": int(max_pods)})
+        kube.update(
+            {
+                "cluster-name": cluster,
+                "api-server": endpoint,
+                "node-labels": dict(sorted(labels.items())),
+                "max-pods": int(max_pods),
+            }
+        )
         if taints:
             kube["node-taints"] = {t["key"]: [f"{t.get('value', '')}:{t['effect']}"] for t in taints}
         return tomli_w.dumps(settings)
@@ -296,19 +339,37 @@ def karpenter_user_data(family: str, user_data: str, cluster: str, endpoint: str
             parts = [({"Content-Type": 'text/x-shellscript; charset="us-ascii"'}, user_data)]
     if family == "AL2023":
         parts = [({"Content-Type": h.get("Content-Type", "text/plain")}, b) for h, b in parts]
-        flags = [f"--node-labels={node_labels}"] + ([f"--register-with-taints={node_taints}"] if node_taints else [])
-        node_config = {"apiVersion": "node.eks.aws/v1alpha1", "kind": "NodeConfig", "spec": {
-            "cluster": {"name": cluster, "apiServerEndpoint": endpoint, "certificateAuthority": "",
-                        "cidr": "10.100.0.0/16"},
-            "kubelet": {"config": {"maxPods": int(max_pods), "clusterDNS": ["10.100.0.10"]}, "flags": flags}}}
-        parts.append(({"Content-Type": "application/node.eks.aws"}, yaml.safe_dump(node_config, sort_keys=False)))
+        flags = [f"--node-labels={node_labels}"] + (
+            [f"--register-with-taints={node_taints}"] if node_taints else []
+        )
+        node_config = {
+            "apiVersion": "node.eks.aws/v1alpha1",
+            "kind": "NodeConfig",
+            "spec": {
+                "cluster": {
+                    "name": cluster,
+                    "apiServerEndpoint": endpoint,
+                    "certificateAuthority": "",
+                    "cidr": "10.100.0.0/16",
+                },
+                "kubelet": {
+                    "config": {"maxPods": int(max_pods), "clusterDNS": ["10.100.0.10"]},
+                    "flags": flags,
+                },
+            },
+        }
+        parts.append(
+            ({"Content-Type": "application/node.eks.aws"}, yaml.safe_dump(node_config, sort_keys=False))
+        )
         return _mime_archive(parts)
     extra = f"--node-labels={node_labels}" + (f" --register-with-taints={node_taints}" if node_taints else "")
-    bootstrap = ("#!/bin/bash -xe\n"
-                 "exec > >(tee /var/log/user-data.log|logger -t user-data -s 2>/dev/console) 2>&1\n"
-                 f"/etc/eks/bootstrap.sh '{cluster}' --apiserver-endpoint '{endpoint}' --b64-cluster-ca '' \\\n"
-                 f"--dns-cluster-ip '10.100.0.10' \\\n--use-max-pods false \\\n"
-                 f"--kubelet-extra-args '{extra} --max-pods={max_pods}'")
+    bootstrap = (
+        "#!/bin/bash -xe\n"
+        "exec > >(tee /var/log/user-data.log|logger -t user-data -s 2>/dev/console) 2>&1\n"
+        f"/etc/eks/bootstrap.sh '{cluster}' --apiserver-endpoint '{endpoint}' --b64-cluster-ca '' \\\n"
+        f"--dns-cluster-ip '10.100.0.10' \\\n--use-max-pods false \\\n"
+        f"--kubelet-extra-args '{extra} --max-pods={max_pods}'"
+    )
     parts.append(({"Content-Type": 'text/x-shellscript; charset="us-ascii"'}, bootstrap))
     return _mime_archive(parts)
 
@@ -344,8 +405,14 @@ def is_true(obj: dict[str, Any] | None, type_: str) -> bool:
     return bool(c) and c.get("status") == "True"
 
 
-def set_condition(conditions: list[dict[str, Any]], type_: str, status: str, reason: str, message: str = "",
-                  generation: int | None = None) -> bool:
+def set_condition(
+    conditions: list[dict[str, Any]],
+    type_: str,
+    status: str,
+    reason: str,
+    message: str = "",
+    generation: int | None = None,
+) -> bool:
     """Set a condition the way operatorpkg does: lastTransitionTime moves only when the status changes."""
     for c in conditions:
         if c.get("type") == type_:
@@ -357,7 +424,13 @@ def set_condition(conditions: list[dict[str, Any]], type_: str, status: str, rea
             if generation is not None:
                 c["observedGeneration"] = generation
             return True
-    row = {"type": type_, "status": status, "reason": reason, "message": message, "lastTransitionTime": now_rfc3339()}
+    row = {
+        "type": type_,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": now_rfc3339(),
+    }
     if generation is not None:
         row["observedGeneration"] = generation
     conditions.append(row)
@@ -378,8 +451,8 @@ class LabCluster:
     node_pools: dict[str, int]
     cluster_name: str = "lab"
     region: str = "us-east-1"
-    ports: list[int] = field(default_factory=list)          # lab service ports bridged into every node
-    hosts: dict[str, str] = field(default_factory=dict)     # node /etc/hosts entries
+    ports: list[int] = field(default_factory=list)  # lab service ports bridged into every node
+    hosts: dict[str, str] = field(default_factory=dict)  # node /etc/hosts entries
     lab_certs: dict[str, str] = field(default_factory=dict)  # the lab's DNS for registries (node.py)
     kubeconfig: str = ""
     api_server: str = ""
@@ -399,13 +472,18 @@ def _url_port(url: str | None) -> int | None:
 def lab_service_ports(params: Any) -> list[int]:
     """Every lab service port named in the parameters: Nexus and its connectors, the ingress proxy, the
     Docker Hub front and token service, the registries, the Kubernetes API stand-in and moto."""
-    ports: set[int | None] = {_url_port(params.nexus.url), _url_port(params.aws.endpoint_url),
-                              _url_port(params.kubernetes.api_host)}
+    ports: set[int | None] = {
+        _url_port(params.nexus.url),
+        _url_port(params.aws.endpoint_url),
+        _url_port(params.kubernetes.api_host),
+    }
     for up in params.upstreams:
         ports.update({up.connector_port, _url_port(up.mirror_url), _url_port(up.remote_url)})
     lab = params.lab
     if lab is not None:
-        ports.update({lab.ingress_port, lab.dockerhub.port, lab.dockerhub.token_port, lab.kube_port, lab.moto_port})
+        ports.update(
+            {lab.ingress_port, lab.dockerhub.port, lab.dockerhub.token_port, lab.kube_port, lab.moto_port}
+        )
         ports.update(reg.port for reg in lab.registries.values())
     return sorted(p for p in ports if p)
 
@@ -418,15 +496,22 @@ def node_role_env(aws_endpoint: str, region: str) -> dict[str, str]:
 
     from runbook_lab.node import USERDATA_PATH
 
-    env = {"AWS_ENDPOINT_URL": aws_endpoint, "AWS_ACCESS_KEY_ID": "lab-node-role",
-           "AWS_SECRET_ACCESS_KEY": "lab-node-role", "AWS_DEFAULT_REGION": region, "AWS_REGION": region}
+    env = {
+        "AWS_ENDPOINT_URL": aws_endpoint,
+        "AWS_ACCESS_KEY_ID": "lab-node-role",
+        "AWS_SECRET_ACCESS_KEY": "lab-node-role",
+        "AWS_DEFAULT_REGION": region,
+        "AWS_REGION": region,
+    }
     aws_cli = shutil.which("aws")
     if aws_cli and str(Path(aws_cli).parent) not in USERDATA_PATH.split(":"):
         env["PATH"] = f"{USERDATA_PATH}:{Path(aws_cli).parent}"
     return env
 
 
-def cluster_from_params(params: Any, kubeconfig: str, api_server: str = "", aws_endpoint: str = "") -> LabCluster:
+def cluster_from_params(
+    params: Any, kubeconfig: str, api_server: str = "", aws_endpoint: str = ""
+) -> LabCluster:
     from runbook_lab.node import PUBLIC_REGISTRY_NAMES
 
     if params.lab is None:
@@ -440,10 +525,17 @@ def cluster_from_params(params: Any, kubeconfig: str, api_server: str = "", aws_
         lab_certs["registry-1.docker.io"] = docker.remote_url  # the mirror-bypassing alias (node.py)
     aws_endpoint = aws_endpoint or params.aws.endpoint_url or f"http://127.0.0.1:{params.lab.moto_port}"
     ports = sorted({*lab_service_ports(params), _url_port(aws_endpoint) or 0} - {0})
-    return LabCluster(node_pools=dict(params.lab.node_pools), cluster_name=params.aws.cluster_name or "lab",
-                      region=params.aws.region, ports=ports, hosts=hosts, lab_certs=lab_certs,
-                      kubeconfig=kubeconfig, api_server=api_server or f"http://127.0.0.1:{params.lab.kube_port}",
-                      userdata_env=node_role_env(aws_endpoint, params.aws.region))
+    return LabCluster(
+        node_pools=dict(params.lab.node_pools),
+        cluster_name=params.aws.cluster_name or "lab",
+        region=params.aws.region,
+        ports=ports,
+        hosts=hosts,
+        lab_certs=lab_certs,
+        kubeconfig=kubeconfig,
+        api_server=api_server or f"http://127.0.0.1:{params.lab.kube_port}",
+        userdata_env=node_role_env(aws_endpoint, params.aws.region),
+    )
 
 
 # -- EC2 (moto) ------------------------------------------------------------------------------------------
@@ -455,16 +547,24 @@ class Ec2:
         from botocore.config import Config
 
         self.region = region
-        self.client = boto3.client("ec2", endpoint_url=endpoint_url, region_name=region,
-                                   aws_access_key_id="lab", aws_secret_access_key="lab",
-                                   config=Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 2}))
+        self.client = boto3.client(
+            "ec2",
+            endpoint_url=endpoint_url,
+            region_name=region,
+            aws_access_key_id="lab",
+            aws_secret_access_key="lab",
+            config=Config(connect_timeout=5, read_timeout=30, retries={"max_attempts": 2}),
+        )
 
     @staticmethod
     def _filters(term: dict[str, Any]) -> list[dict[str, Any]]:
         filters = []
         for key, value in (term.get("tags") or {}).items():
-            filters.append({"Name": "tag-key", "Values": [key]} if value == "*" else
-                           {"Name": f"tag:{key}", "Values": [value]})
+            filters.append(
+                {"Name": "tag-key", "Values": [key]}
+                if value == "*"
+                else {"Name": f"tag:{key}", "Values": [value]}
+            )
         return filters
 
     def tag_discovery(self, cluster: str) -> None:
@@ -473,10 +573,16 @@ class Ec2:
         if not vpcs:
             return
         vpc = vpcs[0]["VpcId"]
-        ids = [s["SubnetId"] for s in self.client.describe_subnets(
-            Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]]
-        ids += [g["GroupId"] for g in self.client.describe_security_groups(
-            Filters=[{"Name": "vpc-id", "Values": [vpc]}, {"Name": "group-name", "Values": ["default"]}])["SecurityGroups"]]
+        ids = [
+            s["SubnetId"]
+            for s in self.client.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]
+        ]
+        ids += [
+            g["GroupId"]
+            for g in self.client.describe_security_groups(
+                Filters=[{"Name": "vpc-id", "Values": [vpc]}, {"Name": "group-name", "Values": ["default"]}]
+            )["SecurityGroups"]
+        ]
         if ids:
             self.client.create_tags(Resources=ids, Tags=[{"Key": DISCOVERY_TAG, "Value": cluster}])
 
@@ -487,8 +593,11 @@ class Ec2:
             if term.get("id"):
                 kwargs["SubnetIds"] = [term["id"]]
             for s in self.client.describe_subnets(**kwargs)["Subnets"]:
-                found[s["SubnetId"]] = {"id": s["SubnetId"], "zone": s["AvailabilityZone"],
-                                        "zoneID": s.get("AvailabilityZoneId", "")}
+                found[s["SubnetId"]] = {
+                    "id": s["SubnetId"],
+                    "zone": s["AvailabilityZone"],
+                    "zoneID": s.get("AvailabilityZoneId", ""),
+                }
         return sorted(found.values(), key=lambda s: (s["zone"], s["id"]))
 
     def security_groups(self, terms: list[dict[str, Any]]) -> list[dict[str, str]]:
@@ -510,11 +619,17 @@ class Ec2:
                 images += self.client.describe_images(ImageIds=[term["id"]])["Images"]
             elif term.get("alias") or not term:
                 pattern = AMI_NAME_PATTERNS.get(family, AMI_NAME_PATTERNS["AL2023"])
-                found = self.client.describe_images(Owners=["amazon"], Filters=[
-                    {"Name": "name", "Values": [pattern]}, {"Name": "architecture", "Values": ["x86_64"]}])["Images"]
+                found = self.client.describe_images(
+                    Owners=["amazon"],
+                    Filters=[
+                        {"Name": "name", "Values": [pattern]},
+                        {"Name": "architecture", "Values": ["x86_64"]},
+                    ],
+                )["Images"]
                 if not found:
-                    found = self.client.describe_images(Owners=["amazon"], Filters=[
-                        {"Name": "name", "Values": [AMI_NAME_PATTERNS["AL2023"]]}])["Images"]
+                    found = self.client.describe_images(
+                        Owners=["amazon"], Filters=[{"Name": "name", "Values": [AMI_NAME_PATTERNS["AL2023"]]}]
+                    )["Images"]
                 images += [i for i in found if "minimal" not in i.get("Name", "")] or found
             else:
                 filters = self._filters(term)
@@ -525,17 +640,37 @@ class Ec2:
                     kwargs["Owners"] = [term["owner"]]
                 images += self.client.describe_images(**kwargs)["Images"]
         newest = sorted(images, key=lambda i: (i.get("CreationDate", ""), i["ImageId"]), reverse=True)[:1]
-        return [{"id": i["ImageId"], "name": i.get("Name", ""),
-                 "requirements": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}]}
-                for i in newest]
+        return [
+            {
+                "id": i["ImageId"],
+                "name": i.get("Name", ""),
+                "requirements": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}],
+            }
+            for i in newest
+        ]
 
-    def launch(self, image_id: str, instance_type: str, subnet_id: str, security_groups: list[str],
-               user_data: str, tags: dict[str, str]) -> dict[str, Any]:
+    def launch(
+        self,
+        image_id: str,
+        instance_type: str,
+        subnet_id: str,
+        security_groups: list[str],
+        user_data: str,
+        tags: dict[str, str],
+    ) -> dict[str, Any]:
         # botocore base64-encodes UserData for RunInstances, as the EC2 API requires
         reply = self.client.run_instances(
-            ImageId=image_id, InstanceType=instance_type, MinCount=1, MaxCount=1, SubnetId=subnet_id,
-            SecurityGroupIds=security_groups, UserData=user_data,
-            TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}])
+            ImageId=image_id,
+            InstanceType=instance_type,
+            MinCount=1,
+            MaxCount=1,
+            SubnetId=subnet_id,
+            SecurityGroupIds=security_groups,
+            UserData=user_data,
+            TagSpecifications=[
+                {"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+            ],
+        )
         return reply["Instances"][0]
 
     def instance(self, instance_id: str) -> dict[str, Any] | None:
@@ -556,17 +691,22 @@ class Ec2:
     def live_instance_ids(self, cluster: str) -> set[str]:
         """Ids of this cluster's Karpenter instances that are pending or running (one DescribeInstances)."""
         ids: set[str] = set()
-        pages = self.client.get_paginator("describe_instances").paginate(Filters=[
-            {"Name": "tag-key", "Values": ["karpenter.sh/nodeclaim"]},
-            {"Name": f"tag:kubernetes.io/cluster/{cluster}", "Values": ["owned"]},
-            {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]}])
+        pages = self.client.get_paginator("describe_instances").paginate(
+            Filters=[
+                {"Name": "tag-key", "Values": ["karpenter.sh/nodeclaim"]},
+                {"Name": f"tag:kubernetes.io/cluster/{cluster}", "Values": ["owned"]},
+                {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
+            ]
+        )
         for page in pages:
             for reservation in page["Reservations"]:
                 ids.update(i["InstanceId"] for i in reservation["Instances"])
         return ids
 
     def user_data(self, instance_id: str) -> str:
-        value = self.client.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")["UserData"]
+        value = self.client.describe_instance_attribute(InstanceId=instance_id, Attribute="userData")[
+            "UserData"
+        ]
         return base64.b64decode(value.get("Value", "")).decode() if value.get("Value") else ""
 
     def terminate(self, instance_id: str) -> None:
@@ -596,9 +736,18 @@ class KarpenterSim:
     """The controller. `reconcile()` is one pass over the cluster; `start()` runs passes in a thread, woken by
     watches, and `stop()` ends the loop and stops every lab node this process started."""
 
-    def __init__(self, api: Any, ec2: Ec2, cluster: LabCluster, nodes_dir: Path, *, version: str | None = None,
-                 registration_ttl_s: float = 120.0, resync_s: float = 10.0,
-                 log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        api: Any,
+        ec2: Ec2,
+        cluster: LabCluster,
+        nodes_dir: Path,
+        *,
+        version: str | None = None,
+        registration_ttl_s: float = 120.0,
+        resync_s: float = 10.0,
+        log: Callable[[str], None] = print,
+    ) -> None:
         from kubernetes import client
 
         self.api = api
@@ -643,11 +792,19 @@ class KarpenterSim:
         raise RuntimeError("the API server serves no karpenter.sh v1 or v1beta1 (install the Karpenter CRDs)")
 
     def _list(self, group: str, plural: str) -> list[dict[str, Any]]:
-        raw = self.custom.list_cluster_custom_object(group, self.flavor.version, plural, _preload_content=False)
+        raw = self.custom.list_cluster_custom_object(
+            group, self.flavor.version, plural, _preload_content=False
+        )
         return json.loads(raw.data).get("items") or []
 
-    def _patch(self, group: str, plural: str, name: str, body: dict[str, Any], status: bool = False) -> dict[str, Any]:
-        fn = self.custom.patch_cluster_custom_object_status if status else self.custom.patch_cluster_custom_object
+    def _patch(
+        self, group: str, plural: str, name: str, body: dict[str, Any], status: bool = False
+    ) -> dict[str, Any]:
+        fn = (
+            self.custom.patch_cluster_custom_object_status
+            if status
+            else self.custom.patch_cluster_custom_object
+        )
         return fn(group, self.flavor.version, plural, name, body, _content_type=MERGE_PATCH)
 
     def _patch_claim_status(self, claim: dict[str, Any], status: dict[str, Any]) -> None:
@@ -663,7 +820,9 @@ class KarpenterSim:
     def _core_json(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return json.loads(fn(*args, _preload_content=False, **kwargs).data)
 
-    def event(self, obj: dict[str, Any], kind: str, api_version: str, type_: str, reason: str, message: str) -> None:
+    def event(
+        self, obj: dict[str, Any], kind: str, api_version: str, type_: str, reason: str, message: str
+    ) -> None:
         """An Event like Karpenter's recorder writes (cluster-scoped objects: namespace "default"), deduplicated."""
         meta = obj.get("metadata") or {}
         key = (meta.get("uid", meta.get("name", "")), reason, message)
@@ -673,10 +832,21 @@ class KarpenterSim:
         stamp = now_rfc3339()
         body = {
             "metadata": {"name": f"{meta.get('name')}.{time.time_ns():x}", "namespace": "default"},
-            "involvedObject": {"kind": kind, "name": meta.get("name"), "uid": meta.get("uid"), "apiVersion": api_version,
-                               "resourceVersion": meta.get("resourceVersion")},
-            "reason": reason, "message": message, "type": type_, "source": {"component": "karpenter"},
-            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1, "reportingComponent": "karpenter",
+            "involvedObject": {
+                "kind": kind,
+                "name": meta.get("name"),
+                "uid": meta.get("uid"),
+                "apiVersion": api_version,
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "reason": reason,
+            "message": message,
+            "type": type_,
+            "source": {"component": "karpenter"},
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+            "reportingComponent": "karpenter",
             "reportingInstance": "karpenter-lab",
         }
         try:
@@ -697,12 +867,27 @@ class KarpenterSim:
         if stopped:
             self.log(f"karpenter: stopped {len(stopped)} lab node process(es) left by an earlier run")
         wake: Callable[[str, dict[str, Any]], None] = lambda *_: self._wake.set()  # noqa: E731
-        for group, plural in ((CORE_GROUP, "nodepools"), (CORE_GROUP, "nodeclaims"), (AWS_GROUP, "ec2nodeclasses")):
-            self._watches.append(ObjectWatch(self.custom.list_cluster_custom_object, wake, plural, group=group,
-                                             version=self.flavor.version, plural=plural).start())
+        for group, plural in (
+            (CORE_GROUP, "nodepools"),
+            (CORE_GROUP, "nodeclaims"),
+            (AWS_GROUP, "ec2nodeclasses"),
+        ):
+            self._watches.append(
+                ObjectWatch(
+                    self.custom.list_cluster_custom_object,
+                    wake,
+                    plural,
+                    group=group,
+                    version=self.flavor.version,
+                    plural=plural,
+                ).start()
+            )
         self._watches.append(ObjectWatch(self.core.list_node, wake, "nodes").start())
-        self._watches.append(ObjectWatch(self.core.list_pod_for_all_namespaces, wake, "pods",
-                                         field_selector="status.phase=Pending").start())
+        self._watches.append(
+            ObjectWatch(
+                self.core.list_pod_for_all_namespaces, wake, "pods", field_selector="status.phase=Pending"
+            ).start()
+        )
         self._thread = threading.Thread(target=self._loop, daemon=True, name="karpenter-loop")
         self._thread.start()
         return self
@@ -731,8 +916,11 @@ class KarpenterSim:
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self.log("karpenter: reconcile failed:\n" + traceback.format_exc())
-            busy = bool(self.commands or self._terminating or any(
-                (n.status().get("phase") != "ready") for n in self.nodes.values()))
+            busy = bool(
+                self.commands
+                or self._terminating
+                or any((n.status().get("phase") != "ready") for n in self.nodes.values())
+            )
             self._wake.wait(0.5 if busy else self.resync_s)
             self._wake.clear()
             self._stop.wait(0.05)  # let a burst of watch events settle into one pass
@@ -754,8 +942,17 @@ class KarpenterSim:
         rows = []
         for name, node in sorted(self.nodes.items()):
             st = node.status()
-            rows.append({"nodeclaim": name, "node": node.spec.name, "pid": node.pid, "node_pid": node.node_pid,
-                         "phase": st.get("phase"), "error": st.get("error", ""), "dir": str(node.dir)})
+            rows.append(
+                {
+                    "nodeclaim": name,
+                    "node": node.spec.name,
+                    "pid": node.pid,
+                    "node_pid": node.node_pid,
+                    "phase": st.get("phase"),
+                    "error": st.get("error", ""),
+                    "dir": str(node.dir),
+                }
+            )
         return rows
 
     def ready(self) -> bool:
@@ -769,10 +966,15 @@ class KarpenterSim:
         except Exception:
             return False
         for pool, wanted in self.cluster.node_pools.items():
-            have = [c for c in claims if (c["metadata"].get("labels") or {}).get(LABEL_NODEPOOL) == pool
-                    and not c["metadata"].get("deletionTimestamp") and is_true(c, "Initialized")
-                    and c["metadata"]["name"] in self.nodes
-                    and self.nodes[c["metadata"]["name"]].status().get("phase") == "ready"]
+            have = [
+                c
+                for c in claims
+                if (c["metadata"].get("labels") or {}).get(LABEL_NODEPOOL) == pool
+                and not c["metadata"].get("deletionTimestamp")
+                and is_true(c, "Initialized")
+                and c["metadata"]["name"] in self.nodes
+                and self.nodes[c["metadata"]["name"]].status().get("phase") == "ready"
+            ]
             if len(have) < wanted:
                 return False
         return True
@@ -809,15 +1011,23 @@ class KarpenterSim:
     def default_objects(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         v, cluster = self.flavor.version, self.cluster.cluster_name
         selector = [{"tags": {DISCOVERY_TAG: cluster}}]
-        spec: dict[str, Any] = {"role": f"KarpenterNodeRole-{cluster}", "subnetSelectorTerms": selector,
-                                "securityGroupSelectorTerms": selector, "userData": DEFAULT_USER_DATA,
-                                "tags": {"lab.eks-mirror-runbook/cluster": cluster}}
+        spec: dict[str, Any] = {
+            "role": f"KarpenterNodeRole-{cluster}",
+            "subnetSelectorTerms": selector,
+            "securityGroupSelectorTerms": selector,
+            "userData": DEFAULT_USER_DATA,
+            "tags": {"lab.eks-mirror-runbook/cluster": cluster},
+        }
         if v == "v1":
             spec["amiSelectorTerms"] = [{"alias": "al2023@latest"}]
         else:
             spec["amiFamily"] = "AL2023"
-        node_class = {"apiVersion": f"{AWS_GROUP}/{v}", "kind": "EC2NodeClass", "metadata": {"name": "default"},
-                      "spec": spec}
+        node_class = {
+            "apiVersion": f"{AWS_GROUP}/{v}",
+            "kind": "EC2NodeClass",
+            "metadata": {"name": "default"},
+            "spec": spec,
+        }
         pools = []
         for name in sorted(self.cluster.node_pools):
             disruption: dict[str, Any] = {"budgets": [{"nodes": "10%"}]}
@@ -825,17 +1035,31 @@ class KarpenterSim:
                 disruption.update(consolidationPolicy="WhenEmptyOrUnderutilized", consolidateAfter="1m")
             else:
                 disruption.update(consolidationPolicy="WhenUnderutilized", expireAfter="720h")
-            pools.append({"apiVersion": f"{CORE_GROUP}/{v}", "kind": "NodePool", "metadata": {"name": name},
-                          "spec": {"template": {"metadata": {"labels": {"lab.eks-mirror-runbook/pool": name}},
-                                                "spec": {"nodeClassRef": self.flavor.node_class_ref("default"),
-                                                         "requirements": [
-                                                             {"key": "kubernetes.io/arch", "operator": "In",
-                                                              "values": ["amd64"]},
-                                                             {"key": LABEL_CAPACITY_TYPE, "operator": "In",
-                                                              "values": ["on-demand"]},
-                                                             {"key": LABEL_INSTANCE_TYPE, "operator": "In",
-                                                              "values": [DEFAULT_INSTANCE_TYPE]}]}},
-                                   "disruption": disruption}})
+            pools.append(
+                {
+                    "apiVersion": f"{CORE_GROUP}/{v}",
+                    "kind": "NodePool",
+                    "metadata": {"name": name},
+                    "spec": {
+                        "template": {
+                            "metadata": {"labels": {"lab.eks-mirror-runbook/pool": name}},
+                            "spec": {
+                                "nodeClassRef": self.flavor.node_class_ref("default"),
+                                "requirements": [
+                                    {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]},
+                                    {"key": LABEL_CAPACITY_TYPE, "operator": "In", "values": ["on-demand"]},
+                                    {
+                                        "key": LABEL_INSTANCE_TYPE,
+                                        "operator": "In",
+                                        "values": [DEFAULT_INSTANCE_TYPE],
+                                    },
+                                ],
+                            },
+                        },
+                        "disruption": disruption,
+                    },
+                }
+            )
         return node_class, pools
 
     def create_defaults(self) -> None:
@@ -844,45 +1068,80 @@ class KarpenterSim:
         self.custom.create_cluster_custom_object(AWS_GROUP, self.flavor.version, "ec2nodeclasses", node_class)
         for pool in pools:
             self.custom.create_cluster_custom_object(CORE_GROUP, self.flavor.version, "nodepools", pool)
-        self.log(f"karpenter: created the lab's EC2NodeClass default and NodePool(s) {', '.join(sorted(self.cluster.node_pools))}")
+        self.log(
+            f"karpenter: created the lab's EC2NodeClass default and NodePool(s) {', '.join(sorted(self.cluster.node_pools))}"
+        )
 
     # -- node classes and pools ----------------------------------------------------------------------------
     def reconcile_node_class(self, node_class: dict[str, Any]) -> dict[str, Any]:
         meta, spec = node_class["metadata"], node_class.get("spec") or {}
         annotations = meta.get("annotations") or {}
-        wanted = {ANN_NODECLASS_HASH: nodeclass_hash(spec), ANN_NODECLASS_HASH_VERSION: self.flavor.nodeclass_hash_version}
+        wanted = {
+            ANN_NODECLASS_HASH: nodeclass_hash(spec),
+            ANN_NODECLASS_HASH_VERSION: self.flavor.nodeclass_hash_version,
+        }
         if any(annotations.get(k) != v for k, v in wanted.items()):
-            node_class = self._patch(AWS_GROUP, "ec2nodeclasses", meta["name"], {"metadata": {"annotations": wanted}})
+            node_class = self._patch(
+                AWS_GROUP, "ec2nodeclasses", meta["name"], {"metadata": {"annotations": wanted}}
+            )
         status = dict(node_class.get("status") or {})
         conditions = json.loads(json.dumps(status.get("conditions") or []))
         family = node_class_family(spec)
         try:
-            resolved = {"subnets": self.ec2.subnets(spec.get("subnetSelectorTerms") or []),
-                        "securityGroups": self.ec2.security_groups(spec.get("securityGroupSelectorTerms") or []),
-                        "amis": self.ec2.amis(family, spec.get("amiSelectorTerms") or [])}
+            resolved = {
+                "subnets": self.ec2.subnets(spec.get("subnetSelectorTerms") or []),
+                "securityGroups": self.ec2.security_groups(spec.get("securityGroupSelectorTerms") or []),
+                "amis": self.ec2.amis(family, spec.get("amiSelectorTerms") or []),
+            }
             error = ""
         except Exception as exc:
             resolved, error = {}, f"{type(exc).__name__}: {exc}"
         gen = meta.get("generation")
-        for key, kind in (("subnets", "SubnetsReady"), ("securityGroups", "SecurityGroupsReady"), ("amis", "AMIsReady")):
+        for key, kind in (
+            ("subnets", "SubnetsReady"),
+            ("securityGroups", "SecurityGroupsReady"),
+            ("amis", "AMIsReady"),
+        ):
             if resolved.get(key):
                 set_condition(conditions, kind, "True", kind, "", gen)
             else:
                 label = {"subnets": "Subnet", "securityGroups": "SecurityGroup", "amis": "AMI"}[key]
-                set_condition(conditions, kind, "False", f"{label}sNotFound",
-                              error or f"{label}SelectorTerms did not match any {label}s", gen)
+                set_condition(
+                    conditions,
+                    kind,
+                    "False",
+                    f"{label}sNotFound",
+                    error or f"{label}SelectorTerms did not match any {label}s",
+                    gen,
+                )
         set_condition(conditions, "InstanceProfileReady", "True", "InstanceProfileReady", "", gen)
         set_condition(conditions, "ValidationSucceeded", "True", "ValidationSucceeded", "", gen)
         ready = all(c["status"] == "True" for c in conditions if c["type"] != "Ready")
-        set_condition(conditions, "Ready", "True" if ready else "False", "Ready" if ready else "UnhealthyDependents",
-                      "" if ready else ", ".join(f"{c['type']}={c['status']}" for c in conditions
-                                                 if c["type"] != "Ready" and c["status"] != "True"), gen)
-        new_status = {**resolved, "instanceProfile": f"{self.cluster.cluster_name}_{stable_hash(spec.get('role', ''))}",
-                      "conditions": conditions}
+        set_condition(
+            conditions,
+            "Ready",
+            "True" if ready else "False",
+            "Ready" if ready else "UnhealthyDependents",
+            ""
+            if ready
+            else ", ".join(
+                f"{c['type']}={c['status']}"
+                for c in conditions
+                if c["type"] != "Ready" and c["status"] != "True"
+            ),
+            gen,
+        )
+        new_status = {
+            **resolved,
+            "instanceProfile": f"{self.cluster.cluster_name}_{stable_hash(spec.get('role', ''))}",
+            "conditions": conditions,
+        }
         if not resolved:
             new_status = {"instanceProfile": new_status["instanceProfile"], "conditions": conditions}
         if any(status.get(k) != v for k, v in new_status.items()):
-            node_class = self._patch(AWS_GROUP, "ec2nodeclasses", meta["name"], {"status": new_status}, status=True)
+            node_class = self._patch(
+                AWS_GROUP, "ec2nodeclasses", meta["name"], {"status": new_status}, status=True
+            )
         return node_class
 
     def _class_of(self, pool: dict[str, Any]) -> str:
@@ -892,8 +1151,10 @@ class KarpenterSim:
     def reconcile_node_pool(self, pool: dict[str, Any], classes: dict[str, dict[str, Any]]) -> dict[str, Any]:
         meta = pool["metadata"]
         annotations = meta.get("annotations") or {}
-        wanted = {ANN_NODEPOOL_HASH: nodepool_hash(pool.get("spec") or {}),
-                  ANN_NODEPOOL_HASH_VERSION: self.flavor.nodepool_hash_version}
+        wanted = {
+            ANN_NODEPOOL_HASH: nodepool_hash(pool.get("spec") or {}),
+            ANN_NODEPOOL_HASH_VERSION: self.flavor.nodepool_hash_version,
+        }
         if any(annotations.get(k) != v for k, v in wanted.items()):
             pool = self._patch(CORE_GROUP, "nodepools", meta["name"], {"metadata": {"annotations": wanted}})
         if self.flavor.version != "v1":
@@ -903,36 +1164,61 @@ class KarpenterSim:
         class_ready = bool(node_class) and is_true(node_class, "Ready")
         gen = meta.get("generation")
         set_condition(conditions, "ValidationSucceeded", "True", "ValidationSucceeded", "", gen)
-        set_condition(conditions, "NodeClassReady", "True" if class_ready else "False",
-                      "NodeClassReady" if class_ready else "NodeClassNotReady",
-                      "" if class_ready else f"EC2NodeClass {self._class_of(pool)!r} not found or not ready", gen)
-        set_condition(conditions, "Ready", "True" if class_ready else "False", "Ready" if class_ready else
-                      "UnhealthyDependents", "" if class_ready else "NodeClassReady=False", gen)
+        set_condition(
+            conditions,
+            "NodeClassReady",
+            "True" if class_ready else "False",
+            "NodeClassReady" if class_ready else "NodeClassNotReady",
+            "" if class_ready else f"EC2NodeClass {self._class_of(pool)!r} not found or not ready",
+            gen,
+        )
+        set_condition(
+            conditions,
+            "Ready",
+            "True" if class_ready else "False",
+            "Ready" if class_ready else "UnhealthyDependents",
+            "" if class_ready else "NodeClassReady=False",
+            gen,
+        )
         if conditions != (pool.get("status") or {}).get("conditions"):
-            pool = self._patch(CORE_GROUP, "nodepools", meta["name"], {"status": {"conditions": conditions}}, status=True)
+            pool = self._patch(
+                CORE_GROUP, "nodepools", meta["name"], {"status": {"conditions": conditions}}, status=True
+            )
         return pool
 
     # -- provisioning ----------------------------------------------------------------------------------
     def _in_command(self, name: str) -> bool:
         return any(name in c.candidates for c in self.commands)
 
-    def provision(self, pools: dict[str, dict[str, Any]], classes: dict[str, dict[str, Any]],
-                  claims: list[dict[str, Any]]) -> None:
+    def provision(
+        self,
+        pools: dict[str, dict[str, Any]],
+        classes: dict[str, dict[str, Any]],
+        claims: list[dict[str, Any]],
+    ) -> None:
         for name, pool in pools.items():
             if not is_true(classes.get(self._class_of(pool)), "Ready"):
                 continue  # Karpenter provisions only for a NodePool whose node class is ready
             wanted = self.cluster.node_pools.get(name, 0)
-            live = [c for c in claims if (c["metadata"].get("labels") or {}).get(LABEL_NODEPOOL) == name
-                    and not c["metadata"].get("deletionTimestamp")]
+            live = [
+                c
+                for c in claims
+                if (c["metadata"].get("labels") or {}).get(LABEL_NODEPOOL) == name
+                and not c["metadata"].get("deletionTimestamp")
+            ]
             effective = [c for c in live if not self._in_command(c["metadata"]["name"])]
             for _ in range(wanted - len(effective)):
                 self.create_claim(pool)
             if len(effective) > wanted:
                 replacing = {r for cmd in self.commands for r in cmd.replacements}
-                extra = sorted((c for c in effective if c["metadata"]["name"] not in replacing),
-                               key=lambda c: (is_true(c, "Initialized"), c["metadata"].get("creationTimestamp", "")))
-                for claim in extra[:len(effective) - wanted]:
-                    self.log(f"karpenter: NodePool {name} wants {wanted} node(s); deleting {claim['metadata']['name']}")
+                extra = sorted(
+                    (c for c in effective if c["metadata"]["name"] not in replacing),
+                    key=lambda c: (is_true(c, "Initialized"), c["metadata"].get("creationTimestamp", "")),
+                )
+                for claim in extra[: len(effective) - wanted]:
+                    self.log(
+                        f"karpenter: NodePool {name} wants {wanted} node(s); deleting {claim['metadata']['name']}"
+                    )
                     self._delete_claim(claim["metadata"]["name"], claim)
 
     def create_claim(self, pool: dict[str, Any]) -> dict[str, Any]:
@@ -942,22 +1228,38 @@ class KarpenterSim:
         v = self.flavor.version
         requirements = list(tspec.get("requirements") or [])
         requirements.append({"key": LABEL_NODEPOOL, "operator": "In", "values": [meta["name"]]})
-        spec: dict[str, Any] = {"nodeClassRef": tspec.get("nodeClassRef"), "requirements": requirements,
-                                "resources": {"requests": {}}}
+        spec: dict[str, Any] = {
+            "nodeClassRef": tspec.get("nodeClassRef"),
+            "requirements": requirements,
+            "resources": {"requests": {}},
+        }
         for key in ("taints", "startupTaints", "expireAfter", "terminationGracePeriod", "kubelet"):
             if key in tspec:
                 spec[key] = tspec[key]
         body = {
-            "apiVersion": f"{CORE_GROUP}/{v}", "kind": "NodeClaim",
+            "apiVersion": f"{CORE_GROUP}/{v}",
+            "kind": "NodeClaim",
             "metadata": {
                 "generateName": f"{meta['name']}-",
-                "labels": {**(tmeta.get("labels") or {}), LABEL_NODEPOOL: meta["name"],
-                           LABEL_NODECLASS: self._class_of(pool)},
-                "annotations": {**(tmeta.get("annotations") or {}),
-                                ANN_NODEPOOL_HASH: (meta.get("annotations") or {}).get(ANN_NODEPOOL_HASH, ""),
-                                ANN_NODEPOOL_HASH_VERSION: self.flavor.nodepool_hash_version},
-                "ownerReferences": [{"apiVersion": f"{CORE_GROUP}/{v}", "kind": "NodePool", "name": meta["name"],
-                                     "uid": meta.get("uid"), "blockOwnerDeletion": True}],
+                "labels": {
+                    **(tmeta.get("labels") or {}),
+                    LABEL_NODEPOOL: meta["name"],
+                    LABEL_NODECLASS: self._class_of(pool),
+                },
+                "annotations": {
+                    **(tmeta.get("annotations") or {}),
+                    ANN_NODEPOOL_HASH: (meta.get("annotations") or {}).get(ANN_NODEPOOL_HASH, ""),
+                    ANN_NODEPOOL_HASH_VERSION: self.flavor.nodepool_hash_version,
+                },
+                "ownerReferences": [
+                    {
+                        "apiVersion": f"{CORE_GROUP}/{v}",
+                        "kind": "NodePool",
+                        "name": meta["name"],
+                        "uid": meta.get("uid"),
+                        "blockOwnerDeletion": True,
+                    }
+                ],
                 "finalizers": [TERMINATION_FINALIZER],
             },
             "spec": spec,
@@ -965,22 +1267,34 @@ class KarpenterSim:
         claim = self.custom.create_cluster_custom_object(CORE_GROUP, v, "nodeclaims", body)
         conditions: list[dict[str, Any]] = []
         for type_ in ("Launched", "Registered", "Initialized"):
-            set_condition(conditions, type_, "Unknown", "AwaitingReconciliation", "object is awaiting reconciliation")
-        set_condition(conditions, "Ready", "Unknown", "AwaitingReconciliation", "object is awaiting reconciliation")
+            set_condition(
+                conditions, type_, "Unknown", "AwaitingReconciliation", "object is awaiting reconciliation"
+            )
+        set_condition(
+            conditions, "Ready", "Unknown", "AwaitingReconciliation", "object is awaiting reconciliation"
+        )
         self._patch_claim_status(claim, {"conditions": conditions})
         self.log(f"karpenter: created nodeclaim {claim['metadata']['name']} (nodepool {meta['name']})")
         return claim
 
     # -- nodeclaim lifecycle ---------------------------------------------------------------------------
-    def reconcile_claim(self, claim: dict[str, Any], pools: dict[str, dict[str, Any]],
-                        classes: dict[str, dict[str, Any]], nodes_by_provider: dict[str | None, dict[str, Any]]) -> None:
+    def reconcile_claim(
+        self,
+        claim: dict[str, Any],
+        pools: dict[str, dict[str, Any]],
+        classes: dict[str, dict[str, Any]],
+        nodes_by_provider: dict[str | None, dict[str, Any]],
+    ) -> None:
         meta = claim["metadata"]
         name = meta["name"]
         if meta.get("deletionTimestamp"):
             if name not in self._terminating:
                 self._terminating.add(name)
-                self._pool.submit(self._terminate, claim, nodes_by_provider.get(
-                    (claim.get("status") or {}).get("providerID")))
+                self._pool.submit(
+                    self._terminate,
+                    claim,
+                    nodes_by_provider.get((claim.get("status") or {}).get("providerID")),
+                )
             return
         status = claim.get("status") or {}
         conditions = json.loads(json.dumps(status.get("conditions") or []))
@@ -1000,7 +1314,9 @@ class KarpenterSim:
             self._delete_claim(name, claim)
             return
         previous = self.nodes.get(name)
-        if previous is None or (not previous.running and previous.status().get("phase") in ("ready", "stopped")):
+        if previous is None or (
+            not previous.running and previous.status().get("phase") in ("ready", "stopped")
+        ):
             # no lab node in this process for a launched instance (e.g. after a restart), or its node ended
             # after booting: the instance still runs, so boot it again, like a reboot
             instance = self.ec2.instance(instance_id_of(provider_id))
@@ -1018,11 +1334,17 @@ class KarpenterSim:
                 message = f"lab node failed to start: {st.get('error') or 'process exited'}"
                 changed |= set_condition(conditions, "Registered", "False", "NodeFailed", message[:1000])
                 if changed:
-                    self._claim_event(claim, "Warning", "FailedLaunching",
-                                      f"{message}; log tail:\n{lab_node.log_tail(15)}"[:4000])
+                    self._claim_event(
+                        claim,
+                        "Warning",
+                        "FailedLaunching",
+                        f"{message}; log tail:\n{lab_node.log_tail(15)}"[:4000],
+                    )
                 if time.monotonic() - first > self.registration_ttl_s:
-                    self.log(f"karpenter: nodeclaim {name} did not register within {self.registration_ttl_s:.0f} s;"
-                             " deleting it")
+                    self.log(
+                        f"karpenter: nodeclaim {name} did not register within {self.registration_ttl_s:.0f} s;"
+                        " deleting it"
+                    )
                     self._delete_claim(name)
                     return
         else:
@@ -1031,10 +1353,18 @@ class KarpenterSim:
                 status["nodeName"] = node["metadata"]["name"]
                 set_condition(conditions, "Registered", "True", "Registered")
                 changed = True
-            if is_true(node, "Ready") and not _has_startup_taints(claim, node) and not is_true(claim, "Initialized"):
+            if (
+                is_true(node, "Ready")
+                and not _has_startup_taints(claim, node)
+                and not is_true(claim, "Initialized")
+            ):
                 changed |= set_condition(conditions, "Initialized", "True", "Initialized")
-                self._merge_node(node["metadata"]["name"], {"metadata": {"labels": {LABEL_INITIALIZED: "true"}}})
-                self._patch(CORE_GROUP, "nodeclaims", name, {"metadata": {"labels": {LABEL_INITIALIZED: "true"}}})
+                self._merge_node(
+                    node["metadata"]["name"], {"metadata": {"labels": {LABEL_INITIALIZED: "true"}}}
+                )
+                self._patch(
+                    CORE_GROUP, "nodeclaims", name, {"metadata": {"labels": {LABEL_INITIALIZED: "true"}}}
+                )
         changed |= self._set_ready(conditions, meta.get("generation"))
         changed |= self._set_drift(claim, conditions, pool, node_class)
         if changed:
@@ -1053,19 +1383,26 @@ class KarpenterSim:
 
     @staticmethod
     def _set_ready(conditions: list[dict[str, Any]], generation: int | None) -> bool:
-        deps = {c["type"]: c["status"] for c in conditions if c["type"] in ("Launched", "Registered", "Initialized")}
+        deps = {
+            c["type"]: c["status"]
+            for c in conditions
+            if c["type"] in ("Launched", "Registered", "Initialized")
+        }
         if deps and all(v == "True" for v in deps.values()) and len(deps) == 3:
             return set_condition(conditions, "Ready", "True", "Ready", "", generation)
         message = ", ".join(f"{t}={s}" for t, s in sorted(deps.items()) if s != "True")
         status = "False" if "False" in deps.values() else "Unknown"
         return set_condition(conditions, "Ready", status, "UnhealthyDependents", message, generation)
 
-    def drift_reason(self, claim: dict[str, Any], pool: dict[str, Any] | None, node_class: dict[str, Any] | None) -> str:
+    def drift_reason(
+        self, claim: dict[str, Any], pool: dict[str, Any] | None, node_class: dict[str, Any] | None
+    ) -> str:
         """areStaticFieldsDrifted of both providers: hashes present on both sides, same version, different."""
         ann = claim["metadata"].get("annotations") or {}
-        for owner, key, version_key, reason in ((pool, ANN_NODEPOOL_HASH, ANN_NODEPOOL_HASH_VERSION, NODEPOOL_DRIFTED),
-                                                (node_class, ANN_NODECLASS_HASH, ANN_NODECLASS_HASH_VERSION,
-                                                 NODECLASS_DRIFT)):
+        for owner, key, version_key, reason in (
+            (pool, ANN_NODEPOOL_HASH, ANN_NODEPOOL_HASH_VERSION, NODEPOOL_DRIFTED),
+            (node_class, ANN_NODECLASS_HASH, ANN_NODECLASS_HASH_VERSION, NODECLASS_DRIFT),
+        ):
             if owner is None:
                 continue
             own = owner["metadata"].get("annotations") or {}
@@ -1075,10 +1412,16 @@ class KarpenterSim:
                 return reason
         return ""
 
-    def _set_drift(self, claim: dict[str, Any], conditions: list[dict[str, Any]], pool: dict[str, Any] | None,
-                   node_class: dict[str, Any] | None) -> bool:
-        if not is_true(claim, "Launched") and not any(c["type"] == "Launched" and c["status"] == "True"
-                                                      for c in conditions):
+    def _set_drift(
+        self,
+        claim: dict[str, Any],
+        conditions: list[dict[str, Any]],
+        pool: dict[str, Any] | None,
+        node_class: dict[str, Any] | None,
+    ) -> bool:
+        if not is_true(claim, "Launched") and not any(
+            c["type"] == "Launched" and c["status"] == "True" for c in conditions
+        ):
             return drop_condition(conditions, "Drifted")
         reason = self.drift_reason(claim, pool, node_class)
         if not reason:
@@ -1096,48 +1439,94 @@ class KarpenterSim:
         labels = self._claim_node_labels(claim, instance_type, subnet.get("zone", f"{self.cluster.region}a"))
         taints = self._register_taints(claim)
         capacity = INSTANCE_TYPES[instance_type]
-        user_data = karpenter_user_data(family, (node_class.get("spec") or {}).get("userData") or "",
-                                        self.cluster.cluster_name, self.cluster.api_server, labels, taints,
-                                        capacity["pods"])
-        tags = {**((node_class.get("spec") or {}).get("tags") or {}), LABEL_NODEPOOL: labels[LABEL_NODEPOOL],
-                "karpenter.sh/nodeclaim": name, LABEL_NODECLASS: node_class["metadata"]["name"],
-                f"kubernetes.io/cluster/{self.cluster.cluster_name}": "owned",
-                "eks:eks-cluster-name": self.cluster.cluster_name, "Name": f"{labels[LABEL_NODEPOOL]}/{name}"}
+        user_data = karpenter_user_data(
+            family,
+            (node_class.get("spec") or {}).get("userData") or "",
+            self.cluster.cluster_name,
+            self.cluster.api_server,
+            labels,
+            taints,
+            capacity["pods"],
+        )
+        tags = {
+            **((node_class.get("spec") or {}).get("tags") or {}),
+            LABEL_NODEPOOL: labels[LABEL_NODEPOOL],
+            "karpenter.sh/nodeclaim": name,
+            LABEL_NODECLASS: node_class["metadata"]["name"],
+            f"kubernetes.io/cluster/{self.cluster.cluster_name}": "owned",
+            "eks:eks-cluster-name": self.cluster.cluster_name,
+            "Name": f"{labels[LABEL_NODEPOOL]}/{name}",
+        }
         conditions = json.loads(json.dumps((claim.get("status") or {}).get("conditions") or []))
         try:
-            instance = self.ec2.launch(image.get("id", ""), instance_type, subnet.get("id", ""),
-                                       [g["id"] for g in cstatus.get("securityGroups") or []], user_data, tags)
+            instance = self.ec2.launch(
+                image.get("id", ""),
+                instance_type,
+                subnet.get("id", ""),
+                [g["id"] for g in cstatus.get("securityGroups") or []],
+                user_data,
+                tags,
+            )
         except Exception as exc:
             self._launch_retry[name] = time.monotonic() + 5
-            if set_condition(conditions, "Launched", "False", "LaunchFailed", f"{type(exc).__name__}: {exc}"[:1000]):
+            if set_condition(
+                conditions, "Launched", "False", "LaunchFailed", f"{type(exc).__name__}: {exc}"[:1000]
+            ):
                 self._patch_claim_status(claim, {"conditions": conditions})
                 self._claim_event(claim, "Warning", "LaunchFailed", f"creating instance, {exc}"[:1000])
             return
         self._launched_at[instance["InstanceId"]] = time.monotonic()
         zone = instance["Placement"]["AvailabilityZone"]
         provider_id = f"aws:///{zone}/{instance['InstanceId']}"
-        self._patch(CORE_GROUP, "nodeclaims", name, {"metadata": {
-            "labels": {k: v for k, v in labels.items() if k != LABEL_HOSTNAME},
-            "annotations": {ANN_NODECLASS_HASH: (node_class["metadata"].get("annotations") or {}).get(
-                ANN_NODECLASS_HASH, ""), ANN_NODECLASS_HASH_VERSION: self.flavor.nodeclass_hash_version}}})
+        self._patch(
+            CORE_GROUP,
+            "nodeclaims",
+            name,
+            {
+                "metadata": {
+                    "labels": {k: v for k, v in labels.items() if k != LABEL_HOSTNAME},
+                    "annotations": {
+                        ANN_NODECLASS_HASH: (node_class["metadata"].get("annotations") or {}).get(
+                            ANN_NODECLASS_HASH, ""
+                        ),
+                        ANN_NODECLASS_HASH_VERSION: self.flavor.nodeclass_hash_version,
+                    },
+                }
+            },
+        )
         set_condition(conditions, "Launched", "True", "Launched", "", meta.get("generation"))
         self._set_ready(conditions, meta.get("generation"))
         allocatable = dict(capacity)
-        self._patch_claim_status(claim, {"providerID": provider_id, "imageID": image.get("id", ""),
-                                         "capacity": dict(capacity), "allocatable": allocatable,
-                                         "conditions": conditions})
+        self._patch_claim_status(
+            claim,
+            {
+                "providerID": provider_id,
+                "imageID": image.get("id", ""),
+                "capacity": dict(capacity),
+                "allocatable": allocatable,
+                "conditions": conditions,
+            },
+        )
         claim = self.custom.get_cluster_custom_object(CORE_GROUP, self.flavor.version, "nodeclaims", name)
         self.log(f"karpenter: launched nodeclaim {name}: {instance['InstanceId']} {instance_type} in {zone}")
         self.boot(claim, node_class, instance)
 
     def _claim_node_labels(self, claim: dict[str, Any], instance_type: str, zone: str) -> dict[str, str]:
         labels = dict(claim["metadata"].get("labels") or {})
-        labels.update({LABEL_INSTANCE_TYPE: instance_type, "beta.kubernetes.io/instance-type": instance_type,
-                       LABEL_ZONE: zone, "failure-domain.beta.kubernetes.io/zone": zone,
-                       LABEL_REGION: self.cluster.region, LABEL_CAPACITY_TYPE: "on-demand",
-                       "kubernetes.io/arch": "amd64", "kubernetes.io/os": "linux",
-                       "karpenter.k8s.aws/instance-family": instance_type.split(".")[0],
-                       "karpenter.k8s.aws/instance-size": instance_type.split(".")[1]})
+        labels.update(
+            {
+                LABEL_INSTANCE_TYPE: instance_type,
+                "beta.kubernetes.io/instance-type": instance_type,
+                LABEL_ZONE: zone,
+                "failure-domain.beta.kubernetes.io/zone": zone,
+                LABEL_REGION: self.cluster.region,
+                LABEL_CAPACITY_TYPE: "on-demand",
+                "kubernetes.io/arch": "amd64",
+                "kubernetes.io/os": "linux",
+                "karpenter.k8s.aws/instance-family": instance_type.split(".")[0],
+                "karpenter.k8s.aws/instance-size": instance_type.split(".")[1],
+            }
+        )
         return labels
 
     def _register_taints(self, claim: dict[str, Any]) -> list[dict[str, str]]:
@@ -1147,7 +1536,9 @@ class KarpenterSim:
             taints.append(dict(self.flavor.unregistered_taint))
         return taints
 
-    def boot(self, claim: dict[str, Any], node_class: dict[str, Any] | None, instance: dict[str, Any]) -> None:
+    def boot(
+        self, claim: dict[str, Any], node_class: dict[str, Any] | None, instance: dict[str, Any]
+    ) -> None:
         """Start the lab node of a launched instance (also after a restart of this process: a reboot)."""
         from runbook_lab.node import LabNode, NodeSpec
 
@@ -1155,19 +1546,32 @@ class KarpenterSim:
         family = node_class_family((node_class or {}).get("spec") or {})
         instance_type = instance.get("InstanceType", DEFAULT_INSTANCE_TYPE)
         zone = instance["Placement"]["AvailabilityZone"]
-        node_name = instance.get("PrivateDnsName") or f"ip-{instance['PrivateIpAddress'].replace('.', '-')}.ec2.internal"
+        node_name = (
+            instance.get("PrivateDnsName")
+            or f"ip-{instance['PrivateIpAddress'].replace('.', '-')}.ec2.internal"
+        )
         labels = self._claim_node_labels(claim, instance_type, zone)
         labels[LABEL_HOSTNAME] = node_name
-        spec = NodeSpec(name=node_name, dir=str(self.nodes_dir / name),
-                        user_data=self.ec2.user_data(instance["InstanceId"]), ami_family=family,
-                        kubeconfig=self.cluster.kubeconfig, ports=list(self.cluster.ports), hosts=dict(self.cluster.hosts),
-                        lab_certs=dict(self.cluster.lab_certs), labels=labels, taints=self._register_taints(claim),
-                        provider_id=f"aws:///{zone}/{instance['InstanceId']}",
-                        internal_ip=instance.get("PrivateIpAddress", "127.0.0.1"), instance_type=instance_type,
-                        capacity=dict(INSTANCE_TYPES.get(instance_type, INSTANCE_TYPES[DEFAULT_INSTANCE_TYPE])),
-                        kubelet_version=self.cluster.kubelet_version, userdata_env=dict(self.cluster.userdata_env),
-                        heartbeat_s=self.cluster.heartbeat_s,
-                        image_maximum_gc_age_s=self.cluster.image_maximum_gc_age_s)
+        spec = NodeSpec(
+            name=node_name,
+            dir=str(self.nodes_dir / name),
+            user_data=self.ec2.user_data(instance["InstanceId"]),
+            ami_family=family,
+            kubeconfig=self.cluster.kubeconfig,
+            ports=list(self.cluster.ports),
+            hosts=dict(self.cluster.hosts),
+            lab_certs=dict(self.cluster.lab_certs),
+            labels=labels,
+            taints=self._register_taints(claim),
+            provider_id=f"aws:///{zone}/{instance['InstanceId']}",
+            internal_ip=instance.get("PrivateIpAddress", "127.0.0.1"),
+            instance_type=instance_type,
+            capacity=dict(INSTANCE_TYPES.get(instance_type, INSTANCE_TYPES[DEFAULT_INSTANCE_TYPE])),
+            kubelet_version=self.cluster.kubelet_version,
+            userdata_env=dict(self.cluster.userdata_env),
+            heartbeat_s=self.cluster.heartbeat_s,
+            image_maximum_gc_age_s=self.cluster.image_maximum_gc_age_s,
+        )
         previous = self.nodes.pop(name, None)
         if previous is not None:
             previous.stop()  # releases its bridge sockets before the new boot binds them
@@ -1194,47 +1598,81 @@ class KarpenterSim:
         labels = {**(claim["metadata"].get("labels") or {}), LABEL_REGISTERED: "true"}
         missing_labels = {k: v for k, v in labels.items() if (meta.get("labels") or {}).get(k) != v}
         finalizers = list(meta.get("finalizers") or [])
-        taints = [t for t in (node.get("spec") or {}).get("taints") or []
-                  if not (self.flavor.unregistered_taint and t.get("key") == self.flavor.unregistered_taint["key"])]
+        taints = [
+            t
+            for t in (node.get("spec") or {}).get("taints") or []
+            if not (self.flavor.unregistered_taint and t.get("key") == self.flavor.unregistered_taint["key"])
+        ]
         body: dict[str, Any] = {}
         if missing_labels:
             body.setdefault("metadata", {})["labels"] = missing_labels
         if TERMINATION_FINALIZER not in finalizers:
             body.setdefault("metadata", {})["finalizers"] = [*finalizers, TERMINATION_FINALIZER]
         if not meta.get("ownerReferences"):
-            body.setdefault("metadata", {})["ownerReferences"] = [{
-                "apiVersion": f"{CORE_GROUP}/{self.flavor.version}", "kind": "NodeClaim",
-                "name": claim["metadata"]["name"], "uid": claim["metadata"]["uid"], "blockOwnerDeletion": True}]
+            body.setdefault("metadata", {})["ownerReferences"] = [
+                {
+                    "apiVersion": f"{CORE_GROUP}/{self.flavor.version}",
+                    "kind": "NodeClaim",
+                    "name": claim["metadata"]["name"],
+                    "uid": claim["metadata"]["uid"],
+                    "blockOwnerDeletion": True,
+                }
+            ]
         if taints != ((node.get("spec") or {}).get("taints") or []):
             body["spec"] = {"taints": taints or None}
         if body:
             self._merge_node(meta["name"], body)
 
     # -- disruption ------------------------------------------------------------------------------------
-    def disrupt(self, pools: dict[str, dict[str, Any]], claims: list[dict[str, Any]],
-                nodes_by_provider: dict[str | None, dict[str, Any]]) -> None:
+    def disrupt(
+        self,
+        pools: dict[str, dict[str, Any]],
+        claims: list[dict[str, Any]],
+        nodes_by_provider: dict[str | None, dict[str, Any]],
+    ) -> None:
         by_name = {c["metadata"]["name"]: c for c in claims}
-        node_of = {c["metadata"]["name"]: nodes_by_provider.get((c.get("status") or {}).get("providerID"))
-                   for c in claims}
+        node_of = {
+            c["metadata"]["name"]: nodes_by_provider.get((c.get("status") or {}).get("providerID"))
+            for c in claims
+        }
         for command in list(self.commands):
             self._advance(command, by_name, node_of)
         for pool_name, pool in pools.items():
-            members = [c for c in claims if (c["metadata"].get("labels") or {}).get(LABEL_NODEPOOL) == pool_name]
+            members = [
+                c for c in claims if (c["metadata"].get("labels") or {}).get(LABEL_NODEPOOL) == pool_name
+            ]
             initialized = [c for c in members if is_true(c, "Initialized")]
-            disrupting = [c for c in initialized if c["metadata"].get("deletionTimestamp")
-                          or self._in_command(c["metadata"]["name"])
-                          or not is_true(node_of.get(c["metadata"]["name"]), "Ready")]
-            candidates = [c for c in initialized if is_true(c, "Drifted") and not c["metadata"].get("deletionTimestamp")
-                          and not self._in_command(c["metadata"]["name"])
-                          and not _do_not_disrupt(c, node_of.get(c["metadata"]["name"]))]
+            disrupting = [
+                c
+                for c in initialized
+                if c["metadata"].get("deletionTimestamp")
+                or self._in_command(c["metadata"]["name"])
+                or not is_true(node_of.get(c["metadata"]["name"]), "Ready")
+            ]
+            candidates = [
+                c
+                for c in initialized
+                if is_true(c, "Drifted")
+                and not c["metadata"].get("deletionTimestamp")
+                and not self._in_command(c["metadata"]["name"])
+                and not _do_not_disrupt(c, node_of.get(c["metadata"]["name"]))
+            ]
             if not candidates:
                 continue
             allowed = allowed_disruptions(pool, len(initialized), len(disrupting))
             if allowed <= 0:
-                self.event(pool, "NodePool", f"{CORE_GROUP}/{self.flavor.version}", "Normal", "DisruptionBlocked",
-                           f"No allowed disruptions for disruption reason {REASON_DRIFTED} due to blocking budget")
+                self.event(
+                    pool,
+                    "NodePool",
+                    f"{CORE_GROUP}/{self.flavor.version}",
+                    "Normal",
+                    "DisruptionBlocked",
+                    f"No allowed disruptions for disruption reason {REASON_DRIFTED} due to blocking budget",
+                )
                 continue
-            for claim in sorted(candidates, key=lambda c: c["metadata"].get("creationTimestamp", ""))[:allowed]:
+            for claim in sorted(candidates, key=lambda c: c["metadata"].get("creationTimestamp", ""))[
+                :allowed
+            ]:
                 self._begin(pool, claim, node_of.get(claim["metadata"]["name"]))
 
     def _begin(self, pool: dict[str, Any], claim: dict[str, Any], node: dict[str, Any] | None) -> None:
@@ -1243,11 +1681,14 @@ class KarpenterSim:
             self._taint(node, add=True)
         replacement = self.create_claim(pool)
         command.replacements.append(replacement["metadata"]["name"])
-        self._claim_event(replacement, "Normal", "DisruptionLaunching", f"Launching NodeClaim: {REASON_DRIFTED}")
+        self._claim_event(
+            replacement, "Normal", "DisruptionLaunching", f"Launching NodeClaim: {REASON_DRIFTED}"
+        )
         self.commands.append(command)
 
-    def _advance(self, command: Command, claims: dict[str, dict[str, Any]],
-                 node_of: dict[str, dict[str, Any] | None]) -> None:
+    def _advance(
+        self, command: Command, claims: dict[str, dict[str, Any]], node_of: dict[str, dict[str, Any] | None]
+    ) -> None:
         replacements = [claims.get(r) for r in command.replacements]
         if any(r is None or r["metadata"].get("deletionTimestamp") for r in replacements):
             # a replacement failed: un-taint the candidates and start over from the next pass
@@ -1261,8 +1702,12 @@ class KarpenterSim:
         if not all(is_true(r, "Initialized") for r in replacements):
             for r in replacements:
                 if r is not None and is_true(r, "Launched"):
-                    self._claim_event(r, "Normal", "DisruptionWaitingReadiness",
-                                      "Waiting on readiness to continue disruption")
+                    self._claim_event(
+                        r,
+                        "Normal",
+                        "DisruptionWaitingReadiness",
+                        "Waiting on readiness to continue disruption",
+                    )
             return
         for name in command.candidates:
             claim = claims.get(name)
@@ -1270,8 +1715,17 @@ class KarpenterSim:
                 continue
             node = node_of.get(name)
             if node is not None:
-                self.event(node, "Node", "v1", "Normal", "DisruptionTerminating", f"Disrupting Node: {command.reason}")
-            self._claim_event(claim, "Normal", "DisruptionTerminating", f"Disrupting NodeClaim: {command.reason}")
+                self.event(
+                    node,
+                    "Node",
+                    "v1",
+                    "Normal",
+                    "DisruptionTerminating",
+                    f"Disrupting Node: {command.reason}",
+                )
+            self._claim_event(
+                claim, "Normal", "DisruptionTerminating", f"Disrupting NodeClaim: {command.reason}"
+            )
             self._delete_claim(name, claim)
         self.commands.remove(command)
 
@@ -1331,19 +1785,28 @@ class KarpenterSim:
             self._wake.set()
 
     def _pods_on(self, node_name: str) -> list[dict[str, Any]]:
-        return self._core_json(self.core.list_pod_for_all_namespaces,
-                               field_selector=f"spec.nodeName={node_name}").get("items") or []
+        return (
+            self._core_json(
+                self.core.list_pod_for_all_namespaces, field_selector=f"spec.nodeName={node_name}"
+            ).get("items")
+            or []
+        )
 
     def _drain(self, node_name: str, timeout: float = 15.0) -> None:
         """Evict (delete gracefully) the node's running Pods; the node's kubelet confirms the deletions."""
         from kubernetes.client.rest import ApiException
 
-        pods = [p for p in self._pods_on(node_name) if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
-                and not p["metadata"].get("deletionTimestamp")]
+        pods = [
+            p
+            for p in self._pods_on(node_name)
+            if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
+            and not p["metadata"].get("deletionTimestamp")
+        ]
         for pod in pods:
             with contextlib.suppress(ApiException):
-                self.core.delete_namespaced_pod(pod["metadata"]["name"], pod["metadata"]["namespace"],
-                                                _preload_content=False)
+                self.core.delete_namespaced_pod(
+                    pod["metadata"]["name"], pod["metadata"]["namespace"], _preload_content=False
+                )
         deadline = time.monotonic() + timeout
         while pods and time.monotonic() < deadline:
             alive = {p["metadata"]["uid"] for p in self._pods_on(node_name)}
@@ -1357,8 +1820,12 @@ class KarpenterSim:
 
         for pod in self._pods_on(node_name):
             with contextlib.suppress(ApiException):
-                self.core.delete_namespaced_pod(pod["metadata"]["name"], pod["metadata"]["namespace"],
-                                                grace_period_seconds=0, _preload_content=False)
+                self.core.delete_namespaced_pod(
+                    pod["metadata"]["name"],
+                    pod["metadata"]["namespace"],
+                    grace_period_seconds=0,
+                    _preload_content=False,
+                )
 
     def collect_orphans(self, claims: list[dict[str, Any]], nodes: list[dict[str, Any]]) -> None:
         """Nodes Karpenter owns whose NodeClaim is gone are removed (with their Pods); stray taints are dropped."""
@@ -1375,10 +1842,15 @@ class KarpenterSim:
                 self._collect_pods_of(meta["name"])
                 continue
             claim = claim_by_provider.get(provider)
-            if claim is not None and not claim["metadata"].get("deletionTimestamp") \
-                    and claim["metadata"]["name"] not in in_commands \
-                    and any(t.get("key") == self.flavor.disrupted_taint["key"]
-                            for t in (node.get("spec") or {}).get("taints") or []):
+            if (
+                claim is not None
+                and not claim["metadata"].get("deletionTimestamp")
+                and claim["metadata"]["name"] not in in_commands
+                and any(
+                    t.get("key") == self.flavor.disrupted_taint["key"]
+                    for t in (node.get("spec") or {}).get("taints") or []
+                )
+            ):
                 self._taint(node, add=False)  # left by a disruption this process no longer tracks
 
     def _forget_gone(self, claims: list[dict[str, Any]]) -> None:
@@ -1440,22 +1912,34 @@ def _expression_matches(expr: dict[str, Any], labels: dict[str, str]) -> bool:
 def pod_fits(pod: dict[str, Any], node: dict[str, Any]) -> bool:
     spec = pod.get("spec") or {}
     labels = node["metadata"].get("labels") or {}
-    if (node.get("spec") or {}).get("unschedulable") or not is_true(node, "Ready") \
-            or node["metadata"].get("deletionTimestamp"):
+    if (
+        (node.get("spec") or {}).get("unschedulable")
+        or not is_true(node, "Ready")
+        or node["metadata"].get("deletionTimestamp")
+    ):
         return False
     if any(labels.get(k) != v for k, v in (spec.get("nodeSelector") or {}).items()):
         return False
-    required = (((spec.get("affinity") or {}).get("nodeAffinity") or {})
-                .get("requiredDuringSchedulingIgnoredDuringExecution") or {}).get("nodeSelectorTerms")
+    required = (
+        ((spec.get("affinity") or {}).get("nodeAffinity") or {}).get(
+            "requiredDuringSchedulingIgnoredDuringExecution"
+        )
+        or {}
+    ).get("nodeSelectorTerms")
     if required:
         fields = {"metadata.name": node["metadata"]["name"]}
-        if not any(all(_expression_matches(e, labels) for e in term.get("matchExpressions") or [])
-                   and all(_expression_matches(e, fields) for e in term.get("matchFields") or [])
-                   for term in required):
+        if not any(
+            all(_expression_matches(e, labels) for e in term.get("matchExpressions") or [])
+            and all(_expression_matches(e, fields) for e in term.get("matchFields") or [])
+            for term in required
+        ):
             return False
     tolerations = spec.get("tolerations") or []
-    return all(_tolerates(tolerations, t) for t in (node.get("spec") or {}).get("taints") or []
-               if t.get("effect") in ("NoSchedule", "NoExecute"))
+    return all(
+        _tolerates(tolerations, t)
+        for t in (node.get("spec") or {}).get("taints") or []
+        if t.get("effect") in ("NoSchedule", "NoExecute")
+    )
 
 
 class LabScheduler:
@@ -1468,44 +1952,81 @@ class LabScheduler:
     def bind_pending(self, nodes: list[dict[str, Any]]) -> int:
         from kubernetes.client.rest import ApiException
 
-        pods = json.loads(self.core.list_pod_for_all_namespaces(field_selector="status.phase=Pending",
-                                                                _preload_content=False).data).get("items") or []
-        pending = [p for p in pods if not (p.get("spec") or {}).get("nodeName")
-                   and (p.get("spec") or {}).get("schedulerName", "default-scheduler") == "default-scheduler"
-                   and not p["metadata"].get("deletionTimestamp")]
+        pods = (
+            json.loads(
+                self.core.list_pod_for_all_namespaces(
+                    field_selector="status.phase=Pending", _preload_content=False
+                ).data
+            ).get("items")
+            or []
+        )
+        pending = [
+            p
+            for p in pods
+            if not (p.get("spec") or {}).get("nodeName")
+            and (p.get("spec") or {}).get("schedulerName", "default-scheduler") == "default-scheduler"
+            and not p["metadata"].get("deletionTimestamp")
+        ]
         if not pending:
             return 0
         load: dict[str, int] = {}
-        for p in json.loads(self.core.list_pod_for_all_namespaces(_preload_content=False).data).get("items") or []:
+        for p in (
+            json.loads(self.core.list_pod_for_all_namespaces(_preload_content=False).data).get("items") or []
+        ):
             node_name = (p.get("spec") or {}).get("nodeName")
             if node_name:
                 load[node_name] = load.get(node_name, 0) + 1
         bound = 0
         for pod in pending:
-            fits = sorted((n for n in nodes if pod_fits(pod, n)), key=lambda n: (load.get(n["metadata"]["name"], 0),
-                                                                                 n["metadata"]["name"]))
+            fits = sorted(
+                (n for n in nodes if pod_fits(pod, n)),
+                key=lambda n: (load.get(n["metadata"]["name"], 0), n["metadata"]["name"]),
+            )
             if not fits:
                 continue
             target = fits[0]["metadata"]["name"]
             meta = pod["metadata"]
-            binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": meta["name"], "uid": meta["uid"]},
-                       "target": {"apiVersion": "v1", "kind": "Node", "name": target}}
+            binding = {
+                "apiVersion": "v1",
+                "kind": "Binding",
+                "metadata": {"name": meta["name"], "uid": meta["uid"]},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": target},
+            }
             try:
-                self.core.create_namespaced_pod_binding(meta["name"], meta["namespace"], binding, _preload_content=False)
+                self.core.create_namespaced_pod_binding(
+                    meta["name"], meta["namespace"], binding, _preload_content=False
+                )
             except ApiException:
                 continue
             load[target] = load.get(target, 0) + 1
             bound += 1
             stamp = now_rfc3339()
             with contextlib.suppress(Exception):
-                self.core.create_namespaced_event(meta["namespace"], {
-                    "metadata": {"name": f"{meta['name']}.{time.time_ns():x}", "namespace": meta["namespace"]},
-                    "involvedObject": {"kind": "Pod", "namespace": meta["namespace"], "name": meta["name"],
-                                       "uid": meta["uid"], "apiVersion": "v1"},
-                    "reason": "Scheduled", "type": "Normal",
-                    "message": f"Successfully assigned {meta['namespace']}/{meta['name']} to {target}",
-                    "source": {"component": "default-scheduler"}, "reportingComponent": "default-scheduler",
-                    "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1}, _preload_content=False)
+                self.core.create_namespaced_event(
+                    meta["namespace"],
+                    {
+                        "metadata": {
+                            "name": f"{meta['name']}.{time.time_ns():x}",
+                            "namespace": meta["namespace"],
+                        },
+                        "involvedObject": {
+                            "kind": "Pod",
+                            "namespace": meta["namespace"],
+                            "name": meta["name"],
+                            "uid": meta["uid"],
+                            "apiVersion": "v1",
+                        },
+                        "reason": "Scheduled",
+                        "type": "Normal",
+                        "message": f"Successfully assigned {meta['namespace']}/{meta['name']} to {target}",
+                        "source": {"component": "default-scheduler"},
+                        "reportingComponent": "default-scheduler",
+                        "firstTimestamp": stamp,
+                        "lastTimestamp": stamp,
+                        "count": 1,
+                    },
+                    _preload_content=False,
+                )
         return bound
 
 
@@ -1521,14 +2042,24 @@ def health_server(sim: KarpenterSim, port: int, host: str = "127.0.0.1") -> Any:
         def do_GET(self) -> None:  # noqa: N802 - stdlib naming
             if self.url_path == "/healthz":
                 ok = sim.last_ok is not None and time.monotonic() - sim.last_ok < 60
-                self.reply(200 if ok else 503, "ok" if ok else f"not healthy: {sim.last_error or 'no pass yet'}",
-                           "text/plain")
+                self.reply(
+                    200 if ok else 503,
+                    "ok" if ok else f"not healthy: {sim.last_error or 'no pass yet'}",
+                    "text/plain",
+                )
             elif self.url_path == "/readyz":
                 ok = sim.ready()
                 self.reply(200 if ok else 503, "ok" if ok else "nodes not ready", "text/plain")
             elif self.url_path == "/_lab/nodes":
-                self.reply_json(200, {"nodes": sim.node_report(), "commands": [c.__dict__ for c in sim.commands],
-                                      "passes": sim.passes, "last_error": sim.last_error})
+                self.reply_json(
+                    200,
+                    {
+                        "nodes": sim.node_report(),
+                        "commands": [c.__dict__ for c in sim.commands],
+                        "passes": sim.passes,
+                        "last_error": sim.last_error,
+                    },
+                )
             else:
                 self.reply(404, "404 page not found\n", "text/plain")
 
@@ -1542,17 +2073,32 @@ def main(argv: list[str] | None = None) -> int:
     from runbook_lab.httpbase import serve_in_thread
     from runbook_lib import params as params_mod
 
-    parser = argparse.ArgumentParser(prog="python -m runbook_lab.karpenter",
-                                     description="Karpenter simulation with lab nodes (see the module docstring)")
+    parser = argparse.ArgumentParser(
+        prog="python -m runbook_lab.karpenter",
+        description="Karpenter simulation with lab nodes (see the module docstring)",
+    )
     parser.add_argument("--kubeconfig", type=Path, required=True)
     parser.add_argument("--nodes-dir", type=Path, required=True)
     parser.add_argument("--aws-endpoint", required=True, help="EC2 endpoint (the lab's moto server)")
-    parser.add_argument("--params", type=Path, required=True, help="lab parameters file (lab.node_pools, ports)")
-    parser.add_argument("--health-port", type=int, default=None, help="serve /healthz, /readyz, /_lab/nodes here")
-    parser.add_argument("--image-maximum-gc-age", type=float, default=0.0, metavar="SECONDS",
-                        help="kubelet imageMaximumGCAge of the lab nodes: remove images unused this long (0 = off)")
-    parser.add_argument("--api-version", choices=sorted(FLAVORS), default=None,
-                        help="Karpenter API version (default: what the API server prefers)")
+    parser.add_argument(
+        "--params", type=Path, required=True, help="lab parameters file (lab.node_pools, ports)"
+    )
+    parser.add_argument(
+        "--health-port", type=int, default=None, help="serve /healthz, /readyz, /_lab/nodes here"
+    )
+    parser.add_argument(
+        "--image-maximum-gc-age",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="kubelet imageMaximumGCAge of the lab nodes: remove images unused this long (0 = off)",
+    )
+    parser.add_argument(
+        "--api-version",
+        choices=sorted(FLAVORS),
+        default=None,
+        help="Karpenter API version (default: what the API server prefers)",
+    )
     args = parser.parse_args(argv)
     try:
         params = params_mod.load(args.params)
@@ -1560,8 +2106,14 @@ def main(argv: list[str] | None = None) -> int:
         cluster.image_maximum_gc_age_s = args.image_maximum_gc_age
         api = kube_config.new_client_from_config(config_file=str(args.kubeconfig))
         ec2 = Ec2(args.aws_endpoint, params.aws.region)
-        sim = KarpenterSim(api, ec2, cluster, args.nodes_dir.resolve(), version=args.api_version,
-                           log=lambda line: print(line, flush=True))
+        sim = KarpenterSim(
+            api,
+            ec2,
+            cluster,
+            args.nodes_dir.resolve(),
+            version=args.api_version,
+            log=lambda line: print(line, flush=True),
+        )
     except Exception as exc:
         print(f"karpenter simulation: cannot start: {exc}", file=sys.stderr)
         return 2

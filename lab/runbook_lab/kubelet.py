@@ -89,8 +89,10 @@ def go_quote(text: str) -> str:
 
 
 def pulled_message(image: str, pull_s: float, total_s: float, size: int) -> str:
-    return (f"Successfully pulled image {go_quote(image)} in {go_duration(pull_s)} "
-            f"({go_duration(total_s)} including waiting). Image size: {size} bytes.")
+    return (
+        f"Successfully pulled image {go_quote(image)} in {go_duration(pull_s)} "
+        f"({go_duration(total_s)} including waiting). Image size: {size} bytes."
+    )
 
 
 def grpc_error_text(code_name: str, details: str) -> str:
@@ -107,8 +109,9 @@ class KubeletConfig:
     taints: list[dict[str, str]] = field(default_factory=list)
     provider_id: str = ""
     internal_ip: str = "127.0.0.1"
-    capacity: dict[str, str] = field(default_factory=lambda: {"cpu": "2", "memory": "8Gi", "pods": "29",
-                                                               "ephemeral-storage": "20Gi"})
+    capacity: dict[str, str] = field(
+        default_factory=lambda: {"cpu": "2", "memory": "8Gi", "pods": "29", "ephemeral-storage": "20Gi"}
+    )
     kubelet_version: str = "v1.33.5-eks-lab"
     runtime_version: str = "containerd://1.6.20"
     heartbeat_s: float = 10.0
@@ -124,8 +127,14 @@ class ObjectWatch:
     daemon thread until stop(); the stand-in ends idle watches after `timeout_s`, which bounds stop().
     """
 
-    def __init__(self, list_fn: Callable[..., Any], on_event: Callable[[str, dict[str, Any]], None],
-                 name: str, timeout_s: int = 20, **list_kwargs: Any) -> None:
+    def __init__(
+        self,
+        list_fn: Callable[..., Any],
+        on_event: Callable[[str, dict[str, Any]], None],
+        name: str,
+        timeout_s: int = 20,
+        **list_kwargs: Any,
+    ) -> None:
         self.list_fn, self.on_event, self.name = list_fn, on_event, name
         self.timeout_s, self.list_kwargs = timeout_s, list_kwargs
         self._stop = threading.Event()
@@ -158,8 +167,13 @@ class ObjectWatch:
                 if not rv:
                     rv = self._list()
                 w = watch.Watch()
-                for event in w.stream(self.list_fn, resource_version=rv, timeout_seconds=self.timeout_s,
-                                      allow_watch_bookmarks=True, **self.list_kwargs):
+                for event in w.stream(
+                    self.list_fn,
+                    resource_version=rv,
+                    timeout_seconds=self.timeout_s,
+                    allow_watch_bookmarks=True,
+                    **self.list_kwargs,
+                ):
                     if self._stop.is_set():
                         w.stop()
                         break
@@ -207,8 +221,12 @@ class Kubelet:
     # -- lifecycle -------------------------------------------------------------------------------
     def start(self) -> Kubelet:
         self.register()
-        self._watch = ObjectWatch(self.core.list_pod_for_all_namespaces, self._on_pod, "pods",
-                                  field_selector=f"spec.nodeName={self.config.node_name}").start()
+        self._watch = ObjectWatch(
+            self.core.list_pod_for_all_namespaces,
+            self._on_pod,
+            "pods",
+            field_selector=f"spec.nodeName={self.config.node_name}",
+        ).start()
         loops = [(self._worker, "pods"), (self._heartbeat, "heartbeat"), (self._retrier, "retry")]
         if self.config.image_maximum_gc_age_s > 0:
             loops.append((self._image_gc, "image-gc"))
@@ -229,25 +247,53 @@ class Kubelet:
     # -- node ------------------------------------------------------------------------------------
     def node_conditions(self, heartbeat: str) -> list[dict[str, str]]:
         since = self._ready_since
-        rows = [("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-                ("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-                ("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-                ("Ready", "True", "KubeletReady", "kubelet is posting ready status")]
-        return [{"type": t, "status": s, "reason": r, "message": m, "lastHeartbeatTime": heartbeat,
-                 "lastTransitionTime": since} for t, s, r, m in rows]
+        rows = [
+            (
+                "MemoryPressure",
+                "False",
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available",
+            ),
+            ("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+            ("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+            ("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+        ]
+        return [
+            {
+                "type": t,
+                "status": s,
+                "reason": r,
+                "message": m,
+                "lastHeartbeatTime": heartbeat,
+                "lastTransitionTime": since,
+            }
+            for t, s, r, m in rows
+        ]
 
     def node_object(self) -> dict[str, Any]:
         c = self.config
-        labels = {"kubernetes.io/hostname": c.node_name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
-                  "beta.kubernetes.io/os": "linux", "beta.kubernetes.io/arch": "amd64", **c.labels}
+        labels = {
+            "kubernetes.io/hostname": c.node_name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": "amd64",
+            "beta.kubernetes.io/os": "linux",
+            "beta.kubernetes.io/arch": "amd64",
+            **c.labels,
+        }
         spec: dict[str, Any] = {"providerID": c.provider_id} if c.provider_id else {}
         if c.taints:
             spec["taints"] = c.taints
         return {
-            "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": c.node_name, "labels": labels,
-                         "annotations": {"node.alpha.kubernetes.io/ttl": "0",
-                                         "volumes.kubernetes.io/controller-managed-attach-detach": "true"}},
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": c.node_name,
+                "labels": labels,
+                "annotations": {
+                    "node.alpha.kubernetes.io/ttl": "0",
+                    "volumes.kubernetes.io/controller-managed-attach-detach": "true",
+                },
+            },
             "spec": spec,
             "status": self.node_status(),
         }
@@ -256,17 +302,28 @@ class Kubelet:
         c = self.config
         boot = uuid.uuid5(uuid.NAMESPACE_URL, c.node_name + self._ready_since)
         return {
-            "capacity": dict(c.capacity), "allocatable": dict(c.capacity),
+            "capacity": dict(c.capacity),
+            "allocatable": dict(c.capacity),
             "conditions": self.node_conditions(now_rfc3339()),
-            "addresses": [{"type": "InternalIP", "address": c.internal_ip},
-                          {"type": "Hostname", "address": c.node_name},
-                          {"type": "InternalDNS", "address": c.node_name}],
+            "addresses": [
+                {"type": "InternalIP", "address": c.internal_ip},
+                {"type": "Hostname", "address": c.node_name},
+                {"type": "InternalDNS", "address": c.node_name},
+            ],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
             "images": self._images_or_empty(),
-            "nodeInfo": {"machineID": boot.hex, "systemUUID": str(boot), "bootID": str(boot),
-                         "kernelVersion": _kernel(), "osImage": c.os_image, "containerRuntimeVersion": c.runtime_version,
-                         "kubeletVersion": c.kubelet_version, "kubeProxyVersion": "", "operatingSystem": "linux",
-                         "architecture": "amd64"},
+            "nodeInfo": {
+                "machineID": boot.hex,
+                "systemUUID": str(boot),
+                "bootID": str(boot),
+                "kernelVersion": _kernel(),
+                "osImage": c.os_image,
+                "containerRuntimeVersion": c.runtime_version,
+                "kubeletVersion": c.kubelet_version,
+                "kubeProxyVersion": "",
+                "operatingSystem": "linux",
+                "architecture": "amd64",
+            },
         }
 
     def register(self) -> None:
@@ -280,19 +337,31 @@ class Kubelet:
             if exc.status != 409:
                 raise
             # re-registration after a restart: kubelet updates labels/providerID and its status
-            self.core.patch_node(self.config.node_name, {"metadata": {"labels": body["metadata"]["labels"]},
-                                                          "spec": {"providerID": self.config.provider_id}},
-                                 _content_type=MERGE_PATCH, _preload_content=False)
-        self.core.patch_node_status(self.config.node_name, {"status": body["status"]}, _content_type=MERGE_PATCH,
-                                    _preload_content=False)
+            self.core.patch_node(
+                self.config.node_name,
+                {
+                    "metadata": {"labels": body["metadata"]["labels"]},
+                    "spec": {"providerID": self.config.provider_id},
+                },
+                _content_type=MERGE_PATCH,
+                _preload_content=False,
+            )
+        self.core.patch_node_status(
+            self.config.node_name,
+            {"status": body["status"]},
+            _content_type=MERGE_PATCH,
+            _preload_content=False,
+        )
         self.log(f"kubelet: node {self.config.node_name} registered")
 
     def node_images(self) -> list[dict[str, Any]]:
         """status.images as the kubelet reports them: largest first, at most max_reported_images."""
-        rows = [{"names": [*img.repo_tags, *img.repo_digests] or [img.id], "sizeBytes": img.size}
-                for img in self.cri.list()]
+        rows = [
+            {"names": [*img.repo_tags, *img.repo_digests] or [img.id], "sizeBytes": img.size}
+            for img in self.cri.list()
+        ]
         rows.sort(key=lambda r: r["sizeBytes"], reverse=True)
-        return rows[:self.config.max_reported_images]
+        return rows[: self.config.max_reported_images]
 
     def _images_or_empty(self) -> list[dict[str, Any]]:
         try:
@@ -303,8 +372,12 @@ class Kubelet:
     def report_images(self) -> None:
         try:
             images = self.node_images()
-            self.core.patch_node_status(self.config.node_name, {"status": {"images": images}},
-                                        _content_type=MERGE_PATCH, _preload_content=False)
+            self.core.patch_node_status(
+                self.config.node_name,
+                {"status": {"images": images}},
+                _content_type=MERGE_PATCH,
+                _preload_content=False,
+            )
         except Exception as exc:
             self.log(f"kubelet: image status not reported: {exc}")
 
@@ -314,8 +387,12 @@ class Kubelet:
                 status: dict[str, Any] = {"conditions": self.node_conditions(now_rfc3339())}
                 with contextlib.suppress(Exception):
                     status["images"] = self.node_images()
-                self.core.patch_node_status(self.config.node_name, {"status": status},
-                                            _content_type=MERGE_PATCH, _preload_content=False)
+                self.core.patch_node_status(
+                    self.config.node_name,
+                    {"status": status},
+                    _content_type=MERGE_PATCH,
+                    _preload_content=False,
+                )
             except Exception as exc:  # the API may be restarting; the next beat retries
                 self.log(f"kubelet: heartbeat failed: {exc}")
 
@@ -324,8 +401,11 @@ class Kubelet:
         unused_since: dict[str, float] = {}
         while not self._stop.wait(1.0):
             try:
-                pods = json.loads(self.core.list_pod_for_all_namespaces(
-                    field_selector=f"spec.nodeName={self.config.node_name}", _preload_content=False).data)
+                pods = json.loads(
+                    self.core.list_pod_for_all_namespaces(
+                        field_selector=f"spec.nodeName={self.config.node_name}", _preload_content=False
+                    ).data
+                )
                 in_use: set[str] = set()
                 for pod in pods.get("items") or []:
                     spec = pod.get("spec") or {}
@@ -344,8 +424,10 @@ class Kubelet:
                         self.cri.remove(image.id)
                         unused_since.pop(image.id, None)
                         removed = True
-                        self.log(f"kubelet: image {image.repo_tags or image.id} removed (unused for "
-                                 f"{now - since:.0f} s, imageMaximumGCAge)")
+                        self.log(
+                            f"kubelet: image {image.repo_tags or image.id} removed (unused for "
+                            f"{now - since:.0f} s, imageMaximumGCAge)"
+                        )
                 if removed:
                     self.report_images()
             except Exception as exc:
@@ -374,8 +456,13 @@ class Kubelet:
 
         meta = pod["metadata"]
         with contextlib.suppress(ApiException):
-            self.core.delete_namespaced_pod(meta["name"], meta.get("namespace", "default"), grace_period_seconds=0,
-                                            body={"preconditions": {"uid": meta["uid"]}}, _preload_content=False)
+            self.core.delete_namespaced_pod(
+                meta["name"],
+                meta.get("namespace", "default"),
+                grace_period_seconds=0,
+                body={"preconditions": {"uid": meta["uid"]}},
+                _preload_content=False,
+            )
 
     def _retrier(self) -> None:
         """Re-queue pods whose image back-off has expired (kubelet retries on its next pod sync)."""
@@ -391,8 +478,11 @@ class Kubelet:
                 self._requeue(uid)
 
     def _requeue(self, uid: str) -> None:
-        pods = json.loads(self.core.list_pod_for_all_namespaces(
-            field_selector=f"spec.nodeName={self.config.node_name}", _preload_content=False).data).get("items", [])
+        pods = json.loads(
+            self.core.list_pod_for_all_namespaces(
+                field_selector=f"spec.nodeName={self.config.node_name}", _preload_content=False
+            ).data
+        ).get("items", [])
         for pod in pods:
             if pod["metadata"]["uid"] == uid:
                 self._work.put((pod["metadata"].get("namespace", "default"), pod["metadata"]["name"], uid))
@@ -428,9 +518,12 @@ class Kubelet:
         started = now_rfc3339()
         status = pod.get("status") or {}
         start_time = status.get("startTime") or started
-        groups = [("initContainers", c) for c in spec.get("initContainers") or []] + \
-                 [("containers", c) for c in spec.get("containers") or []]
-        states: dict[str, dict[str, Any]] = {c["name"]: {"waiting": {"reason": "ContainerCreating"}} for _, c in groups}
+        groups = [("initContainers", c) for c in spec.get("initContainers") or []] + [
+            ("containers", c) for c in spec.get("containers") or []
+        ]
+        states: dict[str, dict[str, Any]] = {
+            c["name"]: {"waiting": {"reason": "ContainerCreating"}} for _, c in groups
+        }
         image_ids: dict[str, str] = {}
         self._post_status(pod, "Pending", start_time, states, image_ids)
         for field_name, container in groups:
@@ -442,14 +535,22 @@ class Kubelet:
             image_ids[container["name"]] = outcome
         finished = now_rfc3339()
         for _, container in groups:
-            states[container["name"]] = {"terminated": {
-                "exitCode": 0, "reason": "Completed", "startedAt": finished, "finishedAt": finished,
-                "containerID": "containerd://" + uuid.uuid4().hex + uuid.uuid4().hex}}
+            states[container["name"]] = {
+                "terminated": {
+                    "exitCode": 0,
+                    "reason": "Completed",
+                    "startedAt": finished,
+                    "finishedAt": finished,
+                    "containerID": "containerd://" + uuid.uuid4().hex + uuid.uuid4().hex,
+                }
+            }
         self._post_status(pod, "Succeeded", start_time, states, image_ids)
         with self._known_lock:
             self._known[uid] = 0.0
 
-    def _ensure_image(self, pod: dict[str, Any], field_name: str, container: dict[str, Any]) -> str | dict[str, str]:
+    def _ensure_image(
+        self, pod: dict[str, Any], field_name: str, container: dict[str, Any]
+    ) -> str | dict[str, str]:
         """The image id (repo digest) when the image is there, else the container's waiting state."""
         from runbook_lab.cri import CRIError
 
@@ -458,7 +559,9 @@ class Kubelet:
         ref = f"spec.{field_name}{{{container['name']}}}"
         present = self.cri.status(image)
         if present is not None and policy != "Always":
-            self.event(pod, ref, "Normal", "Pulled", f"Container image {go_quote(image)} already present on machine")
+            self.event(
+                pod, ref, "Normal", "Pulled", f"Container image {go_quote(image)} already present on machine"
+            )
             return _image_id(image, present)
         if policy == "Never":
             message = f"Container image {go_quote(image)} is not present with pull policy of Never"
@@ -492,8 +595,9 @@ class Kubelet:
             # the next sync finds the image in back-off: BackOff event and ImagePullBackOff state
             if self._stop.wait(1.0):
                 return
-            current = self._get_pod(pod["metadata"].get("namespace", "default"), pod["metadata"]["name"],
-                                    pod["metadata"]["uid"])
+            current = self._get_pod(
+                pod["metadata"].get("namespace", "default"), pod["metadata"]["name"], pod["metadata"]["uid"]
+            )
             if current is None or current["metadata"].get("deletionTimestamp"):
                 return
             message = f"Back-off pulling image {go_quote(image)}"
@@ -511,8 +615,14 @@ class Kubelet:
             self._known[key[0]] = time.monotonic() + delay
 
     # -- status and events -----------------------------------------------------------------------
-    def _post_status(self, pod: dict[str, Any], phase: str, start_time: str, states: dict[str, dict[str, Any]],
-                     image_ids: dict[str, str]) -> None:
+    def _post_status(
+        self,
+        pod: dict[str, Any],
+        phase: str,
+        start_time: str,
+        states: dict[str, dict[str, Any]],
+        image_ids: dict[str, str],
+    ) -> None:
         spec = pod.get("spec") or {}
         now = now_rfc3339()
         done = phase == "Succeeded"
@@ -521,26 +631,57 @@ class Kubelet:
             rows = []
             for c in spec.get(key) or []:
                 state = states.get(c["name"], {"waiting": {"reason": "ContainerCreating"}})
-                rows.append({"name": c["name"], "image": c["image"], "imageID": image_ids.get(c["name"], ""),
-                             "ready": False, "restartCount": 0, "started": False, "state": state,
-                             **({"containerID": state["terminated"]["containerID"]} if "terminated" in state else {})})
+                rows.append(
+                    {
+                        "name": c["name"],
+                        "image": c["image"],
+                        "imageID": image_ids.get(c["name"], ""),
+                        "ready": False,
+                        "restartCount": 0,
+                        "started": False,
+                        "state": state,
+                        **(
+                            {"containerID": state["terminated"]["containerID"]}
+                            if "terminated" in state
+                            else {}
+                        ),
+                    }
+                )
             return rows
 
-        init_done = done or all("terminated" in states.get(c["name"], {}) for c in spec.get("initContainers") or [])
+        init_done = done or all(
+            "terminated" in states.get(c["name"], {}) for c in spec.get("initContainers") or []
+        )
         conditions = [
             {"type": "PodReadyToStartContainers", "status": "True", "lastTransitionTime": start_time},
-            {"type": "Initialized", "status": "True" if init_done else "False", "lastTransitionTime": now,
-             **({} if init_done else {"reason": "ContainersNotInitialized"})},
-            {"type": "Ready", "status": "False", "lastTransitionTime": now,
-             "reason": "PodCompleted" if done else "ContainersNotReady"},
-            {"type": "ContainersReady", "status": "False", "lastTransitionTime": now,
-             "reason": "PodCompleted" if done else "ContainersNotReady"},
+            {
+                "type": "Initialized",
+                "status": "True" if init_done else "False",
+                "lastTransitionTime": now,
+                **({} if init_done else {"reason": "ContainersNotInitialized"}),
+            },
+            {
+                "type": "Ready",
+                "status": "False",
+                "lastTransitionTime": now,
+                "reason": "PodCompleted" if done else "ContainersNotReady",
+            },
+            {
+                "type": "ContainersReady",
+                "status": "False",
+                "lastTransitionTime": now,
+                "reason": "PodCompleted" if done else "ContainersNotReady",
+            },
             {"type": "PodScheduled", "status": "True", "lastTransitionTime": start_time},
         ]
         body: dict[str, Any] = {
-            "phase": phase, "conditions": conditions, "startTime": start_time,
-            "hostIP": self.config.internal_ip, "hostIPs": [{"ip": self.config.internal_ip}],
-            "containerStatuses": statuses("containers"), "qosClass": (pod.get("status") or {}).get("qosClass"),
+            "phase": phase,
+            "conditions": conditions,
+            "startTime": start_time,
+            "hostIP": self.config.internal_ip,
+            "hostIPs": [{"ip": self.config.internal_ip}],
+            "containerStatuses": statuses("containers"),
+            "qosClass": (pod.get("status") or {}).get("qosClass"),
         }
         if spec.get("initContainers"):
             body["initContainerStatuses"] = statuses("initContainers")
@@ -551,8 +692,13 @@ class Kubelet:
 
         meta = pod["metadata"]
         try:
-            self.core.patch_namespaced_pod_status(meta["name"], meta.get("namespace", "default"), {"status": status},
-                                                  _content_type=MERGE_PATCH, _preload_content=False)
+            self.core.patch_namespaced_pod_status(
+                meta["name"],
+                meta.get("namespace", "default"),
+                {"status": status},
+                _content_type=MERGE_PATCH,
+                _preload_content=False,
+            )
         except ApiException as exc:
             if exc.status != 404:  # a pod deleted meanwhile needs no status
                 raise
@@ -564,13 +710,24 @@ class Kubelet:
         body = {
             # client-go's recorder names events "<object name>.<unix nanoseconds in hex>"
             "metadata": {"name": f"{meta['name']}.{time.time_ns():x}", "namespace": namespace},
-            "involvedObject": {"kind": "Pod", "namespace": namespace, "name": meta["name"], "uid": meta.get("uid"),
-                               "apiVersion": "v1", "resourceVersion": meta.get("resourceVersion"),
-                               "fieldPath": field_path},
-            "reason": reason, "message": message, "type": type_,
+            "involvedObject": {
+                "kind": "Pod",
+                "namespace": namespace,
+                "name": meta["name"],
+                "uid": meta.get("uid"),
+                "apiVersion": "v1",
+                "resourceVersion": meta.get("resourceVersion"),
+                "fieldPath": field_path,
+            },
+            "reason": reason,
+            "message": message,
+            "type": type_,
             "source": {"component": "kubelet", "host": self.config.node_name},
-            "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
-            "reportingComponent": "kubelet", "reportingInstance": self.config.node_name,
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+            "reportingComponent": "kubelet",
+            "reportingInstance": self.config.node_name,
         }
         try:
             self.core.create_namespaced_event(namespace, body, _preload_content=False)
@@ -594,6 +751,8 @@ def _kernel() -> str:
 
 def iter_events(core: Any, namespace: str, pod: str) -> Iterator[dict[str, Any]]:
     """The Events of a Pod (kubectl describe's source), oldest first — a helper for tests and tools."""
-    raw = core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={pod}", _preload_content=False)
+    raw = core.list_namespaced_event(
+        namespace, field_selector=f"involvedObject.name={pod}", _preload_content=False
+    )
     items = json.loads(raw.data).get("items") or []
     yield from sorted(items, key=lambda e: (e.get("firstTimestamp") or "", e["metadata"]["name"]))

@@ -63,9 +63,19 @@ from typing import Any
 
 PROTECTED_DIRS = ("/etc", "/var", "/opt", "/usr/local", "/root", "/home", "/srv")
 # Names a node would look up in public DNS; inside a lab node they are 127.0.0.1 (see the module doc).
-PUBLIC_REGISTRY_NAMES = ("docker.io", "registry-1.docker.io", "index.docker.io", "auth.docker.io",
-                         "production.cloudflare.docker.com", "quay.io", "cdn.quay.io", "gcr.io", "ghcr.io",
-                         "registry.k8s.io", "public.ecr.aws")
+PUBLIC_REGISTRY_NAMES = (
+    "docker.io",
+    "registry-1.docker.io",
+    "index.docker.io",
+    "auth.docker.io",
+    "production.cloudflare.docker.com",
+    "quay.io",
+    "cdn.quay.io",
+    "gcr.io",
+    "ghcr.io",
+    "registry.k8s.io",
+    "public.ecr.aws",
+)
 USERDATA_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 USERDATA_PART_TIMEOUT_S = 300
 _PR_SET_PDEATHSIG = 1
@@ -79,26 +89,27 @@ class NodeError(RuntimeError):
 class NodeSpec:
     """Everything a lab node needs, written to DIR/spec.json for the node process."""
 
-    name: str                                   # Kubernetes node name (the instance's private DNS name)
-    dir: str                                    # DIR/nodes/<nodeclaim>
-    user_data: str = ""                         # the instance's userData as plain text (what EC2 got)
+    name: str  # Kubernetes node name (the instance's private DNS name)
+    dir: str  # DIR/nodes/<nodeclaim>
+    user_data: str = ""  # the instance's userData as plain text (what EC2 got)
     ami_family: str = "AL2023"
     kubeconfig: str = ""
-    ports: list[int] = field(default_factory=list)           # bridged lab service ports
-    hosts: dict[str, str] = field(default_factory=dict)      # node /etc/hosts entries (name -> address)
+    ports: list[int] = field(default_factory=list)  # bridged lab service ports
+    hosts: dict[str, str] = field(default_factory=dict)  # node /etc/hosts entries (name -> address)
     lab_certs: dict[str, str] = field(default_factory=dict)  # lab DNS: registry namespace -> server URL
-    labels: dict[str, str] = field(default_factory=dict)     # kubelet --node-labels
+    labels: dict[str, str] = field(default_factory=dict)  # kubelet --node-labels
     taints: list[dict[str, str]] = field(default_factory=list)  # kubelet --register-with-taints
     provider_id: str = ""
     internal_ip: str = "127.0.0.1"
     instance_type: str = "m5.large"
-    capacity: dict[str, str] = field(default_factory=lambda: {"cpu": "2", "memory": "7910Mi", "pods": "29",
-                                                               "ephemeral-storage": "20Gi"})
+    capacity: dict[str, str] = field(
+        default_factory=lambda: {"cpu": "2", "memory": "7910Mi", "pods": "29", "ephemeral-storage": "20Gi"}
+    )
     kubelet_version: str = "v1.33.5-eks-lab"
     userdata_env: dict[str, str] = field(default_factory=dict)
     heartbeat_s: float = 10.0
-    image_maximum_gc_age_s: float = 0.0         # kubelet imageMaximumGCAge; 0 = off (the kubelet's default)
-    bridge_dir: str = ""                        # default DIR/br
+    image_maximum_gc_age_s: float = 0.0  # kubelet imageMaximumGCAge; 0 = off (the kubelet's default)
+    bridge_dir: str = ""  # default DIR/br
 
     @property
     def path(self) -> Path:
@@ -160,12 +171,22 @@ def _is_yaml_mapping(text: str) -> bool:
 def _classify(index: int, content_type: str, body: str) -> UserDataPart:
     if content_type == "text/x-shellscript":
         if "/etc/eks/bootstrap.sh" in body:
-            return UserDataPart(index, content_type, body, False,
-                                "Karpenter's EKS bootstrap part: the lab node's kubelet stand-in takes its place")
+            return UserDataPart(
+                index,
+                content_type,
+                body,
+                False,
+                "Karpenter's EKS bootstrap part: the lab node's kubelet stand-in takes its place",
+            )
         return UserDataPart(index, content_type, body, True)
     if content_type == "application/node.eks.aws":
-        return UserDataPart(index, content_type, body, False,
-                            "nodeadm NodeConfig: not applied (no nodeadm); the lab node's containerd config is the lab's")
+        return UserDataPart(
+            index,
+            content_type,
+            body,
+            False,
+            "nodeadm NodeConfig: not applied (no nodeadm); the lab node's containerd config is the lab's",
+        )
     if content_type == "text/cloud-config":
         return UserDataPart(index, content_type, body, False, "cloud-config: not applied by the lab node")
     return UserDataPart(index, content_type, body, False, f"{content_type}: not a script; skipped")
@@ -176,11 +197,20 @@ def user_data_parts(text: str, ami_family: str = "AL2023") -> list[UserDataPart]
     stripped = text.lstrip()
     if not stripped:
         return []
-    if ami_family == "Bottlerocket" or (not stripped.startswith(("MIME-Version:", "Content-Type:", "#!"))
-                                        and _looks_like_toml_settings(stripped)):
-        return [UserDataPart(1, "application/toml", text, False,
-                             "Bottlerocket settings (TOML): applied by Bottlerocket's API server, which the lab "
-                             "node does not have; skipped")]
+    if ami_family == "Bottlerocket" or (
+        not stripped.startswith(("MIME-Version:", "Content-Type:", "#!"))
+        and _looks_like_toml_settings(stripped)
+    ):
+        return [
+            UserDataPart(
+                1,
+                "application/toml",
+                text,
+                False,
+                "Bottlerocket settings (TOML): applied by Bottlerocket's API server, which the lab "
+                "node does not have; skipped",
+            )
+        ]
     if stripped.startswith(("MIME-Version:", "Content-Type:")):
         message = email.message_from_string(stripped, policy=email.policy.compat32)
         parts = []
@@ -188,7 +218,11 @@ def user_data_parts(text: str, ami_family: str = "AL2023") -> list[UserDataPart]
             if part.is_multipart():
                 continue
             payload = part.get_payload(decode=True)
-            body = payload.decode("utf-8", errors="replace") if isinstance(payload, bytes) else str(payload or "")
+            body = (
+                payload.decode("utf-8", errors="replace")
+                if isinstance(payload, bytes)
+                else str(payload or "")
+            )
             parts.append(_classify(len(parts) + 1, part.get_content_type(), body))
         return parts
     if stripped.startswith("#!"):
@@ -207,8 +241,12 @@ def run_user_data(spec: NodeSpec, log_path: Path) -> list[dict[str, Any]]:
     env = {"PATH": USERDATA_PATH, "HOME": "/root", "LANG": "C.UTF-8", **spec.userdata_env}
     with open(log_path, "a", encoding="utf-8") as log:
         for part in user_data_parts(spec.user_data, spec.ami_family):
-            row: dict[str, Any] = {"part": part.index, "content_type": part.content_type, "run": part.run,
-                                   "note": part.note}
+            row: dict[str, Any] = {
+                "part": part.index,
+                "content_type": part.content_type,
+                "run": part.run,
+                "note": part.note,
+            }
             if not part.run:
                 log.write(f"--- part {part.index} ({part.content_type}) skipped: {part.note}\n")
                 results.append(row)
@@ -221,8 +259,15 @@ def run_user_data(spec: NodeSpec, log_path: Path) -> list[dict[str, Any]]:
             log.flush()
             started = time.monotonic()
             try:
-                done = subprocess.run(argv, cwd="/", env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                      stderr=subprocess.STDOUT, timeout=USERDATA_PART_TIMEOUT_S)
+                done = subprocess.run(
+                    argv,
+                    cwd="/",
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    timeout=USERDATA_PART_TIMEOUT_S,
+                )
                 row["exit_code"] = done.returncode
             except subprocess.TimeoutExpired:
                 row["exit_code"] = None
@@ -231,7 +276,9 @@ def run_user_data(spec: NodeSpec, log_path: Path) -> list[dict[str, Any]]:
                 row["exit_code"] = None
                 row["note"] = f"could not run: {exc}"
             row["seconds"] = round(time.monotonic() - started, 3)
-            log.write(f"--- part {part.index} exit {row['exit_code']} after {row['seconds']} s {row['note']}\n")
+            log.write(
+                f"--- part {part.index} exit {row['exit_code']} after {row['seconds']} s {row['note']}\n"
+            )
             log.flush()
             results.append(row)
     return results
@@ -251,7 +298,9 @@ def write_lab_certs(certs_dir: Path, servers: dict[str, str]) -> None:
 
     for namespace, server in sorted(servers.items()):
         doc = HostsToml(namespace, server, [], ContainerdVersion.parse("1.6.20")).render()
-        doc = doc.replace("written by eks-mirror-runbook", "lab DNS stand-in, written by the lab (not the runbook)")
+        doc = doc.replace(
+            "written by eks-mirror-runbook", "lab DNS stand-in, written by the lab (not the runbook)"
+        )
         target = certs_dir / namespace / "hosts.toml"
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_suffix(".tmp")
@@ -294,13 +343,20 @@ def _mount(*args: str) -> None:
 def setup_mounts(spec: NodeSpec) -> list[str]:
     """Overlays over the protected dirs, then the node's /etc/containerd and /etc/hosts (bind mounts)."""
     overlaid = []
-    for target in overlay_targets([spec.path, spec.bridge_path, Path(spec.kubeconfig).parent if spec.kubeconfig
-                                   else spec.path]):
+    for target in overlay_targets(
+        [spec.path, spec.bridge_path, Path(spec.kubeconfig).parent if spec.kubeconfig else spec.path]
+    ):
         layer = spec.path / "overlay" / target.strip("/").replace("/", "_")
         (layer / "upper").mkdir(parents=True, exist_ok=True)
         (layer / "work").mkdir(parents=True, exist_ok=True)
-        _mount("-t", "overlay", "overlay", "-o",
-               f"lowerdir={target},upperdir={layer / 'upper'},workdir={layer / 'work'}", target)
+        _mount(
+            "-t",
+            "overlay",
+            "overlay",
+            "-o",
+            f"lowerdir={target},upperdir={layer / 'upper'},workdir={layer / 'work'}",
+            target,
+        )
         overlaid.append(target)
     etc_containerd = Path("/etc/containerd")
     if not etc_containerd.is_dir():
@@ -360,8 +416,11 @@ def run(spec_path: Path) -> int:
         results = run_user_data(spec, spec.path / "userdata.log")
         status.set("containerd", userdata=results)
         config_path = f"/etc/containerd/certs.d:{spec.lab_certs_dir}"
-        ctd = PrivateContainerd(spec.path / "ctd", Path("/etc/containerd/certs.d"),
-                                extra_config={"plugins": {CRI_PLUGIN: {"registry": {"config_path": config_path}}}})
+        ctd = PrivateContainerd(
+            spec.path / "ctd",
+            Path("/etc/containerd/certs.d"),
+            extra_config={"plugins": {CRI_PLUGIN: {"registry": {"config_path": config_path}}}},
+        )
         ctd.start()
         if not ctd.cri_loaded():
             raise NodeError("containerd started without its CRI plugin:\n" + ctd.log_tail())
@@ -379,8 +438,13 @@ def run(spec_path: Path) -> int:
         traceback.print_exc()
         status.set("failed", error=f"{type(exc).__name__}: {exc}")
     finally:
-        for closer in (kubelet.stop if kubelet else None, cri.close if cri else None, api.close if api else None,
-                       ctd.stop if ctd else None, bridge.stop if bridge else None):
+        for closer in (
+            kubelet.stop if kubelet else None,
+            cri.close if cri else None,
+            api.close if api else None,
+            ctd.stop if ctd else None,
+            bridge.stop if bridge else None,
+        ):
             if closer is not None:
                 with contextlib.suppress(Exception):
                     closer()
@@ -398,10 +462,18 @@ def _start_kubelet(spec: NodeSpec, socket_path: str) -> tuple[Any, Any, Any]:
 
     api = kube_config.new_client_from_config(config_file=spec.kubeconfig)
     cri = CRIImageClient(socket_path, timeout=600)
-    cfg = KubeletConfig(node_name=spec.name, cri_socket=socket_path, labels=spec.labels, taints=spec.taints,
-                        provider_id=spec.provider_id, internal_ip=spec.internal_ip, capacity=spec.capacity,
-                        kubelet_version=spec.kubelet_version, heartbeat_s=spec.heartbeat_s,
-                        image_maximum_gc_age_s=spec.image_maximum_gc_age_s)
+    cfg = KubeletConfig(
+        node_name=spec.name,
+        cri_socket=socket_path,
+        labels=spec.labels,
+        taints=spec.taints,
+        provider_id=spec.provider_id,
+        internal_ip=spec.internal_ip,
+        capacity=spec.capacity,
+        kubelet_version=spec.kubelet_version,
+        heartbeat_s=spec.heartbeat_s,
+        image_maximum_gc_age_s=spec.image_maximum_gc_age_s,
+    )
     kubelet = Kubelet(cfg, api, cri, log=lambda line: print(line, flush=True)).start()
     return kubelet, cri, api
 
@@ -488,14 +560,41 @@ class LabNode:
         prepare_node_dir(self.spec)
         spec_path = self.spec.save()
         self._lab_side = LabSide(self.spec.bridge_path, self.spec.ports).start()
-        argv = ["unshare", "--net", "--mount", "--pid", "--fork", "--mount-proc", "--kill-child=SIGKILL",
-                "--propagation", "private", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
-                sys.executable, "-m", "runbook_lab.node", "run", str(spec_path)]
-        env = {k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")}
+        argv = [
+            "unshare",
+            "--net",
+            "--mount",
+            "--pid",
+            "--fork",
+            "--mount-proc",
+            "--kill-child=SIGKILL",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            'ip link set lo up && exec "$@"',
+            "sh",
+            sys.executable,
+            "-m",
+            "runbook_lab.node",
+            "run",
+            str(spec_path),
+        ]
+        env = {
+            k: v for k, v in os.environ.items() if k.lower() not in ("http_proxy", "https_proxy", "all_proxy")
+        }
         env["PYTHONUNBUFFERED"] = "1"
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                         env=env, start_new_session=True, preexec_fn=_set_parent_death_signal)
+            self.proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                preexec_fn=_set_parent_death_signal,
+            )
         (self.dir / "pid").write_text(json.dumps({"unshare": self.proc.pid}))
         deadline = time.monotonic() + 10
         while self.node_pid is None and time.monotonic() < deadline and self.running:
@@ -514,11 +613,15 @@ class LabNode:
             if st.get("phase") == "ready":
                 return st
             if st.get("phase") == "failed" or not self.running:
-                raise NodeError(f"lab node {self.spec.name} failed to start ({st.get('error', st.get('phase'))}); "
-                                f"last log lines:\n{self.log_tail()}")
+                raise NodeError(
+                    f"lab node {self.spec.name} failed to start ({st.get('error', st.get('phase'))}); "
+                    f"last log lines:\n{self.log_tail()}"
+                )
             if time.monotonic() > deadline:
-                raise NodeError(f"lab node {self.spec.name} not ready after {timeout:.0f} s "
-                                f"(phase {st.get('phase')}); last log lines:\n{self.log_tail()}")
+                raise NodeError(
+                    f"lab node {self.spec.name} not ready after {timeout:.0f} s "
+                    f"(phase {st.get('phase')}); last log lines:\n{self.log_tail()}"
+                )
             time.sleep(0.05)
 
     def stop(self, timeout: float = 20.0) -> None:
@@ -607,8 +710,10 @@ def stop_stale(nodes_dir: Path) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m runbook_lab.node",
-                                     description="The process of one lab node (started by LabNode, inside its namespaces)")
+    parser = argparse.ArgumentParser(
+        prog="python -m runbook_lab.node",
+        description="The process of one lab node (started by LabNode, inside its namespaces)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     run_p = sub.add_parser("run", help="boot the node described by SPEC and serve until SIGTERM")
     run_p.add_argument("spec", type=Path)

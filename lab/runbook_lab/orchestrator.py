@@ -52,7 +52,11 @@ class Component:
 def nodes_missing() -> list[str]:
     """What lab nodes need and this machine lacks (they run real containerd in their own namespaces)."""
     missing = [] if os.geteuid() == 0 else ["root"]
-    missing += [f"{tool} (Debian package)" for tool in ("unshare", "containerd", "ctr", "ip") if not shutil.which(tool)]
+    missing += [
+        f"{tool} (Debian package)"
+        for tool in ("unshare", "containerd", "ctr", "ip")
+        if not shutil.which(tool)
+    ]
     return missing
 
 
@@ -77,50 +81,144 @@ class Lab:
         d, cfg, py = self.dir, self.cfg, self.python
         comps: list[Component] = []
         for host, reg in cfg.registries.items():
-            comps.append(Component(
-                f"registry {host}", ["docker-registry", "serve", str(d / "registries" / host / "config.yml")],
-                [reg.port], f"http://127.0.0.1:{reg.port}/v2/", (200,)))
+            comps.append(
+                Component(
+                    f"registry {host}",
+                    ["docker-registry", "serve", str(d / "registries" / host / "config.yml")],
+                    [reg.port],
+                    f"http://127.0.0.1:{reg.port}/v2/",
+                    (200,),
+                )
+            )
         if "docker.io" not in cfg.registries:
             raise LabError("lab.registries needs a docker.io stand-in behind the Docker Hub front")
         hub = cfg.dockerhub
-        hub_argv = [py, "-m", "runbook_lab.dockerhub", "--port", str(hub.port), "--token-port", str(hub.token_port),
-                    "--backend", f"http://127.0.0.1:{cfg.registries['docker.io'].port}",
-                    "--limit", str(hub.limit), "--window", str(hub.window_s), "--latency-ms", str(hub.latency_ms)]
+        hub_argv = [
+            py,
+            "-m",
+            "runbook_lab.dockerhub",
+            "--port",
+            str(hub.port),
+            "--token-port",
+            str(hub.token_port),
+            "--backend",
+            f"http://127.0.0.1:{cfg.registries['docker.io'].port}",
+            "--limit",
+            str(hub.limit),
+            "--window",
+            str(hub.window_s),
+            "--latency-ms",
+            str(hub.latency_ms),
+        ]
         if hub.throttle_bytes_per_s:
             hub_argv += ["--throttle-bytes-per-s", str(hub.throttle_bytes_per_s)]
-        comps.append(Component("dockerhub", hub_argv, [hub.port, hub.token_port],
-                               f"http://127.0.0.1:{hub.port}/v2/", (401,)))
+        comps.append(
+            Component(
+                "dockerhub", hub_argv, [hub.port, hub.token_port], f"http://127.0.0.1:{hub.port}/v2/", (401,)
+            )
+        )
         nexus_port = _port_of(self.params.nexus.url)
         connector_ports = sorted({u.connector_port for u in self.params.upstreams if u.connector_port})
-        comps.append(Component(
-            "nexus", [py, "-m", "runbook_lab.nexus", "--data-dir", str(d / "nexus" / "data"),
-                      "--port", str(nexus_port), "--version", cfg.nexus.version, "--edition", cfg.nexus.edition,
-                      "--request-log", str(d / "nexus" / "requests.jsonl")],
-            [nexus_port, *connector_ports], f"http://127.0.0.1:{nexus_port}/service/rest/v1/status", (200,)))
+        comps.append(
+            Component(
+                "nexus",
+                [
+                    py,
+                    "-m",
+                    "runbook_lab.nexus",
+                    "--data-dir",
+                    str(d / "nexus" / "data"),
+                    "--port",
+                    str(nexus_port),
+                    "--version",
+                    cfg.nexus.version,
+                    "--edition",
+                    cfg.nexus.edition,
+                    "--request-log",
+                    str(d / "nexus" / "requests.jsonl"),
+                ],
+                [nexus_port, *connector_ports],
+                f"http://127.0.0.1:{nexus_port}/service/rest/v1/status",
+                (200,),
+            )
+        )
         kubeconfig = self.params.path(self.params.kubernetes.kubeconfig) or d / "kubeconfig"
-        comps.append(Component(
-            "kube", [py, "-m", "runbook_lab.kube", "--port", str(cfg.kube_port),
-                     "--state-file", str(d / "kube" / "state.json"), "--kubeconfig", str(kubeconfig)],
-            [cfg.kube_port], f"http://127.0.0.1:{cfg.kube_port}/version", (200,)))
+        comps.append(
+            Component(
+                "kube",
+                [
+                    py,
+                    "-m",
+                    "runbook_lab.kube",
+                    "--port",
+                    str(cfg.kube_port),
+                    "--state-file",
+                    str(d / "kube" / "state.json"),
+                    "--kubeconfig",
+                    str(kubeconfig),
+                ],
+                [cfg.kube_port],
+                f"http://127.0.0.1:{cfg.kube_port}/version",
+                (200,),
+            )
+        )
         # Routes the cluster's Ingress hosts to the Services' target ports (the lab's pod network);
         # healthy once it has synced Ingresses and Services from the API.
-        comps.append(Component(
-            "ingress", [py, "-m", "runbook_lab.ingress", "--port", str(cfg.ingress_port),
-                        "--kubeconfig", str(kubeconfig)],
-            [cfg.ingress_port], f"http://127.0.0.1:{cfg.ingress_port}/_lab/healthz", (200,)))
-        comps.append(Component(
-            "moto", [py, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(cfg.moto_port)],
-            [cfg.moto_port], f"http://127.0.0.1:{cfg.moto_port}/moto-api/", (200,)))
+        comps.append(
+            Component(
+                "ingress",
+                [
+                    py,
+                    "-m",
+                    "runbook_lab.ingress",
+                    "--port",
+                    str(cfg.ingress_port),
+                    "--kubeconfig",
+                    str(kubeconfig),
+                ],
+                [cfg.ingress_port],
+                f"http://127.0.0.1:{cfg.ingress_port}/_lab/healthz",
+                (200,),
+            )
+        )
+        comps.append(
+            Component(
+                "moto",
+                [py, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(cfg.moto_port)],
+                [cfg.moto_port],
+                f"http://127.0.0.1:{cfg.moto_port}/moto-api/",
+                (200,),
+            )
+        )
         if self.params_file is not None and not nodes_missing():
             # Last: it needs the API and moto, and its nodes reach every other component through the bridge.
             # Ready once every NodePool has its nodes booted (real containerd in their own namespaces).
-            comps.append(Component(
-                "karpenter", [py, "-m", "runbook_lab.karpenter", "--kubeconfig", str(kubeconfig),
-                              "--nodes-dir", str(d / "nodes"), "--aws-endpoint", f"http://127.0.0.1:{cfg.moto_port}",
-                              "--params", str(self.params_file), "--health-port", str(cfg.karpenter_health_port),
-                              "--image-maximum-gc-age", str(cfg.image_gc_age_s)],
-                [cfg.karpenter_health_port], f"http://127.0.0.1:{cfg.karpenter_health_port}/readyz", (200,),
-                ready_timeout=90.0))
+            comps.append(
+                Component(
+                    "karpenter",
+                    [
+                        py,
+                        "-m",
+                        "runbook_lab.karpenter",
+                        "--kubeconfig",
+                        str(kubeconfig),
+                        "--nodes-dir",
+                        str(d / "nodes"),
+                        "--aws-endpoint",
+                        f"http://127.0.0.1:{cfg.moto_port}",
+                        "--params",
+                        str(self.params_file),
+                        "--health-port",
+                        str(cfg.karpenter_health_port),
+                        "--image-maximum-gc-age",
+                        str(cfg.image_gc_age_s),
+                    ],
+                    [cfg.karpenter_health_port],
+                    f"http://127.0.0.1:{cfg.karpenter_health_port}/readyz",
+                    (200,),
+                    ready_timeout=90.0,
+                )
+            )
         return comps
 
     # -- state ---------------------------------------------------------------------------------
@@ -138,8 +236,11 @@ class Lab:
 
     def running(self) -> dict[str, dict]:
         state = self.load_state()
-        return {name: rec for name, rec in state.get("components", {}).items()
-                if pid_alive(rec.get("pid"), Path(rec["argv"][0]).name)}
+        return {
+            name: rec
+            for name, rec in state.get("components", {}).items()
+            if pid_alive(rec.get("pid"), Path(rec["argv"][0]).name)
+        }
 
     # -- up ------------------------------------------------------------------------------------
     def up(self, progress: Callable[[str], None] = lambda _m: None, timeout: float = 30.0) -> None:
@@ -152,8 +253,11 @@ class Lab:
                 continue
             taken += [f"{p} ({c.name})" for p in c.ports if not port_free(p)]
         if taken:
-            raise LabError("port(s) already in use by another process: " + ", ".join(taken)
-                           + "; stop that process or change the ports in the lab parameters file")
+            raise LabError(
+                "port(s) already in use by another process: "
+                + ", ".join(taken)
+                + "; stop that process or change the ports in the lab parameters file"
+            )
         self._write_configs()
         state = self.load_state()
         state["components"] = dict(running)
@@ -177,8 +281,11 @@ class Lab:
             progress("  seeding images, secrets and cluster objects ...")
             self.seed()
         if nodes_missing():
-            progress("  karpenter + nodes: not started, lab nodes need " + ", ".join(nodes_missing())
-                     + " — stages 4 and 5 cannot prove the node path without them")
+            progress(
+                "  karpenter + nodes: not started, lab nodes need "
+                + ", ".join(nodes_missing())
+                + " — stages 4 and 5 cannot prove the node path without them"
+            )
         state["up_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         self.save_state(state)
 
@@ -198,12 +305,24 @@ class Lab:
         env = {**os.environ, **c.env}
         with open(log, "ab") as fh:
             try:
-                proc = subprocess.Popen(c.argv, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        env=env, start_new_session=True, cwd=self.dir)
+                proc = subprocess.Popen(
+                    c.argv,
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    env=env,
+                    start_new_session=True,
+                    cwd=self.dir,
+                )
             except FileNotFoundError:
-                raise LabError(f"{c.name}: {c.argv[0]} not found"
-                               + (" (install the Debian package docker-registry; `make demo` does it as root)"
-                                  if c.argv[0] == "docker-registry" else "")) from None
+                raise LabError(
+                    f"{c.name}: {c.argv[0]} not found"
+                    + (
+                        " (install the Debian package docker-registry; `make demo` does it as root)"
+                        if c.argv[0] == "docker-registry"
+                        else ""
+                    )
+                ) from None
         c.pid = proc.pid
         c.started = time.time()
 
@@ -221,7 +340,9 @@ class Lab:
             except httpx.HTTPError as err:
                 last = type(err).__name__
             time.sleep(0.2)
-        raise LabError(f"{c.name} did not answer {c.health_url} within {timeout:.0f} s ({last}); log: {c.log}")
+        raise LabError(
+            f"{c.name} did not answer {c.health_url} within {timeout:.0f} s ({last}); log: {c.log}"
+        )
 
     # -- seeding -------------------------------------------------------------------------------
     def lab_secret(self, name: str) -> str:
@@ -238,7 +359,9 @@ class Lab:
         from runbook_lab.images import seed_lab_images
 
         urls = {host: f"http://127.0.0.1:{reg.port}" for host, reg in self.cfg.registries.items()}
-        seed_lab_images(urls, self.dir / "images", image_mb=self.cfg.image_mb, multilayer_mb=self.cfg.multilayer_mb)
+        seed_lab_images(
+            urls, self.dir / "images", image_mb=self.cfg.image_mb, multilayer_mb=self.cfg.multilayer_mb
+        )
         self.seed_aws()
         self.seed_cluster()
 
@@ -255,8 +378,12 @@ class Lab:
 
         sm = aws.client(self.params, "secretsmanager")
         for secret_id, name in (("lab/nexus-admin", "nexus-admin"), ("lab/docker-pull", "docker-pull")):
-            value = json.dumps({"username": name.split("-", 1)[-1] if name == "docker-pull" else "admin",
-                                "password": self.lab_secret(name)})
+            value = json.dumps(
+                {
+                    "username": name.split("-", 1)[-1] if name == "docker-pull" else "admin",
+                    "password": self.lab_secret(name),
+                }
+            )
             try:
                 sm.create_secret(Name=secret_id, SecretString=value)
             except sm.exceptions.ResourceExistsException:
@@ -267,7 +394,8 @@ class Lab:
                 eks.describe_cluster(name=self.params.aws.cluster_name)
             except eks.exceptions.ResourceNotFoundException:
                 eks.create_cluster(
-                    name=self.params.aws.cluster_name, version="1.31",
+                    name=self.params.aws.cluster_name,
+                    version="1.31",
                     roleArn="arn:aws:iam::123456789012:role/lab-eks-cluster",
                     resourcesVpcConfig={"subnetIds": ["subnet-lab-a", "subnet-lab-b"]},
                 )
@@ -299,10 +427,15 @@ class Lab:
                     answering = httpx.get(c.health_url, timeout=2.0).status_code in c.healthy_codes
                 except httpx.HTTPError:
                     answering = False
-            rows.append({"component": c.name, "pid": rec.get("pid") if alive else "",
-                         "ports": ",".join(map(str, c.ports)),
-                         "state": "up" if answering else ("starting/unhealthy" if alive else "down"),
-                         "url": c.health_url})
+            rows.append(
+                {
+                    "component": c.name,
+                    "pid": rec.get("pid") if alive else "",
+                    "ports": ",".join(map(str, c.ports)),
+                    "state": "up" if answering else ("starting/unhealthy" if alive else "down"),
+                    "url": c.health_url,
+                }
+            )
         return rows
 
     def healthy(self) -> bool:

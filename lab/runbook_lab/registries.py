@@ -31,8 +31,14 @@ class RegistryError(RuntimeError):
     pass
 
 
-def registry_config(root: Path, port: int, host: str = "127.0.0.1", proxy_remote: str | None = None,
-                    service: str = "registry", htpasswd: Path | None = None) -> str:
+def registry_config(
+    root: Path,
+    port: int,
+    host: str = "127.0.0.1",
+    proxy_remote: str | None = None,
+    service: str = "registry",
+    htpasswd: Path | None = None,
+) -> str:
     """YAML for `docker-registry serve`: storage under `root`; with `proxy_remote`, a pull-through cache;
     with `htpasswd` (bcrypt entries), HTTP Basic auth on every request."""
     config: dict = {
@@ -81,9 +87,17 @@ def ensure_port_free(host: str, port: int) -> None:
         raise RegistryError(f"port {port} on {host} is already in use")
 
 
-def start_registry(name: str, root: Path, port: int, log_path: Path, *, host: str = "127.0.0.1",
-                   proxy_remote: str | None = None, htpasswd: Path | None = None,
-                   ready_timeout: float = 15.0) -> RegistryProcess:
+def start_registry(
+    name: str,
+    root: Path,
+    port: int,
+    log_path: Path,
+    *,
+    host: str = "127.0.0.1",
+    proxy_remote: str | None = None,
+    htpasswd: Path | None = None,
+    ready_timeout: float = 15.0,
+) -> RegistryProcess:
     """Write `root/config.yml` (data in `root/data`), start the registry and wait until /v2/ answers.
 
     `port=0` picks a free port; read it back from the returned process's `port` / `url`.
@@ -93,13 +107,18 @@ def start_registry(name: str, root: Path, port: int, log_path: Path, *, host: st
     root.mkdir(parents=True, exist_ok=True)
     (root / "data").mkdir(exist_ok=True)
     config_path = root / "config.yml"
-    config_path.write_text(registry_config(root / "data", port, host, proxy_remote, service=name,
-                                                   htpasswd=htpasswd))
+    config_path.write_text(
+        registry_config(root / "data", port, host, proxy_remote, service=name, htpasswd=htpasswd)
+    )
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_start = log_path.stat().st_size if log_path.exists() else 0
     with log_path.open("ab") as log:
-        proc = RegistryProcess([binary, "serve", str(config_path)], stdout=log, stderr=subprocess.STDOUT,
-                               stdin=subprocess.DEVNULL)
+        proc = RegistryProcess(
+            [binary, "serve", str(config_path)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     proc.name, proc.host, proc.port, proc.root, proc.log_path = name, host, port, root, log_path
     try:
         if port == 0:
@@ -123,7 +142,11 @@ def _log_tail(log_path: Path, start: int, limit: int = 2000) -> str:
 def _log_summary(log_path: Path, start: int) -> str:
     """The lines that explain a failed start (panic / fatal / error), else the end of the log."""
     text = _log_tail(log_path, start, limit=1 << 20)
-    key = [ln for ln in text.splitlines() if ln.startswith("panic:") or "level=fatal" in ln or "level=error" in ln]
+    key = [
+        ln
+        for ln in text.splitlines()
+        if ln.startswith("panic:") or "level=fatal" in ln or "level=error" in ln
+    ]
     return " | ".join(key)[-2000:] if key else text[-2000:]
 
 
@@ -134,14 +157,21 @@ def _port_from_log(proc: subprocess.Popen, log_path: Path, start: int, timeout: 
         if match:
             return int(match.group(2))
         if proc.poll() is not None:
-            raise RegistryError(f"docker-registry exited with {proc.returncode}: {_log_summary(log_path, start)}")
+            raise RegistryError(
+                f"docker-registry exited with {proc.returncode}: {_log_summary(log_path, start)}"
+            )
         time.sleep(0.02)
-    raise RegistryError(f"docker-registry did not report its port within {timeout}s: "
-                        f"{_log_summary(log_path, start)}")
+    raise RegistryError(
+        f"docker-registry did not report its port within {timeout}s: {_log_summary(log_path, start)}"
+    )
 
 
-def wait_ready(url: str, timeout: float = 15.0, proc: subprocess.Popen | None = None,
-               ok_status: tuple[int, ...] = (200, 401)) -> None:
+def wait_ready(
+    url: str,
+    timeout: float = 15.0,
+    proc: subprocess.Popen | None = None,
+    ok_status: tuple[int, ...] = (200, 401),
+) -> None:
     """Poll `url`/v2/ until it answers with one of `ok_status` (401: up, but wants a token)."""
     probe = url.rstrip("/") + "/v2/"
     deadline = time.monotonic() + timeout
@@ -152,7 +182,9 @@ def wait_ready(url: str, timeout: float = 15.0, proc: subprocess.Popen | None = 
                 tail = ""
                 if isinstance(proc, RegistryProcess):
                     tail = ": " + _log_summary(proc.log_path, 0)
-                raise RegistryError(f"process {proc.pid} exited with {proc.returncode} before {probe} answered{tail}")
+                raise RegistryError(
+                    f"process {proc.pid} exited with {proc.returncode} before {probe} answered{tail}"
+                )
             try:
                 status = client.get(probe).status_code
                 if status in ok_status:
@@ -179,5 +211,3 @@ def stop_process(proc_or_pid: subprocess.Popen | int, timeout: float = 15.0) -> 
         return proc.returncode
     stop_pid(proc_or_pid, timeout)
     return None
-
-

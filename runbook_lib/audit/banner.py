@@ -51,7 +51,10 @@ def banner_markdown(run: dict[str, Any], stage: dict[str, Any]) -> str:
         ("Stage ended (UTC)", _cell_text(stage.get("ended") or "")),
         ("Duration", _cell_text(f"{stage.get('duration_s', 0):.1f} s")),
         ("Run started (UTC)", _cell_text(run.get("started", ""))),
-        ("Parameters file", f"{_code(run.get('params_file', ''))} sha256 {_code(run.get('params_sha256', ''))}"),
+        (
+            "Parameters file",
+            f"{_code(run.get('params_file', ''))} sha256 {_code(run.get('params_sha256', ''))}",
+        ),
         ("Runbook commit", _code(run.get("runbook_commit", "unknown"))),
         ("Runbook version", _code(run.get("runbook_version", "unknown"))),
     ]

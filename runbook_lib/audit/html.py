@@ -28,7 +28,9 @@ def _report_cleanup_class() -> type:
             cells = []
             for cell in nb.cells:
                 if cell.cell_type == "code":
-                    cell.outputs = [o for o in cell.get("outputs", []) if RECORD_MIME not in o.get("data", {})]
+                    cell.outputs = [
+                        o for o in cell.get("outputs", []) if RECORD_MIME not in o.get("data", {})
+                    ]
                     if not cell.outputs:
                         continue
                 cells.append(cell)

@@ -69,7 +69,7 @@ class RedactingNotebookIO:
 
     @staticmethod
     def inner(path: str) -> str:
-        return path[len(SCHEME):] if path.startswith(SCHEME) else path
+        return path[len(SCHEME) :] if path.startswith(SCHEME) else path
 
     def read(self, path: str) -> str:
         inner = self.inner(path)

@@ -62,7 +62,12 @@ def _link(folder: str, name: str | None, label: str) -> str:
 def _stage_item(folder: str, stage: dict[str, Any]) -> str:
     status = str(stage.get("status", "unknown"))
     links = " ".join(
-        x for x in (_link(folder, stage.get("html"), "report"), _link(folder, stage.get("notebook"), "notebook")) if x
+        x
+        for x in (
+            _link(folder, stage.get("html"), "report"),
+            _link(folder, stage.get("notebook"), "notebook"),
+        )
+        if x
     )
     detail = ""
     if status != "skipped":

@@ -102,8 +102,9 @@ class HostsToml:
         hosts: dict = {}
         for mirror in self.mirrors:
             if mirror.dial_timeout and not (self.containerd and self.containerd.supports_dial_timeout()):
-                mirror = MirrorHost(mirror.url, mirror.capabilities, mirror.ca, mirror.skip_verify, None,
-                                    mirror.headers)
+                mirror = MirrorHost(
+                    mirror.url, mirror.capabilities, mirror.ca, mirror.skip_verify, None, mirror.headers
+                )
             hosts.update(mirror.table())
         if hosts:
             doc["host"] = hosts

@@ -69,15 +69,23 @@ def _get(doc: dict[str, Any], *path: str) -> Any:
 def registry_settings(doc: dict[str, Any]) -> RegistrySettings:
     version = int(doc.get("version", 1) or 1)
     plugins = doc.get("plugins", {}) or {}
-    registries = [_get(plugins, CRI_V2, "registry"), _get(plugins, CRI_IMAGES_V3, "registry"),
-                  _get(plugins, "cri", "registry")]
+    registries = [
+        _get(plugins, CRI_V2, "registry"),
+        _get(plugins, CRI_IMAGES_V3, "registry"),
+        _get(plugins, "cri", "registry"),
+    ]
     registries = [r for r in registries if isinstance(r, dict)]
     config_path = next((r["config_path"] for r in registries if r.get("config_path")), "")
-    first = [_get(plugins, CRI_IMAGES_V3, "discard_unpacked_layers"),
-             _get(plugins, CRI_V2, "containerd", "discard_unpacked_layers"),
-             _get(plugins, "cri", "containerd", "discard_unpacked_layers")]
-    downloads = [_get(plugins, CRI_IMAGES_V3, "max_concurrent_downloads"),
-                 _get(plugins, CRI_V2, "max_concurrent_downloads"), _get(plugins, "cri", "max_concurrent_downloads")]
+    first = [
+        _get(plugins, CRI_IMAGES_V3, "discard_unpacked_layers"),
+        _get(plugins, CRI_V2, "containerd", "discard_unpacked_layers"),
+        _get(plugins, "cri", "containerd", "discard_unpacked_layers"),
+    ]
+    downloads = [
+        _get(plugins, CRI_IMAGES_V3, "max_concurrent_downloads"),
+        _get(plugins, CRI_V2, "max_concurrent_downloads"),
+        _get(plugins, "cri", "max_concurrent_downloads"),
+    ]
     return RegistrySettings(
         config_path=str(config_path),
         mirrors=any(r.get("mirrors") for r in registries),
@@ -92,11 +100,21 @@ def registry_settings(doc: dict[str, Any]) -> RegistrySettings:
 def uses_local_pull(s: RegistrySettings) -> bool:
     """containerd >= 2.1 keeps the old local pull path (which splits config_path on ':') only with one of these
     (internal/cri/config/config.go CheckLocalImagePullConfigs @ v2.2.0)."""
-    return bool(s.use_local_image_pull or s.discard_unpacked_layers or s.mirrors or s.configs_or_auths or (
-        s.max_concurrent_downloads is not None and s.max_concurrent_downloads != DEFAULT_MAX_CONCURRENT_DOWNLOADS))
+    return bool(
+        s.use_local_image_pull
+        or s.discard_unpacked_layers
+        or s.mirrors
+        or s.configs_or_auths
+        or (
+            s.max_concurrent_downloads is not None
+            and s.max_concurrent_downloads != DEFAULT_MAX_CONCURRENT_DOWNLOADS
+        )
+    )
 
 
-def check_config(text: str, version: ContainerdVersion | None, certs_dir: str = "/etc/containerd/certs.d") -> list[Check]:
+def check_config(
+    text: str, version: ContainerdVersion | None, certs_dir: str = "/etc/containerd/certs.d"
+) -> list[Check]:
     """Checks on one node's config.toml (as `containerd config dump` prints it, or the file)."""
     try:
         doc = tomllib.loads(text)
@@ -106,27 +124,54 @@ def check_config(text: str, version: ContainerdVersion | None, certs_dir: str = 
     checks = []
     dirs = [d for d in s.config_path.split(":") if d]
     if not s.config_path:
-        checks.append(Check("config_path set", "fail", "the CRI registry has no config_path: containerd ignores "
-                            "every hosts.toml (the default is empty)"))
+        checks.append(
+            Check(
+                "config_path set",
+                "fail",
+                "the CRI registry has no config_path: containerd ignores "
+                "every hosts.toml (the default is empty)",
+            )
+        )
     elif certs_dir not in dirs:
-        checks.append(Check("config_path set", "fail", f"config_path is {s.config_path!r}, which does not include "
-                            f"{certs_dir} where the userData writes hosts.toml"))
+        checks.append(
+            Check(
+                "config_path set",
+                "fail",
+                f"config_path is {s.config_path!r}, which does not include "
+                f"{certs_dir} where the userData writes hosts.toml",
+            )
+        )
     else:
         checks.append(Check("config_path set", "ok", f"config_path = {s.config_path!r}"))
     if s.mirrors and s.config_path:
-        checks.append(Check("no legacy registry.mirrors beside config_path", "fail",
-                            "legacy registry.mirrors together with config_path: the CRI plugin fails to load "
-                            "(\"`mirrors` cannot be set when `config_path` is provided\"), kubelet cannot run pods"))
+        checks.append(
+            Check(
+                "no legacy registry.mirrors beside config_path",
+                "fail",
+                "legacy registry.mirrors together with config_path: the CRI plugin fails to load "
+                '("`mirrors` cannot be set when `config_path` is provided"), kubelet cannot run pods',
+            )
+        )
     elif s.mirrors:
-        checks.append(Check("no legacy registry.mirrors beside config_path", "warn",
-                            "legacy registry.mirrors without config_path: hosts.toml files are not read; "
-                            "remove mirrors and set config_path"))
+        checks.append(
+            Check(
+                "no legacy registry.mirrors beside config_path",
+                "warn",
+                "legacy registry.mirrors without config_path: hosts.toml files are not read; "
+                "remove mirrors and set config_path",
+            )
+        )
     else:
         checks.append(Check("no legacy registry.mirrors beside config_path", "ok", "no legacy mirrors"))
     if s.configs_or_auths:
-        checks.append(Check("no legacy registry.configs/auths", "warn",
-                            "legacy registry.configs/auths are deprecated (removal targeted for 2.4) and switch "
-                            "containerd >= 2.1 back to the local pull path"))
+        checks.append(
+            Check(
+                "no legacy registry.configs/auths",
+                "warn",
+                "legacy registry.configs/auths are deprecated (removal targeted for 2.4) and switch "
+                "containerd >= 2.1 back to the local pull path",
+            )
+        )
     checks.append(transfer_service_check(s, version))
     return checks
 
@@ -137,24 +182,41 @@ def transfer_service_check(s: RegistrySettings, version: ContainerdVersion | Non
     if not colon:
         return Check(name, "ok", "config_path is one folder: the transfer service reads it as is")
     if uses_local_pull(s):
-        return Check(name, "ok", "a local-pull setting (e.g. discard_unpacked_layers = true) keeps the pull path "
-                                 "that splits the colon-separated config_path")
+        return Check(
+            name,
+            "ok",
+            "a local-pull setting (e.g. discard_unpacked_layers = true) keeps the pull path "
+            "that splits the colon-separated config_path",
+        )
     if version is None:
-        return Check(name, "warn", "colon-separated config_path and no local-pull setting; containerd version "
-                                   "unknown (set karpenter.containerd_version): on >= 2.1 hosts.toml is never found")
+        return Check(
+            name,
+            "warn",
+            "colon-separated config_path and no local-pull setting; containerd version "
+            "unknown (set karpenter.containerd_version): on >= 2.1 hosts.toml is never found",
+        )
     if (version.major, version.minor) >= (2, 1):
-        return Check(name, "fail", f"containerd {version.major}.{version.minor}: the transfer service takes "
-                                   f"config_path {s.config_path!r} as ONE folder, so no hosts.toml is found and every "
-                                   "pull goes upstream; keep discard_unpacked_layers = true (the AL2023 default), set "
-                                   "use_local_image_pull = true, or use a single folder")
+        return Check(
+            name,
+            "fail",
+            f"containerd {version.major}.{version.minor}: the transfer service takes "
+            f"config_path {s.config_path!r} as ONE folder, so no hosts.toml is found and every "
+            "pull goes upstream; keep discard_unpacked_layers = true (the AL2023 default), set "
+            "use_local_image_pull = true, or use a single folder",
+        )
     return Check(name, "ok", f"containerd {version.major}.{version.minor} has no transfer-service CRI pulls")
 
 
 def check_version(version: ContainerdVersion | None) -> list[Check]:
     if version is None:
-        return [Check("containerd version known", "skipped",
-                      "karpenter.containerd_version not set: dial_timeout is not written; the empty [host] workaround "
-                      "is kept; the transfer-service trap cannot be ruled out")]
+        return [
+            Check(
+                "containerd version known",
+                "skipped",
+                "karpenter.containerd_version not set: dial_timeout is not written; the empty [host] workaround "
+                "is kept; the transfer-service trap cannot be ruled out",
+            )
+        ]
     text = f"{version.major}.{version.minor}.{version.patch}"
     notes = [f"dial_timeout {'written' if version.supports_dial_timeout() else 'not supported (< 2.0.7)'}"]
     if (version.major, version.minor, version.patch) < (1, 6, 17):
@@ -176,18 +238,35 @@ def check_nodeconfig_fragment(text: str, version: ContainerdVersion | None, sour
     s = registry_settings(doc)
     checks = []
     if s.mirrors:
-        checks.append(Check(f"{source}: no legacy registry.mirrors", "fail",
-                            "NodeConfig adds legacy registry.mirrors; nodeadm's template sets config_path, so the CRI "
-                            "plugin would fail to load"))
+        checks.append(
+            Check(
+                f"{source}: no legacy registry.mirrors",
+                "fail",
+                "NodeConfig adds legacy registry.mirrors; nodeadm's template sets config_path, so the CRI "
+                "plugin would fail to load",
+            )
+        )
     if s.discard_unpacked_layers is False and (version is None or (version.major, version.minor) >= (2, 1)):
         status = "fail" if version is not None else "warn"
-        checks.append(Check(f"{source}: discard_unpacked_layers kept", status,
-                            "NodeConfig sets discard_unpacked_layers = false: on containerd >= 2.1 that enables the "
-                            "transfer service, which does not split nodeadm's two-folder config_path, so hosts.toml "
-                            "is never found"))
+        checks.append(
+            Check(
+                f"{source}: discard_unpacked_layers kept",
+                status,
+                "NodeConfig sets discard_unpacked_layers = false: on containerd >= 2.1 that enables the "
+                "transfer service, which does not split nodeadm's two-folder config_path, so hosts.toml "
+                "is never found",
+            )
+        )
     if s.config_path:
-        checks.append(Check(f"{source}: config_path", "ok" if "/etc/containerd/certs.d" in s.config_path.split(":")
-                            else "fail", f"NodeConfig sets config_path = {s.config_path!r}"))
+        checks.append(
+            Check(
+                f"{source}: config_path",
+                "ok" if "/etc/containerd/certs.d" in s.config_path.split(":") else "fail",
+                f"NodeConfig sets config_path = {s.config_path!r}",
+            )
+        )
     if not checks:
-        checks.append(Check(f"{source}: NodeConfig containerd.config", "ok", "nothing that affects registry hosts"))
+        checks.append(
+            Check(f"{source}: NodeConfig containerd.config", "ok", "nothing that affects registry hosts")
+        )
     return checks

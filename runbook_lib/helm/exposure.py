@@ -42,8 +42,11 @@ def mode(params: RunbookParams) -> Mode:
     if helm_binary():
         return "helm"
     if wanted == "helm":
-        raise StageFailed("helm.apply_with is 'helm' but no helm binary is on PATH: install helm 3, or set "
-                          "helm.apply_with to 'manifests' (or 'auto')", step="choose apply mode")
+        raise StageFailed(
+            "helm.apply_with is 'helm' but no helm binary is on PATH: install helm 3, or set "
+            "helm.apply_with to 'manifests' (or 'auto')",
+            step="choose apply mode",
+        )
     return "manifests"
 
 
@@ -66,8 +69,11 @@ def _run_helm(cmd: list[str]) -> None:
 def desired_objects(params: RunbookParams, release: Release, overlay: Overlay) -> list[dict[str, Any]]:
     """Our endpoints' docker objects as the chart renders them after the upgrade, with Helm ownership."""
     values = coalesce(release.values, overlay.values)
-    chart = {"name": release.chart_name or params.helm.flavour, "version": release.chart_version,
-             "appVersion": release.chart.get("appVersion", "")}
+    chart = {
+        "name": release.chart_name or params.helm.flavour,
+        "version": release.chart_version,
+        "appVersion": release.chart.get("appVersion", ""),
+    }
     objects = render.docker_objects(chart, release.name, release.namespace, values)
     if params.helm.flavour != "nxrm-aws-resiliency":  # named per port there; keep only our ports
         ours = {f"-docker-{ep.port}" for ep in overlay.endpoints}
@@ -97,8 +103,10 @@ def owned_view(actual: Any, desired: Any) -> Any:
 
 def _owned_fields(obj: dict[str, Any]) -> dict[str, Any]:
     meta = obj["metadata"]
-    return {"metadata": {"labels": meta.get("labels") or {}, "annotations": meta.get("annotations") or {}},
-            "spec": obj["spec"]}
+    return {
+        "metadata": {"labels": meta.get("labels") or {}, "annotations": meta.get("annotations") or {}},
+        "spec": obj["spec"],
+    }
 
 
 class Objects:
@@ -134,28 +142,38 @@ class Objects:
 
     def create(self, obj: dict[str, Any], namespace: str) -> None:
         if obj["kind"] == "Service":
-            self.core.create_namespaced_service(namespace, obj, field_manager="runbook", _preload_content=False)
+            self.core.create_namespaced_service(
+                namespace, obj, field_manager="runbook", _preload_content=False
+            )
         else:
-            self.net.create_namespaced_ingress(namespace, obj, field_manager="runbook", _preload_content=False)
+            self.net.create_namespaced_ingress(
+                namespace, obj, field_manager="runbook", _preload_content=False
+            )
 
     def patch(self, obj: dict[str, Any], namespace: str) -> None:
         body = _owned_fields(obj)
         name = obj["metadata"]["name"]
         if obj["kind"] == "Service":
-            self.core.patch_namespaced_service(name, namespace, body, field_manager="runbook",
-                                               _content_type=SMP, _preload_content=False)
+            self.core.patch_namespaced_service(
+                name, namespace, body, field_manager="runbook", _content_type=SMP, _preload_content=False
+            )
         else:
-            self.net.patch_namespaced_ingress(name, namespace, body, field_manager="runbook",
-                                              _content_type=SMP, _preload_content=False)
+            self.net.patch_namespaced_ingress(
+                name, namespace, body, field_manager="runbook", _content_type=SMP, _preload_content=False
+            )
 
 
-def _manifests_plan(plan: Plan, params: RunbookParams, api_client: Any, objects: list[dict[str, Any]],
-                    release: Release) -> None:
+def _manifests_plan(
+    plan: Plan, params: RunbookParams, api_client: Any, objects: list[dict[str, Any]], release: Release
+) -> None:
     store = Objects(api_client)
     for ns in sorted({render.namespace_of(o, release.namespace) for o in objects}):
         if not store.namespace_exists(ns):
-            raise StageFailed(f"namespace {ns} does not exist: is Nexus installed there (helm.namespace, "
-                              "namespaces.nexusNs.name)?", step="read objects")
+            raise StageFailed(
+                f"namespace {ns} does not exist: is Nexus installed there (helm.namespace, "
+                "namespaces.nexusNs.name)?",
+                step="read objects",
+            )
     for obj in objects:
         ns = render.namespace_of(obj, release.namespace)
         name = obj["metadata"]["name"]
@@ -163,30 +181,56 @@ def _manifests_plan(plan: Plan, params: RunbookParams, api_client: Any, objects:
         if actual is not None:
             conflict = render.ownership_conflict(actual, release.name, release.namespace)
             if conflict:
-                raise StageFailed(f"{obj['kind']} {ns}/{name} exists and {conflict}; not taking it over",
-                                  step="read objects")
+                raise StageFailed(
+                    f"{obj['kind']} {ns}/{name} exists and {conflict}; not taking it over",
+                    step="read objects",
+                )
         desired = _owned_fields(obj)
-        plan.compare(obj["kind"], f"{ns}/{name}", owned_view(actual, desired) if actual is not None else None,
-                     desired, create=lambda o=obj, n=ns: store.create(o, n),
-                     update=lambda o=obj, n=ns: store.patch(o, n), secret_keys=())
+        plan.compare(
+            obj["kind"],
+            f"{ns}/{name}",
+            owned_view(actual, desired) if actual is not None else None,
+            desired,
+            create=lambda o=obj, n=ns: store.create(o, n),
+            update=lambda o=obj, n=ns: store.patch(o, n),
+            secret_keys=(),
+        )
 
 
-def build_plan(params: RunbookParams, api_client: Any, apply: bool, release: Release, overlay: Overlay,
-               overlay_path: Path | str, how: Mode | None = None) -> Plan:
+def build_plan(
+    params: RunbookParams,
+    api_client: Any,
+    apply: bool,
+    release: Release,
+    overlay: Overlay,
+    overlay_path: Path | str,
+    how: Mode | None = None,
+) -> Plan:
     how = how or mode(params)
     plan = Plan("helm", apply)
     if how == "helm":
         cmd = helm_command(params, release, overlay_path)
-        plan.compare("helm release values", f"{release.namespace}/{release.name}",
-                     owned_view(release.values, overlay.values), overlay.values,
-                     update=lambda: _run_helm(cmd), secret_keys=(), note=" ".join(cmd))
+        plan.compare(
+            "helm release values",
+            f"{release.namespace}/{release.name}",
+            owned_view(release.values, overlay.values),
+            overlay.values,
+            update=lambda: _run_helm(cmd),
+            secret_keys=(),
+            note=" ".join(cmd),
+        )
     else:
         _manifests_plan(plan, params, api_client, desired_objects(params, release, overlay), release)
     return plan
 
 
-def rebuild(params: RunbookParams, api_client: Any, release_reader: Callable[[], Release], overlay: Overlay,
-            overlay_path: Path | str, how: Mode | None = None) -> Plan:
+def rebuild(
+    params: RunbookParams,
+    api_client: Any,
+    release_reader: Callable[[], Release],
+    overlay: Overlay,
+    overlay_path: Path | str,
+    how: Mode | None = None,
+) -> Plan:
     """A plan-mode plan from freshly read state (for apply_and_confirm)."""
     return build_plan(params, api_client, False, release_reader(), overlay, overlay_path, how)
-

@@ -78,28 +78,43 @@ class Release:
         return str(self.chart.get("version", ""))
 
     def summary(self) -> str:
-        return (f"release {self.name} in {self.namespace}: revision {self.version} ({self.status}), chart "
-                f"{self.chart_name} {self.chart_version} (app {self.chart.get('appVersion', '?')}); read from "
-                f"{self.source}")
+        return (
+            f"release {self.name} in {self.namespace}: revision {self.version} ({self.status}), chart "
+            f"{self.chart_name} {self.chart_version} (app {self.chart.get('appVersion', '?')}); read from "
+            f"{self.source}"
+        )
 
     def record(self) -> dict[str, Any]:
-        return {"name": self.name, "namespace": self.namespace, "revision": self.version, "status": self.status,
-                "chart": f"{self.chart_name}-{self.chart_version}", "source": self.source}
+        return {
+            "name": self.name,
+            "namespace": self.namespace,
+            "revision": self.version,
+            "status": self.status,
+            "chart": f"{self.chart_name}-{self.chart_version}",
+            "source": self.source,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any], source: str) -> Release:
         chart = data.get("chart") or {}
-        return cls(name=data.get("name", ""), namespace=data.get("namespace", ""),
-                   version=int(data.get("version") or 0), status=(data.get("info") or {}).get("status", ""),
-                   chart=chart.get("metadata") or {}, config=data.get("config") or {},
-                   chart_values=chart.get("values") or {}, source=source)
+        return cls(
+            name=data.get("name", ""),
+            namespace=data.get("namespace", ""),
+            version=int(data.get("version") or 0),
+            status=(data.get("info") or {}).get("status", ""),
+            chart=chart.get("metadata") or {},
+            config=data.get("config") or {},
+            chart_values=chart.get("values") or {},
+            source=source,
+        )
 
 
 def _secrets(api_client: Any, namespace: str, release: str) -> list[dict[str, Any]]:
     from kubernetes import client
 
     resp = client.CoreV1Api(api_client).list_namespaced_secret(
-        namespace, label_selector=f"owner=helm,name={release}", _preload_content=False)
+        namespace, label_selector=f"owner=helm,name={release}", _preload_content=False
+    )
     items = json.loads(resp.data).get("items") or []
     return [s for s in items if s.get("type") == RELEASE_TYPE]
 
@@ -109,19 +124,26 @@ def read_from_secrets(api_client: Any, namespace: str, release: str) -> Release:
     is deployed, as Helm does after a failed first install)."""
     secrets = _secrets(api_client, namespace, release)
     if not secrets:
-        raise StageFailed(f"no Helm release {release!r} in namespace {namespace!r} (no Secret of type "
-                          f"{RELEASE_TYPE} labelled owner=helm,name={release}): install the chart first, or fix "
-                          "helm.release / helm.namespace", step="read release")
+        raise StageFailed(
+            f"no Helm release {release!r} in namespace {namespace!r} (no Secret of type "
+            f"{RELEASE_TYPE} labelled owner=helm,name={release}): install the chart first, or fix "
+            "helm.release / helm.namespace",
+            step="read release",
+        )
     revisions = sorted(secrets, key=lambda s: int(s["metadata"].get("labels", {}).get("version", "0")))
-    history = [(int(s["metadata"]["labels"].get("version", "0")), s["metadata"]["labels"].get("status", ""))
-               for s in revisions]
+    history = [
+        (int(s["metadata"]["labels"].get("version", "0")), s["metadata"]["labels"].get("status", ""))
+        for s in revisions
+    ]
     deployed = [s for s in revisions if s["metadata"]["labels"].get("status") == "deployed"]
     chosen = (deployed or revisions)[-1]
     try:
         data = decode_secret_data((chosen.get("data") or {})["release"])
     except (KeyError, ValueError, OSError) as err:
-        raise StageFailed(f"Secret {chosen['metadata']['name']} does not hold a readable Helm release: {err}",
-                          step="read release") from None
+        raise StageFailed(
+            f"Secret {chosen['metadata']['name']} does not hold a readable Helm release: {err}",
+            step="read release",
+        ) from None
     rel = Release.from_json(data, f"Secret {namespace}/{chosen['metadata']['name']}")
     rel.history = history
     return rel
@@ -154,30 +176,45 @@ def read_with_helm(params: RunbookParams, helm: str) -> Release:
     base = [helm, "--namespace", h.namespace, *kube_flags(params)]
     listed = _helm_json([*base, "list", "--all", "--filter", f"^{h.release}$", "--output", "json"]) or []
     if not listed:
-        raise StageFailed(f"helm list finds no release {h.release!r} in namespace {h.namespace!r}", step="read release")
+        raise StageFailed(
+            f"helm list finds no release {h.release!r} in namespace {h.namespace!r}", step="read release"
+        )
     entry = listed[0]
     config = _helm_json([*base, "get", "values", h.release, "--output", "json"]) or {}
     effective = _helm_json([*base, "get", "values", h.release, "--all", "--output", "json"]) or {}
     name, _, version = str(entry.get("chart", "")).rpartition("-")
-    rel = Release(name=h.release, namespace=h.namespace, version=int(entry.get("revision") or 0),
-                  status=str(entry.get("status", "")), chart={"name": name, "version": version,
-                                                              "appVersion": entry.get("app_version", "")},
-                  config=config, chart_values=effective, source="helm get values")
+    rel = Release(
+        name=h.release,
+        namespace=h.namespace,
+        version=int(entry.get("revision") or 0),
+        status=str(entry.get("status", "")),
+        chart={"name": name, "version": version, "appVersion": entry.get("app_version", "")},
+        config=config,
+        chart_values=effective,
+        source="helm get values",
+    )
     return rel
 
 
 def current(params: RunbookParams, api_client: Any, use_helm: bool = False) -> Release:
     """The deployed release; checks it was installed from the chart the parameters name."""
     helm = helm_binary() if use_helm else None
-    rel = read_with_helm(params, helm) if helm else read_from_secrets(api_client, params.helm.namespace,
-                                                                       params.helm.release)
+    rel = (
+        read_with_helm(params, helm)
+        if helm
+        else read_from_secrets(api_client, params.helm.namespace, params.helm.release)
+    )
     if rel.chart_name and rel.chart_name != params.helm.flavour:
-        raise StageFailed(f"release {rel.name} was installed from chart {rel.chart_name} {rel.chart_version}, but "
-                          f"helm.flavour is {params.helm.flavour}: the values differ per chart, fix helm.flavour",
-                          step="read release")
+        raise StageFailed(
+            f"release {rel.name} was installed from chart {rel.chart_name} {rel.chart_version}, but "
+            f"helm.flavour is {params.helm.flavour}: the values differ per chart, fix helm.flavour",
+            step="read release",
+        )
     last = rel.history[-1] if rel.history else None
     if last and last[1].startswith("pending"):
-        raise StageFailed(f"release {rel.name} revision {last[0]} is {last[1]}: another Helm operation is in "
-                          "progress (or was interrupted); resolve it (helm rollback) before this stage",
-                          step="read release")
+        raise StageFailed(
+            f"release {rel.name} revision {last[0]} is {last[1]}: another Helm operation is in "
+            "progress (or was interrupted); resolve it (helm rollback) before this stage",
+            step="read release",
+        )
     return rel

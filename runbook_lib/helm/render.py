@@ -37,8 +37,11 @@ def fullname(chart_name: str, release: str, values: dict[str, Any]) -> str:
 
 def _chart_labels(chart: dict[str, Any], release: str, values: dict[str, Any]) -> dict[str, str]:
     name = _trunc(str(values.get("nameOverride") or chart["name"]))
-    labels = {"helm.sh/chart": _trunc(f"{chart['name']}-{chart['version']}".replace("+", "_")),
-              "app.kubernetes.io/name": name, "app.kubernetes.io/instance": release}
+    labels = {
+        "helm.sh/chart": _trunc(f"{chart['name']}-{chart['version']}".replace("+", "_")),
+        "app.kubernetes.io/name": name,
+        "app.kubernetes.io/instance": release,
+    }
     if chart.get("appVersion"):
         labels["app.kubernetes.io/version"] = str(chart["appVersion"])
     labels[MANAGED_BY] = "Helm"  # .Release.Service
@@ -47,16 +50,25 @@ def _chart_labels(chart: dict[str, Any], release: str, values: dict[str, Any]) -
 
 
 def _selector(chart: dict[str, Any], release: str, values: dict[str, Any]) -> dict[str, str]:
-    sel = {"app.kubernetes.io/name": _trunc(str(values.get("nameOverride") or chart["name"])),
-           "app.kubernetes.io/instance": release}
+    sel = {
+        "app.kubernetes.io/name": _trunc(str(values.get("nameOverride") or chart["name"])),
+        "app.kubernetes.io/instance": release,
+    }
     sel.update(get_path(values, "nexus.extraSelectorLabels") or {})
     return sel
 
 
 def _rule(host: str | None, service: str, port: int, path: str = "/") -> dict[str, Any]:
     rule: dict[str, Any] = {"host": host} if host else {}
-    rule["http"] = {"paths": [{"path": path, "pathType": "Prefix",
-                               "backend": {"service": {"name": service, "port": {"number": port}}}}]}
+    rule["http"] = {
+        "paths": [
+            {
+                "path": path,
+                "pathType": "Prefix",
+                "backend": {"service": {"name": service, "port": {"number": port}}},
+            }
+        ]
+    }
     return rule
 
 
@@ -83,12 +95,21 @@ def _ha_docker(chart: dict[str, Any], release: str, ns: str, values: dict[str, A
         if get_path(values, "service.annotations"):
             svc_meta["annotations"] = dict(get_path(values, "service.annotations"))
         svc_meta["labels"] = dict(labels)
-        port: dict[str, Any] = {"name": f"docker-{reg.get('port')}", "protocol": docker.get("protocol"),
-                                "port": reg.get("port")}
+        port: dict[str, Any] = {
+            "name": f"docker-{reg.get('port')}",
+            "protocol": docker.get("protocol"),
+            "port": reg.get("port"),
+        }
         if reg.get("targetPort") is not None:  # omitted: the template renders null, the API defaults to port
             port["targetPort"] = reg["targetPort"]
-        out.append({"apiVersion": "v1", "kind": "Service", "metadata": svc_meta,
-                    "spec": {"type": docker.get("type"), "selector": dict(selector), "ports": [port]}})
+        out.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": svc_meta,
+                "spec": {"type": docker.get("type"), "selector": dict(selector), "ports": [port]},
+            }
+        )
         ing_meta: dict[str, Any] = {"namespace": namespace, "name": name, "labels": dict(labels)}
         if reg.get("annotations"):
             ing_meta["annotations"] = dict(reg["annotations"])
@@ -100,7 +121,9 @@ def _ha_docker(chart: dict[str, Any], release: str, ns: str, values: dict[str, A
             tls["secretName"] = reg["secretName"]
         spec["tls"] = [tls]
         spec["rules"] = [_rule(reg.get("host"), name, reg.get("port"))]
-        out.append({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": ing_meta, "spec": spec})
+        out.append(
+            {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": ing_meta, "spec": spec}
+        )
     return out
 
 
@@ -110,31 +133,60 @@ def _ha_ui(chart: dict[str, Any], release: str, ns: str, values: dict[str, Any])
     namespace = _ha_namespace(values, ns)
     out = []
     headless_meta: dict[str, Any] = {"name": _trunc(f"{full}-hl"), "namespace": namespace}
-    annotations = {**(get_path(values, "service.annotations") or {}),
-                   **(get_path(values, "service.headless.annotations") or {})}
+    annotations = {
+        **(get_path(values, "service.annotations") or {}),
+        **(get_path(values, "service.headless.annotations") or {}),
+    }
     if annotations:
         headless_meta["annotations"] = annotations
     headless_meta["labels"] = dict(labels)
-    out.append({"apiVersion": "v1", "kind": "Service", "metadata": headless_meta,
-                "spec": {"clusterIP": "None",
-                         "publishNotReadyAddresses": bool(get_path(values, "service.headless.publishNotReadyAddresses")),
-                         "selector": dict(selector),
-                         "ports": [{"name": "nexus-ui", "port": 8081, "targetPort": "nexus-ui"}]}})
+    out.append(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": headless_meta,
+            "spec": {
+                "clusterIP": "None",
+                "publishNotReadyAddresses": bool(
+                    get_path(values, "service.headless.publishNotReadyAddresses")
+                ),
+                "selector": dict(selector),
+                "ports": [{"name": "nexus-ui", "port": 8081, "targetPort": "nexus-ui"}],
+            },
+        }
+    )
     nexus = get_path(values, "service.nexus") or {}
     if nexus.get("enabled"):
         meta: dict[str, Any] = {"name": full, "namespace": namespace}
         if get_path(values, "service.annotations"):
             meta["annotations"] = dict(get_path(values, "service.annotations"))
         meta["labels"] = dict(labels)
-        out.append({"apiVersion": "v1", "kind": "Service", "metadata": meta,
-                    "spec": {"type": nexus.get("type"), "selector": dict(selector),
-                             "ports": [{"name": "nexus-ui", "protocol": nexus.get("protocol"),
-                                        "port": nexus.get("port"), "targetPort": nexus.get("targetPort")}]}})
+        out.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": meta,
+                "spec": {
+                    "type": nexus.get("type"),
+                    "selector": dict(selector),
+                    "ports": [
+                        {
+                            "name": "nexus-ui",
+                            "protocol": nexus.get("protocol"),
+                            "port": nexus.get("port"),
+                            "targetPort": nexus.get("targetPort"),
+                        }
+                    ],
+                },
+            }
+        )
     return out
 
 
 # -- nexus-repository-manager (deprecated) -------------------------------------------------------------
-def _legacy_docker(chart: dict[str, Any], release: str, ns: str, values: dict[str, Any]) -> list[dict[str, Any]]:
+def _legacy_docker(
+    chart: dict[str, Any], release: str, ns: str, values: dict[str, Any]
+) -> list[dict[str, Any]]:
     full = fullname(chart["name"], release, values)
     base = full[:49]
     labels, selector = _chart_labels(chart, release, values), _selector(chart, release, values)
@@ -148,11 +200,20 @@ def _legacy_docker(chart: dict[str, Any], release: str, ns: str, values: dict[st
             if service.get("annotations"):
                 meta["annotations"] = dict(service["annotations"])
             meta["labels"] = {**labels, **(reg.get("labels") or {})}
-            out.append({"apiVersion": "v1", "kind": "Service", "metadata": meta,
-                        "spec": {"type": service.get("type"),
-                                 "ports": [{"port": reg.get("port"), "protocol": "TCP",
-                                            "name": f"docker-{reg.get('port')}"}],
-                                 "selector": dict(selector)}})
+            out.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "metadata": meta,
+                    "spec": {
+                        "type": service.get("type"),
+                        "ports": [
+                            {"port": reg.get("port"), "protocol": "TCP", "name": f"docker-{reg.get('port')}"}
+                        ],
+                        "selector": dict(selector),
+                    },
+                }
+            )
         if ingress.get("enabled"):
             ing_meta: dict[str, Any] = {"name": name, "labels": dict(labels)}
             if ingress.get("annotations"):
@@ -165,8 +226,9 @@ def _legacy_docker(chart: dict[str, Any], release: str, ns: str, values: dict[st
                 tls["secretName"] = reg["secretName"]
             spec["tls"] = [tls]
             spec["rules"] = [_rule(reg.get("host"), name, reg.get("port"))]
-            out.append({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": ing_meta,
-                        "spec": spec})
+            out.append(
+                {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": ing_meta, "spec": spec}
+            )
     return out
 
 
@@ -178,10 +240,20 @@ def _legacy_ui(chart: dict[str, Any], release: str, ns: str, values: dict[str, A
     if service.get("annotations"):
         meta["annotations"] = dict(service["annotations"])
     meta["labels"] = {**_chart_labels(chart, release, values), **(service.get("labels") or {})}
-    return [{"apiVersion": "v1", "kind": "Service", "metadata": meta,
-             "spec": {"type": service.get("type"),
-                      "ports": [{"port": get_path(values, "nexus.nexusPort"), "protocol": "TCP", "name": "nexus-ui"}],
-                      "selector": _selector(chart, release, values)}}]
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": meta,
+            "spec": {
+                "type": service.get("type"),
+                "ports": [
+                    {"port": get_path(values, "nexus.nexusPort"), "protocol": "TCP", "name": "nexus-ui"}
+                ],
+                "selector": _selector(chart, release, values),
+            },
+        }
+    ]
 
 
 # -- nxrm-aws-resiliency (deprecated) ------------------------------------------------------------------
@@ -199,47 +271,95 @@ def _aws_docker(chart: dict[str, Any], release: str, ns: str, values: dict[str, 
     dingress = get_path(values, "ingress.dockerIngress") or {}
     out = []
     if docker.get("enabled"):
-        out.append({"apiVersion": "v1", "kind": "Service",
-                    "metadata": {"name": aws_docker_service_name(chart), "namespace": namespace,
-                                 "labels": {"app": "nxrm"}},
-                    "spec": {"type": docker.get("type"), "selector": {"app": "nxrm"},
-                             "ports": [{"name": "docker-service", "protocol": docker.get("protocol"),
-                                        "port": docker.get("port"), "targetPort": docker.get("targetPort")}]}})
+        out.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {
+                    "name": aws_docker_service_name(chart),
+                    "namespace": namespace,
+                    "labels": {"app": "nxrm"},
+                },
+                "spec": {
+                    "type": docker.get("type"),
+                    "selector": {"app": "nxrm"},
+                    "ports": [
+                        {
+                            "name": "docker-service",
+                            "protocol": docker.get("protocol"),
+                            "port": docker.get("port"),
+                            "targetPort": docker.get("targetPort"),
+                        }
+                    ],
+                },
+            }
+        )
     if dingress.get("enabled"):
         meta: dict[str, Any] = {"namespace": namespace, "name": aws_docker_ingress_name(chart, release)}
         if dingress.get("annotations"):
             meta["annotations"] = dict(dingress["annotations"])
-        out.append({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": meta,
-                    "spec": {"rules": [_rule(dingress.get("host"), aws_docker_service_name(chart),
-                                             docker.get("port"))]}})
+        out.append(
+            {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "Ingress",
+                "metadata": meta,
+                "spec": {
+                    "rules": [_rule(dingress.get("host"), aws_docker_service_name(chart), docker.get("port"))]
+                },
+            }
+        )
     return out
 
 
 def _aws_ui(chart: dict[str, Any], release: str, ns: str, values: dict[str, Any]) -> list[dict[str, Any]]:
     nexus = get_path(values, "service.nexus") or {}
-    return [{"apiVersion": "v1", "kind": "Service",
-             "metadata": {"name": f"{chart['name']}-service", "namespace": get_path(values, "namespaces.nexusNs") or ns,
-                          "labels": {"app": "nxrm"}},
-             "spec": {"type": nexus.get("type"), "selector": {"app": "nxrm"},
-                      "ports": [{"protocol": nexus.get("protocol"), "port": nexus.get("port"),
-                                 "targetPort": nexus.get("targetPort")}]}}]
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": f"{chart['name']}-service",
+                "namespace": get_path(values, "namespaces.nexusNs") or ns,
+                "labels": {"app": "nxrm"},
+            },
+            "spec": {
+                "type": nexus.get("type"),
+                "selector": {"app": "nxrm"},
+                "ports": [
+                    {
+                        "protocol": nexus.get("protocol"),
+                        "port": nexus.get("port"),
+                        "targetPort": nexus.get("targetPort"),
+                    }
+                ],
+            },
+        }
+    ]
 
 
-_DOCKER = {"nxrm-ha": _ha_docker, "nexus-repository-manager": _legacy_docker, "nxrm-aws-resiliency": _aws_docker}
+_DOCKER = {
+    "nxrm-ha": _ha_docker,
+    "nexus-repository-manager": _legacy_docker,
+    "nxrm-aws-resiliency": _aws_docker,
+}
 _UI = {"nxrm-ha": _ha_ui, "nexus-repository-manager": _legacy_ui, "nxrm-aws-resiliency": _aws_ui}
-_SOURCES = {"nxrm-ha": ("services.yaml", "ingress.yaml"),
-            "nexus-repository-manager": ("service.yaml", "ingress.yaml"),
-            "nxrm-aws-resiliency": ("services.yaml", "ingress.yaml")}
+_SOURCES = {
+    "nxrm-ha": ("services.yaml", "ingress.yaml"),
+    "nexus-repository-manager": ("service.yaml", "ingress.yaml"),
+    "nxrm-aws-resiliency": ("services.yaml", "ingress.yaml"),
+}
 
 
-def docker_objects(chart: dict[str, Any], release: str, release_namespace: str,
-                   values: dict[str, Any]) -> list[dict[str, Any]]:
+def docker_objects(
+    chart: dict[str, Any], release: str, release_namespace: str, values: dict[str, Any]
+) -> list[dict[str, Any]]:
     """The docker Services and Ingresses for the effective ``values`` (chart metadata from the release)."""
     return _DOCKER[chart["name"]](chart, release, release_namespace, values)
 
 
-def ui_services(chart: dict[str, Any], release: str, release_namespace: str,
-                values: dict[str, Any]) -> list[dict[str, Any]]:
+def ui_services(
+    chart: dict[str, Any], release: str, release_namespace: str, values: dict[str, Any]
+) -> list[dict[str, Any]]:
     return _UI[chart["name"]](chart, release, release_namespace, values)
 
 
@@ -252,8 +372,11 @@ def with_helm_ownership(obj: dict[str, Any], release: str, release_namespace: st
     out = copy.deepcopy(obj)
     meta = out["metadata"]
     meta["labels"] = {**(meta.get("labels") or {}), MANAGED_BY: "Helm"}
-    meta["annotations"] = {**(meta.get("annotations") or {}), RELEASE_NAME: release,
-                           RELEASE_NAMESPACE: release_namespace}
+    meta["annotations"] = {
+        **(meta.get("annotations") or {}),
+        RELEASE_NAME: release,
+        RELEASE_NAMESPACE: release_namespace,
+    }
     return out
 
 
@@ -273,6 +396,8 @@ def manifest(chart_name: str, objects: list[dict[str, Any]]) -> str:
     parts = []
     for obj in objects:
         source = sources[1] if obj["kind"] == "Ingress" else sources[0]
-        parts.append(f"---\n# Source: {chart_name}/templates/{source}\n"
-                     + yaml.safe_dump(obj, sort_keys=False, default_flow_style=False))
+        parts.append(
+            f"---\n# Source: {chart_name}/templates/{source}\n"
+            + yaml.safe_dump(obj, sort_keys=False, default_flow_style=False)
+        )
     return "".join(parts)

@@ -32,7 +32,6 @@ from runbook_lib.secrets import SecretResolver
 NOT_READY = (404, 502, 503, 504)
 
 
-
 def _service_port(svc: dict[str, Any], port: int) -> dict[str, Any] | None:
     return next((p for p in (svc.get("spec") or {}).get("ports") or [] if p.get("port") == port), None)
 
@@ -54,22 +53,45 @@ def check_objects(params: RunbookParams, api_client: Any, release: Release, over
             hport = _service_port(have, wport["port"])
             target = wport.get("targetPort", wport["port"])
             ok = hport is not None and hport.get("targetPort", hport.get("port")) == target
-            checks.append(Check(f"{label} port {wport['port']} -> {target}", ok,
-                                f"ports {[(p.get('port'), p.get('targetPort')) for p in have['spec'].get('ports', [])]}"))
+            checks.append(
+                Check(
+                    f"{label} port {wport['port']} -> {target}",
+                    ok,
+                    f"ports {[(p.get('port'), p.get('targetPort')) for p in have['spec'].get('ports', [])]}",
+                )
+            )
             continue
         wrule = want["spec"]["rules"][0]
         wbackend = wrule["http"]["paths"][0]["backend"]["service"]
-        routed = any(r.get("host") == wrule.get("host") and any(
-            (p.get("backend") or {}).get("service") == wbackend for p in (r.get("http") or {}).get("paths") or [])
-            for r in have["spec"].get("rules") or [])
-        checks.append(Check(f"{label} routes {wrule.get('host')} -> {wbackend['name']}:{wbackend['port']['number']}",
-                            routed, f"rules {have['spec'].get('rules')}"))
+        routed = any(
+            r.get("host") == wrule.get("host")
+            and any(
+                (p.get("backend") or {}).get("service") == wbackend
+                for p in (r.get("http") or {}).get("paths") or []
+            )
+            for r in have["spec"].get("rules") or []
+        )
+        checks.append(
+            Check(
+                f"{label} routes {wrule.get('host')} -> {wbackend['name']}:{wbackend['port']['number']}",
+                routed,
+                f"rules {have['spec'].get('rules')}",
+            )
+        )
         for wtls in want["spec"].get("tls") or []:
             htls = have["spec"].get("tls") or []
-            ok = any(set(wtls["hosts"]) <= set(t.get("hosts") or []) and t.get("secretName") == wtls.get("secretName")
-                     for t in htls)
-            checks.append(Check(f"{label} tls {','.join(wtls['hosts'])} ({wtls.get('secretName') or 'default cert'})",
-                                ok, f"tls {htls}"))
+            ok = any(
+                set(wtls["hosts"]) <= set(t.get("hosts") or [])
+                and t.get("secretName") == wtls.get("secretName")
+                for t in htls
+            )
+            checks.append(
+                Check(
+                    f"{label} tls {','.join(wtls['hosts'])} ({wtls.get('secretName') or 'default cert'})",
+                    ok,
+                    f"tls {htls}",
+                )
+            )
     return checks
 
 
@@ -112,16 +134,33 @@ def check_endpoint(params: RunbookParams, ep: Endpoint, secret: SecretResolver |
         return checks
     challenge = Challenge.parse(resp.headers.get("www-authenticate"))
     bearer = resp.status_code == 401 and challenge is not None and challenge.scheme == "bearer"
-    checks.append(Check(f"{ep.host}: /v2/ answers through the ingress", resp.status_code == 200 or bearer,
-                        f"{ep.url}/v2/ {detail}" + (f", {resp.headers.get('www-authenticate')}" if challenge else "")))
+    checks.append(
+        Check(
+            f"{ep.host}: /v2/ answers through the ingress",
+            resp.status_code == 200 or bearer,
+            f"{ep.url}/v2/ {detail}" + (f", {resp.headers.get('www-authenticate')}" if challenge else ""),
+        )
+    )
     if bearer:
         realm = challenge.params.get("realm", "")
         same = bool(realm) and _authority(realm) == _authority(ep.url)
-        checks.append(Check(f"{ep.host}: token realm on the ingress host", same,
-                            f"realm {realm}" + ("" if same else f", expected on {_authority(ep.url)}: does the ingress "
-                                                "pass X-Forwarded-Host/Proto/Port to Nexus?")))
-    image = next((ImageRef.parse(i) for i in params.verification.images if ImageRef.parse(i).registry == ep.registry),
-                 None)
+        checks.append(
+            Check(
+                f"{ep.host}: token realm on the ingress host",
+                same,
+                f"realm {realm}"
+                + (
+                    ""
+                    if same
+                    else f", expected on {_authority(ep.url)}: does the ingress "
+                    "pass X-Forwarded-Host/Proto/Port to Nexus?"
+                ),
+            )
+        )
+    image = next(
+        (ImageRef.parse(i) for i in params.verification.images if ImageRef.parse(i).registry == ep.registry),
+        None,
+    )
     if image is not None:
         checks.append(_pull(params, ep, image, secret))
     return checks
@@ -133,17 +172,25 @@ def _pull(params: RunbookParams, ep: Endpoint, image: ImageRef, secret: SecretRe
     if sec.mode == "authenticated" and secret is not None and sec.pull_password:
         user, password = sec.user, secret(sec.pull_password, sec.user)
     try:
-        with RegistryClient(ep.url, user, password, timeout=60, transport=net.transport(params.resolve)) as reg:
+        with RegistryClient(
+            ep.url, user, password, timeout=60, transport=net.transport(params.resolve)
+        ) as reg:
             m = reg.manifest(image.repository, image.reference)
         detail = f"manifest {image.repository}:{image.reference} answered {m.status}" + (
-            f" ({m.digest})" if m.digest else "")
+            f" ({m.digest})" if m.digest else ""
+        )
         return Check(f"{ep.host}: pull {image} through the ingress", m.status == 200, detail)
     except (RegistryError, httpx.HTTPError) as err:
         return Check(f"{ep.host}: pull {image} through the ingress", False, f"{type(err).__name__}: {err}")
 
 
-def verify(params: RunbookParams, api_client: Any, release: Release, overlay: Overlay,
-           secret: SecretResolver | None = None) -> list[Check]:
+def verify(
+    params: RunbookParams,
+    api_client: Any,
+    release: Release,
+    overlay: Overlay,
+    secret: SecretResolver | None = None,
+) -> list[Check]:
     checks = check_objects(params, api_client, release, overlay)
     for ep in overlay.endpoints:
         checks += check_endpoint(params, ep, secret)
@@ -153,19 +200,28 @@ def verify(params: RunbookParams, api_client: Any, release: Release, overlay: Ov
 def table(checks: list[Check]):
     import pandas as pd
 
-    return pd.DataFrame([{"check": c.name, "result": "ok" if c.ok else "FAIL", "detail": c.detail} for c in checks])
+    return pd.DataFrame(
+        [{"check": c.name, "result": "ok" if c.ok else "FAIL", "detail": c.detail} for c in checks]
+    )
 
 
 def raise_for_failures(checks: list[Check], record: Callable[[str, Any], None]) -> None:
     fail_on(checks, record, "verification failed", "verify", lambda c: f"{c.name} ({c.detail})")
 
 
-def run_after(plan: Plan, params: RunbookParams, api_client: Any, release: Release, overlay: Overlay,
-              secret: SecretResolver | None = None) -> tuple[list[Check], str]:
+def run_after(
+    plan: Plan,
+    params: RunbookParams,
+    api_client: Any,
+    release: Release,
+    overlay: Overlay,
+    secret: SecretResolver | None = None,
+) -> tuple[list[Check], str]:
     """Verify, unless this is a plan-mode run that still has changes to make (nothing to verify yet)."""
     if not plan.apply_mode and plan.pending:
-        return [], (f"verification skipped: plan mode with {len(plan.pending)} pending change(s); "
-                    "rerun with --apply")
+        return [], (
+            f"verification skipped: plan mode with {len(plan.pending)} pending change(s); rerun with --apply"
+        )
     checks = verify(params, api_client, release, overlay, secret)
     failed = sum(not c.ok for c in checks)
     return checks, f"{len(checks)} check(s), {failed} failed"

@@ -61,8 +61,12 @@ def settings_block(mirrors: list[NodeMirror], auth: str | None, version: str | N
     lines = [BEGIN]
     if form == "array":
         for m in mirrors:
-            lines += ["[[settings.container-registry.mirrors]]", f"registry = {_value(m.registry)}",
-                      f"endpoint = [{_value(m.mirror_url)}]", ""]
+            lines += [
+                "[[settings.container-registry.mirrors]]",
+                f"registry = {_value(m.registry)}",
+                f"endpoint = [{_value(m.mirror_url)}]",
+                "",
+            ]
     else:
         lines.append("[settings.container-registry.mirrors]")
         lines += [f"{_value(m.registry)} = [{_value(m.mirror_url)}]" for m in mirrors]
@@ -71,8 +75,12 @@ def settings_block(mirrors: list[NodeMirror], auth: str | None, version: str | N
         if _release(version) < (1, 6, 2):
             raise BottlerocketError("Bottlerocket has container-registry credentials only from v1.6.2")
         for host in sorted({m.host for m in mirrors}):
-            lines += ["[[settings.container-registry.credentials]]", f"registry = {_value(host)}",
-                      f"auth = {_value(auth)}", ""]
+            lines += [
+                "[[settings.container-registry.credentials]]",
+                f"registry = {_value(host)}",
+                f"auth = {_value(auth)}",
+                "",
+            ]
     lines.append(END)
     return "\n".join(lines) + "\n"
 
@@ -96,18 +104,28 @@ def merge(existing: str | None, block: str) -> str:
     their_mirrors = theirs.get("mirrors")
     our_mirrors = ours.get("mirrors")
     if their_mirrors is not None and type(their_mirrors) is not type(our_mirrors):
-        raise BottlerocketError("the userData already lists container-registry mirrors in the other form "
-                                "(table vs array of tables); one document must use one form only")
+        raise BottlerocketError(
+            "the userData already lists container-registry mirrors in the other form "
+            "(table vs array of tables); one document must use one form only"
+        )
     if isinstance(their_mirrors, dict):
-        raise BottlerocketError("the userData already has a [settings.container-registry.mirrors] table; move "
-                                "its entries into the runbook's upstreams or remove them")
-    managed = {m["registry"] for m in our_mirrors} if isinstance(our_mirrors, list) else set(our_mirrors or {})
+        raise BottlerocketError(
+            "the userData already has a [settings.container-registry.mirrors] table; move "
+            "its entries into the runbook's upstreams or remove them"
+        )
+    managed = (
+        {m["registry"] for m in our_mirrors} if isinstance(our_mirrors, list) else set(our_mirrors or {})
+    )
     clash = sorted(managed & {m.get("registry") for m in their_mirrors or []})
     if clash:
-        raise BottlerocketError(f"the userData already has mirrors for {clash}; remove them (the runbook manages "
-                                "these registries)")
-    cred_clash = sorted({c["registry"] for c in ours.get("credentials", [])}
-                        & {c.get("registry") for c in theirs.get("credentials", []) or []})
+        raise BottlerocketError(
+            f"the userData already has mirrors for {clash}; remove them (the runbook manages "
+            "these registries)"
+        )
+    cred_clash = sorted(
+        {c["registry"] for c in ours.get("credentials", [])}
+        & {c.get("registry") for c in theirs.get("credentials", []) or []}
+    )
     if cred_clash:
         raise BottlerocketError(f"the userData already has credentials for {cred_clash}; remove them")
     # one blank line between the user's text and ours; strip_block removes exactly that again

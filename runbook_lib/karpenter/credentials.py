@@ -39,8 +39,10 @@ class CredentialError(ValueError):
 def _pull_user(params: RunbookParams, resolve: SecretResolver) -> tuple[str, str]:
     sec = params.security
     if not sec.pull_password:
-        raise CredentialError(f"credential_mode {params.karpenter.credential_mode} needs security.pull_password "
-                              "(the pull user's password reference)")
+        raise CredentialError(
+            f"credential_mode {params.karpenter.credential_mode} needs security.pull_password "
+            "(the pull user's password reference)"
+        )
     return sec.user, resolve(sec.pull_password, sec.user)
 
 
@@ -70,8 +72,10 @@ def flags(params: RunbookParams) -> list[str]:
     """Run-record flags: things an auditor must see even when the run succeeded."""
     out = []
     if userdata_carries_secret(params):
-        out.append("karpenter: credential_mode static-header puts the pull user's password into node userData "
-                   "(readable through IMDS and ec2:DescribeInstanceAttribute; rotation drifts every node)")
+        out.append(
+            "karpenter: credential_mode static-header puts the pull user's password into node userData "
+            "(readable through IMDS and ec2:DescribeInstanceAttribute; rotation drifts every node)"
+        )
     return out
 
 
@@ -80,16 +84,31 @@ def consistency(params: RunbookParams) -> list[dict[str, Any]]:
     mode, access = params.karpenter.credential_mode, params.security.mode
     checks = []
     if access == "authenticated" and mode == "anonymous":
-        checks.append({"name": "node credentials match Nexus access", "ok": False,
-                       "detail": "Nexus refuses anonymous pulls (security.mode authenticated) but nodes send no "
-                                 "credentials: every pull would fall back to the upstream"})
+        checks.append(
+            {
+                "name": "node credentials match Nexus access",
+                "ok": False,
+                "detail": "Nexus refuses anonymous pulls (security.mode authenticated) but nodes send no "
+                "credentials: every pull would fall back to the upstream",
+            }
+        )
     elif access == "anonymous" and mode != "anonymous":
-        checks.append({"name": "node credentials match Nexus access", "ok": True,
-                       "detail": f"Nexus allows anonymous pulls; credential_mode {mode} is not needed "
-                                 "(anonymous keeps every secret out of the nodes)"})
+        checks.append(
+            {
+                "name": "node credentials match Nexus access",
+                "ok": True,
+                "detail": f"Nexus allows anonymous pulls; credential_mode {mode} is not needed "
+                "(anonymous keeps every secret out of the nodes)",
+            }
+        )
     else:
-        checks.append({"name": "node credentials match Nexus access", "ok": True,
-                       "detail": f"Nexus {access}, nodes {mode}"})
+        checks.append(
+            {
+                "name": "node credentials match Nexus access",
+                "ok": True,
+                "detail": f"Nexus {access}, nodes {mode}",
+            }
+        )
     return checks
 
 
@@ -99,7 +118,9 @@ def node_secret_value(params: RunbookParams, resolve: SecretResolver) -> str:
     return f"{user}:{password}"
 
 
-def plan_node_secret(plan: Plan, params: RunbookParams, resolve: SecretResolver, secretsmanager: Any) -> Change:
+def plan_node_secret(
+    plan: Plan, params: RunbookParams, resolve: SecretResolver, secretsmanager: Any
+) -> Change:
     """Create or update the Secrets Manager secret nodes read at boot (value masked in every record)."""
     from botocore.exceptions import ClientError
 
@@ -107,7 +128,8 @@ def plan_node_secret(plan: Plan, params: RunbookParams, resolve: SecretResolver,
     desired = {"value": node_secret_value(params, resolve)}
     try:
         current: dict[str, Any] | None = {
-            "value": secretsmanager.get_secret_value(SecretId=secret_id).get("SecretString")}
+            "value": secretsmanager.get_secret_value(SecretId=secret_id).get("SecretString")
+        }
         if current["value"]:
             REDACTOR.add(current["value"])  # an older password in it is a secret too
     except ClientError as err:
@@ -115,10 +137,16 @@ def plan_node_secret(plan: Plan, params: RunbookParams, resolve: SecretResolver,
             raise
         current = None
     return plan.compare(
-        "node secret", secret_id, current, desired,
-        create=lambda: secretsmanager.create_secret(Name=secret_id, SecretString=desired["value"],
-                                                    Description="Nexus pull credentials nodes read at boot "
-                                                                "(eks-mirror-runbook stage 4)"),
+        "node secret",
+        secret_id,
+        current,
+        desired,
+        create=lambda: secretsmanager.create_secret(
+            Name=secret_id,
+            SecretString=desired["value"],
+            Description="Nexus pull credentials nodes read at boot (eks-mirror-runbook stage 4)",
+        ),
         update=lambda: secretsmanager.put_secret_value(SecretId=secret_id, SecretString=desired["value"]),
         secret_keys=("value",),
-        note="username:password, read by the node role at boot; rotation changes no userData")
+        note="username:password, read by the node role at boot; rotation changes no userData",
+    )

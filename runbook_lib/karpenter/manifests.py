@@ -32,39 +32,79 @@ def node_class(params: RunbookParams, name: str, user_data: str) -> dict[str, An
     k, cluster = params.karpenter, params.aws.cluster_name or "my-cluster"
     discovery = {"karpenter.sh/discovery": cluster}
     if k.api_version == "v1alpha1":
-        return {"apiVersion": "karpenter.k8s.aws/v1alpha1", "kind": "AWSNodeTemplate", "metadata": {"name": name},
-                "spec": {"amiFamily": k.ami_family, "instanceProfile": f"KarpenterNodeInstanceProfile-{cluster}",
-                         "subnetSelector": discovery, "securityGroupSelector": discovery, "userData": user_data}}
-    spec: dict[str, Any] = {"role": f"KarpenterNodeRole-{cluster}",
-                            "subnetSelectorTerms": [{"tags": discovery}],
-                            "securityGroupSelectorTerms": [{"tags": discovery}]}
+        return {
+            "apiVersion": "karpenter.k8s.aws/v1alpha1",
+            "kind": "AWSNodeTemplate",
+            "metadata": {"name": name},
+            "spec": {
+                "amiFamily": k.ami_family,
+                "instanceProfile": f"KarpenterNodeInstanceProfile-{cluster}",
+                "subnetSelector": discovery,
+                "securityGroupSelector": discovery,
+                "userData": user_data,
+            },
+        }
+    spec: dict[str, Any] = {
+        "role": f"KarpenterNodeRole-{cluster}",
+        "subnetSelectorTerms": [{"tags": discovery}],
+        "securityGroupSelectorTerms": [{"tags": discovery}],
+    }
     if k.api_version == "v1":
         # pin the alias in production (e.g. al2023@v20260714): @latest drifts every node on each AMI release
         spec["amiSelectorTerms"] = [{"alias": f"{ALIASES[k.ami_family]}@latest"}]
     else:
         spec["amiFamily"] = k.ami_family
     spec["userData"] = user_data
-    return {"apiVersion": f"karpenter.k8s.aws/{k.api_version}", "kind": "EC2NodeClass", "metadata": {"name": name},
-            "spec": spec}
+    return {
+        "apiVersion": f"karpenter.k8s.aws/{k.api_version}",
+        "kind": "EC2NodeClass",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
 
 
 def node_pool(params: RunbookParams, name: str, node_class_name: str) -> dict[str, Any]:
     k = params.karpenter
     requirements = [{"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}]
     if k.api_version == "v1alpha1":
-        return {"apiVersion": "karpenter.sh/v1alpha5", "kind": "Provisioner", "metadata": {"name": name},
-                "spec": {"providerRef": {"name": node_class_name}, "requirements": requirements}}
+        return {
+            "apiVersion": "karpenter.sh/v1alpha5",
+            "kind": "Provisioner",
+            "metadata": {"name": name},
+            "spec": {"providerRef": {"name": node_class_name}, "requirements": requirements},
+        }
     if k.api_version == "v1":
-        return {"apiVersion": "karpenter.sh/v1", "kind": "NodePool", "metadata": {"name": name},
-                "spec": {"template": {"spec": {
-                    "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": node_class_name},
-                    "requirements": requirements}},
-                    # consolidateAfter is required whenever disruption is written (v1 CRD)
-                    "disruption": {"consolidationPolicy": "WhenEmptyOrUnderutilized", "consolidateAfter": "1m",
-                                   "budgets": [{"nodes": "10%", "reasons": ["Drifted"]}]}}}
-    pool: dict[str, Any] = {"apiVersion": "karpenter.sh/v1beta1", "kind": "NodePool", "metadata": {"name": name},
-                            "spec": {"template": {"spec": {"nodeClassRef": {"name": node_class_name},
-                                                           "requirements": requirements}}}}
+        return {
+            "apiVersion": "karpenter.sh/v1",
+            "kind": "NodePool",
+            "metadata": {"name": name},
+            "spec": {
+                "template": {
+                    "spec": {
+                        "nodeClassRef": {
+                            "group": "karpenter.k8s.aws",
+                            "kind": "EC2NodeClass",
+                            "name": node_class_name,
+                        },
+                        "requirements": requirements,
+                    }
+                },
+                # consolidateAfter is required whenever disruption is written (v1 CRD)
+                "disruption": {
+                    "consolidationPolicy": "WhenEmptyOrUnderutilized",
+                    "consolidateAfter": "1m",
+                    "budgets": [{"nodes": "10%", "reasons": ["Drifted"]}],
+                },
+            },
+        }
+    pool: dict[str, Any] = {
+        "apiVersion": "karpenter.sh/v1beta1",
+        "kind": "NodePool",
+        "metadata": {"name": name},
+        "spec": {
+            "template": {"spec": {"nodeClassRef": {"name": node_class_name}, "requirements": requirements}}
+        },
+    }
     if _supports_budgets(params):
         pool["spec"]["disruption"] = {"budgets": [{"nodes": "10%"}]}
     return pool
@@ -93,8 +133,10 @@ _LiteralDumper.add_representer(str, _str)
 
 
 def to_yaml(docs: list[dict[str, Any]]) -> str:
-    header = ("# Example: a new node class with the containerd mirror userData, and a NodePool that uses it.\n"
-              "# Generated by eks-mirror-runbook stage 4; review role/subnets/security groups, then kubectl apply -f.\n")
+    header = (
+        "# Example: a new node class with the containerd mirror userData, and a NodePool that uses it.\n"
+        "# Generated by eks-mirror-runbook stage 4; review role/subnets/security groups, then kubectl apply -f.\n"
+    )
     return header + yaml.dump_all(docs, Dumper=_LiteralDumper, sort_keys=False, width=120)
 
 

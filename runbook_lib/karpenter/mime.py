@@ -42,7 +42,7 @@ class Part:
         m = re.search(r"\r?\n\r?\n", text)
         if not m:
             return text, ""
-        headers, body = text[: m.start()], text[m.end():]
+        headers, body = text[: m.start()], text[m.end() :]
         return headers, re.sub(r"\r?\n\Z", "", body)  # the final line break belongs to the next delimiter
 
     @property
@@ -88,8 +88,12 @@ class Multipart:
 
 
 def new_document(boundary: str = DEFAULT_BOUNDARY) -> Multipart:
-    return Multipart(f'MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="{boundary}"\n\n',
-                     boundary, closing=f"--{boundary}--", epilogue="\n")
+    return Multipart(
+        f'MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="{boundary}"\n\n',
+        boundary,
+        closing=f"--{boundary}--",
+        epilogue="\n",
+    )
 
 
 def parse(text: str) -> Multipart:
@@ -98,7 +102,7 @@ def parse(text: str) -> Multipart:
     m = re.search(r"\r?\n\r?\n", text)
     if not m:
         raise MimeError("MIME headers are not followed by a blank line")
-    head, body = text[: m.end()], text[m.end():]
+    head, body = text[: m.end()], text[m.end() :]
     msg = HeaderParser().parsestr(head.lstrip())
     if msg.get_content_type() != "multipart/mixed":
         raise MimeError(f"top-level Content-Type is {msg.get_content_type()}, expected multipart/mixed")
@@ -113,7 +117,7 @@ def parse(text: str) -> Multipart:
     for i, d in enumerate(delimiters):
         end = delimiters[i + 1].start() if i + 1 < len(delimiters) else len(body)
         if d.group(1):  # closing delimiter: the rest is epilogue
-            doc.closing, doc.epilogue = d.group(0), body[d.end():]
+            doc.closing, doc.epilogue = d.group(0), body[d.end() :]
             break
-        doc.parts.append(Part(d.group(0), body[d.end(): end]))
+        doc.parts.append(Part(d.group(0), body[d.end() : end]))
     return doc

@@ -51,13 +51,16 @@ def mirror_url(params: RunbookParams, up: Upstream) -> str:
         return f"https://{host}"
     raise MirrorConfigError(
         f"upstream {up.registry}: no mirror_url and no helm.hosts entry — nodes need the URL of this "
-        "upstream's endpoint (its ingress host or load balancer)")
+        "upstream's endpoint (its ingress host or load balancer)"
+    )
 
 
 def node_mirrors(params: RunbookParams) -> list[NodeMirror]:
     """Sorted by registry so the generated userData is byte-stable whatever the order in the file."""
-    return sorted((NodeMirror(up.registry, up.remote_url, mirror_url(params, up)) for up in params.upstreams),
-                  key=lambda m: m.registry)
+    return sorted(
+        (NodeMirror(up.registry, up.remote_url, mirror_url(params, up)) for up in params.upstreams),
+        key=lambda m: m.registry,
+    )
 
 
 def containerd_version(params: RunbookParams) -> ContainerdVersion | None:

@@ -40,15 +40,39 @@ class NodeClassKind:
 
 
 KINDS = {
-    "v1": NodeClassKind("v1", "karpenter.k8s.aws", "v1", "ec2nodeclasses", "EC2NodeClass",
-                        "karpenter.k8s.aws/ec2nodeclass-hash"),
-    "v1beta1": NodeClassKind("v1beta1", "karpenter.k8s.aws", "v1beta1", "ec2nodeclasses", "EC2NodeClass",
-                             "karpenter.k8s.aws/ec2nodeclass-hash"),
-    "v1alpha1": NodeClassKind("v1alpha1", "karpenter.k8s.aws", "v1alpha1", "awsnodetemplates", "AWSNodeTemplate",
-                              "karpenter.k8s.aws/nodetemplate-hash"),
+    "v1": NodeClassKind(
+        "v1",
+        "karpenter.k8s.aws",
+        "v1",
+        "ec2nodeclasses",
+        "EC2NodeClass",
+        "karpenter.k8s.aws/ec2nodeclass-hash",
+    ),
+    "v1beta1": NodeClassKind(
+        "v1beta1",
+        "karpenter.k8s.aws",
+        "v1beta1",
+        "ec2nodeclasses",
+        "EC2NodeClass",
+        "karpenter.k8s.aws/ec2nodeclass-hash",
+    ),
+    "v1alpha1": NodeClassKind(
+        "v1alpha1",
+        "karpenter.k8s.aws",
+        "v1alpha1",
+        "awsnodetemplates",
+        "AWSNodeTemplate",
+        "karpenter.k8s.aws/nodetemplate-hash",
+    ),
 }
-ALIAS_FAMILIES = {"al2": "AL2", "al2023": "AL2023", "bottlerocket": "Bottlerocket", "windows2019": "Windows2019",
-                  "windows2022": "Windows2022", "windows2025": "Windows2025"}
+ALIAS_FAMILIES = {
+    "al2": "AL2",
+    "al2023": "AL2023",
+    "bottlerocket": "Bottlerocket",
+    "windows2019": "Windows2019",
+    "windows2022": "Windows2022",
+    "windows2025": "Windows2025",
+}
 
 
 def kind_for(params: RunbookParams) -> NodeClassKind:
@@ -72,11 +96,14 @@ def read(api_client: Any, kind: NodeClassKind, name: str) -> dict[str, Any] | No
         raise
 
 
-def patch_user_data(api_client: Any, kind: NodeClassKind, name: str, user_data: str,
-                    resource_version: str | None) -> dict[str, Any]:
+def patch_user_data(
+    api_client: Any, kind: NodeClassKind, name: str, user_data: str, resource_version: str | None
+) -> dict[str, Any]:
     body: dict[str, Any] = {"spec": {"userData": user_data}}
     if resource_version:
-        body["metadata"] = {"resourceVersion": resource_version}  # precondition: 409 if someone edited it since
+        body["metadata"] = {
+            "resourceVersion": resource_version
+        }  # precondition: 409 if someone edited it since
     return _custom(api_client).patch_cluster_custom_object(kind.group, kind.version, kind.plural, name, body)
 
 
@@ -114,8 +141,12 @@ class Generated:
 
 def diff_text(old: str, new: str, name: str) -> str:
     """A unified diff of a node class's userData (what `kubectl diff` would show for the field)."""
-    lines = difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
-                                 f"{name} spec.userData (cluster)", f"{name} spec.userData (planned)")
+    lines = difflib.unified_diff(
+        old.splitlines(keepends=True),
+        new.splitlines(keepends=True),
+        f"{name} spec.userData (cluster)",
+        f"{name} spec.userData (planned)",
+    )
     return "".join(lines) or "(no change)\n"
 
 
@@ -146,12 +177,25 @@ class NodeClassState:
         return diff_text(self.current, self.desired, self.name)
 
     def row(self) -> dict[str, Any]:
-        status = ("missing" if not self.exists else "blocked" if self.problems
-                  else "update" if self.changed else "unchanged")
-        return {"node class": self.name, "kind": f"{self.kind.kind} {self.kind.full_api_version}",
-                "amiFamily": self.family or "", "status": status,
-                "userData bytes": f"{len(self.current.encode())} -> {len(self.desired.encode())}" if self.exists else "",
-                "notes": "; ".join(self.problems + self.warnings)}
+        status = (
+            "missing"
+            if not self.exists
+            else "blocked"
+            if self.problems
+            else "update"
+            if self.changed
+            else "unchanged"
+        )
+        return {
+            "node class": self.name,
+            "kind": f"{self.kind.kind} {self.kind.full_api_version}",
+            "amiFamily": self.family or "",
+            "status": status,
+            "userData bytes": f"{len(self.current.encode())} -> {len(self.desired.encode())}"
+            if self.exists
+            else "",
+            "notes": "; ".join(self.problems + self.warnings),
+        }
 
 
 def inspect(params: RunbookParams, api_client: Any, name: str, generated: Generated) -> NodeClassState:
@@ -160,14 +204,18 @@ def inspect(params: RunbookParams, api_client: Any, name: str, generated: Genera
     obj = read(api_client, kind, name)
     state = NodeClassState(name, kind, obj)
     if obj is None:
-        state.problems.append(f"{kind.kind} {name} not found: create it (see the example manifest) or fix "
-                              "karpenter.node_classes / api_version")
+        state.problems.append(
+            f"{kind.kind} {name} not found: create it (see the example manifest) or fix "
+            "karpenter.node_classes / api_version"
+        )
         return state
     state.current = (obj.get("spec") or {}).get("userData") or ""
     state.family = ami_family_of(obj, kind)
     if state.family != generated.ami_family:
-        state.problems.append(f"the node class is amiFamily {state.family}, the parameters say "
-                              f"{generated.ami_family}: its userData format would be wrong")
+        state.problems.append(
+            f"the node class is amiFamily {state.family}, the parameters say "
+            f"{generated.ami_family}: its userData format would be wrong"
+        )
         return state
     try:
         state.desired = generated.merge(state.current)
@@ -179,13 +227,16 @@ def inspect(params: RunbookParams, api_client: Any, name: str, generated: Genera
         state.problems.append(f"userData too large: {report['detail']}")
     candidate = copy.deepcopy(obj)
     candidate["spec"]["userData"] = state.desired
-    for problem in schemas.validate(candidate, schemas.crd_set_for(params.karpenter.api_version,
-                                                                    params.karpenter.version)):
+    for problem in schemas.validate(
+        candidate, schemas.crd_set_for(params.karpenter.api_version, params.karpenter.version)
+    ):
         (state.problems if problem.severity == "error" else state.warnings).append(str(problem))
     return state
 
 
-def plan_changes(plan: Plan, params: RunbookParams, api_client: Any, generated: Generated) -> list[NodeClassState]:
+def plan_changes(
+    plan: Plan, params: RunbookParams, api_client: Any, generated: Generated
+) -> list[NodeClassState]:
     """One change per node class: update of spec.userData, or unchanged. Missing or blocked classes add no
     change; the caller reports them (states[i].problems)."""
     states = []
@@ -199,14 +250,20 @@ def plan_changes(plan: Plan, params: RunbookParams, api_client: Any, generated: 
         def write(state: NodeClassState = state, rv: str | None = rv) -> Any:
             return patch_user_data(api_client, state.kind, state.name, state.desired, rv)
 
-        plan.compare(state.kind.kind, name, {"spec": {"userData": state.current}},
-                     {"spec": {"userData": state.desired}}, update=write,
-                     note=f"{generated.ami_family}; every node of the class is replaced (drift) after this change")
+        plan.compare(
+            state.kind.kind,
+            name,
+            {"spec": {"userData": state.current}},
+            {"spec": {"userData": state.desired}},
+            update=write,
+            note=f"{generated.ami_family}; every node of the class is replaced (drift) after this change",
+        )
     return states
 
 
-def rollback_change(params: RunbookParams, api_client: Any, name: str, previous_user_data: str,
-                    apply: bool) -> Change:
+def rollback_change(
+    params: RunbookParams, api_client: Any, name: str, previous_user_data: str, apply: bool
+) -> Change:
     """Put back a node class's previous userData (from the run folder of an earlier run): this drifts the
     nodes back just as the forward change did."""
     kind = kind_for(params)
@@ -215,9 +272,14 @@ def rollback_change(params: RunbookParams, api_client: Any, name: str, previous_
         raise LookupError(f"{kind.kind} {name} not found")
     plan = Plan("karpenter-rollback", apply)
     current = (obj.get("spec") or {}).get("userData") or ""
-    change = plan.compare(kind.kind, name, {"spec": {"userData": current}},
-                          {"spec": {"userData": previous_user_data}},
-                          update=lambda: patch_user_data(api_client, kind, name, previous_user_data,
-                                                         obj["metadata"].get("resourceVersion")))
+    change = plan.compare(
+        kind.kind,
+        name,
+        {"spec": {"userData": current}},
+        {"spec": {"userData": previous_user_data}},
+        update=lambda: patch_user_data(
+            api_client, kind, name, previous_user_data, obj["metadata"].get("resourceVersion")
+        ),
+    )
     plan.apply()
     return change

@@ -40,21 +40,39 @@ def choices(params: RunbookParams) -> Any:
     kind = nodeclass.kind_for(params)
     drift = rollout.drift_mode(params)
     rows = [
-        ("node class", f"{kind.kind} {kind.full_api_version}", f"Karpenter {k.version or '(version not set)'}: "
-         "where spec.userData lives"),
-        ("AMI family", k.ami_family, {
-            "AL2": "bash part run by cloud-init before bootstrap.sh; EKS releases no AL2 AMIs after Kubernetes 1.32",
-            "AL2023": "bash part in a MIME document (always MIME), beside any nodeadm NodeConfig part",
-            "Bottlerocket": "TOML settings.container-registry (no boot script on Bottlerocket)"}[k.ami_family]),
-        ("credential mode", k.credential_mode, {
-            "anonymous": "recommended: nothing secret on the nodes",
-            "static-header": "WARNING: the pull password is in userData (flagged in the run record)",
-            "secrets-manager": f"the node role reads {k.credentials_secret_id} at boot; rotation drifts no node"}[
-            k.credential_mode]),
-        ("boot probe", f"{k.probe_timeout_s} s per mirror" if k.probe_mirror_at_boot else "off",
-         "a mirror down at boot gets no hosts.toml, so that registry pulls upstream from the start"),
-        ("node containerd", k.containerd_version or "unknown",
-         "decides dial_timeout (>= 2.0.7), the 1.6 empty [host] workaround and the 2.1 transfer-service check"),
+        (
+            "node class",
+            f"{kind.kind} {kind.full_api_version}",
+            f"Karpenter {k.version or '(version not set)'}: where spec.userData lives",
+        ),
+        (
+            "AMI family",
+            k.ami_family,
+            {
+                "AL2": "bash part run by cloud-init before bootstrap.sh; EKS releases no AL2 AMIs after Kubernetes 1.32",
+                "AL2023": "bash part in a MIME document (always MIME), beside any nodeadm NodeConfig part",
+                "Bottlerocket": "TOML settings.container-registry (no boot script on Bottlerocket)",
+            }[k.ami_family],
+        ),
+        (
+            "credential mode",
+            k.credential_mode,
+            {
+                "anonymous": "recommended: nothing secret on the nodes",
+                "static-header": "WARNING: the pull password is in userData (flagged in the run record)",
+                "secrets-manager": f"the node role reads {k.credentials_secret_id} at boot; rotation drifts no node",
+            }[k.credential_mode],
+        ),
+        (
+            "boot probe",
+            f"{k.probe_timeout_s} s per mirror" if k.probe_mirror_at_boot else "off",
+            "a mirror down at boot gets no hosts.toml, so that registry pulls upstream from the start",
+        ),
+        (
+            "node containerd",
+            k.containerd_version or "unknown",
+            "decides dial_timeout (>= 2.0.7), the 1.6 empty [host] workaround and the 2.1 transfer-service check",
+        ),
         ("drift", "on" if drift.on else "OFF" if drift.on is False else "unknown", drift.how),
         ("forced roll", str(k.force_roll), "NodePool template annotation " + rollout.FORCE_ROLL_ANNOTATION),
     ]
@@ -84,8 +102,9 @@ def render(params: RunbookParams, resolve: SecretResolver) -> Rendered:
     k = params.karpenter
     node_mirrors = mirrors.node_mirrors(params)
     if k.ami_family == "Bottlerocket":
-        block = bottlerocket.settings_block(node_mirrors, credentials.bottlerocket_auth(params, resolve),
-                                            k.bottlerocket_version)
+        block = bottlerocket.settings_block(
+            node_mirrors, credentials.bottlerocket_auth(params, resolve), k.bottlerocket_version
+        )
         return Rendered(Generated("Bottlerocket", block), node_mirrors)
     files = mirrors.hosts_files(params, credentials.hosts_authorization(params, resolve))
     script = userdata.boot_script(userdata.inputs(params, files, node_mirrors, mirrors.ca_bundle(params)))
@@ -96,13 +115,19 @@ def render(params: RunbookParams, resolve: SecretResolver) -> Rendered:
 # What the EKS AMIs ship (awslabs/amazon-eks-ami templates/al2/runtime/containerd-config.toml,
 # nodeadm/internal/containerd/): facts as config text, checked like a node's own file.
 AMI_CONFIGS = {
-    "AL2": ('version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n'
-            'config_path = "/etc/containerd/certs.d:/etc/docker/certs.d"\n'),
-    "AL2023-1.7": ('version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n'
-                   'config_path = "/etc/containerd/certs.d:/etc/docker/certs.d"\n'),
-    "AL2023-2.x": ('version = 3\n[plugins."io.containerd.cri.v1.images"]\ndiscard_unpacked_layers = true\n'
-                   '[plugins."io.containerd.cri.v1.images".registry]\n'
-                   'config_path = "/etc/containerd/certs.d:/etc/docker/certs.d"\n'),
+    "AL2": (
+        'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n'
+        'config_path = "/etc/containerd/certs.d:/etc/docker/certs.d"\n'
+    ),
+    "AL2023-1.7": (
+        'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n'
+        'config_path = "/etc/containerd/certs.d:/etc/docker/certs.d"\n'
+    ),
+    "AL2023-2.x": (
+        'version = 3\n[plugins."io.containerd.cri.v1.images"]\ndiscard_unpacked_layers = true\n'
+        '[plugins."io.containerd.cri.v1.images".registry]\n'
+        'config_path = "/etc/containerd/certs.d:/etc/docker/certs.d"\n'
+    ),
 }
 
 
@@ -123,13 +148,20 @@ def _nodeconfig_fragments(state: NodeClassState) -> list[str]:
     return out
 
 
-def node_preflight(params: RunbookParams, states: list[NodeClassState], rendered: Rendered) -> list[ctd.Check]:
+def node_preflight(
+    params: RunbookParams, states: list[NodeClassState], rendered: Rendered
+) -> list[ctd.Check]:
     k = params.karpenter
     version = mirrors.containerd_version(params)
     checks = ctd.check_version(version)
     if k.ami_family == "Bottlerocket":
-        checks.append(ctd.Check("node containerd config", "skipped",
-                                "Bottlerocket renders containerd's config from settings; nothing to check here"))
+        checks.append(
+            ctd.Check(
+                "node containerd config",
+                "skipped",
+                "Bottlerocket renders containerd's config from settings; nothing to check here",
+            )
+        )
     else:
         if k.ami_family == "AL2":
             model = "AL2"
@@ -139,9 +171,14 @@ def node_preflight(params: RunbookParams, states: list[NodeClassState], rendered
             checks.append(ctd.Check(f"EKS {model} AMI config: {c.name}", c.status, c.detail))
         path = params.path(k.node_containerd_config)
         if path is None:
-            checks.append(ctd.Check("node containerd config", "skipped",
-                                    "no karpenter.node_containerd_config given; on a node: `containerd config dump "
-                                    "> node-config.toml` and point the parameter at the file"))
+            checks.append(
+                ctd.Check(
+                    "node containerd config",
+                    "skipped",
+                    "no karpenter.node_containerd_config given; on a node: `containerd config dump "
+                    "> node-config.toml` and point the parameter at the file",
+                )
+            )
         elif not path.is_file():
             checks.append(ctd.Check("node containerd config", "fail", f"{path} not found"))
         else:
@@ -187,8 +224,14 @@ class StagePlan:
         return "\n".join(s.diff() for s in self.states if s.exists and not s.problems)
 
 
-def build_plan(params: RunbookParams, api_client: Any, apply: bool, rendered: Rendered, resolve: SecretResolver,
-               secretsmanager: Any = None) -> StagePlan:
+def build_plan(
+    params: RunbookParams,
+    api_client: Any,
+    apply: bool,
+    rendered: Rendered,
+    resolve: SecretResolver,
+    secretsmanager: Any = None,
+) -> StagePlan:
     """Node secret (secrets-manager mode) first, then each node class's userData, then a forced roll."""
     plan = Plan(STAGE, apply)
     if params.karpenter.credential_mode == "secrets-manager":
@@ -226,8 +269,11 @@ def write_run_files(run_dir: Path, params: RunbookParams, sp: StagePlan, rendere
 def require_ready(sp: StagePlan, record: Any) -> None:
     blocked = [s for s in sp.states if s.problems]
     if blocked:
-        err = StageFailed("; ".join(f"{s.name}: {' / '.join(s.problems)}" for s in blocked), step="node classes",
-                          not_applied=[c.label for c in sp.plan.pending])
+        err = StageFailed(
+            "; ".join(f"{s.name}: {' / '.join(s.problems)}" for s in blocked),
+            step="node classes",
+            not_applied=[c.label for c in sp.plan.pending],
+        )
         record("failure", err.failure_record())
         raise err
 
@@ -238,8 +284,14 @@ def start_rollout(params: RunbookParams, api_client: Any, sp: StagePlan) -> roll
     return rollout.baseline(params, api_client, sp.states, sp.plan, sp.rolled_pools)
 
 
-def run_rollout(params: RunbookParams, api_client: Any, base: rollout.Baseline, apply: bool,
-                out: Any = print, **watch_kw: Any) -> list[rollout.ClassProgress]:
+def run_rollout(
+    params: RunbookParams,
+    api_client: Any,
+    base: rollout.Baseline,
+    apply: bool,
+    out: Any = print,
+    **watch_kw: Any,
+) -> list[rollout.ClassProgress]:
     """Plan mode: one look (how many nodes are old). Apply mode: watch until done or the timeout."""
     if not apply:
         progress = rollout.snapshot(params, api_client, base)
@@ -249,15 +301,21 @@ def run_rollout(params: RunbookParams, api_client: Any, base: rollout.Baseline, 
     drift = rollout.drift_mode(params, api_client)
     progress = rollout.snapshot(params, api_client, base)
     if drift.on is False and any(p.old for p in progress):
-        raise StageFailed(f"drift is off ({drift.how}), so old nodes are never replaced: {drift.force}",
-                          step="watch rollout")
+        raise StageFailed(
+            f"drift is off ({drift.how}), so old nodes are never replaced: {drift.force}",
+            step="watch rollout",
+        )
     return rollout.watch(params, api_client, base, out=out, **watch_kw)
 
 
 def results(sp: StagePlan, progress: list[rollout.ClassProgress]) -> dict[str, Any]:
-    return {"karpenter": {
-        "node_classes": {s.name: {"changed": s.changed, "bytes": len(s.desired.encode()),
-                                  "family": s.family} for s in sp.states},
-        "rolled_pools": sp.rolled_pools,
-        "rollout": [p.record() for p in progress],
-    }}
+    return {
+        "karpenter": {
+            "node_classes": {
+                s.name: {"changed": s.changed, "bytes": len(s.desired.encode()), "family": s.family}
+                for s in sp.states
+            },
+            "rolled_pools": sp.rolled_pools,
+            "rollout": [p.record() for p in progress],
+        }
+    }

@@ -34,7 +34,9 @@ from runbook_lib.plan import Plan, StageFailed
 from runbook_lib.versions import numeric_release
 
 FORCE_ROLL_ANNOTATION = "eks-mirror-runbook/rollout"
-HASH_VERSION_SUFFIX = "-version"  # karpenter.k8s.aws/ec2nodeclass-hash-version, karpenter.sh/nodepool-hash-version
+HASH_VERSION_SUFFIX = (
+    "-version"  # karpenter.k8s.aws/ec2nodeclass-hash-version, karpenter.sh/nodepool-hash-version
+)
 HEARTBEAT_S = 60.0  # a progress line at least this often while nothing moves
 
 
@@ -51,12 +53,33 @@ class PoolKind:
 
 
 POOLS = {
-    "v1": PoolKind("v1", "nodepools", "NodePool", "nodeclaims", "NodeClaim", "karpenter.sh/nodepool-hash",
-                   "karpenter.sh/nodepool"),
-    "v1beta1": PoolKind("v1beta1", "nodepools", "NodePool", "nodeclaims", "NodeClaim", "karpenter.sh/nodepool-hash",
-                        "karpenter.sh/nodepool"),
-    "v1alpha1": PoolKind("v1alpha5", "provisioners", "Provisioner", "machines", "Machine",
-                         "karpenter.sh/provisioner-hash", "karpenter.sh/provisioner-name"),
+    "v1": PoolKind(
+        "v1",
+        "nodepools",
+        "NodePool",
+        "nodeclaims",
+        "NodeClaim",
+        "karpenter.sh/nodepool-hash",
+        "karpenter.sh/nodepool",
+    ),
+    "v1beta1": PoolKind(
+        "v1beta1",
+        "nodepools",
+        "NodePool",
+        "nodeclaims",
+        "NodeClaim",
+        "karpenter.sh/nodepool-hash",
+        "karpenter.sh/nodepool",
+    ),
+    "v1alpha1": PoolKind(
+        "v1alpha5",
+        "provisioners",
+        "Provisioner",
+        "machines",
+        "Machine",
+        "karpenter.sh/provisioner-hash",
+        "karpenter.sh/provisioner-name",
+    ),
 }
 
 
@@ -83,9 +106,11 @@ class DriftMode:
     force: str
 
     def rows(self) -> list[dict[str, str]]:
-        return [{"question": "does a userData change replace the nodes?", "answer": self.how},
-                {"question": "how fast?", "answer": self.pacing},
-                {"question": "how to roll without a userData change?", "answer": self.force}]
+        return [
+            {"question": "does a userData change replace the nodes?", "answer": self.how},
+            {"question": "how fast?", "answer": self.pacing},
+            {"question": "how to roll without a userData change?", "answer": self.force},
+        ]
 
 
 def _feature_gates(api_client: Any, namespace: str) -> str | None:
@@ -95,7 +120,8 @@ def _feature_gates(api_client: Any, namespace: str) -> str | None:
 
     try:
         deps = client.AppsV1Api(api_client).list_namespaced_deployment(
-            namespace, label_selector="app.kubernetes.io/name=karpenter")
+            namespace, label_selector="app.kubernetes.io/name=karpenter"
+        )
     except (ApiException, ValueError):
         return None
     for dep in deps.items or []:
@@ -120,37 +146,71 @@ def _drift_enabled_v031(api_client: Any, namespace: str) -> bool | None:
 def drift_mode(params: RunbookParams, api_client: Any = None) -> DriftMode:
     k = params.karpenter
     release = _release(k.version)
-    force = ("bump a NodePool template annotation (karpenter.force_roll): drift, paced by the budgets; or delete "
-             "NodeClaims (kubectl delete nodeclaim ...): immediate, not budgeted, no pre-spun replacement")
+    force = (
+        "bump a NodePool template annotation (karpenter.force_roll): drift, paced by the budgets; or delete "
+        "NodeClaims (kubectl delete nodeclaim ...): immediate, not budgeted, no pre-spun replacement"
+    )
     if k.api_version == "v1":
-        return DriftMode(True, "yes: drift is always on in Karpenter v1",
-                         "NodePool disruption budgets (default nodes: 10%; `reasons: [Drifted]` targets drift)", force)
+        return DriftMode(
+            True,
+            "yes: drift is always on in Karpenter v1",
+            "NodePool disruption budgets (default nodes: 10%; `reasons: [Drifted]` targets drift)",
+            force,
+        )
     if k.api_version == "v1beta1":
-        pacing = ("NodePool disruption budgets (default nodes: 10%)" if release is None or release >= (0, 34)
-                  else "one non-empty node at a time (no budgets before v0.34)")
+        pacing = (
+            "NodePool disruption budgets (default nodes: 10%)"
+            if release is None or release >= (0, 34)
+            else "one non-empty node at a time (no budgets before v0.34)"
+        )
         gates = _feature_gates(api_client, k.namespace) if api_client is not None else None
         if gates is not None and "Drift=" in gates:
             on = "Drift=true" in gates.replace(" ", "")
-            return DriftMode(on, f"{'yes' if on else 'NO'}: FEATURE_GATES of the Karpenter deployment is {gates!r}",
-                             pacing, force)
+            return DriftMode(
+                on,
+                f"{'yes' if on else 'NO'}: FEATURE_GATES of the Karpenter deployment is {gates!r}",
+                pacing,
+                force,
+            )
         if release is not None and release < (0, 33):
-            return DriftMode(False, "NO by default: v0.32 has the Drift feature gate off (Alpha); set "
-                                    "settings.featureGates.drift=true, or delete NodeClaims", pacing, force)
+            return DriftMode(
+                False,
+                "NO by default: v0.32 has the Drift feature gate off (Alpha); set "
+                "settings.featureGates.drift=true, or delete NodeClaims",
+                pacing,
+                force,
+            )
         if release is None:
-            return DriftMode(None, "on by default from v0.33 (Beta gate Drift), off in v0.32: set karpenter.version",
-                             pacing, force)
+            return DriftMode(
+                None,
+                "on by default from v0.33 (Beta gate Drift), off in v0.32: set karpenter.version",
+                pacing,
+                force,
+            )
         return DriftMode(True, "yes: the Drift feature gate is on by default in v0.33-v0.37", pacing, force)
     enabled = _drift_enabled_v031(api_client, k.namespace) if api_client is not None else None
     unread = "; the ConfigMap could not be read" if api_client is not None else ""
-    force31 = ("with driftEnabled, bump Provisioner spec.annotations (karpenter.force_roll); otherwise delete the "
-               "nodes (kubectl delete node -l karpenter.sh/provisioner-name=<p>): not budgeted, no pre-spin")
+    force31 = (
+        "with driftEnabled, bump Provisioner spec.annotations (karpenter.force_roll); otherwise delete the "
+        "nodes (kubectl delete node -l karpenter.sh/provisioner-name=<p>): not budgeted, no pre-spin"
+    )
     pacing31 = "one non-empty node at a time (v0.31 has no budgets)"
     if enabled is None:
-        return DriftMode(None, "only with featureGates.driftEnabled: \"true\" in karpenter-global-settings (default "
-                               f"false){unread}", pacing31, force31)
-    return DriftMode(enabled, "yes: featureGates.driftEnabled is true" if enabled else
-                     "NO: featureGates.driftEnabled is false (Alpha, default off); enable it or delete nodes",
-                     pacing31, force31)
+        return DriftMode(
+            None,
+            'only with featureGates.driftEnabled: "true" in karpenter-global-settings (default '
+            f"false){unread}",
+            pacing31,
+            force31,
+        )
+    return DriftMode(
+        enabled,
+        "yes: featureGates.driftEnabled is true"
+        if enabled
+        else "NO: featureGates.driftEnabled is false (Alpha, default off); enable it or delete nodes",
+        pacing31,
+        force31,
+    )
 
 
 # -- pools and budgets -----------------------------------------------------------------------------------
@@ -190,19 +250,33 @@ def budget_rows(pools: list[dict[str, Any]], params: RunbookParams) -> list[dict
         name = pool["metadata"]["name"]
         node_class = pool_class(pool, api) or ""
         if api == "v1alpha1" or (release is not None and release < (0, 34)):
-            rows.append({"pool": name, "node class": node_class, "budget": "one node at a time (built in)",
-                         "applies to drift": "yes"})
+            rows.append(
+                {
+                    "pool": name,
+                    "node class": node_class,
+                    "budget": "one node at a time (built in)",
+                    "applies to drift": "yes",
+                }
+            )
             continue
         budgets = ((pool.get("spec") or {}).get("disruption") or {}).get("budgets")
         if budgets is None:
-            rows.append({"pool": name, "node class": node_class, "budget": "nodes: 10% (default)",
-                         "applies to drift": "yes"})
+            rows.append(
+                {
+                    "pool": name,
+                    "node class": node_class,
+                    "budget": "nodes: 10% (default)",
+                    "applies to drift": "yes",
+                }
+            )
         for b in budgets or []:
             text = f"nodes: {b.get('nodes')}"
             if b.get("schedule"):
                 text += f", schedule {b['schedule']} for {b.get('duration')}"
             reasons = b.get("reasons")
-            applies = "yes" if not reasons or "Drifted" in reasons else "no (reasons: " + ", ".join(reasons) + ")"
+            applies = (
+                "yes" if not reasons or "Drifted" in reasons else "no (reasons: " + ", ".join(reasons) + ")"
+            )
             if str(b.get("nodes")) in ("0", "0%") and applies == "yes":
                 applies = "BLOCKS drift while active"
             rows.append({"pool": name, "node class": node_class, "budget": text, "applies to drift": applies})
@@ -228,8 +302,11 @@ def _pool_annotation_doc(api_version: str, token: str) -> dict[str, Any]:
 
 def _pool_annotation(pool: dict[str, Any], api_version: str) -> str | None:
     spec = pool.get("spec") or {}
-    annotations = spec.get("annotations") if api_version == "v1alpha1" else (
-        (spec.get("template") or {}).get("metadata") or {}).get("annotations")
+    annotations = (
+        spec.get("annotations")
+        if api_version == "v1alpha1"
+        else ((spec.get("template") or {}).get("metadata") or {}).get("annotations")
+    )
     return (annotations or {}).get(FORCE_ROLL_ANNOTATION)
 
 
@@ -250,11 +327,19 @@ def plan_force_roll(plan: Plan, params: RunbookParams, api_client: Any, token: s
 
         def write(name: str = name, desired: dict[str, Any] = desired, rv: str | None = rv) -> Any:
             body = {**desired, "metadata": {"resourceVersion": rv}}
-            return _custom(api_client).patch_cluster_custom_object(pk.group, pk.version, pk.plural, name, body)
+            return _custom(api_client).patch_cluster_custom_object(
+                pk.group, pk.version, pk.plural, name, body
+            )
 
         # actual is {} (not None) when the annotation is absent: the pool exists, so this is an update
-        change = plan.compare(pk.kind, name, actual, desired, update=write,
-                              note="forced roll: every NodeClaim of the pool drifts, paced by its budgets")
+        change = plan.compare(
+            pk.kind,
+            name,
+            actual,
+            desired,
+            update=write,
+            note="forced roll: every NodeClaim of the pool drifts, paced by its budgets",
+        )
         if change.action != "unchanged":
             rolled.append(name)
     return rolled
@@ -290,8 +375,9 @@ class Baseline:
     rolled_pools: set[str] = field(default_factory=set)
 
 
-def baseline(params: RunbookParams, api_client: Any, states: list[NodeClassState], plan: Plan,
-             rolled_pools: list[str]) -> Baseline:
+def baseline(
+    params: RunbookParams, api_client: Any, states: list[NodeClassState], plan: Plan, rolled_pools: list[str]
+) -> Baseline:
     pk = POOLS[params.karpenter.api_version]
     pending = {(c.kind, c.name) for c in plan.pending}
     pools = {p["metadata"]["name"]: p for p in list_pools(params, api_client)}
@@ -317,8 +403,12 @@ class ClassProgress:
 
     @property
     def done(self) -> bool:
-        return (not self.old and not self.deleting and not self.waiting_for_karpenter
-                and len(self.new_ready) == len(self.new))
+        return (
+            not self.old
+            and not self.deleting
+            and not self.waiting_for_karpenter
+            and len(self.new_ready) == len(self.new)
+        )
 
     @property
     def total(self) -> int:
@@ -328,8 +418,10 @@ class ClassProgress:
         total = self.total
         filled = round(width * len(self.new_ready) / total) if total else width
         bar = "#" * filled + "-" * (width - filled)
-        text = (f"{self.node_class}: [{bar}] {len(self.new)}/{total} new ({len(self.new_ready)} ready), "
-                f"{len(self.old)} old ({len(self.drifted)} marked Drifted), {len(self.deleting)} terminating")
+        text = (
+            f"{self.node_class}: [{bar}] {len(self.new)}/{total} new ({len(self.new_ready)} ready), "
+            f"{len(self.old)} old ({len(self.drifted)} marked Drifted), {len(self.deleting)} terminating"
+        )
         if self.untracked:
             text += f", {len(self.untracked)} without hash (not tracked)"
         if self.waiting_for_karpenter:
@@ -339,9 +431,16 @@ class ClassProgress:
         return text
 
     def record(self) -> dict[str, Any]:
-        return {"node_class": self.node_class, "new": len(self.new), "new_ready": len(self.new_ready),
-                "old": len(self.old), "drifted": len(self.drifted), "terminating": len(self.deleting),
-                "untracked": len(self.untracked), "done": self.done}
+        return {
+            "node_class": self.node_class,
+            "new": len(self.new),
+            "new_ready": len(self.new_ready),
+            "old": len(self.old),
+            "drifted": len(self.drifted),
+            "terminating": len(self.deleting),
+            "untracked": len(self.untracked),
+            "done": self.done,
+        }
 
 
 def _claims(api_client: Any, params: RunbookParams) -> list[dict[str, Any]]:
@@ -361,9 +460,10 @@ def _nodes(api_client: Any) -> dict[str, dict[str, Any]]:
     items = client.CoreV1Api(api_client).list_node().to_dict().get("items") or []
     out = {}
     for n in items:
-        conditions = ((n.get("status") or {}).get("conditions") or [])
-        out[n["metadata"]["name"]] = {"ready": any(c.get("type") == "Ready" and c.get("status") == "True"
-                                                   for c in conditions)}
+        conditions = (n.get("status") or {}).get("conditions") or []
+        out[n["metadata"]["name"]] = {
+            "ready": any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+        }
     return out
 
 
@@ -396,9 +496,20 @@ def snapshot(params: RunbookParams, api_client: Any, base: Baseline) -> list[Cla
                 continue
             cann = _annotations(claim)
             pool_name = (claim["metadata"].get("labels") or {}).get(pk.node_label)
-            is_new = _is_new(claim, cann, class_hash, class_hash_version, kind.hash_annotation, restamped, changed,
-                             base, pools.get(pool_name) if pool_name else None, pool_name, pk,
-                             base.class_hashes.get(name))
+            is_new = _is_new(
+                claim,
+                cann,
+                class_hash,
+                class_hash_version,
+                kind.hash_annotation,
+                restamped,
+                changed,
+                base,
+                pools.get(pool_name) if pool_name else None,
+                pool_name,
+                pk,
+                base.class_hashes.get(name),
+            )
             if is_new is None:
                 progress.untracked.append(cname)
             elif is_new:
@@ -414,9 +525,20 @@ def snapshot(params: RunbookParams, api_client: Any, base: Baseline) -> list[Cla
     return out
 
 
-def _is_new(claim: dict[str, Any], cann: dict[str, str], class_hash: str | None, class_hash_version: str | None,
-            hash_key: str, restamped: bool, changed: bool, base: Baseline, pool: dict[str, Any] | None,
-            pool_name: str | None, pk: PoolKind, hash_before: str | None = None) -> bool | None:
+def _is_new(
+    claim: dict[str, Any],
+    cann: dict[str, str],
+    class_hash: str | None,
+    class_hash_version: str | None,
+    hash_key: str,
+    restamped: bool,
+    changed: bool,
+    base: Baseline,
+    pool: dict[str, Any] | None,
+    pool_name: str | None,
+    pk: PoolKind,
+    hash_before: str | None = None,
+) -> bool | None:
     """True: launched from the current spec; False: from an older one; None: cannot tell (no hashes, and
     nothing changed in this run to compare creation times against)."""
     created = _created(claim)
@@ -444,10 +566,16 @@ def _is_new(claim: dict[str, Any], cann: dict[str, str], class_hash: str | None,
     return verdict
 
 
-def watch(params: RunbookParams, api_client: Any, base: Baseline, timeout_s: float | None = None,
-          poll_s: float | None = None, out: Callable[[str], None] = print,
-          sleep: Callable[[float], None] = time.sleep,
-          clock: Callable[[], float] = time.monotonic) -> list[ClassProgress]:
+def watch(
+    params: RunbookParams,
+    api_client: Any,
+    base: Baseline,
+    timeout_s: float | None = None,
+    poll_s: float | None = None,
+    out: Callable[[str], None] = print,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[ClassProgress]:
     """Look at NodeClaims and Nodes every `poll_s` until every node class is done; print a progress line
     whenever something moved. Raises StageFailed with the counts when `timeout_s` passes first."""
     timeout_s = params.karpenter.rollout_timeout_s if timeout_s is None else timeout_s
@@ -467,9 +595,15 @@ def watch(params: RunbookParams, api_client: Any, base: Baseline, timeout_s: flo
             return progress
         if clock() >= deadline:
             raise StageFailed(
-                f"rollout not finished after {timeout_s:.0f} s: " + "; ".join(
+                f"rollout not finished after {timeout_s:.0f} s: "
+                + "; ".join(
                     f"{p.node_class}: {len(p.old)} old, {len(p.deleting)} terminating, "
-                    f"{len(p.new) - len(p.new_ready)} new not ready" for p in progress if not p.done)
+                    f"{len(p.new) - len(p.new_ready)} new not ready"
+                    for p in progress
+                    if not p.done
+                )
                 + ". Check that drift is on and the budgets allow it (see above); the userData change itself is "
-                  "applied and stays", step="watch rollout")
+                "applied and stays",
+                step="watch rollout",
+            )
         sleep(poll_s)

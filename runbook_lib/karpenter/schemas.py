@@ -101,10 +101,13 @@ def validate(obj: dict[str, Any], crd_set: str) -> list[Problem]:
     """Problems of one manifest against one CRD set (errors: the API server would reject it)."""
     sch = schema(crd_set, obj.get("apiVersion", ""), obj.get("kind", ""))
     body = {k: v for k, v in obj.items() if k != "status"}
-    body["metadata"] = {k: v for k, v in (obj.get("metadata") or {}).items()
-                        if k in ("name", "labels", "annotations")}
-    problems = [Problem(".".join(str(p) for p in e.absolute_path), e.message, "error")
-                for e in jsonschema.Draft4Validator(sch).iter_errors(body)]
+    body["metadata"] = {
+        k: v for k, v in (obj.get("metadata") or {}).items() if k in ("name", "labels", "annotations")
+    }
+    problems = [
+        Problem(".".join(str(p) for p in e.absolute_path), e.message, "error")
+        for e in jsonschema.Draft4Validator(sch).iter_errors(body)
+    ]
     spec_schema = sch.get("properties", {}).get("spec", {})
     problems += _unknown_fields(body.get("spec", {}), spec_schema, "spec")
     return problems

@@ -75,7 +75,9 @@ def parse_error_body(text: str) -> list[tuple[str, str]]:
     except json.JSONDecodeError:
         return [("", text)]  # text/plain, e.g. "ERROR: (ID <uuid>) ..." on 500
     if isinstance(doc, list):
-        return [(str(e.get("id", "")), _unquote(str(e.get("message", "")))) for e in doc if isinstance(e, dict)]
+        return [
+            (str(e.get("id", "")), _unquote(str(e.get("message", "")))) for e in doc if isinstance(e, dict)
+        ]
     if isinstance(doc, dict) and "message" in doc:
         return [(str(doc.get("id", "*")), _unquote(str(doc["message"])))]
     if isinstance(doc, str):
@@ -91,14 +93,27 @@ def _unquote(message: str) -> str:
 
 
 class NexusClient:
-    def __init__(self, base_url: str, username: str | None, password: str | None, timeout: float = 15.0,
-                 retries: int = 3, backoff_s: float = 0.5, transport: httpx.BaseTransport | None = None):
+    def __init__(
+        self,
+        base_url: str,
+        username: str | None,
+        password: str | None,
+        timeout: float = 15.0,
+        retries: int = 3,
+        backoff_s: float = 0.5,
+        transport: httpx.BaseTransport | None = None,
+    ):
         auth = httpx.BasicAuth(username, password) if username is not None and password is not None else None
         self.base_url = base_url.rstrip("/")
         self.retries = retries
         self.backoff_s = backoff_s
-        self.http = httpx.Client(base_url=f"{self.base_url}/service/rest", auth=auth, timeout=timeout,
-                                 transport=transport, headers={"Accept": "application/json"})
+        self.http = httpx.Client(
+            base_url=f"{self.base_url}/service/rest",
+            auth=auth,
+            timeout=timeout,
+            transport=transport,
+            headers={"Accept": "application/json"},
+        )
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status): what this client sent
 
     def close(self) -> None:
@@ -115,8 +130,17 @@ class NexusClient:
         self.close()
 
     # -- transport -----------------------------------------------------------------------------
-    def request(self, method: str, path: str, resource: str, *, json_body: Any = None, text_body: str | None = None,
-                params: dict[str, Any] | None = None, ok_missing: bool = False) -> httpx.Response | None:
+    def request(
+        self,
+        method: str,
+        path: str,
+        resource: str,
+        *,
+        json_body: Any = None,
+        text_body: str | None = None,
+        params: dict[str, Any] | None = None,
+        ok_missing: bool = False,
+    ) -> httpx.Response | None:
         """Send one request; raise a typed NexusError for non-2xx (or return None for 404 if ok_missing)."""
         kwargs: dict[str, Any] = {"params": {k: v for k, v in (params or {}).items() if v is not None}}
         if json_body is not None:
@@ -142,8 +166,10 @@ class NexusClient:
             break
         else:
             if last_exc is not None:
-                raise NexusUnreachable(f"{resource}: cannot reach Nexus at {self.base_url}: "
-                                       f"{type(last_exc).__name__}: {last_exc}") from None
+                raise NexusUnreachable(
+                    f"{resource}: cannot reach Nexus at {self.base_url}: "
+                    f"{type(last_exc).__name__}: {last_exc}"
+                ) from None
         if resp.is_success:
             return resp
         if resp.status_code == 404 and ok_missing:
@@ -166,8 +192,9 @@ class NexusClient:
             cls = NexusError
         return cls(resp.status_code, method, path, resource, messages, REDACTOR.scrub(resp.text[:2000]))
 
-    def get_json(self, path: str, resource: str, params: dict[str, Any] | None = None,
-                 ok_missing: bool = False) -> Any:
+    def get_json(
+        self, path: str, resource: str, params: dict[str, Any] | None = None, ok_missing: bool = False
+    ) -> Any:
         resp = self.request("GET", path, resource, params=params, ok_missing=ok_missing)
         return None if resp is None else resp.json()
 
@@ -193,10 +220,14 @@ class NexusClient:
 
     def docker_repository(self, kind: str, name: str) -> dict | None:
         """The typed document of a docker proxy or group, or None when absent (404)."""
-        return self.get_json(f"/v1/repositories/docker/{kind}/{name}", f"docker {kind} {name}", ok_missing=True)
+        return self.get_json(
+            f"/v1/repositories/docker/{kind}/{name}", f"docker {kind} {name}", ok_missing=True
+        )
 
     def create_docker_repository(self, kind: str, body: dict) -> None:
-        self.request("POST", f"/v1/repositories/docker/{kind}", f"docker {kind} {body['name']}", json_body=body)
+        self.request(
+            "POST", f"/v1/repositories/docker/{kind}", f"docker {kind} {body['name']}", json_body=body
+        )
 
     def update_docker_repository(self, kind: str, body: dict) -> None:
         name = body["name"]
@@ -229,15 +260,20 @@ class NexusClient:
         return self.get_json(f"/v1/security/privileges/{name}", f"privilege {name}", ok_missing=True)
 
     def create_repository_view_privilege(self, body: dict) -> None:
-        self.request("POST", "/v1/security/privileges/repository-view", f"privilege {body['name']}", json_body=body)
+        self.request(
+            "POST", "/v1/security/privileges/repository-view", f"privilege {body['name']}", json_body=body
+        )
 
     def update_repository_view_privilege(self, body: dict) -> None:
         name = body["name"]
-        self.request("PUT", f"/v1/security/privileges/repository-view/{name}", f"privilege {name}", json_body=body)
+        self.request(
+            "PUT", f"/v1/security/privileges/repository-view/{name}", f"privilege {name}", json_body=body
+        )
 
     def role(self, role_id: str) -> dict | None:
-        return self.get_json(f"/v1/security/roles/{role_id}", f"role {role_id}", {"source": "default"},
-                             ok_missing=True)
+        return self.get_json(
+            f"/v1/security/roles/{role_id}", f"role {role_id}", {"source": "default"}, ok_missing=True
+        )
 
     def create_role(self, body: dict) -> dict:
         return self.request("POST", "/v1/security/roles", f"role {body['id']}", json_body=body).json()
@@ -247,7 +283,9 @@ class NexusClient:
 
     def user(self, user_id: str) -> dict | None:
         # The userId query is a case-insensitive prefix match: keep only the exact id.
-        found = self.get_json("/v1/security/users", f"user {user_id}", {"userId": user_id, "source": "default"})
+        found = self.get_json(
+            "/v1/security/users", f"user {user_id}", {"userId": user_id, "source": "default"}
+        )
         return next((u for u in found if u.get("userId") == user_id), None)
 
     def create_user(self, body: dict) -> dict:
@@ -257,15 +295,21 @@ class NexusClient:
         self.request("PUT", f"/v1/security/users/{body['userId']}", f"user {body['userId']}", json_body=body)
 
     def change_password(self, user_id: str, password: str) -> None:
-        self.request("PUT", f"/v1/security/users/{user_id}/change-password", f"password of {user_id}",
-                     text_body=password)
+        self.request(
+            "PUT",
+            f"/v1/security/users/{user_id}/change-password",
+            f"password of {user_id}",
+            text_body=password,
+        )
 
     # -- system --------------------------------------------------------------------------------
     def eula(self) -> dict | None:
         return self.get_json("/v1/system/eula", "EULA", ok_missing=True)
 
     def accept_eula(self, disclaimer: str) -> None:
-        self.request("POST", "/v1/system/eula", "EULA", json_body={"accepted": True, "disclaimer": disclaimer})
+        self.request(
+            "POST", "/v1/system/eula", "EULA", json_body={"accepted": True, "disclaimer": disclaimer}
+        )
 
     # -- content -------------------------------------------------------------------------------
     def components(self, repository: str) -> Iterator[dict]:

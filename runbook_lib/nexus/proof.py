@@ -29,7 +29,11 @@ class AccessCheck:
     ok: bool
 
     def record(self) -> dict:
-        return {"name": f"{self.endpoint}: {self.who} {self.expect}", "ok": self.ok, "detail": f"{self.url}: {self.got}"}
+        return {
+            "name": f"{self.endpoint}: {self.who} {self.expect}",
+            "ok": self.ok,
+            "detail": f"{self.url}: {self.got}",
+        }
 
 
 def endpoint_url(params: RunbookParams, repo: str, mirror_url: str | None) -> str:
@@ -44,8 +48,9 @@ def endpoint_url(params: RunbookParams, repo: str, mirror_url: str | None) -> st
     return f"{params.nexus.url}/repository/{repo}"
 
 
-def _attempt(params: RunbookParams, url: str, image: ImageRef | None, user: str | None,
-             password: str | None) -> tuple[bool, str]:
+def _attempt(
+    params: RunbookParams, url: str, image: ImageRef | None, user: str | None, password: str | None
+) -> tuple[bool, str]:
     """True when the endpoint served (a manifest, or /v2/ when there is no image to ask for)."""
     try:
         with RegistryClient(url, user, password, timeout=30, transport=net.transport(params.resolve)) as reg:
@@ -81,17 +86,36 @@ def prove(params: RunbookParams, secret: SecretResolver) -> list[AccessCheck]:
         served, got = _attempt(params, url, image, sec.user, password)
         checks.append(AccessCheck(repo, url, f"user {sec.user}", "can pull", got, served))
         served, got = _attempt(params, url, image, sec.user, password + "-wrong")
-        checks.append(AccessCheck(repo, url, f"user {sec.user} with a wrong password", "is refused", got, not served))
+        checks.append(
+            AccessCheck(repo, url, f"user {sec.user} with a wrong password", "is refused", got, not served)
+        )
     return checks
 
 
 def table(checks: list[AccessCheck]):
     from runbook_lib.display import styled
 
-    return styled([{"endpoint": c.endpoint, "who": c.who, "expected": c.expect,
-                          "result": "ok" if c.ok else "FAIL", "answer": c.got, "url": c.url} for c in checks], "result")
+    return styled(
+        [
+            {
+                "endpoint": c.endpoint,
+                "who": c.who,
+                "expected": c.expect,
+                "result": "ok" if c.ok else "FAIL",
+                "answer": c.got,
+                "url": c.url,
+            }
+            for c in checks
+        ],
+        "result",
+    )
 
 
 def raise_for_failures(checks: list[AccessCheck], record) -> None:
-    fail_on(checks, record, "the access model does not hold", "prove access model",
-            lambda c: f"{c.endpoint}: {c.who} {c.expect}, but {c.got}")
+    fail_on(
+        checks,
+        record,
+        "the access model does not hold",
+        "prove access model",
+        lambda c: f"{c.endpoint}: {c.who} {c.expect}, but {c.got}",
+    )

@@ -36,15 +36,21 @@ def proxy_document(params: RunbookParams, up: Upstream, password: str | None) ->
     http_client: dict[str, Any] = {"blocked": False, "autoBlock": True}
     if up.credentials:
         # Omitted (not null) without credentials: the published schema has no null for it.
-        http_client["authentication"] = {"type": "username", "username": up.credentials.username,
-                                         "password": password}
+        http_client["authentication"] = {
+            "type": "username",
+            "username": up.credentials.username,
+            "password": password,
+        }
     index_url = up.index_url or (HUB_INDEX_URL if up.index_type == "HUB" else None)
     return {
         "name": up.name,
         "online": True,
         "storage": {"blobStoreName": params.nexus.blob_store, "strictContentTypeValidation": True},
-        "proxy": {"remoteUrl": up.remote_url, "contentMaxAge": up.content_max_age,
-                  "metadataMaxAge": up.metadata_max_age},
+        "proxy": {
+            "remoteUrl": up.remote_url,
+            "contentMaxAge": up.content_max_age,
+            "metadataMaxAge": up.metadata_max_age,
+        },
         "negativeCache": {"enabled": up.negative_cache, "timeToLive": up.negative_cache_ttl},
         "httpClient": http_client,
         # The connector sits on the group when there is one, else on the proxy itself.
@@ -73,15 +79,34 @@ def _without_secrets(doc: Any) -> Any:
     return doc
 
 
-def _compare(plan: Plan, kind: str, name: str, actual: dict | None, desired: dict,
-             write_create: Callable[[], Any], write_update: Callable[[], Any], has_secret: bool) -> Change:
+def _compare(
+    plan: Plan,
+    kind: str,
+    name: str,
+    actual: dict | None,
+    desired: dict,
+    write_create: Callable[[], Any],
+    write_update: Callable[[], Any],
+    has_secret: bool,
+) -> Change:
     """Compare without the write-only secrets (Nexus never returns them), note that they were not compared."""
-    note = "upstream password not compared (Nexus never returns it); sent on create or with another change" \
-        if has_secret else ""
+    note = (
+        "upstream password not compared (Nexus never returns it); sent on create or with another change"
+        if has_secret
+        else ""
+    )
     if actual is not None:
         actual = _ensure_blobstore_unchanged(actual, desired, name)
-    return plan.compare(kind, name, actual, _without_secrets(desired) if actual is not None else desired,
-                        create=write_create, update=write_update, secret_keys=SECRET_KEYS, note=note)
+    return plan.compare(
+        kind,
+        name,
+        actual,
+        _without_secrets(desired) if actual is not None else desired,
+        create=write_create,
+        update=write_update,
+        secret_keys=SECRET_KEYS,
+        note=note,
+    )
 
 
 def _ensure_blobstore_unchanged(actual: dict, desired: dict, name: str) -> dict:
@@ -89,9 +114,12 @@ def _ensure_blobstore_unchanged(actual: dict, desired: dict, name: str) -> dict:
     want = desired["storage"]["blobStoreName"]
     if have and have != want:
         # Nexus 3.68+ refuses to change a repository's blob store through the API.
-        raise StageFailed(f"repository {name} uses blob store {have!r}, parameters say {want!r}: Nexus cannot "
-                          "move a repository between blob stores through the API; change the parameter or "
-                          "recreate the repository", step=f"compare {name}")
+        raise StageFailed(
+            f"repository {name} uses blob store {have!r}, parameters say {want!r}: Nexus cannot "
+            "move a repository between blob stores through the API; change the parameter or "
+            "recreate the repository",
+            step=f"compare {name}",
+        )
     return actual
 
 
@@ -99,31 +127,54 @@ def build_plan(params: RunbookParams, client: NexusClient, apply: bool, secret: 
     plan = Plan("nexus-repos", apply)
     stores = {b.get("name") for b in client.blob_stores()}
     if params.nexus.blob_store not in stores:
-        raise StageFailed(f"blob store {params.nexus.blob_store!r} does not exist in Nexus "
-                          f"(found: {', '.join(sorted(s for s in stores if s)) or 'none'})", step="read blob stores")
+        raise StageFailed(
+            f"blob store {params.nexus.blob_store!r} does not exist in Nexus "
+            f"(found: {', '.join(sorted(s for s in stores if s)) or 'none'})",
+            step="read blob stores",
+        )
     # Proxies first: a group's members must exist before the group is written.
     for up in params.upstreams:
         password = secret(up.credentials.password, up.credentials.username) if up.credentials else None
         desired = proxy_document(params, up, password)
         actual = client.docker_repository("proxy", up.name)
-        _compare(plan, "docker proxy", up.name, actual, desired,
-                 lambda d=desired: client.create_docker_repository("proxy", d),
-                 lambda d=desired: client.update_docker_repository("proxy", d),
-                 has_secret=password is not None)
+        _compare(
+            plan,
+            "docker proxy",
+            up.name,
+            actual,
+            desired,
+            lambda d=desired: client.create_docker_repository("proxy", d),
+            lambda d=desired: client.update_docker_repository("proxy", d),
+            has_secret=password is not None,
+        )
     for up in params.upstreams:
         if not up.group:
             continue
         actual = client.docker_repository("group", up.group)
         desired = group_document(params, up, actual)
-        _compare(plan, "docker group", up.group, actual, desired,
-                 lambda d=desired: client.create_docker_repository("group", d),
-                 lambda d=desired: client.update_docker_repository("group", d),
-                 has_secret=False)
+        _compare(
+            plan,
+            "docker group",
+            up.group,
+            actual,
+            desired,
+            lambda d=desired: client.create_docker_repository("group", d),
+            lambda d=desired: client.update_docker_repository("group", d),
+            has_secret=False,
+        )
     return plan
 
 
 def endpoints(params: RunbookParams) -> list[dict[str, Any]]:
     """Which repository and connector serve each upstream (for the notebook and the record)."""
-    return [{"registry": u.registry, "proxy": u.name, "endpoint repository": u.endpoint_repository,
-             "connector port": u.connector_port, "mirror URL": u.mirror_url or "", "upstream": u.remote_url}
-            for u in params.upstreams]
+    return [
+        {
+            "registry": u.registry,
+            "proxy": u.name,
+            "endpoint repository": u.endpoint_repository,
+            "connector port": u.connector_port,
+            "mirror URL": u.mirror_url or "",
+            "upstream": u.remote_url,
+        }
+        for u in params.upstreams
+    ]

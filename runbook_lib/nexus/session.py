@@ -59,18 +59,30 @@ def admin_login(params: RunbookParams, secret: SecretResolver, kube_api: Any = N
         managed = None
         problems.append(str(err))
     if managed:
-        client = NexusClient(n.url, n.admin_user, managed, timeout=n.timeout_s, transport=net.transport(params.resolve))
+        client = NexusClient(
+            n.url, n.admin_user, managed, timeout=n.timeout_s, transport=net.transport(params.resolve)
+        )
         if _works(client):
             return AdminLogin(client, "managed")
         client.close()
         problems.append("the managed admin password was refused")
     initial = read_initial_password(params, kube_api)
     if initial:
-        client = NexusClient(n.url, n.admin_user, initial, timeout=n.timeout_s, transport=net.transport(params.resolve))
+        client = NexusClient(
+            n.url, n.admin_user, initial, timeout=n.timeout_s, transport=net.transport(params.resolve)
+        )
         if _works(client):
-            return AdminLogin(client, "initial",
-                              "logged in with Nexus's generated admin password: the security stage replaces it")
+            return AdminLogin(
+                client,
+                "initial",
+                "logged in with Nexus's generated admin password: the security stage replaces it",
+            )
         client.close()
         problems.append("the generated admin password (admin.password) was refused")
-    raise NexusAuthError(401, "GET", "/v1/security/realms/active", "admin login",
-                         [("", "; ".join(problems) or "no admin password available")])
+    raise NexusAuthError(
+        401,
+        "GET",
+        "/v1/security/realms/active",
+        "admin login",
+        [("", "; ".join(problems) or "no admin password available")],
+    )

@@ -102,14 +102,24 @@ class ManifestResponse:
 class RegistryClient:
     """One registry endpoint (base URL may carry a path, e.g. Nexus's /repository/<name>)."""
 
-    def __init__(self, base_url: str, username: str | None = None, password: str | None = None,
-                 timeout: float = 30.0, transport: httpx.BaseTransport | None = None, max_connections: int = 8):
+    def __init__(
+        self,
+        base_url: str,
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+        max_connections: int = 8,
+    ):
         self.base_url = base_url.rstrip("/")
         self.credentials = (username, password) if username is not None and password is not None else None
         # Redirects are followed: registries send blob GETs to storage (S3, CDN) with 307.
-        self.http = httpx.Client(timeout=timeout, transport=transport, follow_redirects=True,
-                                 limits=httpx.Limits(max_connections=max_connections,
-                                                     max_keepalive_connections=max_connections))
+        self.http = httpx.Client(
+            timeout=timeout,
+            transport=transport,
+            follow_redirects=True,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
         self._tokens: dict[str, str] = {}
         self._basic = False
         self._auth_lock = threading.Lock()
@@ -156,10 +166,15 @@ class RegistryClient:
             query["scope"] = wanted
         auth = httpx.BasicAuth(*self.credentials) if self.credentials else None
         self.token_requests += 1
-        resp = self.http.get(challenge.params["realm"], params={k: v for k, v in query.items() if v}, auth=auth)
+        resp = self.http.get(
+            challenge.params["realm"], params={k: v for k, v in query.items() if v}, auth=auth
+        )
         if resp.status_code != 200:
-            raise RegistryError(f"token request to {challenge.params['realm']} answered {resp.status_code}",
-                                resp.status_code, _error_code(resp))
+            raise RegistryError(
+                f"token request to {challenge.params['realm']} answered {resp.status_code}",
+                resp.status_code,
+                _error_code(resp),
+            )
         body = resp.json()
         token = body.get("token") or body.get("access_token")
         if not token:
@@ -170,8 +185,14 @@ class RegistryClient:
         self._tokens[scope] = token
         return True
 
-    def request(self, method: str, path: str, scope: str = "", headers: dict[str, str] | None = None,
-                stream: bool = False) -> httpx.Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        scope: str = "",
+        headers: dict[str, str] | None = None,
+        stream: bool = False,
+    ) -> httpx.Response:
         url = f"{self.base_url}{path}"
         for _ in range(3):
             sent = self._auth_headers(scope)
@@ -192,15 +213,26 @@ class RegistryClient:
         return self.request("GET", "/v2/")
 
     # -- manifests -----------------------------------------------------------------------------
-    def manifest(self, repository: str, reference: str, method: str = "GET",
-                 accept: tuple[str, ...] = MANIFEST_TYPES) -> ManifestResponse:
-        resp = self.request(method, f"/v2/{repository}/manifests/{reference}", f"repository:{repository}:pull",
-                            {"Accept": ", ".join(accept)})
-        return ManifestResponse(resp.status_code, resp.headers.get("docker-content-digest"),
-                                resp.headers.get("content-type"), resp.content if method == "GET" else b"",
-                                dict(resp.headers))
+    def manifest(
+        self, repository: str, reference: str, method: str = "GET", accept: tuple[str, ...] = MANIFEST_TYPES
+    ) -> ManifestResponse:
+        resp = self.request(
+            method,
+            f"/v2/{repository}/manifests/{reference}",
+            f"repository:{repository}:pull",
+            {"Accept": ", ".join(accept)},
+        )
+        return ManifestResponse(
+            resp.status_code,
+            resp.headers.get("docker-content-digest"),
+            resp.headers.get("content-type"),
+            resp.content if method == "GET" else b"",
+            dict(resp.headers),
+        )
 
-    def resolve_platform(self, repository: str, reference: str, platform: str = "linux/amd64") -> ManifestResponse:
+    def resolve_platform(
+        self, repository: str, reference: str, platform: str = "linux/amd64"
+    ) -> ManifestResponse:
         """The image manifest for one platform (an index or manifest list is followed).
 
         Every manifest's bytes are checked against the digest that names it (the reference when it is a
@@ -208,8 +240,9 @@ class RegistryClient:
         """
         m = self.manifest(repository, reference)
         if m.status != 200:
-            raise RegistryError(f"manifest {repository}:{reference} answered {m.status}", m.status,
-                                _code_of(m.body))
+            raise RegistryError(
+                f"manifest {repository}:{reference} answered {m.status}", m.status, _code_of(m.body)
+            )
         verify_manifest(m, reference if reference.startswith("sha256:") else m.digest)
         if m.media_type not in INDEX_TYPES:
             return m
@@ -218,8 +251,9 @@ class RegistryClient:
             raise RegistryError(f"{repository}:{reference} has no image for {platform}")
         child = self.manifest(repository, entry["digest"])
         if child.status != 200:
-            raise RegistryError(f"manifest {entry['digest']} answered {child.status}", child.status,
-                                _code_of(child.body))
+            raise RegistryError(
+                f"manifest {entry['digest']} answered {child.status}", child.status, _code_of(child.body)
+            )
         verify_manifest(child, entry["digest"])
         return child
 
@@ -230,11 +264,15 @@ class RegistryClient:
         if algo != "sha256":
             raise RegistryError(f"unsupported digest algorithm {algo}")
         h = hashlib.sha256()
-        resp = self.request("GET", f"/v2/{repository}/blobs/{digest}", f"repository:{repository}:pull", stream=True)
+        resp = self.request(
+            "GET", f"/v2/{repository}/blobs/{digest}", f"repository:{repository}:pull", stream=True
+        )
         try:
             if resp.status_code != 200:
                 resp.read()
-                raise RegistryError(f"blob {digest} answered {resp.status_code}", resp.status_code, _error_code(resp))
+                raise RegistryError(
+                    f"blob {digest} answered {resp.status_code}", resp.status_code, _error_code(resp)
+                )
             for part in resp.iter_bytes(chunk):
                 h.update(part)
                 yield part
@@ -248,7 +286,9 @@ def platform_matches(p: dict[str, Any], platform: str) -> bool:
     """'linux/arm64/v8' against an index entry's platform; no variant asked means any variant."""
     os_, _, rest = platform.partition("/")
     arch, _, variant = rest.partition("/")
-    return p.get("os") == os_ and p.get("architecture") == arch and (not variant or p.get("variant") == variant)
+    return (
+        p.get("os") == os_ and p.get("architecture") == arch and (not variant or p.get("variant") == variant)
+    )
 
 
 def select_platform(entries: list[dict[str, Any]], platform: str) -> dict[str, Any] | None:
@@ -281,4 +321,3 @@ def _error_code(resp: httpx.Response) -> str | None:
         return errors[0].get("code") if errors else None
     except Exception:
         return None
-

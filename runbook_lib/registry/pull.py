@@ -26,10 +26,12 @@ from runbook_lib.registry.client import RegistryClient, RegistryError
 from runbook_lib.secrets import REDACTOR
 
 # Layers a registry may not serve (Windows base layers): containerd skips them too.
-FOREIGN_LAYER_TYPES = frozenset({
-    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
-    "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
-})
+FOREIGN_LAYER_TYPES = frozenset(
+    {
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    }
+)
 
 
 class PullAborted(Exception):
@@ -91,8 +93,9 @@ def image_blobs(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     return blobs
 
 
-def _fetch(client: RegistryClient, repository: str, desc: dict[str, Any], stop: threading.Event,
-           in_flight: _InFlight) -> int:
+def _fetch(
+    client: RegistryClient, repository: str, desc: dict[str, Any], stop: threading.Event, in_flight: _InFlight
+) -> int:
     """Stream one blob to nowhere; the digest is checked by stream_blob, the size here."""
     received = 0
     with in_flight:
@@ -106,11 +109,21 @@ def _fetch(client: RegistryClient, repository: str, desc: dict[str, Any], stop: 
     return received
 
 
-def pull(client: RegistryClient, repository: str, reference: str, platform: str = "linux/amd64",
-         max_parallel: int = 4, clock: Callable[[], float] = time.perf_counter) -> PullResult:
+def pull(
+    client: RegistryClient,
+    repository: str,
+    reference: str,
+    platform: str = "linux/amd64",
+    max_parallel: int = 4,
+    clock: Callable[[], float] = time.perf_counter,
+) -> PullResult:
     """Pull one image through `client` and measure it. Never raises for registry or network failures."""
-    result = PullResult(f"{repository}:{reference}" if not reference.startswith("sha256:")
-                        else f"{repository}@{reference}", client.base_url, platform, ok=False)
+    result = PullResult(
+        f"{repository}:{reference}" if not reference.startswith("sha256:") else f"{repository}@{reference}",
+        client.base_url,
+        platform,
+        ok=False,
+    )
     start = clock()
     stop = threading.Event()
     try:
@@ -122,8 +135,9 @@ def pull(client: RegistryClient, repository: str, reference: str, platform: str 
         blobs = image_blobs(m.json())
         in_flight = _InFlight()
         if blobs:
-            with ThreadPoolExecutor(max_workers=max(1, min(max_parallel, len(blobs))),
-                                    thread_name_prefix="blob") as pool:
+            with ThreadPoolExecutor(
+                max_workers=max(1, min(max_parallel, len(blobs))), thread_name_prefix="blob"
+            ) as pool:
                 futures = [pool.submit(_fetch, client, repository, d, stop, in_flight) for d in blobs]
                 done, pending = wait(futures, return_when=FIRST_EXCEPTION)
                 failed = next((f for f in done if f.exception() is not None), None)

@@ -16,10 +16,20 @@ from matplotlib.figure import Figure
 from runbook_lib.verify import samples
 from runbook_lib.verify.ratelimit import Headroom
 
-COLORS = {samples.DIRECT: "#c0504d", samples.MIRROR_COLD: "#f2a93b", samples.CACHE_UNKNOWN: "#9e9e9e",
-          samples.WAS_CACHED: "#6fa8dc", samples.MIRROR_WARM: "#3c78d8"}
-SHORT = {samples.DIRECT: "direct", samples.MIRROR_COLD: "mirror\ncold", samples.CACHE_UNKNOWN: "mirror\nfirst (?)",
-         samples.WAS_CACHED: "mirror warm\n(was cached)", samples.MIRROR_WARM: "mirror\nwarm"}
+COLORS = {
+    samples.DIRECT: "#c0504d",
+    samples.MIRROR_COLD: "#f2a93b",
+    samples.CACHE_UNKNOWN: "#9e9e9e",
+    samples.WAS_CACHED: "#6fa8dc",
+    samples.MIRROR_WARM: "#3c78d8",
+}
+SHORT = {
+    samples.DIRECT: "direct",
+    samples.MIRROR_COLD: "mirror\ncold",
+    samples.CACHE_UNKNOWN: "mirror\nfirst (?)",
+    samples.WAS_CACHED: "mirror warm\n(was cached)",
+    samples.MIRROR_WARM: "mirror\nwarm",
+}
 
 
 def _empty(title: str, reason: str) -> Figure:
@@ -55,7 +65,9 @@ def _spread_panel(ax: Any, df: pd.DataFrame, groups: list[tuple[str, pd.DataFram
         ax.scatter([x] * len(other), other, facecolors="none", edgecolors="black", s=18, zorder=3)
         failed = int((~g["ok"]).sum())
         if failed:
-            ax.text(x, 0, f"{failed}✗", ha="center", va="bottom", color="#c00000", fontsize=9, fontweight="bold")
+            ax.text(
+                x, 0, f"{failed}✗", ha="center", va="bottom", color="#c00000", fontsize=9, fontweight="bold"
+            )
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels([_tick(label) for label, _ in groups], fontsize=8)
     ax.set_ylabel("pull time (s)")
@@ -70,7 +82,9 @@ def _tick(label: str) -> str:
 
 def _ordered(df: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     order = {label: i for i, label in enumerate(samples.LABEL_ORDER)}
-    return sorted(((label, g) for label, g in df.groupby("label", sort=False)), key=lambda kv: order.get(kv[0], 99))
+    return sorted(
+        ((label, g) for label, g in df.groupby("label", sort=False)), key=lambda kv: order.get(kv[0], 99)
+    )
 
 
 def pull_times(df: pd.DataFrame, title: str = "Pull time from the runbook host") -> Figure:
@@ -114,12 +128,16 @@ def speedups(fig_data: dict[str, Any], threshold: float | None = None) -> Figure
     fig = Figure(figsize=(9, 0.9 + 0.6 * len(images)), layout="constrained")
     ax = fig.add_subplot()
     y = range(len(images))
-    for offset, (name, data, color) in enumerate((("runbook host", host, "#6fa8dc"), ("nodes", node, "#3c78d8"))):
+    for offset, (name, data, color) in enumerate(
+        (("runbook host", host, "#6fa8dc"), ("nodes", node, "#3c78d8"))
+    ):
         vals = [data.get(i) or 0 for i in images]
         bars = ax.barh([v + (offset - 0.5) * 0.38 for v in y], vals, height=0.36, color=color, label=name)
         for bar, v in zip(bars, vals, strict=True):
             if v:
-                ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {v:.1f}×", va="center", fontsize=8)
+                ax.text(
+                    bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {v:.1f}×", va="center", fontsize=8
+                )
     ax.axvline(1, color="black", lw=1)
     if threshold:
         ax.axvline(threshold, color="#c00000", ls="--", lw=1, label=f"threshold {threshold:g}×")
@@ -137,8 +155,11 @@ def ratelimit(found: list[Headroom]) -> Figure:
     title = "Docker Hub pull budget"
     limited = [h for h in found if h.limit is not None and h.remaining is not None]
     if not limited:
-        reason = ("unlimited (no rate-limit headers)" if any(h.unlimited for h in found)
-                  else "; ".join(f"{h.who}: {h.error}" for h in found) or "no docker.io upstream")
+        reason = (
+            "unlimited (no rate-limit headers)"
+            if any(h.unlimited for h in found)
+            else "; ".join(f"{h.who}: {h.error}" for h in found) or "no docker.io upstream"
+        )
         return _empty(title, reason)
     fig = Figure(figsize=(9, 0.8 + 0.6 * len(limited)), layout="constrained")
     ax = fig.add_subplot()
@@ -171,8 +192,14 @@ def trend(medians: pd.DataFrame, metrics: pd.DataFrame) -> Figure:
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     palette = {image: f"C{i}" for i, image in enumerate(dict.fromkeys(m["image"]))}
     for (image, route), g in m.groupby(["image", "route"]):
-        ax1.plot(g["at"], g["median_s"], marker="o", ls="-" if route == "warm mirror" else "--",
-                 color=palette[image], label=f"{image} {route}")
+        ax1.plot(
+            g["at"],
+            g["median_s"],
+            marker="o",
+            ls="-" if route == "warm mirror" else "--",
+            color=palette[image],
+            label=f"{image} {route}",
+        )
     ax1.set_ylabel("median pull time (s)")
     ax1.set_title(f"Median pull time ({scope} path)", fontsize=10)
     ax1.legend(fontsize=7)
@@ -196,14 +223,24 @@ def usage(use: Any, metrics: pd.DataFrame) -> Figure:
     """Nexus Community Edition caps: requests per day and components, with what this run measured."""
     fig = Figure(figsize=(12, 3.6), layout="constrained")
     ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    bars = {"forecast\n(expected pulls ×\nrequests per pull)": use.forecast_requests_per_day,
-            "counted by\nthe counters": use.requests_counted}
+    bars = {
+        "forecast\n(expected pulls ×\nrequests per pull)": use.forecast_requests_per_day,
+        "counted by\nthe counters": use.requests_counted,
+    }
     names = [k for k, v in bars.items() if v is not None]
     if names:
-        ax1.bar(names, [bars[k] for k in names], color=["#3c78d8", "#9e9e9e"][:len(names)])
+        ax1.bar(names, [bars[k] for k in names], color=["#3c78d8", "#9e9e9e"][: len(names)])
     else:
-        ax1.text(0.5, 0.5, "no request figures (no counters, or no expected_pulls_per_day)",
-                 ha="center", va="center", transform=ax1.transAxes, fontsize=8, wrap=True)
+        ax1.text(
+            0.5,
+            0.5,
+            "no request figures (no counters, or no expected_pulls_per_day)",
+            ha="center",
+            va="center",
+            transform=ax1.transAxes,
+            fontsize=8,
+            wrap=True,
+        )
     ax1.axhline(use.requests_cap, color="#c00000", ls="--", label=f"CE cap {use.requests_cap:,}/day")
     ax1.set_title("Requests per day", fontsize=10)
     ax1.legend(fontsize=8)
@@ -214,8 +251,13 @@ def usage(use: Any, metrics: pd.DataFrame) -> Figure:
         ax2.scatter([pd.Timestamp.now(tz="UTC")], [use.components], color="#3c78d8", zorder=3, label="now")
         if use.days_to_component_cap is not None and use.days_to_component_cap < 3650:
             now = pd.Timestamp.now(tz="UTC")
-            ax2.plot([now, now + pd.Timedelta(days=use.days_to_component_cap)], [use.components, use.components_cap],
-                     ls=":", color="#3c78d8", label=f"trend: cap in {use.days_to_component_cap:,.0f} days")
+            ax2.plot(
+                [now, now + pd.Timedelta(days=use.days_to_component_cap)],
+                [use.components, use.components_cap],
+                ls=":",
+                color="#3c78d8",
+                label=f"trend: cap in {use.days_to_component_cap:,.0f} days",
+            )
     ax2.axhline(use.components_cap, color="#c00000", ls="--", label=f"CE cap {use.components_cap:,}")
     ax2.set_title("Components in the proxy repositories", fontsize=10)
     ax2.legend(fontsize=8)

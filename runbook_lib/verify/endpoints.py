@@ -45,17 +45,38 @@ def mirror_credentials(params: RunbookParams, secret: SecretResolver) -> tuple[s
     return sec.user, secret(sec.pull_password, sec.user)
 
 
-def direct_client(params: RunbookParams, up: Upstream, timeout: float,
-                  source_address: str | None = None, max_connections: int = 8) -> RegistryClient:
-    return RegistryClient(up.remote_url, timeout=timeout, transport=transport(params, source_address),
-                          max_connections=max_connections)
+def direct_client(
+    params: RunbookParams,
+    up: Upstream,
+    timeout: float,
+    source_address: str | None = None,
+    max_connections: int = 8,
+) -> RegistryClient:
+    return RegistryClient(
+        up.remote_url,
+        timeout=timeout,
+        transport=transport(params, source_address),
+        max_connections=max_connections,
+    )
 
 
-def mirror_client(params: RunbookParams, up: Upstream, credentials: tuple[str, str] | None, timeout: float,
-                  source_address: str | None = None, max_connections: int = 8) -> RegistryClient:
+def mirror_client(
+    params: RunbookParams,
+    up: Upstream,
+    credentials: tuple[str, str] | None,
+    timeout: float,
+    source_address: str | None = None,
+    max_connections: int = 8,
+) -> RegistryClient:
     user, password = credentials or (None, None)
-    return RegistryClient(mirror_url(params, up), user, password, timeout=timeout,
-                          transport=transport(params, source_address), max_connections=max_connections)
+    return RegistryClient(
+        mirror_url(params, up),
+        user,
+        password,
+        timeout=timeout,
+        transport=transport(params, source_address),
+        max_connections=max_connections,
+    )
 
 
 def mirror_answers(params: RunbookParams, up: Upstream, timeout: float = 5.0) -> bool:

@@ -62,8 +62,14 @@ class HistoryStore:
         finally:
             db.close()
 
-    def append(self, run_id: str, target: str, medians: list[dict[str, Any]], metrics: dict[str, float | None],
-               at: dt.datetime | None = None) -> None:
+    def append(
+        self,
+        run_id: str,
+        target: str,
+        medians: list[dict[str, Any]],
+        metrics: dict[str, float | None],
+        at: dt.datetime | None = None,
+    ) -> None:
         """medians: [{scope, pool, image, label, median_s, n}]; metrics: name -> value (None is skipped)."""
         when = (at or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).isoformat(timespec="seconds")
         with self._db() as db:
@@ -71,17 +77,32 @@ class HistoryStore:
             db.execute("INSERT INTO runs (run_id, target, at) VALUES (?, ?, ?)", (run_id, target, when))
             db.executemany(
                 "INSERT INTO medians (run_id, scope, pool, image, label, median_s, n) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(run_id, m["scope"], m.get("pool") or "", m["image"], m["label"], m.get("median_s"), m.get("n"))
-                 for m in medians])
-            db.executemany("INSERT INTO metrics (run_id, name, value) VALUES (?, ?, ?)",
-                           [(run_id, k, float(v)) for k, v in metrics.items() if v is not None])
+                [
+                    (
+                        run_id,
+                        m["scope"],
+                        m.get("pool") or "",
+                        m["image"],
+                        m["label"],
+                        m.get("median_s"),
+                        m.get("n"),
+                    )
+                    for m in medians
+                ],
+            )
+            db.executemany(
+                "INSERT INTO metrics (run_id, name, value) VALUES (?, ?, ?)",
+                [(run_id, k, float(v)) for k, v in metrics.items() if v is not None],
+            )
 
     def medians(self, target: str) -> pd.DataFrame:
         with self._db() as db:
             df = pd.read_sql_query(
                 "SELECT r.run_id, r.at, m.scope, m.pool, m.image, m.label, m.median_s, m.n FROM medians m "
                 "JOIN runs r USING (run_id) WHERE r.target = ? ORDER BY r.at, m.scope, m.pool, m.image, m.label",
-                db, params=(target,))
+                db,
+                params=(target,),
+            )
         df["at"] = pd.to_datetime(df["at"], utc=True)
         return df
 
@@ -90,7 +111,10 @@ class HistoryStore:
         with self._db() as db:
             long = pd.read_sql_query(
                 "SELECT r.run_id, r.at, x.name, x.value FROM metrics x JOIN runs r USING (run_id) "
-                "WHERE r.target = ? ORDER BY r.at", db, params=(target,))
+                "WHERE r.target = ? ORDER BY r.at",
+                db,
+                params=(target,),
+            )
         if long.empty:
             return pd.DataFrame(columns=["run_id", "at"])
         wide = long.pivot_table(index=["run_id", "at"], columns="name", values="value").reset_index()

@@ -44,13 +44,32 @@ class HostComparison:
         return samples.set_speedup(self.samples)
 
 
-def sample_row(result: PullResult, image: str, path: str, label: str, rep: int, **extra: Any) -> dict[str, Any]:
-    return {"scope": "host", "pool": None, "node": None, "image": image, "pulled": result.image, "path": path,
-            "label": label, "rep": rep, "ok": result.ok, "seconds": result.total_s,
-            "time_to_manifest_s": result.time_to_manifest_s, "bytes": result.bytes,
-            "MBps": None if result.throughput_bps is None else result.throughput_bps / 1e6, "status": result.status,
-            "code": result.code, "error": result.error, "endpoint": result.endpoint, "node_cache": None,
-            "served_by": path if result.ok else None, "eligible": True, **extra}
+def sample_row(
+    result: PullResult, image: str, path: str, label: str, rep: int, **extra: Any
+) -> dict[str, Any]:
+    return {
+        "scope": "host",
+        "pool": None,
+        "node": None,
+        "image": image,
+        "pulled": result.image,
+        "path": path,
+        "label": label,
+        "rep": rep,
+        "ok": result.ok,
+        "seconds": result.total_s,
+        "time_to_manifest_s": result.time_to_manifest_s,
+        "bytes": result.bytes,
+        "MBps": None if result.throughput_bps is None else result.throughput_bps / 1e6,
+        "status": result.status,
+        "code": result.code,
+        "error": result.error,
+        "endpoint": result.endpoint,
+        "node_cache": None,
+        "served_by": path if result.ok else None,
+        "eligible": True,
+        **extra,
+    }
 
 
 def docker_hub_budget_note(params: RunbookParams, found: list[Headroom] | None, planned: int) -> str | None:
@@ -60,14 +79,20 @@ def docker_hub_budget_note(params: RunbookParams, found: list[Headroom] | None, 
         return None
     reserve = params.verification.ratelimit_reserve
     if h.remaining - planned < reserve:
-        return (f"direct Docker Hub pulls skipped: {h.remaining} pulls left for {h.source or 'this host'}, "
-                f"{planned} planned, reserve {reserve} (verification.ratelimit_reserve)")
+        return (
+            f"direct Docker Hub pulls skipped: {h.remaining} pulls left for {h.source or 'this host'}, "
+            f"{planned} planned, reserve {reserve} (verification.ratelimit_reserve)"
+        )
     return None
 
 
-def compare(params: RunbookParams, secret: SecretResolver, content: NexusContent,
-            headroom: list[Headroom] | None = None,
-            pull_one: Callable[..., PullResult] = pull) -> HostComparison:
+def compare(
+    params: RunbookParams,
+    secret: SecretResolver,
+    content: NexusContent,
+    headroom: list[Headroom] | None = None,
+    pull_one: Callable[..., PullResult] = pull,
+) -> HostComparison:
     v = params.verification
     rows: list[dict[str, Any]] = []
     notes: list[str] = []

@@ -60,15 +60,22 @@ class NexusContent:
 
     @property
     def status(self) -> str:
-        return "Nexus REST API: connected as admin" if self.client else f"Nexus REST API unavailable: {self.problem}"
+        return (
+            "Nexus REST API: connected as admin"
+            if self.client
+            else f"Nexus REST API unavailable: {self.problem}"
+        )
 
     def find(self, up: Upstream, image: ImageRef) -> list[dict[str, Any]] | None:
         if self.client is None:
             return None
         try:
-            items = self.client.search(repository=up.name, format="docker", name=image.repository,
-                                       version=image.reference)
-            return [c for c in items if c.get("name") == image.repository and c.get("version") == image.reference]
+            items = self.client.search(
+                repository=up.name, format="docker", name=image.repository, version=image.reference
+            )
+            return [
+                c for c in items if c.get("name") == image.repository and c.get("version") == image.reference
+            ]
         except (NexusError, NexusUnreachable) as err:
             self.problem = str(err)
             return None
@@ -77,8 +84,13 @@ class NexusContent:
         found = self.find(up, image)
         return None if found is None else bool(found)
 
-    def wait_for(self, up: Upstream, image: ImageRef, timeout_s: float = 10.0,
-                 sleep: Callable[[float], None] = time.sleep) -> bool | None:
+    def wait_for(
+        self,
+        up: Upstream,
+        image: ImageRef,
+        timeout_s: float = 10.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> bool | None:
         deadline = time.monotonic() + timeout_s
         while True:
             found = self.is_cached(up, image)
@@ -187,8 +199,11 @@ class CounterSource:
             return {}
         try:
             gauges = resp.json().get("gauges") or {}
-            return {k: float(g["value"]) for k, g in gauges.items()
-                    if k in (REQUEST_GAUGE, COMPONENT_GAUGE) and isinstance(g, dict) and "value" in g}
+            return {
+                k: float(g["value"])
+                for k, g in gauges.items()
+                if k in (REQUEST_GAUGE, COMPONENT_GAUGE) and isinstance(g, dict) and "value" in g
+            }
         except (ValueError, TypeError, AttributeError) as err:
             snap.problems.append(f"metrics: unreadable JSON ({err})")
             return {}
@@ -210,7 +225,12 @@ class ImageProof:
     detail: str
 
     def record(self) -> dict[str, Any]:
-        return {"image": self.image, "repository": self.repository, "present": self.present, "detail": self.detail}
+        return {
+            "image": self.image,
+            "repository": self.repository,
+            "present": self.present,
+            "detail": self.detail,
+        }
 
 
 @dataclass
@@ -223,17 +243,34 @@ class Proof:
     def table(self):
         import pandas as pd
 
-        return pd.DataFrame([{"image": p.image, "proxy repository": p.repository,
-                              "cached in Nexus": {True: "yes", False: "NO", None: "unknown"}[p.present],
-                              "detail": p.detail} for p in self.images])
+        return pd.DataFrame(
+            [
+                {
+                    "image": p.image,
+                    "proxy repository": p.repository,
+                    "cached in Nexus": {True: "yes", False: "NO", None: "unknown"}[p.present],
+                    "detail": p.detail,
+                }
+                for p in self.images
+            ]
+        )
 
     def record(self) -> dict[str, Any]:
-        return {"images": [p.record() for p in self.images], "counters": self.counters,
-                "requests_moved": self.requests_moved, "problems": self.problems}
+        return {
+            "images": [p.record() for p in self.images],
+            "counters": self.counters,
+            "requests_moved": self.requests_moved,
+            "problems": self.problems,
+        }
 
 
-def prove(params: RunbookParams, content: NexusContent, source: CounterSource, before: Counters,
-          after: Counters | None = None) -> Proof:
+def prove(
+    params: RunbookParams,
+    content: NexusContent,
+    source: CounterSource,
+    before: Counters,
+    after: Counters | None = None,
+) -> Proof:
     """After the pulls: every mirrored image is in its proxy repository, and the counters moved."""
     after = after or source.snapshot()
     proofs: list[ImageProof] = []
@@ -246,9 +283,11 @@ def prove(params: RunbookParams, content: NexusContent, source: CounterSource, b
             continue
         repos.add(up.endpoint_repository)
         present = content.wait_for(up, ref)
-        detail = {True: f"component {ref.repository}:{ref.reference} found by search",
-                  False: "not found by search: the mirror did not cache it",
-                  None: content.problem or "Nexus REST API unavailable"}[present]
+        detail = {
+            True: f"component {ref.repository}:{ref.reference} found by search",
+            False: "not found by search: the mirror did not cache it",
+            None: content.problem or "Nexus REST API unavailable",
+        }[present]
         proofs.append(ImageProof(text, up.name, present, detail))
     moved: int | None = None
     if source.per_repository:

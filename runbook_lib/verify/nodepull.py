@@ -63,14 +63,21 @@ FALLBACK = "upstream (mirror down: fallback)"
 ALIAS_MIRRORED = "mirror (the alias is mirrored too)"
 NO_KUBELET = "the kubelet did not act on the Pod"
 
-_PULLED = re.compile(r'^Successfully pulled image "(?P<image>[^"]+)" in (?P<took>[0-9.µμa-z]+)'
-                     r'(?: \((?P<waiting>[0-9.µμa-z]+) including waiting\))?'
-                     r'(?:\. Image size: (?P<size>\d+) bytes)?\.?\s*$')
+_PULLED = re.compile(
+    r'^Successfully pulled image "(?P<image>[^"]+)" in (?P<took>[0-9.µμa-z]+)'
+    r"(?: \((?P<waiting>[0-9.µμa-z]+) including waiting\))?"
+    r"(?:\. Image size: (?P<size>\d+) bytes)?\.?\s*$"
+)
 _FAILED = re.compile(r'^Failed to pull image "(?P<image>[^"]+)": (?P<reason>.*)$', re.S)
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|μs|ms|s|m|h)")
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_IMAGE_PULL_ERRORS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull",
-                      "RegistryUnavailable")
+_IMAGE_PULL_ERRORS = (
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "RegistryUnavailable",
+)
 
 
 # -- kubelet event messages ----------------------------------------------------------------------------
@@ -94,9 +101,12 @@ def parse_pulled(message: str) -> PulledMessage | None:
     m = _PULLED.match(message.strip())
     if not m:
         return None
-    return PulledMessage(m["image"], parse_go_duration(m["took"]),
-                         parse_go_duration(m["waiting"]) if m["waiting"] else None,
-                         int(m["size"]) if m["size"] else None)
+    return PulledMessage(
+        m["image"],
+        parse_go_duration(m["took"]),
+        parse_go_duration(m["waiting"]) if m["waiting"] else None,
+        int(m["size"]) if m["size"] else None,
+    )
 
 
 def parse_failed(message: str) -> tuple[str, str] | None:
@@ -113,8 +123,12 @@ def _ready(node: Any) -> bool:
 
 def nodes_by_pool(core: Any, pools: list[str]) -> dict[str, list[str]]:
     """NodePool -> names of its Ready, schedulable nodes (sorted, so runs are repeatable)."""
-    return {pool: sorted(n.metadata.name for n in core.list_node(label_selector=f"{POOL_LABEL}={pool}").items
-                         if _ready(n)) for pool in pools}
+    return {
+        pool: sorted(
+            n.metadata.name for n in core.list_node(label_selector=f"{POOL_LABEL}={pool}").items if _ready(n)
+        )
+        for pool in pools
+    }
 
 
 def names_of(ref: ImageRef, hosts: tuple[str, ...]) -> set[str]:
@@ -135,7 +149,9 @@ def node_cache(core: Any, node: str, ref: ImageRef, hosts: tuple[str, ...]) -> s
     return NOT_REPORTED if len(images) >= MAX_REPORTED_IMAGES else NOT_ON_NODE
 
 
-def pick_node(core: Any, nodes: list[str], turn: int, ref: ImageRef, hosts: tuple[str, ...]) -> tuple[str, str]:
+def pick_node(
+    core: Any, nodes: list[str], turn: int, ref: ImageRef, hosts: tuple[str, ...]
+) -> tuple[str, str]:
     """The next node in rotation that does not report the image; the rotation's node when all of them do."""
     order = [nodes[(turn + i) % len(nodes)] for i in range(len(nodes))]
     states = []
@@ -162,18 +178,27 @@ class PodPull:
 
 def pod_manifest(name: str, namespace: str, node: str, image: str, timeout_s: float) -> dict[str, Any]:
     return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace,
-                     "labels": {APP_LABEL: APP, "app.kubernetes.io/managed-by": "eks-mirror-runbook"}},
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {APP_LABEL: APP, "app.kubernetes.io/managed-by": "eks-mirror-runbook"},
+        },
         "spec": {
             "nodeName": node,  # pinned: no scheduler decision, the pull happens on this node
             "restartPolicy": "Never",
             "activeDeadlineSeconds": max(int(timeout_s) * 2, 60),  # the kubelet ends it if we cannot
             "terminationGracePeriodSeconds": 0,
             "tolerations": [{"operator": "Exists"}],  # dedicated pools' taints must not refuse the pod
-            "containers": [{"name": CONTAINER, "image": image, "imagePullPolicy": "Always",
-                            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"},
-                                          "limits": {"memory": "64Mi"}}}],
+            "containers": [
+                {
+                    "name": CONTAINER,
+                    "image": image,
+                    "imagePullPolicy": "Always",
+                    "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
+                }
+            ],
         },
     }
 
@@ -203,9 +228,17 @@ def remove_leftovers(core: Any, namespace: str) -> int:
     return len(pods)
 
 
-def run_pod(core: Any, namespace: str, node: str, image: str, timeout_s: float, start_timeout_s: float = 60.0,
-            poll_s: float = 0.5, clock: Callable[[], float] = time.monotonic,
-            sleep: Callable[[float], None] = time.sleep) -> PodPull:
+def run_pod(
+    core: Any,
+    namespace: str,
+    node: str,
+    image: str,
+    timeout_s: float,
+    start_timeout_s: float = 60.0,
+    poll_s: float = 0.5,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> PodPull:
     """Create the pull Pod, wait for the kubelet's Pulled or Failed event, delete the Pod (always).
 
     A kubelet that posts no event at all for the Pod within `start_timeout_s` is not acting on it (node
@@ -220,12 +253,18 @@ def run_pod(core: Any, namespace: str, node: str, image: str, timeout_s: float, 
         wait_s = 0.05  # short first: small images pull in well under a second
         while True:
             events = core.list_namespaced_event(
-                namespace, field_selector=f"involvedObject.kind=Pod,involvedObject.name={name}").items
-            events = [ev for ev in events if not (ev.involved_object.uid and uid and ev.involved_object.uid != uid)]
+                namespace, field_selector=f"involvedObject.kind=Pod,involvedObject.name={name}"
+            ).items
+            events = [
+                ev for ev in events if not (ev.involved_object.uid and uid and ev.involved_object.uid != uid)
+            ]
             for ev in events:
                 if ev.reason == "Pulled" and (parsed := parse_pulled(ev.message or "")):
                     outcome.ok, outcome.seconds = True, parsed.seconds
-                    outcome.seconds_with_waiting, outcome.size_bytes = parsed.seconds_with_waiting, parsed.size_bytes
+                    outcome.seconds_with_waiting, outcome.size_bytes = (
+                        parsed.seconds_with_waiting,
+                        parsed.size_bytes,
+                    )
                     return outcome
                 if ev.reason == "Pulled":  # "already present on machine": not a pull
                     outcome.error = f"no pull happened: {ev.message}"
@@ -292,7 +331,9 @@ class _Plan:
     alias: str | None
 
 
-def _served_by(path: str, ok: bool, up_before: bool, up_after: bool, moved: int | None, exact: bool) -> str | None:
+def _served_by(
+    path: str, ok: bool, up_before: bool, up_after: bool, moved: int | None, exact: bool
+) -> str | None:
     if not ok:
         return None
     if path == "mirror":
@@ -308,9 +349,15 @@ def _served_by(path: str, ok: bool, up_before: bool, up_after: bool, moved: int 
     return "upstream"
 
 
-def compare(params: RunbookParams, secret: SecretResolver, kube_api: Any, content: NexusContent,
-            counters: CounterSource | None, headroom: list[Headroom] | None = None,
-            run_pull: Callable[..., PodPull] = run_pod) -> NodeComparison:
+def compare(
+    params: RunbookParams,
+    secret: SecretResolver,
+    kube_api: Any,
+    content: NexusContent,
+    counters: CounterSource | None,
+    headroom: list[Headroom] | None = None,
+    run_pull: Callable[..., PodPull] = run_pod,
+) -> NodeComparison:
     from kubernetes import client as k8s
 
     v = params.verification
@@ -327,8 +374,10 @@ def compare(params: RunbookParams, secret: SecretResolver, kube_api: Any, conten
     result.pools = pools
     for pool, names in pools.items():
         if not names:
-            result.notes.append(f"NodePool {pool}: no Ready node. Karpenter launches nodes only for pending "
-                                "Pods; run a workload on the pool, then verify again")
+            result.notes.append(
+                f"NodePool {pool}: no Ready node. Karpenter launches nodes only for pending "
+                "Pods; run a workload on the pool, then verify again"
+            )
     plans: list[_Plan] = []
     for text in v.images:
         ref = ImageRef.parse(text)
@@ -338,8 +387,10 @@ def compare(params: RunbookParams, secret: SecretResolver, kube_api: Any, conten
             continue
         alias = v.bypass_aliases.get(ref.registry)
         if alias is None:
-            result.notes.append(f"{text}: no bypass alias for {ref.registry} (verification.bypass_aliases): "
-                                "only the mirrored name is pulled on nodes")
+            result.notes.append(
+                f"{text}: no bypass alias for {ref.registry} (verification.bypass_aliases): "
+                "only the mirrored name is pulled on nodes"
+            )
         plans.append(_Plan(text, ref, up, alias))
     hub_aliases = sum(1 for p in plans if p.alias and p.ref.registry == "docker.io")
     pools_with_nodes = sum(1 for n in pools.values() if n)
@@ -371,8 +422,11 @@ def compare(params: RunbookParams, secret: SecretResolver, kube_api: Any, conten
                         break
                     node, cache_state = pick_node(core, live, turn, plan.ref, hosts)
                     turn += 1
-                    label = samples.DIRECT if path == "direct" else (
-                        samples.MIRROR_WARM if warmed else samples.first_mirror_label(cached))
+                    label = (
+                        samples.DIRECT
+                        if path == "direct"
+                        else (samples.MIRROR_WARM if warmed else samples.first_mirror_label(cached))
+                    )
                     up_before = endpoints.mirror_answers(params, plan.up)
                     before = counters.snapshot() if counters else None
                     pulled = run_pull(core, v.namespace, node, name, v.pull_timeout_s)
@@ -385,16 +439,39 @@ def compare(params: RunbookParams, secret: SecretResolver, kube_api: Any, conten
                     served = _served_by(path, pulled.ok, up_before, up_after, moved, exact)
                     if path == "mirror" and pulled.ok and served not in (BYPASSED, FALLBACK):
                         warmed = True
-                    eligible = cache_state != IMAGE_ON_NODE and served not in (BYPASSED, FALLBACK, ALIAS_MIRRORED)
-                    rows.append({
-                        "scope": "node", "pool": pool, "node": node, "image": plan.text, "pulled": name,
-                        "path": path, "label": label, "rep": rep, "ok": pulled.ok, "seconds": pulled.seconds,
-                        "time_to_manifest_s": None, "bytes": pulled.size_bytes,
-                        "MBps": (pulled.size_bytes / pulled.seconds / 1e6
-                                 if pulled.ok and pulled.size_bytes and pulled.seconds else None),
-                        "status": None, "code": None, "error": pulled.error, "endpoint": pulled.pod,
-                        "node_cache": cache_state, "served_by": served, "eligible": eligible,
-                    })
+                    eligible = cache_state != IMAGE_ON_NODE and served not in (
+                        BYPASSED,
+                        FALLBACK,
+                        ALIAS_MIRRORED,
+                    )
+                    rows.append(
+                        {
+                            "scope": "node",
+                            "pool": pool,
+                            "node": node,
+                            "image": plan.text,
+                            "pulled": name,
+                            "path": path,
+                            "label": label,
+                            "rep": rep,
+                            "ok": pulled.ok,
+                            "seconds": pulled.seconds,
+                            "time_to_manifest_s": None,
+                            "bytes": pulled.size_bytes,
+                            "MBps": (
+                                pulled.size_bytes / pulled.seconds / 1e6
+                                if pulled.ok and pulled.size_bytes and pulled.seconds
+                                else None
+                            ),
+                            "status": None,
+                            "code": None,
+                            "error": pulled.error,
+                            "endpoint": pulled.pod,
+                            "node_cache": cache_state,
+                            "served_by": served,
+                            "eligible": eligible,
+                        }
+                    )
                     result.measured = True
     result.samples = samples.frame(rows)
     return result

@@ -99,7 +99,9 @@ def check(client: RegistryClient, who: str, checked_from: str) -> Headroom:
     return found
 
 
-def headroom(params: RunbookParams, secret: SecretResolver, source_address: str | None = None) -> list[Headroom]:
+def headroom(
+    params: RunbookParams, secret: SecretResolver, source_address: str | None = None
+) -> list[Headroom]:
     """Anonymous headroom, and the account's when the docker.io upstream has credentials (what Nexus uses)."""
     up = docker_hub(params)
     if up is None:
@@ -110,8 +112,13 @@ def headroom(params: RunbookParams, secret: SecretResolver, source_address: str 
         found = [check(client, "anonymous", where)]
     if up.credentials:
         password = secret(up.credentials.password, up.credentials.username)
-        with RegistryClient(up.remote_url, up.credentials.username, password, timeout=timeout,
-                            transport=endpoints.transport(params, source_address)) as client:
+        with RegistryClient(
+            up.remote_url,
+            up.credentials.username,
+            password,
+            timeout=timeout,
+            transport=endpoints.transport(params, source_address),
+        ) as client:
             found.append(check(client, f"user {up.credentials.username}", where))
     return found
 
@@ -126,9 +133,17 @@ def table(found: list[Headroom]):
     rows = []
     for h in found:
         window = f"{h.window_s / 3600:g} h" if h.window_s else ""
-        rows.append({"who": h.who, "from": h.checked_from,
-                     "limit": "unlimited" if h.unlimited else h.limit, "remaining": h.remaining,
-                     "window": window, "charged source": h.source, "answer": h.error or h.status})
+        rows.append(
+            {
+                "who": h.who,
+                "from": h.checked_from,
+                "limit": "unlimited" if h.unlimited else h.limit,
+                "remaining": h.remaining,
+                "window": window,
+                "charged source": h.source,
+                "answer": h.error or h.status,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -152,13 +167,23 @@ class Demonstration:
 
     def record(self) -> dict[str, Any]:
         def pull_record(p: PullResult | None) -> dict[str, Any] | None:
-            return None if p is None else {"ok": p.ok, "status": p.status, "code": p.code, "seconds": p.total_s,
-                                           "error": p.error}
+            return (
+                None
+                if p is None
+                else {"ok": p.ok, "status": p.status, "code": p.code, "seconds": p.total_s, "error": p.error}
+            )
 
-        return {"image": self.image, "source_address": self.source_address, "skipped": self.skipped,
-                "before": self.before.record() if self.before else None, "manifest_gets": self.manifest_gets,
-                "first_refusal_after": self.first_refusal_after, "direct": pull_record(self.direct),
-                "mirror": pull_record(self.mirror), "shown": self.shown}
+        return {
+            "image": self.image,
+            "source_address": self.source_address,
+            "skipped": self.skipped,
+            "before": self.before.record() if self.before else None,
+            "manifest_gets": self.manifest_gets,
+            "first_refusal_after": self.first_refusal_after,
+            "direct": pull_record(self.direct),
+            "mirror": pull_record(self.mirror),
+            "shown": self.shown,
+        }
 
     def table(self):
         import pandas as pd
@@ -168,12 +193,20 @@ class Demonstration:
         before = self.before
         rows = [
             {"step": "1. warm the mirror (pull through it)", "result": _outcome(self.warm_up)},
-            {"step": "2. Docker Hub headroom before",
-             "result": "unlimited" if before and before.unlimited else
-             f"{before.remaining} of {before.limit} left" if before else "unknown"},
-            {"step": f"3. direct manifest GETs until refused ({self.manifest_gets} sent)",
-             "result": f"429 after {self.first_refusal_after} served" if self.first_refusal_after is not None
-             else "never refused"},
+            {
+                "step": "2. Docker Hub headroom before",
+                "result": "unlimited"
+                if before and before.unlimited
+                else f"{before.remaining} of {before.limit} left"
+                if before
+                else "unknown",
+            },
+            {
+                "step": f"3. direct manifest GETs until refused ({self.manifest_gets} sent)",
+                "result": f"429 after {self.first_refusal_after} served"
+                if self.first_refusal_after is not None
+                else "never refused",
+            },
             {"step": "4. direct pull", "result": _outcome(self.direct)},
             {"step": "5. pull through the warm mirror", "result": _outcome(self.mirror)},
         ]

@@ -45,59 +45,80 @@ def _medians_by_image(df: pd.DataFrame) -> dict[str, dict[str, float | None]]:
     return {image: samples.medians(group) for image, group in df.groupby("image", sort=False)}
 
 
-def figures(params: RunbookParams, host: HostComparison, node: NodeComparison, proof: Proof | None,
-            headroom: list[Headroom]) -> dict[str, Any]:
+def figures(
+    params: RunbookParams,
+    host: HostComparison,
+    node: NodeComparison,
+    proof: Proof | None,
+    headroom: list[Headroom],
+) -> dict[str, Any]:
     n = node.samples
-    node_medians = ({pool: _medians_by_image(group) for pool, group in n.groupby("pool", sort=False)}
-                    if not n.empty else {})
+    node_medians = (
+        {pool: _medians_by_image(group) for pool, group in n.groupby("pool", sort=False)}
+        if not n.empty
+        else {}
+    )
     anon = anonymous(headroom)
-    return _clean({
-        "host": {
-            "medians_s": _medians_by_image(host.samples),
-            "speedup": host.speedups(),
-            "set_speedup": host.set_speedup(),
-            "failed": int((~host.samples["ok"]).sum()) if not host.samples.empty else 0,
-            "samples": len(host.samples),
-            "notes": host.notes,
-        },
-        "node": {
-            "measured": node.measured,
-            "pools": node.pools,
-            "medians_s": node_medians,
-            "speedup": node.speedups(),
-            "speedup_by_pool": node.speedups_by_pool(),
-            "set_speedup": node.set_speedup(),
-            "failed": int((~n["ok"]).sum()) if not n.empty else 0,
-            "samples": len(n),
-            "notes": node.notes,
-        },
-        "bypassed": node.bypassed,
-        "bypassed_pulls": [
-            {"pool": r.pool, "node": r.node, "image": r.pulled, "served_by": r.served_by}
-            for r in node.bypass_rows().itertuples()] if not n.empty else [],
-        "ratelimit": {
-            "checks": [h.record() for h in headroom],
-            "anonymous_remaining": None if anon is None or anon.unlimited else anon.remaining,
-            "anonymous_limit": None if anon is None else anon.limit,
-            "window_s": None if anon is None else anon.window_s,
-            "source": None if anon is None else anon.source,
-            "unlimited": bool(anon and anon.unlimited),
-        },
-        "proof": proof.record() if proof else None,
-    })
+    return _clean(
+        {
+            "host": {
+                "medians_s": _medians_by_image(host.samples),
+                "speedup": host.speedups(),
+                "set_speedup": host.set_speedup(),
+                "failed": int((~host.samples["ok"]).sum()) if not host.samples.empty else 0,
+                "samples": len(host.samples),
+                "notes": host.notes,
+            },
+            "node": {
+                "measured": node.measured,
+                "pools": node.pools,
+                "medians_s": node_medians,
+                "speedup": node.speedups(),
+                "speedup_by_pool": node.speedups_by_pool(),
+                "set_speedup": node.set_speedup(),
+                "failed": int((~n["ok"]).sum()) if not n.empty else 0,
+                "samples": len(n),
+                "notes": node.notes,
+            },
+            "bypassed": node.bypassed,
+            "bypassed_pulls": [
+                {"pool": r.pool, "node": r.node, "image": r.pulled, "served_by": r.served_by}
+                for r in node.bypass_rows().itertuples()
+            ]
+            if not n.empty
+            else [],
+            "ratelimit": {
+                "checks": [h.record() for h in headroom],
+                "anonymous_remaining": None if anon is None or anon.unlimited else anon.remaining,
+                "anonymous_limit": None if anon is None else anon.limit,
+                "window_s": None if anon is None else anon.window_s,
+                "source": None if anon is None else anon.source,
+                "unlimited": bool(anon and anon.unlimited),
+            },
+            "proof": proof.record() if proof else None,
+        }
+    )
 
 
 def headline(fig: dict[str, Any]) -> dict[str, Any]:
     """The speed-up that counts: the node path when it was measured, else the runbook host's."""
     node_set = fig["node"]["set_speedup"]
-    return {"speedup_scope": "node" if node_set is not None else "host",
-            "set_speedup": node_set if node_set is not None else fig["host"]["set_speedup"]}
+    return {
+        "speedup_scope": "node" if node_set is not None else "host",
+        "set_speedup": node_set if node_set is not None else fig["host"]["set_speedup"],
+    }
 
 
 def results(fig: dict[str, Any], use: Usage | None, demo: Any = None) -> dict[str, Any]:
     """run.json ``results`` of the stage: the figures, the headline speed-up, usage and the demonstration."""
-    return _clean({**fig, **headline(fig), "usage": use.record() if use else None,
-                   "rate_limit_demonstration": demo.record() if demo is not None else None})
+    return _clean(
+        {
+            **fig,
+            **headline(fig),
+            "usage": use.record() if use else None,
+            "rate_limit_demonstration": demo.record() if demo is not None else None,
+        }
+    )
 
 
 # -- Community Edition usage ---------------------------------------------------------------------------
@@ -129,11 +150,16 @@ class Usage:
             ("requests the mirror counted during this run's pulls", fmt(self.requests_moved)),
             ("pulls through the mirror in this run", self.mirror_pulls),
             ("requests per pull (token, ping, manifests, blobs, 401s)", fmt(self.requests_per_pull)),
-            ("expected pulls per day (verification.expected_pulls_per_day)", fmt(self.expected_pulls_per_day)),
+            (
+                "expected pulls per day (verification.expected_pulls_per_day)",
+                fmt(self.expected_pulls_per_day),
+            ),
             ("forecast requests per day", fmt(self.forecast_requests_per_day)),
             ("cap: requests per day", f"{self.requests_cap:,}"),
-            ("components in the proxy repositories" + ("" if self.components_complete else " (at least)"),
-             fmt(self.components)),
+            (
+                "components in the proxy repositories" + ("" if self.components_complete else " (at least)"),
+                fmt(self.components),
+            ),
             ("component growth per day (history of at least a day)", fmt(self.components_per_day)),
             ("days until the component cap", fmt(self.days_to_component_cap)),
             ("cap: components", f"{self.components_cap:,}"),
@@ -166,13 +192,22 @@ def growth_per_day(history: pd.DataFrame, column: str) -> float | None:
     return float(((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum())
 
 
-def usage(params: RunbookParams, content: NexusContent, after: Counters | None, proof: Proof | None,
-          host: HostComparison, node: NodeComparison, history: pd.DataFrame | None = None) -> Usage:
+def usage(
+    params: RunbookParams,
+    content: NexusContent,
+    after: Counters | None,
+    proof: Proof | None,
+    host: HostComparison,
+    node: NodeComparison,
+    history: pd.DataFrame | None = None,
+) -> Usage:
     v = params.verification
     pulls = mirror_pulls(host, node)
     moved = proof.requests_moved if proof else None
     per_pull = moved / pulls if moved is not None and pulls else None
-    forecast = per_pull * v.expected_pulls_per_day if per_pull is not None and v.expected_pulls_per_day else None
+    forecast = (
+        per_pull * v.expected_pulls_per_day if per_pull is not None and v.expected_pulls_per_day else None
+    )
     components, complete = None, True
     if after is not None and after.components_total is not None:
         components = after.components_total
@@ -188,20 +223,43 @@ def usage(params: RunbookParams, content: NexusContent, after: Counters | None, 
     days = None
     if components is not None and growth and growth > 0:
         days = max(v.ce_components - components, 0) / growth
-    return Usage(v.ce_requests_per_day, v.ce_components, after.source if after else "no counters",
-                 after.requests_total if after else None, moved, pulls, per_pull, v.expected_pulls_per_day,
-                 forecast, components, complete, growth, days)
+    return Usage(
+        v.ce_requests_per_day,
+        v.ce_components,
+        after.source if after else "no counters",
+        after.requests_total if after else None,
+        moved,
+        pulls,
+        per_pull,
+        v.expected_pulls_per_day,
+        forecast,
+        components,
+        complete,
+        growth,
+        days,
+    )
 
 
 # -- history rows ----------------------------------------------------------------------------------------
 def history_rows(host: HostComparison, node: NodeComparison) -> list[dict[str, Any]]:
     rows = []
-    for scope, df, by in (("host", host.samples, ("image", "label")), ("node", node.samples, ("pool", "image", "label"))):
+    for scope, df, by in (
+        ("host", host.samples, ("image", "label")),
+        ("node", node.samples, ("pool", "image", "label")),
+    ):
         if df.empty:
             continue
         for r in samples.summarize(df, by).to_dict("records"):
-            rows.append({"scope": scope, "pool": r.get("pool") or "", "image": r["image"], "label": r["label"],
-                         "median_s": None if pd.isna(r["median_s"]) else float(r["median_s"]), "n": int(r["n"])})
+            rows.append(
+                {
+                    "scope": scope,
+                    "pool": r.get("pool") or "",
+                    "image": r["image"],
+                    "label": r["label"],
+                    "median_s": None if pd.isna(r["median_s"]) else float(r["median_s"]),
+                    "n": int(r["n"]),
+                }
+            )
     return rows
 
 
@@ -213,8 +271,13 @@ def history_metrics(fig: dict[str, Any], use: Usage | None) -> dict[str, float |
         "ratelimit.remaining": fig["ratelimit"]["anonymous_remaining"],
     }
     if use is not None:
-        out.update({"nexus.requests": use.requests_counted, "nexus.components": use.components,
-                    "nexus.requests_per_pull": use.requests_per_pull})
+        out.update(
+            {
+                "nexus.requests": use.requests_counted,
+                "nexus.components": use.components,
+                "nexus.requests_per_pull": use.requests_per_pull,
+            }
+        )
     return out
 
 

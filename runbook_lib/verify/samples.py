@@ -29,9 +29,28 @@ CACHE_UNKNOWN = "mirror-first (cache state unknown)"
 WARM_LABELS = (MIRROR_WARM, WAS_CACHED)
 LABEL_ORDER = (DIRECT, MIRROR_COLD, CACHE_UNKNOWN, WAS_CACHED, MIRROR_WARM)
 
-COLUMNS = ["scope", "pool", "node", "image", "pulled", "path", "label", "rep", "ok", "seconds",
-           "time_to_manifest_s", "bytes", "MBps", "status", "code", "error", "endpoint", "node_cache",
-           "served_by", "eligible"]
+COLUMNS = [
+    "scope",
+    "pool",
+    "node",
+    "image",
+    "pulled",
+    "path",
+    "label",
+    "rep",
+    "ok",
+    "seconds",
+    "time_to_manifest_s",
+    "bytes",
+    "MBps",
+    "status",
+    "code",
+    "error",
+    "endpoint",
+    "node_cache",
+    "served_by",
+    "eligible",
+]
 
 
 def first_mirror_label(cached_before: bool | None) -> str:
@@ -54,18 +73,25 @@ def summarize(samples: pd.DataFrame, by: tuple[str, ...] = ("image", "label")) -
         key = key if isinstance(key, tuple) else (key,)
         good = group[group["ok"] & group["eligible"]]
         secs = good["seconds"].astype(float)
-        rows.append({**dict(zip(keys, key, strict=True)), "n": len(group), "failed": int((~group["ok"]).sum()),
-                     "median_s": secs.median() if len(secs) else None,
-                     "q1_s": secs.quantile(0.25) if len(secs) else None,
-                     "q3_s": secs.quantile(0.75) if len(secs) else None,
-                     "min_s": secs.min() if len(secs) else None, "max_s": secs.max() if len(secs) else None,
-                     "median_MBps": good["MBps"].astype(float).median() if len(good) else None})
+        rows.append(
+            {
+                **dict(zip(keys, key, strict=True)),
+                "n": len(group),
+                "failed": int((~group["ok"]).sum()),
+                "median_s": secs.median() if len(secs) else None,
+                "q1_s": secs.quantile(0.25) if len(secs) else None,
+                "q3_s": secs.quantile(0.75) if len(secs) else None,
+                "min_s": secs.min() if len(secs) else None,
+                "max_s": secs.max() if len(secs) else None,
+                "median_MBps": good["MBps"].astype(float).median() if len(good) else None,
+            }
+        )
     out = pd.DataFrame(rows, columns=cols)
-    numbers = cols[len(keys) + 2:]
+    numbers = cols[len(keys) + 2 :]
     out[numbers] = out[numbers].astype(float).round(4)
     if "label" in keys:
         out["_order"] = out["label"].map({label: i for i, label in enumerate(LABEL_ORDER)})
-        out = out.sort_values(keys[:keys.index("label")] + ["_order"], kind="stable").drop(columns="_order")
+        out = out.sort_values(keys[: keys.index("label")] + ["_order"], kind="stable").drop(columns="_order")
     return out.reset_index(drop=True)
 
 

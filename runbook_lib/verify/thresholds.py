@@ -30,11 +30,18 @@ def _failed_mirror_pulls(df: pd.DataFrame) -> list[str]:
     if df.empty:
         return []
     bad = df[df["path"].eq("mirror") & ~df["ok"]]
-    return [f"{r.pool + '/' + r.node + ': ' if r.node else ''}{r.pulled}: {r.error}" for r in bad.itertuples()]
+    return [
+        f"{r.pool + '/' + r.node + ': ' if r.node else ''}{r.pulled}: {r.error}" for r in bad.itertuples()
+    ]
 
 
-def evaluate(params: RunbookParams, fig: dict[str, Any], host: HostComparison, node: NodeComparison,
-             demo: Demonstration | None = None) -> list[Check]:
+def evaluate(
+    params: RunbookParams,
+    fig: dict[str, Any],
+    host: HostComparison,
+    node: NodeComparison,
+    demo: Demonstration | None = None,
+) -> list[Check]:
     t = params.verification.thresholds
     checks: list[Check] = []
 
@@ -49,54 +56,93 @@ def evaluate(params: RunbookParams, fig: dict[str, Any], host: HostComparison, n
     checks.append(Check("no node pull bypassed the mirror", bypassed == 0 or t.allow_bypass, detail))
 
     failed = _failed_mirror_pulls(host.samples) + _failed_mirror_pulls(node.samples)
-    checks.append(Check("pulls through the mirror succeeded", not failed,
-                        "; ".join(failed[:5]) + (f" (+{len(failed) - 5} more)" if len(failed) > 5 else "")
-                        if failed else "all succeeded"))
+    checks.append(
+        Check(
+            "pulls through the mirror succeeded",
+            not failed,
+            "; ".join(failed[:5]) + (f" (+{len(failed) - 5} more)" if len(failed) > 5 else "")
+            if failed
+            else "all succeeded",
+        )
+    )
 
     proof = fig.get("proof") or {"images": []}
     missing = [p for p in proof["images"] if p["present"] is not True and p["repository"] != "-"]
-    checks.append(Check("Nexus holds every image in its proxy repository", not missing,
-                        "; ".join(f"{p['image']} in {p['repository']}: {p['detail']}" for p in missing)
-                        or f"{len(proof['images'])} image(s) found"))
+    checks.append(
+        Check(
+            "Nexus holds every image in its proxy repository",
+            not missing,
+            "; ".join(f"{p['image']} in {p['repository']}: {p['detail']}" for p in missing)
+            or f"{len(proof['images'])} image(s) found",
+        )
+    )
 
     if params.verification.node_pull:
         why = [n for n in node.notes if n.startswith(("NodePool", "cannot list")) or nodepull.NO_KUBELET in n]
-        checks.append(Check("node path measured", node.measured,
-                            "pull Pods ran on " + ", ".join(f"{p}: {len(n)} node(s)" for p, n in node.pools.items())
-                            if node.measured else "; ".join(why) or "no node could be used"))
+        checks.append(
+            Check(
+                "node path measured",
+                node.measured,
+                "pull Pods ran on " + ", ".join(f"{p}: {len(n)} node(s)" for p, n in node.pools.items())
+                if node.measured
+                else "; ".join(why) or "no node could be used",
+            )
+        )
 
     scope = "node" if fig["node"]["set_speedup"] is not None else "host"
     speed = fig[scope]["set_speedup"]
     if t.min_warm_speedup is not None:
-        checks.append(Check(
-            f"warm-mirror speed-up ≥ {t.min_warm_speedup:g}× ({scope} path)",
-            speed is not None and speed >= t.min_warm_speedup,
-            f"{speed:.2f}× over the image set" if speed is not None
-            else "not measured (no image has both direct and warm-mirror samples)"))
+        checks.append(
+            Check(
+                f"warm-mirror speed-up ≥ {t.min_warm_speedup:g}× ({scope} path)",
+                speed is not None and speed >= t.min_warm_speedup,
+                f"{speed:.2f}× over the image set"
+                if speed is not None
+                else "not measured (no image has both direct and warm-mirror samples)",
+            )
+        )
 
     if t.max_warm_pull_s is not None:
         warm = {img: m.get("warm") for img, m in _warm_medians(fig, scope).items()}
         slow = {img: s for img, s in warm.items() if s is not None and s > t.max_warm_pull_s}
         measured = [s for s in warm.values() if s is not None]
-        checks.append(Check(
-            f"warm pulls within {t.max_warm_pull_s:g} s ({scope} path)", bool(measured) and not slow,
-            "; ".join(f"{img}: {s:.1f} s" for img, s in slow.items()) if slow
-            else f"slowest median {max(measured):.2f} s" if measured else "no warm pull measured"))
+        checks.append(
+            Check(
+                f"warm pulls within {t.max_warm_pull_s:g} s ({scope} path)",
+                bool(measured) and not slow,
+                "; ".join(f"{img}: {s:.1f} s" for img, s in slow.items())
+                if slow
+                else f"slowest median {max(measured):.2f} s"
+                if measured
+                else "no warm pull measured",
+            )
+        )
 
     rl = fig["ratelimit"]
     if t.min_ratelimit_remaining is not None:
         remaining = rl["anonymous_remaining"]
         ok = rl["unlimited"] or (remaining is not None and remaining >= t.min_ratelimit_remaining)
-        checks.append(Check(
-            f"Docker Hub pulls remaining ≥ {t.min_ratelimit_remaining}", ok,
-            "unlimited (no rate-limit headers)" if rl["unlimited"] else
-            f"{remaining} of {rl['anonymous_limit']} left for {rl['source']}" if remaining is not None
-            else "headroom unknown: " + "; ".join(c.get("error") or "" for c in rl["checks"])))
+        checks.append(
+            Check(
+                f"Docker Hub pulls remaining ≥ {t.min_ratelimit_remaining}",
+                ok,
+                "unlimited (no rate-limit headers)"
+                if rl["unlimited"]
+                else f"{remaining} of {rl['anonymous_limit']} left for {rl['source']}"
+                if remaining is not None
+                else "headroom unknown: " + "; ".join(c.get("error") or "" for c in rl["checks"]),
+            )
+        )
 
     if demo is not None and not demo.skipped:
-        checks.append(Check("rate-limit demonstration: direct refused with 429, warm mirror served", demo.shown,
-                            f"direct: {demo.direct.status if demo.direct else None}, "
-                            f"mirror: {'ok' if demo.mirror and demo.mirror.ok else demo.mirror.error if demo.mirror else None}"))
+        checks.append(
+            Check(
+                "rate-limit demonstration: direct refused with 429, warm mirror served",
+                demo.shown,
+                f"direct: {demo.direct.status if demo.direct else None}, "
+                f"mirror: {'ok' if demo.mirror and demo.mirror.ok else demo.mirror.error if demo.mirror else None}",
+            )
+        )
     return checks
 
 
@@ -113,7 +159,9 @@ def _warm_medians(fig: dict[str, Any], scope: str) -> dict[str, dict[str, float 
 
 
 def table(checks: list[Check]) -> pd.DataFrame:
-    return pd.DataFrame([{"check": c.name, "result": "ok" if c.ok else "FAIL", "detail": c.detail} for c in checks])
+    return pd.DataFrame(
+        [{"check": c.name, "result": "ok" if c.ok else "FAIL", "detail": c.detail} for c in checks]
+    )
 
 
 def enforce(checks: list[Check], record: Callable[[str, Any], None]) -> None:

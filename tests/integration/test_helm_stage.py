@@ -47,16 +47,22 @@ class Stage3:
         overlay = values.build_overlay(self.params, rel.values)
         path = overlay.write(self.lab.log.parent)
         plan = exposure.build_plan(self.params, self.api, apply, rel, overlay, path)
-        apply_and_confirm(plan, lambda: exposure.rebuild(self.params, self.api, lambda: release.current(
-            self.params, self.api), overlay, path), self.record)
+        apply_and_confirm(
+            plan,
+            lambda: exposure.rebuild(
+                self.params, self.api, lambda: release.current(self.params, self.api), overlay, path
+            ),
+            self.record,
+        )
         return plan, overlay, rel
 
     def kube_writes(self) -> list:
         return [r for r in self.kube.requests if r.method in KUBE_WRITES]
 
 
-def stage3_params(lab: Lab, kubeconfig: Path, ingress_port: int, params_file: Path | None = None,
-                  **helm) -> params_mod.RunbookParams:
+def stage3_params(
+    lab: Lab, kubeconfig: Path, ingress_port: int, params_file: Path | None = None, **helm
+) -> params_mod.RunbookParams:
     data = json.loads(lab.params.model_dump_json(exclude={"base_dir"}))
     data["kubernetes"] = {"kubeconfig": str(kubeconfig)}
     hosts = {}
@@ -115,8 +121,10 @@ def test_plan_only_reads_then_apply_creates_then_rerun_writes_nothing(stage3) ->
     assert (port["name"], port["port"], port["targetPort"]) == (f"docker-{hub_port}", hub_port, hub_port)
     assert svc["spec"]["type"] == "ClusterIP"
     assert svc["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
-    assert svc["metadata"]["annotations"] == {"meta.helm.sh/release-name": "nxrm",
-                                              "meta.helm.sh/release-namespace": "nexusrepo"}
+    assert svc["metadata"]["annotations"] == {
+        "meta.helm.sh/release-name": "nxrm",
+        "meta.helm.sh/release-namespace": "nexusrepo",
+    }
     ing = stage3.kube.get("networking.k8s.io/v1", "Ingress", f"nxrm-nxrm-ha-docker-{hub_port}", "nexusrepo")
     assert ing["spec"]["rules"][0]["host"] == "docker.mirror.lab.internal"
     assert ing["spec"]["ingressClassName"] == "nginx"
@@ -170,11 +178,21 @@ def test_drift_is_patched_and_the_node_port_kept(stage3) -> None:
 
 def test_object_of_another_release_is_not_taken_over(stage3) -> None:
     hub_port = stage3.params.upstream("docker.io").connector_port
-    stage3.kube.put({"apiVersion": "v1", "kind": "Service",
-                     "metadata": {"name": f"nxrm-nxrm-ha-docker-{hub_port}", "namespace": "nexusrepo",
-                                  "annotations": {"meta.helm.sh/release-name": "other",
-                                                  "meta.helm.sh/release-namespace": "nexusrepo"}},
-                     "spec": {"ports": [{"port": 1}]}})
+    stage3.kube.put(
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {
+                "name": f"nxrm-nxrm-ha-docker-{hub_port}",
+                "namespace": "nexusrepo",
+                "annotations": {
+                    "meta.helm.sh/release-name": "other",
+                    "meta.helm.sh/release-namespace": "nexusrepo",
+                },
+            },
+            "spec": {"ports": [{"port": 1}]},
+        }
+    )
     with pytest.raises(StageFailed, match="belongs to Helm release nexusrepo/other"):
         stage3.run(apply=True)
     assert not stage3.kube_writes()

@@ -52,5 +52,6 @@ def test_stage_rolls_the_lab_nodes_onto_the_mirror_config(sim) -> None:  # noqa:
 
     again = stage.build_plan(params, api, True, rendered, no_secret)
     assert again.plan.pending == []
-    assert stage.run_rollout(params, api, stage.start_rollout(params, api, again), apply=True,
-                             out=lambda line: None)[0].done
+    assert stage.run_rollout(
+        params, api, stage.start_rollout(params, api, again), apply=True, out=lambda line: None
+    )[0].done

@@ -33,8 +33,9 @@ def counters(lab: Lab) -> dict:
 
 
 @pytest.mark.parametrize("family", ["AL2", "AL2023"])
-def test_generated_userdata_makes_real_containerd_pull_through_the_mirror(tmp_path, upstream, monkeypatch,
-                                                                          family) -> None:
+def test_generated_userdata_makes_real_containerd_pull_through_the_mirror(
+    tmp_path, upstream, monkeypatch, family
+) -> None:
     from runbook_lab.containerd import PrivateContainerd
     from runbook_lab.cri import CRIImageClient
 
@@ -55,16 +56,20 @@ def test_generated_userdata_makes_real_containerd_pull_through_the_mirror(tmp_pa
             result = run_script(scripts[0], root)
             assert result.returncode == 0 and "2 of 2 hosts.toml" in result.stderr, result.stderr
             files = tree(root)
-            assert sorted(files) == ["etc/containerd/certs.d/docker.io/hosts.toml",
-                                     "etc/containerd/certs.d/quay.io/hosts.toml"]
+            assert sorted(files) == [
+                "etc/containerd/certs.d/docker.io/hosts.toml",
+                "etc/containerd/certs.d/quay.io/hosts.toml",
+            ]
             if _ == 0:
                 first = files
         assert files == first
         docker = files["etc/containerd/certs.d/docker.io/hosts.toml"].decode()
         assert validate(docker) == []
         mirror = lab.params.upstream("docker.io").mirror_url
-        assert tomllib.loads(docker) == {"server": upstream.url,
-                                         "host": {mirror: {"capabilities": ["pull", "resolve"]}}}
+        assert tomllib.loads(docker) == {
+            "server": upstream.url,
+            "host": {mirror: {"capabilities": ["pull", "resolve"]}},
+        }
 
         ctd.start()
         before = counters(lab)
@@ -102,13 +107,21 @@ def test_preflight_verdict_on_legacy_mirrors_matches_real_containerd(tmp_path) -
     """Our preflight says legacy registry.mirrors beside config_path breaks CRI; the real daemon agrees."""
     from runbook_lab.containerd import CRI_PLUGIN, PrivateContainerd
 
-    legacy = {"plugins": {CRI_PLUGIN: {"registry": {"mirrors": {"docker.io": {"endpoint": ["http://127.0.0.1:9"]}}}}}}
+    legacy = {
+        "plugins": {
+            CRI_PLUGIN: {"registry": {"mirrors": {"docker.io": {"endpoint": ["http://127.0.0.1:9"]}}}}
+        }
+    }
     for extra, cri_ok in (({}, True), (legacy, False)):
-        ctd = PrivateContainerd(tmp_path / ("bad" if extra else "good"), tmp_path / "certs", extra_config=extra)
+        ctd = PrivateContainerd(
+            tmp_path / ("bad" if extra else "good"), tmp_path / "certs", extra_config=extra
+        )
         try:
             ctd.start()
-            checks = {c.name: c.ok for c in check_config(ctd.config_path.read_text(), None,
-                                                          certs_dir=str(ctd.certs_dir))}
+            checks = {
+                c.name: c.ok
+                for c in check_config(ctd.config_path.read_text(), None, certs_dir=str(ctd.certs_dir))
+            }
             assert checks["no legacy registry.mirrors beside config_path"] is cri_ok
             assert checks["config_path set"]
             assert ctd.cri_loaded() is cri_ok

@@ -44,7 +44,10 @@ def test_runbook_run_karpenter_plan_apply_rerun(tmp_path, capsys) -> None:
         run, _ = last_run(outputs)
         stage = run["stages"][0]
         assert stage["status"] == "ok" and stage["changes"]["update"] == 1
-        assert kube.get("karpenter.k8s.aws/v1", "EC2NodeClass", "default")["spec"]["userData"] == USER_NODECONFIG_MIME
+        assert (
+            kube.get("karpenter.k8s.aws/v1", "EC2NodeClass", "default")["spec"]["userData"]
+            == USER_NODECONFIG_MIME
+        )
 
         assert main(["run", "karpenter", "--params", str(params_file), "--apply"]) == 0, capsys.readouterr()
         run, run_dir = last_run(outputs)
@@ -53,8 +56,18 @@ def test_runbook_run_karpenter_plan_apply_rerun(tmp_path, capsys) -> None:
         assert stage["checks"] and all(c["ok"] for c in stage["checks"])
         results = stage["results"]["karpenter"]
         assert results["node_classes"]["default"]["changed"] is True
-        assert results["rollout"] == [{"node_class": "default", "new": 0, "new_ready": 0, "old": 0, "drifted": 0,
-                                       "terminating": 0, "untracked": 0, "done": True}]
+        assert results["rollout"] == [
+            {
+                "node_class": "default",
+                "new": 0,
+                "new_ready": 0,
+                "old": 0,
+                "drifted": 0,
+                "terminating": 0,
+                "untracked": 0,
+                "done": True,
+            }
+        ]
         stored = kube.get("karpenter.k8s.aws/v1", "EC2NodeClass", "default")["spec"]["userData"]
         assert userdata.managed_script(stored) is not None
         assert userdata.remove(stored) == USER_NODECONFIG_MIME

@@ -37,15 +37,23 @@ def all_ports(params_path: Path) -> list[int]:
     data = yaml.safe_load(params_path.read_text())
     lab = data["lab"]
     ports = [r["port"] for r in lab["registries"].values()]
-    ports += [lab["dockerhub"]["port"], lab["dockerhub"]["token_port"], lab["kube_port"], lab["moto_port"], 18081,
-              lab.get("ingress_port", 18080)]
+    ports += [
+        lab["dockerhub"]["port"],
+        lab["dockerhub"]["token_port"],
+        lab["kube_port"],
+        lab["moto_port"],
+        18081,
+        lab.get("ingress_port", 18080),
+    ]
     ports += [u["connector_port"] for u in data["upstreams"]]
     return ports
 
 
 def writes(lab_dir: Path) -> list[dict]:
     log = lab_dir / "nexus" / "requests.jsonl"
-    return [r for r in map(json.loads, log.read_text().splitlines()) if r["method"] in ("POST", "PUT", "DELETE")]
+    return [
+        r for r in map(json.loads, log.read_text().splitlines()) if r["method"] in ("POST", "PUT", "DELETE")
+    ]
 
 
 def latest_run(tmp_path: Path) -> dict:

@@ -20,6 +20,7 @@ from tests.support.nexus_openapi import validate_body
 
 upstream = pytest.fixture(scope="module")(upstream_fixture)
 
+
 @pytest.fixture
 def lab_factory(tmp_path, upstream, monkeypatch):
     monkeypatch.setenv("TEST_NEXUS_ADMIN", "managed-admin-secret")
@@ -69,8 +70,11 @@ def test_apply_then_rerun_writes_nothing(lab_factory, mode, reference_dir) -> No
     checks = proof.prove(lab.params, lab.secret)
     assert checks and all(c.ok for c in checks), [c.record() for c in checks]
     whos = {c.who for c in checks}
-    assert whos == ({"anonymous"} if mode == "anonymous" else
-                    {"anonymous", "user docker-pull", "user docker-pull with a wrong password"})
+    assert whos == (
+        {"anonymous"}
+        if mode == "anonymous"
+        else {"anonymous", "user docker-pull", "user docker-pull with a wrong password"}
+    )
 
 
 def test_plan_mode_sends_only_gets(lab_factory) -> None:
@@ -115,7 +119,9 @@ def test_drifted_setting_is_updated(lab_factory) -> None:
     plan = repositories.build_plan(lab.params, client, True, lab.secret)
     change = next(c for c in plan.changes if c.name == "docker-hub")
     assert change.action == "update" and change.diff == {"proxy.metadataMaxAge": [5, 1440]}
-    apply_and_confirm(plan, lambda: repositories.build_plan(lab.params, client, False, lab.secret), lab.record)
+    apply_and_confirm(
+        plan, lambda: repositories.build_plan(lab.params, client, False, lab.secret), lab.record
+    )
     assert client.docker_repository("proxy", "docker-hub")["proxy"]["metadataMaxAge"] == 1440
 
 

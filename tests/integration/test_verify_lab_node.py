@@ -56,12 +56,17 @@ def cluster(upstream, base: Path, tmp_path_factory) -> Iterator[tuple[Lab, objec
         mirror_port = int(mirror.rsplit(":", 1)[1])
         for i in (1, 2):
             spec = NodeSpec(
-                name=f"ip-10-0-0-{i}.ec2.internal", dir=str(base / "nodes" / f"default-{i}"),
-                user_data=mirror_user_data(mirror, hub.url), kubeconfig=str(kubeconfig),
+                name=f"ip-10-0-0-{i}.ec2.internal",
+                dir=str(base / "nodes" / f"default-{i}"),
+                user_data=mirror_user_data(mirror, hub.url),
+                kubeconfig=str(kubeconfig),
                 ports=[hub.port, hub.token_port, mirror_port, kube.port],
                 hosts={"registry-1.docker.io": "127.0.0.1", "docker.io": "127.0.0.1"},
                 lab_certs={"docker.io": hub.url, "registry-1.docker.io": hub.url},
-                labels={nodepull.POOL_LABEL: "default"}, internal_ip=f"10.0.0.{i}", heartbeat_s=1.0)
+                labels={nodepull.POOL_LABEL: "default"},
+                internal_ip=f"10.0.0.{i}",
+                heartbeat_s=1.0,
+            )
             nodes.append(LabNode(spec).start())
         for n in nodes:
             n.wait_ready(90)
@@ -80,7 +85,9 @@ def node_path(lab: Lab) -> nodepull.NodeComparison:
     kube_api = api_client(lab.params)
     content = mirrorproof.NexusContent.connect(lab.params, lab.secret)
     try:
-        return nodepull.compare(lab.params, lab.secret, kube_api, content, mirrorproof.CounterSource(lab.params, content))
+        return nodepull.compare(
+            lab.params, lab.secret, kube_api, content, mirrorproof.CounterSource(lab.params, content)
+        )
     finally:
         kube_api.close()
         if content.client:
@@ -101,7 +108,9 @@ def test_real_nodes_pull_through_the_mirror_and_around_it_when_it_is_down(cluste
     assert direct["served_by"] == "upstream"
     assert mirror["bytes"] == direct["bytes"] > 1 << 20  # the kubelet's "Image size", same image both ways
     assert result.bypassed == 0
-    assert result.speedups()[IMAGE] is None  # the one mirror pull was cold: no warm sample, no speed-up claimed
+    assert (
+        result.speedups()[IMAGE] is None
+    )  # the one mirror pull was cold: no warm sample, no speed-up claimed
     assert kube.list("v1", "Pod", "default") == []
 
     # Nexus down: containerd falls back to `server`, the pull succeeds, the stage sees the bypass

@@ -76,7 +76,8 @@ def test_decoder_reads_image_and_skips_unknown_fields() -> None:
         + cri_codec.encode_string(3, "docker.io/library/demo@sha256:def")
         + cri_codec.encode_varint_field(4, 2**33)
         + cri_codec.encode_varint_field(8, 1)  # pinned: not modelled, must be skipped
-        + bytes([5 << 3 | 5]) + b"\x00\x00\x00\x00"  # a fixed32 field
+        + bytes([5 << 3 | 5])
+        + b"\x00\x00\x00\x00"  # a fixed32 field
     )
     decoded = CRIImage.decode(image)
     assert decoded == CRIImage(
@@ -123,8 +124,13 @@ def test_config_keeps_everything_inside_workdir(tmp_path: Path) -> None:
     plugins = config["plugins"]
     cri = plugins["io.containerd.grpc.v1.cri"]
     paths = [
-        config["root"], config["state"], config["grpc"]["address"], config["ttrpc"]["address"],
-        plugins["io.containerd.internal.v1.opt"]["path"], cri["cni"]["bin_dir"], cri["cni"]["conf_dir"],
+        config["root"],
+        config["state"],
+        config["grpc"]["address"],
+        config["ttrpc"]["address"],
+        plugins["io.containerd.internal.v1.opt"]["path"],
+        cri["cni"]["bin_dir"],
+        cri["cni"]["conf_dir"],
     ]
     assert all(Path(p).is_relative_to(tmp_path / "ctd") for p in paths), paths
     assert cri["registry"] == {"config_path": str(tmp_path / "certs.d")}
@@ -149,7 +155,9 @@ def test_run_in_private_netns_has_only_loopback_and_it_is_up() -> None:
     links = done.stdout.strip().splitlines()
     assert len(links) == 1 and ": lo:" in links[0] and "UP" in links[0], links
     probe = "from runbook_lab.netns import in_private_netns, network_interfaces as n; print(in_private_netns(), n())"
-    done = run_in_private_netns([sys.executable, "-c", probe], timeout=30, cwd=Path(__file__).resolve().parents[2])
+    done = run_in_private_netns(
+        [sys.executable, "-c", probe], timeout=30, cwd=Path(__file__).resolve().parents[2]
+    )
     assert done.stdout.split("\n")[0] == "True ['lo']", done.stderr
 
 
@@ -162,7 +170,9 @@ def test_in_private_netns_agrees_with_the_kernel_interface_list() -> None:
 
 # -- real registries: runbook_lab.registries runs them, the access log is read here -------------
 
-ACCESS_LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<target>\S+) HTTP/[0-9.]+" (?P<status>\d{3}) \S+ "[^"]*" "(?P<agent>[^"]*)"')
+ACCESS_LINE = re.compile(
+    r'"(?P<method>[A-Z]+) (?P<target>\S+) HTTP/[0-9.]+" (?P<status>\d{3}) \S+ "[^"]*" "(?P<agent>[^"]*)"'
+)
 
 
 @dataclass(frozen=True)
@@ -308,7 +318,9 @@ def clean(lab: Lab) -> Lab:
 def assert_via_mirror(lab: Lab, up_mark: int, mirror_mark: int, namespace: str = "docker.io") -> None:
     to_mirror = [a for a in lab.mirror.accesses_since(mirror_mark) if a.by_containerd]
     ns = "ns=" + namespace.replace(":", "%3A")
-    assert any(a.method == "HEAD" and a.target.startswith(f"/v2/{REPO}/manifests/{TAG}?") for a in to_mirror), to_mirror
+    assert any(
+        a.method == "HEAD" and a.target.startswith(f"/v2/{REPO}/manifests/{TAG}?") for a in to_mirror
+    ), to_mirror
     assert any(a.method == "GET" and "/blobs/sha256:" in a.target for a in to_mirror), to_mirror
     assert all(ns in a.target for a in to_mirror), to_mirror
     upstream = lab.upstream.accesses_since(up_mark)
@@ -353,7 +365,7 @@ def test_cri_pull_uses_the_daemon_config_path(clean: Lab) -> None:
     assert seconds > 0
     assert_via_mirror(lab, up, mi)
     # the daemon log escapes the quotes inside msg="..."
-    assert r'normalized image ref: \"docker.io/library/demo:1\"' in lab.containerd.log_since(log)
+    assert r"normalized image ref: \"docker.io/library/demo:1\"" in lab.containerd.log_since(log)
 
     status = lab.cri.status("demo:1")
     assert status is not None and status.id == image_ref and image_ref.startswith("sha256:")
@@ -440,7 +452,9 @@ def test_duplicated_table_hosts_toml_is_ignored(clean: Lab, tmp_path: Path) -> N
     hosts_dir = tmp_path / "certs.d"
     write_atomically(hosts_dir / namespace / "hosts.toml", doubled)
     up, mi, _ = lab.marks()
-    pulled = lab.containerd.ctr_pull(f"{namespace}/{REPO}:{TAG}", hosts_dir=hosts_dir, extra_args=["--plain-http"])
+    pulled = lab.containerd.ctr_pull(
+        f"{namespace}/{REPO}:{TAG}", hosts_dir=hosts_dir, extra_args=["--plain-http"]
+    )
     assert pulled.ok, pulled.stderr
     assert "failed to decode hosts.toml" in pulled.stderr
     assert not [a for a in lab.mirror.accesses_since(mi) if a.by_containerd]
@@ -492,7 +506,13 @@ def test_remove_all_images_makes_the_next_pull_cold(clean: Lab, tmp_path: Path) 
 def test_cri_plugin_not_loading_is_detected(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> None:
     # legacy registry.mirrors next to config_path unloads CRI (pkg/cri/config/config.go); containerd itself
     # keeps running
-    legacy = {"plugins": {"io.containerd.grpc.v1.cri": {"registry": {"mirrors": {"docker.io": {"endpoint": [lab.mirror.url]}}}}}}
+    legacy = {
+        "plugins": {
+            "io.containerd.grpc.v1.cri": {
+                "registry": {"mirrors": {"docker.io": {"endpoint": [lab.mirror.url]}}}
+            }
+        }
+    }
     base = tmp_path_factory.mktemp("ctdbad")
     daemon = PrivateContainerd(base / "ctd", base / "certs.d", extra_config=legacy)
     try:

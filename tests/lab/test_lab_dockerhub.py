@@ -34,10 +34,19 @@ from runbook_lab.registries import start_registry, stop_process
 REPO = Path(__file__).resolve().parents[2]
 needs_registry = pytest.mark.skipif(
     not Path(registries.REGISTRY_BINARY).exists() and not os.environ.get("CI"),
-    reason=f"{registries.REGISTRY_BINARY} missing ({registries.INSTALL_HINT})")
+    reason=f"{registries.REGISTRY_BINARY} missing ({registries.INSTALL_HINT})",
+)
 ACCEPT = ", ".join(MEDIA_TYPES[m][k] for m in ("oci", "docker") for k in ("index", "manifest"))
-ANONYMOUS_429 = {"errors": [{"code": "TOOMANYREQUESTS", "message": (
-    "You have reached your unauthenticated pull rate limit. https://www.docker.com/increase-rate-limit")}]}
+ANONYMOUS_429 = {
+    "errors": [
+        {
+            "code": "TOOMANYREQUESTS",
+            "message": (
+                "You have reached your unauthenticated pull rate limit. https://www.docker.com/increase-rate-limit"
+            ),
+        }
+    ]
+}
 
 
 class FakeTime:
@@ -62,7 +71,9 @@ def backend(tmp_path_factory: pytest.TempPathFactory):
         pytest.skip(f"{registries.REGISTRY_BINARY} missing ({registries.INSTALL_HINT})")
     root = tmp_path_factory.mktemp("hub-backend")
     proc = start_registry("docker.io", root / "reg", 0, root / "registry.log")
-    demo = build_index([build_image({"arch": b"amd64\n"}), build_image({"arch": b"arm64\n"}, platform="linux/arm64/v8")])
+    demo = build_index(
+        [build_image({"arch": b"amd64\n"}), build_image({"arch": b"arm64\n"}, platform="linux/arm64/v8")]
+    )
     single = build_image({"etc/single": b"1\n"}, workdir=root, random_layer_bytes=[1 << 20], seed="single")
     push(demo, proc.url, "library/demo", "1")
     push(single, proc.url, "library/single", "1")
@@ -79,8 +90,11 @@ def hub(backend):
 
 
 def token(hub: DockerHub, repo: str, actions: str = "pull", auth: tuple[str, str] | None = None) -> str:
-    r = httpx.get(hub.token_url, params={"service": "registry.docker.io", "scope": f"repository:{repo}:{actions}"},
-                  auth=auth)
+    r = httpx.get(
+        hub.token_url,
+        params={"service": "registry.docker.io", "scope": f"repository:{repo}:{actions}"},
+        auth=auth,
+    )
     assert r.status_code == 200, r.text
     return r.json()["token"]
 
@@ -98,9 +112,14 @@ def remaining(resp: httpx.Response) -> int:
 def test_v2_ping_without_a_token_is_challenged(hub: DockerHub) -> None:
     r = httpx.get(hub.url + "/v2/")
     assert r.status_code == 401
-    assert r.headers["www-authenticate"] == f'Bearer realm="http://127.0.0.1:{hub.token_port}/token",service="registry.docker.io"'
+    assert (
+        r.headers["www-authenticate"]
+        == f'Bearer realm="http://127.0.0.1:{hub.token_port}/token",service="registry.docker.io"'
+    )
     assert r.headers["docker-distribution-api-version"] == "registry/2.0"
-    assert r.json() == {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required", "detail": None}]}
+    assert r.json() == {
+        "errors": [{"code": "UNAUTHORIZED", "message": "authentication required", "detail": None}]
+    }
     ok = httpx.get(hub.url + "/v2/", headers=bearer(token(hub, "library/demo")))
     assert ok.status_code == 200 and ok.json() == {}
 
@@ -110,16 +129,25 @@ def test_repository_challenge_names_the_scope(hub: DockerHub, backend) -> None:
     r = httpx.get(hub.url + "/v2/library/demo/manifests/1")
     assert r.status_code == 401
     assert r.headers["www-authenticate"].endswith(',scope="repository:library/demo:pull"')
-    assert r.json() == {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required", "detail": [
-        {"Type": "repository", "Class": "", "Name": "library/demo", "Action": "pull"}]}]}
+    assert r.json() == {
+        "errors": [
+            {
+                "code": "UNAUTHORIZED",
+                "message": "authentication required",
+                "detail": [{"Type": "repository", "Class": "", "Name": "library/demo", "Action": "pull"}],
+            }
+        ]
+    }
     blob = httpx.get(hub.url + f"/v2/library/demo/blobs/{backend.images['demo'].children[0].blobs[1].digest}")
     assert blob.status_code == 401  # blobs need a token too
 
 
 @needs_registry
 def test_anonymous_token_response_shape(hub: DockerHub) -> None:
-    r = httpx.get(hub.token_url, params={"service": "registry.docker.io",
-                                         "scope": "repository:ratelimitpreview/test:pull"})
+    r = httpx.get(
+        hub.token_url,
+        params={"service": "registry.docker.io", "scope": "repository:ratelimitpreview/test:pull"},
+    )
     body = r.json()
     assert r.status_code == 200 and set(body) == {"token", "access_token", "expires_in", "issued_at"}
     assert body["token"] == body["access_token"] and body["expires_in"] == 300
@@ -130,15 +158,20 @@ def test_anonymous_token_response_shape(hub: DockerHub) -> None:
 def test_token_for_another_repository_is_insufficient_scope(hub: DockerHub) -> None:
     r = httpx.get(hub.url + "/v2/library/single/manifests/1", headers=bearer(token(hub, "library/demo")))
     assert r.status_code == 401
-    assert r.headers["www-authenticate"].endswith(',scope="repository:library/single:pull",error="insufficient_scope"')
+    assert r.headers["www-authenticate"].endswith(
+        ',scope="repository:library/single:pull",error="insufficient_scope"'
+    )
     forged = token(hub, "library/single")[:-4] + "AAAA"
     assert httpx.get(hub.url + "/v2/library/single/manifests/1", headers=bearer(forged)).status_code == 401
 
 
 @needs_registry
 def test_wrong_password_is_refused_at_the_token_service(hub: DockerHub) -> None:
-    r = httpx.get(hub.token_url, params={"service": "registry.docker.io", "scope": "repository:library/demo:pull"},
-                  auth=("alice", "wrong"))
+    r = httpx.get(
+        hub.token_url,
+        params={"service": "registry.docker.io", "scope": "repository:library/demo:pull"},
+        auth=("alice", "wrong"),
+    )
     assert r.status_code == 401 and r.json() == {"details": "incorrect username or password"}
 
 
@@ -158,11 +191,20 @@ def test_manifest_get_counts_head_and_blobs_do_not(hub: DockerHub, backend) -> N
         assert get.status_code == 200 and get.content == single.manifest and remaining(get) == 4
         layer = single.blobs[1]
         blob = c.get(f"/v2/library/single/blobs/{layer.digest}")
-        assert blob.status_code == 200 and len(blob.content) == layer.size and "ratelimit-remaining" not in blob.headers
+        assert (
+            blob.status_code == 200
+            and len(blob.content) == layer.size
+            and "ratelimit-remaining" not in blob.headers
+        )
         assert remaining(c.head("/v2/library/single/manifests/1")) == 4
     state = httpx.get(hub.url + "/_lab/state").json()
-    assert state["sources"]["127.0.0.1"] == {"authenticated": False, "used": 1, "limit": 5, "remaining": 4,
-                                             "window_s": 21600}
+    assert state["sources"]["127.0.0.1"] == {
+        "authenticated": False,
+        "used": 1,
+        "limit": 5,
+        "remaining": 4,
+        "window_s": 21600,
+    }
     assert state["counters"]["manifest_head"] == 3 and state["counters"]["manifest_get"] == 1
     assert state["counters"]["blob_get"] == 1
 
@@ -196,7 +238,9 @@ def test_over_the_budget_a_manifest_get_gets_429(hub: DockerHub, backend) -> Non
         assert by_digest.status_code == 429
         head = c.head("/v2/library/single/manifests/1")
         assert head.status_code == 200 and remaining(head) == 0  # version checks still work
-        assert c.get(f"/v2/library/single/blobs/{backend.images['single'].blobs[0].digest}").status_code == 200
+        assert (
+            c.get(f"/v2/library/single/blobs/{backend.images['single'].blobs[0].digest}").status_code == 200
+        )
     assert httpx.get(hub.url + "/_lab/state").json()["counters"]["too_many_requests"] == 2
 
 
@@ -252,7 +296,9 @@ def test_anonymous_cannot_push_the_lab_user_can(hub: DockerHub, tmp_path: Path) 
     # the upload's Location pointed back at the stand-in, and the backend now has it
     r = httpx.get(f"{hub.backend_url}/v2/alice/app/manifests/1", headers={"Accept": ACCEPT})
     assert r.headers["Docker-Content-Digest"] == image.digest
-    pulled = httpx.get(f"{hub.url}/v2/alice/app/blobs/{image.blobs[2].digest}", headers=bearer(token(hub, "alice/app")))
+    pulled = httpx.get(
+        f"{hub.url}/v2/alice/app/blobs/{image.blobs[2].digest}", headers=bearer(token(hub, "alice/app"))
+    )
     assert pulled.status_code == 200 and len(pulled.content) == image.blobs[2].size
 
 
@@ -262,7 +308,9 @@ def test_backend_down_is_503_and_not_a_pull(backend) -> None:
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
         with DockerHub(dead, config=HubConfig(limit=3)) as h:
-            r = httpx.get(h.url + "/v2/library/single/manifests/1", headers=bearer(token(h, "library/single")))
+            r = httpx.get(
+                h.url + "/v2/library/single/manifests/1", headers=bearer(token(h, "library/single"))
+            )
             assert r.status_code == 503 and r.json()["errors"][0]["code"] == "UNAVAILABLE"
             assert h.ledger.used("127.0.0.1", 21600) == 0
 
@@ -272,9 +320,17 @@ def test_config_endpoint_validates(hub: DockerHub) -> None:
     assert httpx.put(hub.url + "/_lab/config", json={"limits": 3}).status_code == 400
     assert httpx.put(hub.url + "/_lab/config", json={"limit": -1}).status_code == 400
     assert httpx.put(hub.url + "/_lab/config", json={"throttle_bytes_per_s": 0}).status_code == 400
-    r = httpx.put(hub.url + "/_lab/config", json={"throttle_bytes_per_s": 1000, "latency_ms": 20, "window_s": 3600})
+    r = httpx.put(
+        hub.url + "/_lab/config", json={"throttle_bytes_per_s": 1000, "latency_ms": 20, "window_s": 3600}
+    )
     assert r.status_code == 200
-    assert r.json() == {"limit": 5, "auth_limit": 7, "window_s": 3600, "throttle_bytes_per_s": 1000, "latency_ms": 20}
+    assert r.json() == {
+        "limit": 5,
+        "auth_limit": 7,
+        "window_s": 3600,
+        "throttle_bytes_per_s": 1000,
+        "latency_ms": 20,
+    }
     assert httpx.get(hub.url + "/_lab/nothing").status_code == 404
 
 
@@ -313,8 +369,12 @@ def test_throttle_paces_forwarded_bodies(backend) -> None:
     rate = 256 * 1024
     layer = backend.images["single"].blobs[-1]  # the 1 MiB random layer
     assert layer.size > 1 << 20
-    with DockerHub(backend.url, config=HubConfig(throttle_bytes_per_s=rate), clock=t.clock, sleep=t.sleep) as h:
-        r = httpx.get(f"{h.url}/v2/library/single/blobs/{layer.digest}", headers=bearer(token(h, "library/single")))
+    with DockerHub(
+        backend.url, config=HubConfig(throttle_bytes_per_s=rate), clock=t.clock, sleep=t.sleep
+    ) as h:
+        r = httpx.get(
+            f"{h.url}/v2/library/single/blobs/{layer.digest}", headers=bearer(token(h, "library/single"))
+        )
         assert r.status_code == 200 and len(r.content) == layer.size
     # the fake clock only advances by the throttle's sleeps, so they add up to size / rate exactly
     assert sum(t.sleeps) == pytest.approx(layer.size / rate)
@@ -340,9 +400,27 @@ def test_rate_limit_source_is_the_ipv4_address_or_the_ipv6_slash_64() -> None:
 
 # -- command line ------------------------------------------------------------------------------
 def test_cli_serves_until_sigterm() -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "runbook_lab.dockerhub", "--port", "0", "--token-port", "0",
-                             "--backend", "http://127.0.0.1:9", "--limit", "3", "--user", "bob:pw"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "runbook_lab.dockerhub",
+            "--port",
+            "0",
+            "--token-port",
+            "0",
+            "--backend",
+            "http://127.0.0.1:9",
+            "--limit",
+            "3",
+            "--user",
+            "bob:pw",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -369,9 +447,23 @@ def test_cli_port_taken_exits_2() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run([sys.executable, "-m", "runbook_lab.dockerhub", "--port", str(port),
-                                 "--token-port", "0", "--backend", "http://127.0.0.1:9"],
-                                cwd=REPO, capture_output=True, text=True, timeout=30)
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "runbook_lab.dockerhub",
+                "--port",
+                str(port),
+                "--token-port",
+                "0",
+                "--backend",
+                "http://127.0.0.1:9",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     assert result.returncode == 2
     assert "address already in use" in result.stderr and str(port) in result.stderr
 
@@ -417,13 +509,19 @@ def test_containerd_with_credentials_is_charged_to_the_account(backend, tmp_path
         hosts.parent.mkdir(parents=True)
         hosts.write_text(f'server = "{h.url}"\n\n[host."{h.url}"]\n  capabilities = ["pull", "resolve"]\n')
         with PrivateContainerd(base / "ctd", base / "daemon-certs.d") as ctd:
-            denied = ctd.ctr_pull("docker.io/library/single:1", hosts_dir=base / "certs.d", extra_args=["--user", "alice:nope"])
+            denied = ctd.ctr_pull(
+                "docker.io/library/single:1", hosts_dir=base / "certs.d", extra_args=["--user", "alice:nope"]
+            )
             assert not denied.ok and "401" in denied.stderr
-            pulled = ctd.ctr_pull("docker.io/library/single:1", hosts_dir=base / "certs.d",
-                                  extra_args=["--user", "alice:wonderland"])
+            pulled = ctd.ctr_pull(
+                "docker.io/library/single:1",
+                hosts_dir=base / "certs.d",
+                extra_args=["--user", "alice:wonderland"],
+            )
             assert pulled.ok, pulled.stderr
     state = h.state()
-    assert state["sources"] == {account_id("alice"): {"authenticated": True, "used": 1, "limit": 5, "remaining": 4,
-                                                      "window_s": 21600}}
+    assert state["sources"] == {
+        account_id("alice"): {"authenticated": True, "used": 1, "limit": 5, "remaining": 4, "window_s": 21600}
+    }
     # with a secret, containerd asks for its token with the OAuth2 password grant (POST /token)
     assert state["counters"]["tokens_issued_oauth"] >= 1

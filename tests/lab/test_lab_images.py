@@ -83,14 +83,20 @@ def test_file_layers_are_stable_and_their_diff_ids_are_the_uncompressed_tar() ->
 
 
 def test_manifest_and_config_describe_blobs_and_platform() -> None:
-    image = build_image({"bin/tool": b"#!/bin/sh\n"}, platform="linux/arm64/v8",
-                        container_config={"Cmd": ["tool"], "ExposedPorts": {"80/tcp": {}}})
+    image = build_image(
+        {"bin/tool": b"#!/bin/sh\n"},
+        platform="linux/arm64/v8",
+        container_config={"Cmd": ["tool"], "ExposedPorts": {"80/tcp": {}}},
+    )
     manifest = json.loads(image.manifest)
     assert image.digest == sha(image.manifest)
     assert manifest["mediaType"] == image.media_type == MEDIA_TYPES["oci"]["manifest"]
     config_blob, *layers = image.blobs
-    assert manifest["config"] == {"mediaType": MEDIA_TYPES["oci"]["config"], "digest": config_blob.digest,
-                                  "size": config_blob.size}
+    assert manifest["config"] == {
+        "mediaType": MEDIA_TYPES["oci"]["config"],
+        "digest": config_blob.digest,
+        "size": config_blob.size,
+    }
     assert [d["digest"] for d in manifest["layers"]] == [b.digest for b in layers]
     config = config_of(image)
     assert (config["os"], config["architecture"], config["variant"]) == ("linux", "arm64", "v8")
@@ -139,7 +145,8 @@ def test_index_lists_each_platform() -> None:
     assert index.digest == sha(index.manifest) and body["mediaType"] == MEDIA_TYPES["oci"]["index"]
     assert [(m["digest"], m["size"], m["platform"]) for m in body["manifests"]] == [
         (amd.digest, amd.size, {"os": "linux", "architecture": "amd64"}),
-        (arm.digest, arm.size, {"os": "linux", "architecture": "arm64", "variant": "v8"})]
+        (arm.digest, arm.size, {"os": "linux", "architecture": "arm64", "variant": "v8"}),
+    ]
     assert {b.digest for b in index.all_blobs()} == {b.digest for b in amd.blobs + arm.blobs}
     with pytest.raises(ValueError):
         build_index([index])
@@ -163,7 +170,11 @@ def test_push_then_pull_back_by_digest(registry, tmp_path: Path) -> None:
         assert tagged.headers["Docker-Content-Digest"] == image.digest
         for desc in [json.loads(r.content)["config"], *json.loads(r.content)["layers"]]:
             blob = c.get(f"/v2/lab/pushed/blobs/{desc['digest']}")
-            assert blob.status_code == 200 and sha(blob.content) == desc["digest"] and len(blob.content) == desc["size"]
+            assert (
+                blob.status_code == 200
+                and sha(blob.content) == desc["digest"]
+                and len(blob.content) == desc["size"]
+            )
 
 
 @needs_registry
@@ -206,16 +217,24 @@ def test_push_reports_registry_errors(registry) -> None:
 
 @needs_registry
 def test_seeding_is_idempotent(tmp_path: Path) -> None:
-    procs = {host: start_registry(host, tmp_path / host, 0, tmp_path / f"{host}.log")
-             for host in ("docker.io", "quay.io", "registry.k8s.io")}
+    procs = {
+        host: start_registry(host, tmp_path / host, 0, tmp_path / f"{host}.log")
+        for host in ("docker.io", "quay.io", "registry.k8s.io")
+    }
     try:
         urls = {host: p.url for host, p in procs.items()}
         first_stats, second_stats = PushStats(), PushStats()
         first = seed_lab_images(urls, tmp_path / "work", image_mb=2, multilayer_mb=2, stats=first_stats)
         assert set(first) == {
-            "docker.io/library/demo:1", "docker.io/library/big:lab", "docker.io/library/layers:lab",
-            "docker.io/library/nginx:lab", "docker.io/library/busybox:lab",
-            "docker.io/ratelimitpreview/test:latest", "quay.io/lab/tool:1", "registry.k8s.io/pause:3.9"}
+            "docker.io/library/demo:1",
+            "docker.io/library/big:lab",
+            "docker.io/library/layers:lab",
+            "docker.io/library/nginx:lab",
+            "docker.io/library/busybox:lab",
+            "docker.io/ratelimitpreview/test:latest",
+            "quay.io/lab/tool:1",
+            "registry.k8s.io/pause:3.9",
+        }
         assert first_stats.uploaded
         log_size = (tmp_path / "docker.io.log").stat().st_size
         second = seed_lab_images(urls, tmp_path / "work", image_mb=2, multilayer_mb=2, stats=second_stats)
@@ -229,7 +248,9 @@ def test_seeding_is_idempotent(tmp_path: Path) -> None:
                 repo, tag = rest.rsplit(":", 1)
                 r = c.head(f"{urls[host]}/v2/{repo}/manifests/{tag}", headers={"Accept": ACCEPT})
                 assert r.headers["Docker-Content-Digest"] == digest, ref
-            layers = c.get(f"{urls['docker.io']}/v2/library/layers/manifests/lab", headers={"Accept": ACCEPT}).json()
+            layers = c.get(
+                f"{urls['docker.io']}/v2/library/layers/manifests/lab", headers={"Accept": ACCEPT}
+            ).json()
             assert len(layers["layers"]) == 5  # a small file layer + 4 random layers
             assert sum(d["size"] for d in layers["layers"][1:]) > 2 << 20  # random data does not compress
     finally:

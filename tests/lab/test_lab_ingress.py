@@ -42,16 +42,21 @@ class Backend(LabHandler):
             self.end_headers()
             data = pattern(BIG)
             for i in range(0, BIG, 1 << 20):
-                part = data[i:i + (1 << 20)]
+                part = data[i : i + (1 << 20)]
                 self.wfile.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
             self.wfile.write(b"0\r\n\r\n")
             return
         if self.url_path == "/fixed":
             self.reply(200, pattern(1000), "application/octet-stream", {"Docker-Content-Digest": DIGEST})
             return
-        self.reply_json(401, {"path": self.path, "headers": dict(self.headers.items())},
-                        {"WWW-Authenticate": 'Bearer realm="http://x/v2/token",service="x"',
-                         "Docker-Distribution-API-Version": "registry/2.0"})
+        self.reply_json(
+            401,
+            {"path": self.path, "headers": dict(self.headers.items())},
+            {
+                "WWW-Authenticate": 'Bearer realm="http://x/v2/token",service="x"',
+                "Docker-Distribution-API-Version": "registry/2.0",
+            },
+        )
 
     def do_HEAD(self) -> None:  # noqa: N802
         self.reply(200, pattern(1000), "application/octet-stream", {"Docker-Content-Digest": DIGEST})
@@ -81,15 +86,42 @@ def cluster(tmp_path) -> Iterator[tuple[KubeStandIn, IngressProxy]]:
 
 
 def service(name: str, target: int | str, port: int = 80, namespace: str = "apps") -> dict:
-    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace},
-            "spec": {"ports": [{"name": "http", "port": port, "targetPort": target}], "selector": {"app": name}}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"ports": [{"name": "http", "port": port, "targetPort": target}], "selector": {"app": name}},
+    }
 
 
-def ingress(name: str, host: str | None, svc: str, port: int | str = 80, path: str = "/", path_type: str = "Prefix",
-            annotations: dict | None = None, tls: bool = False, cls: str | None = "nginx",
-            namespace: str = "apps") -> dict:
-    rule: dict = {"http": {"paths": [{"path": path, "pathType": path_type, "backend": {"service": {
-        "name": svc, "port": {"number": port} if isinstance(port, int) else {"name": port}}}}]}}
+def ingress(
+    name: str,
+    host: str | None,
+    svc: str,
+    port: int | str = 80,
+    path: str = "/",
+    path_type: str = "Prefix",
+    annotations: dict | None = None,
+    tls: bool = False,
+    cls: str | None = "nginx",
+    namespace: str = "apps",
+) -> dict:
+    rule: dict = {
+        "http": {
+            "paths": [
+                {
+                    "path": path,
+                    "pathType": path_type,
+                    "backend": {
+                        "service": {
+                            "name": svc,
+                            "port": {"number": port} if isinstance(port, int) else {"name": port},
+                        }
+                    },
+                }
+            ]
+        }
+    }
     if host:
         rule["host"] = host
     spec: dict = {"rules": [rule]}
@@ -97,8 +129,12 @@ def ingress(name: str, host: str | None, svc: str, port: int | str = 80, path: s
         spec["ingressClassName"] = cls
     if tls and host:
         spec["tls"] = [{"hosts": [host]}]
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-            "metadata": {"name": name, "namespace": namespace, "annotations": annotations or {}}, "spec": spec}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": name, "namespace": namespace, "annotations": annotations or {}},
+        "spec": spec,
+    }
 
 
 def seed(kube: KubeStandIn, *objects: dict) -> None:
@@ -131,17 +167,25 @@ def routed(proxy: IngressProxy, host: str, path: str = "/") -> Callable[[], bool
 def test_route_table_follows_ingress_path_matching() -> None:
     table = RouteTable("nginx")
     table.replace("Service", [service("a", 1), service("b", 2), service("c", 3), service("named", "http")])
-    table.replace("Ingress", [
-        ingress("root", "reg.example.com", "a"),
-        ingress("api", "reg.example.com", "b", path="/v2", path_type="Prefix"),
-        ingress("exact", "reg.example.com", "c", path="/v2/token", path_type="Exact"),
-        ingress("wild", "*.example.com", "c"),
-        ingress("nohost", None, "b"),
-        ingress("other-class", "alb.other.test", "a", cls="alb"),
-        ingress("legacy-class", "legacy.example.com", "a", cls=None,
-                annotations={"kubernetes.io/ingress.class": "nginx"}),
-        ingress("named-port", "named.example.com", "named"),
-    ])
+    table.replace(
+        "Ingress",
+        [
+            ingress("root", "reg.example.com", "a"),
+            ingress("api", "reg.example.com", "b", path="/v2", path_type="Prefix"),
+            ingress("exact", "reg.example.com", "c", path="/v2/token", path_type="Exact"),
+            ingress("wild", "*.example.com", "c"),
+            ingress("nohost", None, "b"),
+            ingress("other-class", "alb.other.test", "a", cls="alb"),
+            ingress(
+                "legacy-class",
+                "legacy.example.com",
+                "a",
+                cls=None,
+                annotations={"kubernetes.io/ingress.class": "nginx"},
+            ),
+            ingress("named-port", "named.example.com", "named"),
+        ],
+    )
     service_of = lambda host, path: (table.match(host, path) or type("R", (), {"service": None})).service  # noqa: E731
     assert service_of("reg.example.com", "/") == "a"
     assert service_of("reg.example.com", "/v2/") == "b"  # longest prefix
@@ -159,7 +203,7 @@ def test_route_table_follows_ingress_path_matching() -> None:
 
 def test_nginx_sizes() -> None:
     assert parse_size("0") is None
-    assert parse_size("1m") == 1024 * 1024 and parse_size("8k") == 8192 and parse_size("2G") == 2 * 1024 ** 3
+    assert parse_size("1m") == 1024 * 1024 and parse_size("8k") == 8192 and parse_size("2G") == 2 * 1024**3
     assert parse_size("nonsense") == 1024 * 1024  # ingress-nginx falls back to the default
 
 
@@ -179,8 +223,11 @@ def test_forwarded_headers_passthrough_and_keepalive(cluster, backend) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=30)
     seen = []
     for _ in range(2):  # the second request goes over the same connection
-        conn.request("GET", "/v2/?x=1", headers={"Host": f"echo.lab.internal:{proxy.port}",
-                                                "X-Forwarded-Host": "spoofed.example.com"})
+        conn.request(
+            "GET",
+            "/v2/?x=1",
+            headers={"Host": f"echo.lab.internal:{proxy.port}", "X-Forwarded-Host": "spoofed.example.com"},
+        )
         resp = conn.getresponse()
         body = json.loads(resp.read())
         seen.append(conn.sock.getsockname())
@@ -200,8 +247,16 @@ def test_forwarded_headers_passthrough_and_keepalive(cluster, backend) -> None:
 
 def test_bodies_stream_both_ways(cluster, backend) -> None:
     kube, proxy = cluster
-    seed(kube, service("blobs", backend),
-         ingress("blobs", "blobs.lab.internal", "blobs", annotations={"nginx.ingress.kubernetes.io/proxy-body-size": "0"}))
+    seed(
+        kube,
+        service("blobs", backend),
+        ingress(
+            "blobs",
+            "blobs.lab.internal",
+            "blobs",
+            annotations={"nginx.ingress.kubernetes.io/proxy-body-size": "0"},
+        ),
+    )
     assert until(routed(proxy, "blobs.lab.internal"))
     h = hashlib.sha256()
     size = 0
@@ -215,11 +270,17 @@ def test_bodies_stream_both_ways(cluster, backend) -> None:
     head = httpx.head(f"{proxy.url}/fixed", headers={"Host": "blobs.lab.internal"})
     assert head.status_code == 200 and head.headers["content-length"] == "1000" and head.content == b""
     upload = pattern(3 * 1024 * 1024)
-    resp = httpx.post(f"{proxy.url}/upload", headers={"Host": "blobs.lab.internal"}, content=upload, timeout=30)
+    resp = httpx.post(
+        f"{proxy.url}/upload", headers={"Host": "blobs.lab.internal"}, content=upload, timeout=30
+    )
     assert resp.status_code == 201
     assert resp.json() == {"size": len(upload), "sha256": hashlib.sha256(upload).hexdigest()}
-    chunked = httpx.post(f"{proxy.url}/upload", headers={"Host": "blobs.lab.internal"},
-                         content=iter([upload[:100], upload[100:]]), timeout=30)
+    chunked = httpx.post(
+        f"{proxy.url}/upload",
+        headers={"Host": "blobs.lab.internal"},
+        content=iter([upload[:100], upload[100:]]),
+        timeout=30,
+    )
     assert chunked.json()["size"] == len(upload)
 
 
@@ -229,16 +290,28 @@ def test_body_size_default_is_1m(cluster, backend) -> None:
     assert until(routed(proxy, "small.lab.internal"))
     resp = httpx.post(f"{proxy.url}/upload", headers={"Host": "small.lab.internal"}, content=pattern(2 << 20))
     assert resp.status_code == 413 and "Request Entity Too Large" in resp.text
-    assert httpx.post(f"{proxy.url}/upload", headers={"Host": "small.lab.internal"},
-                      content=pattern(1000)).status_code == 201
+    assert (
+        httpx.post(
+            f"{proxy.url}/upload", headers={"Host": "small.lab.internal"}, content=pattern(1000)
+        ).status_code
+        == 201
+    )
 
 
 def test_tls_hosts_redirect_to_https_unless_switched_off(cluster, backend) -> None:
     kube, proxy = cluster
-    seed(kube, service("secure", backend),
-         ingress("secure", "secure.lab.internal", "secure", tls=True),
-         ingress("plain", "plain.lab.internal", "secure", tls=True,
-                 annotations={"nginx.ingress.kubernetes.io/ssl-redirect": "false"}))
+    seed(
+        kube,
+        service("secure", backend),
+        ingress("secure", "secure.lab.internal", "secure", tls=True),
+        ingress(
+            "plain",
+            "plain.lab.internal",
+            "secure",
+            tls=True,
+            annotations={"nginx.ingress.kubernetes.io/ssl-redirect": "false"},
+        ),
+    )
     assert until(routed(proxy, "secure.lab.internal")) and until(routed(proxy, "plain.lab.internal"))
     resp = get(proxy, "secure.lab.internal", "/v2/?a=b")
     assert resp.status_code == 308 and resp.headers["location"] == "https://secure.lab.internal/v2/?a=b"
@@ -248,8 +321,12 @@ def test_tls_hosts_redirect_to_https_unless_switched_off(cluster, backend) -> No
 def test_missing_service_and_dead_backend(cluster) -> None:
     kube, proxy = cluster
     dead = free_port()
-    seed(kube, service("dead", dead), ingress("ghost", "ghost.lab.internal", "no-such-service"),
-         ingress("dead", "dead.lab.internal", "dead"))
+    seed(
+        kube,
+        service("dead", dead),
+        ingress("ghost", "ghost.lab.internal", "no-such-service"),
+        ingress("dead", "dead.lab.internal", "dead"),
+    )
     assert until(routed(proxy, "ghost.lab.internal")) and until(routed(proxy, "dead.lab.internal"))
     assert get(proxy, "ghost.lab.internal").status_code == 503
     assert get(proxy, "dead.lab.internal").status_code == 502
@@ -275,7 +352,9 @@ def test_cli_serves_until_sigterm_and_refuses_a_taken_port(tmp_path) -> None:
     argv = [sys.executable, "-m", "runbook_lab.ingress", "--port", str(port), "--kubeconfig", str(kubeconfig)]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert until(lambda: _health(port) == 200, timeout=30), proc.stderr.read() if proc.poll() is not None else ""
+        assert until(lambda: _health(port) == 200, timeout=30), (
+            proc.stderr.read() if proc.poll() is not None else ""
+        )
         taken = subprocess.run(argv, capture_output=True, text=True, timeout=60)
         assert taken.returncode == 2 and "already in use" in taken.stderr
         proc.send_signal(signal.SIGTERM)
@@ -293,4 +372,3 @@ def _health(port: int) -> int | None:
         return httpx.get(f"http://127.0.0.1:{port}/_lab/healthz", timeout=2).status_code
     except httpx.HTTPError:
         return None
-

@@ -18,8 +18,13 @@ from tests.conftest import REPO
 
 
 def _start(args: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "runbook_lab.kube", *args], cwd=REPO, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "runbook_lab.kube", *args],
+        cwd=REPO,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _server_url(kubeconfig: Path, proc: subprocess.Popen[str]) -> str:
@@ -65,8 +70,10 @@ def test_serves_until_sigterm_and_keeps_state(tmp_path: Path, procs: list) -> No
     procs.append(proc)
     url = _server_url(kubeconfig, proc)
     assert (kubeconfig.stat().st_mode & 0o777) == 0o600
-    r = httpx.post(f"{url}/api/v1/namespaces/default/configmaps",
-                   json={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kept"}, "data": {"a": "1"}})
+    r = httpx.post(
+        f"{url}/api/v1/namespaces/default/configmaps",
+        json={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kept"}, "data": {"a": "1"}},
+    )
     assert r.status_code == 201
     assert _stop(proc) == 0
 

@@ -27,7 +27,9 @@ def _kubectl_problem() -> str | None:
     if not path:
         return "kubectl is not installed (not on PATH); install a kubectl >= 1.27 to run these tests"
     try:
-        out = subprocess.run([path, "version", "--client", "-o", "json"], capture_output=True, text=True, timeout=30)
+        out = subprocess.run(
+            [path, "version", "--client", "-o", "json"], capture_output=True, text=True, timeout=30
+        )
         minor = int("".join(ch for ch in json.loads(out.stdout)["clientVersion"]["minor"] if ch.isdigit()))
     except (OSError, ValueError, KeyError, subprocess.TimeoutExpired) as exc:
         return f"cannot determine the kubectl version: {exc}"
@@ -58,9 +60,17 @@ spec:
 
 class Kubectl:
     def __init__(self, kubeconfig: Path, cache: Path) -> None:
-        self.base = [shutil.which("kubectl") or "kubectl", "--kubeconfig", str(kubeconfig), "--cache-dir", str(cache)]
+        self.base = [
+            shutil.which("kubectl") or "kubectl",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--cache-dir",
+            str(cache),
+        ]
 
-    def __call__(self, *args: str, stdin: str | None = None, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    def __call__(
+        self, *args: str, stdin: str | None = None, ok: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         result = subprocess.run([*self.base, *args], input=stdin, capture_output=True, text=True, timeout=60)
         if ok and result.returncode != 0:
             pytest.fail(f"kubectl {' '.join(args)} failed: {result.stderr}")
@@ -82,9 +92,17 @@ def _rows(text: str) -> list[list[str]]:
 def test_get_nodes_and_namespaces(lab: tuple[KubeStandIn, Kubectl]) -> None:
     standin, kubectl = lab
     assert kubectl("get", "nodes").stderr.strip() == "No resources found"
-    standin.put({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "ip-10-0-1-1.ec2.internal"},
-                 "status": {"conditions": [{"type": "Ready", "status": "True"}],
-                            "nodeInfo": {"kubeletVersion": "v1.33.5-eks-lab"}}})
+    standin.put(
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": "ip-10-0-1-1.ec2.internal"},
+            "status": {
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "nodeInfo": {"kubeletVersion": "v1.33.5-eks-lab"},
+            },
+        }
+    )
     rows = _rows(kubectl("get", "nodes").stdout)
     assert rows[0] == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
     assert rows[1][:3] == ["ip-10-0-1-1.ec2.internal", "Ready", "<none>"] and rows[1][4] == "v1.33.5-eks-lab"
@@ -95,16 +113,24 @@ def test_get_nodes_and_namespaces(lab: tuple[KubeStandIn, Kubectl]) -> None:
 def test_apply_get_and_delete_an_ec2nodeclass(lab: tuple[KubeStandIn, Kubectl]) -> None:
     standin, kubectl = lab
     manifest = EC2NODECLASS.format(role="KarpenterNodeRole-my-cluster")
-    assert kubectl("apply", "-f", "-", stdin=manifest).stdout.strip() == \
-        "ec2nodeclass.karpenter.k8s.aws/default created"
+    assert (
+        kubectl("apply", "-f", "-", stdin=manifest).stdout.strip()
+        == "ec2nodeclass.karpenter.k8s.aws/default created"
+    )
     posted = [r for r in standin.requests if r.method == "POST"]
     assert posted[-1].query == "fieldManager=kubectl-client-side-apply&fieldValidation=Strict"
-    assert kubectl("apply", "-f", "-", stdin=manifest).stdout.strip() == \
-        "ec2nodeclass.karpenter.k8s.aws/default unchanged"
+    assert (
+        kubectl("apply", "-f", "-", stdin=manifest).stdout.strip()
+        == "ec2nodeclass.karpenter.k8s.aws/default unchanged"
+    )
     changed = EC2NODECLASS.format(role="OtherRole")
-    assert kubectl("apply", "-f", "-", stdin=changed).stdout.strip() == \
-        "ec2nodeclass.karpenter.k8s.aws/default configured"
-    assert [r.content_type for r in standin.requests if r.method == "PATCH"] == ["application/merge-patch+json"]
+    assert (
+        kubectl("apply", "-f", "-", stdin=changed).stdout.strip()
+        == "ec2nodeclass.karpenter.k8s.aws/default configured"
+    )
+    assert [r.content_type for r in standin.requests if r.method == "PATCH"] == [
+        "application/merge-patch+json"
+    ]
 
     rows = _rows(kubectl("get", "ec2nodeclasses").stdout)
     assert rows[0] == ["NAME", "READY", "AGE"] and rows[1][0] == "default"
@@ -114,8 +140,10 @@ def test_apply_get_and_delete_an_ec2nodeclass(lab: tuple[KubeStandIn, Kubectl]) 
     assert obj["spec"]["role"] == "OtherRole" and obj["metadata"]["generation"] == 2
     assert obj["spec"]["metadataOptions"]["httpTokens"] == "required"  # CRD default applied by the server
 
-    assert kubectl("delete", "ec2nodeclass", "default").stdout.strip() == \
-        'ec2nodeclass.karpenter.k8s.aws "default" deleted'
+    assert (
+        kubectl("delete", "ec2nodeclass", "default").stdout.strip()
+        == 'ec2nodeclass.karpenter.k8s.aws "default" deleted'
+    )
     assert standin.get("karpenter.k8s.aws/v1", "EC2NodeClass", "default") is None
 
 
@@ -124,8 +152,10 @@ def test_server_side_validation_errors_reach_the_user(lab: tuple[KubeStandIn, Ku
     bad_type = EC2NODECLASS.format(role="x").replace('role: "x"', "role: 5")
     result = kubectl("apply", "-f", "-", stdin=bad_type, ok=False)
     assert result.returncode == 1
-    assert result.stderr.strip() == ('The EC2NodeClass "default" is invalid: spec.role: Invalid value: "integer": '
-                                     'spec.role in body must be of type string: "integer"')
+    assert result.stderr.strip() == (
+        'The EC2NodeClass "default" is invalid: spec.role: Invalid value: "integer": '
+        'spec.role in body must be of type string: "integer"'
+    )
     typo = EC2NODECLASS.format(role="x").replace("  role:", "  rolez: typo\n  role:")
     result = kubectl("apply", "-f", "-", stdin=typo, ok=False)
     assert 'strict decoding error: unknown field "spec.rolez"' in result.stderr
@@ -141,8 +171,9 @@ def test_server_side_apply_and_configmap_round_trip(lab: tuple[KubeStandIn, Kube
     cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cfg\n  labels: {app: lab}\ndata:\n  a: '1'\n"
     kubectl("apply", "-f", "-", stdin=cm)
     kubectl("apply", "-f", "-", stdin=cm.replace("a: '1'", "a: '2'"))
-    assert [r.content_type for r in standin.requests if r.method == "PATCH"][-1] == \
-        "application/strategic-merge-patch+json"
+    assert [r.content_type for r in standin.requests if r.method == "PATCH"][
+        -1
+    ] == "application/strategic-merge-patch+json"
     assert standin.get("v1", "ConfigMap", "cfg", "default")["data"] == {"a": "2"}
     kubectl("label", "configmap", "cfg", "tier=x")
     assert [r[0] for r in _rows(kubectl("get", "cm", "-l", "app=lab,tier in (x)").stdout)[1:]] == ["cfg"]

@@ -77,8 +77,10 @@ def test_name_rules_and_messages() -> None:
     assert dns1123_subdomain("a.b-c") == [] and dns1123_label("a-b") == [] and dns1035_label("a1") == []
     assert dns1035_label("1a")[0].startswith("a DNS-1035 label must consist of lower case alphanumeric")
     assert dns1123_label("a.b")[0].startswith("a lowercase RFC 1123 label must consist of")
-    assert "regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*'" in \
-        dns1123_subdomain("Bad_Name")[0]
+    assert (
+        "regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*'"
+        in dns1123_subdomain("Bad_Name")[0]
+    )
     assert dns1123_label("a" * 64)[0] == "must be no more than 63 characters"
     assert qualified_name("example.com/ok") == []
     assert qualified_name("/x") == ["prefix part must be non-empty"]
@@ -87,22 +89,28 @@ def test_name_rules_and_messages() -> None:
 # -- patches -------------------------------------------------------------------------------------
 def test_merge_patch_rfc7386() -> None:
     target = {"a": {"b": 1, "c": 2}, "l": [1, 2], "keep": True}
-    assert merge_patch(target, {"a": {"b": None, "d": 3}, "l": [3]}) == {"a": {"c": 2, "d": 3}, "l": [3],
-                                                                          "keep": True}
+    assert merge_patch(target, {"a": {"b": None, "d": 3}, "l": [3]}) == {
+        "a": {"c": 2, "d": 3},
+        "l": [3],
+        "keep": True,
+    }
     assert target["a"] == {"b": 1, "c": 2}  # input untouched
 
 
 def test_json_patch_rfc6902_operations() -> None:
     doc = {"spec": {"list": [1, 2], "role": "a"}, "metadata": {"labels": {"a/b": "x"}}}
-    out = json_patch(doc, [
-        {"op": "add", "path": "/spec/list/-", "value": 3},
-        {"op": "add", "path": "/spec/list/0", "value": 0},
-        {"op": "replace", "path": "/spec/role", "value": "b"},
-        {"op": "remove", "path": "/metadata/labels/a~1b"},
-        {"op": "copy", "from": "/spec/role", "path": "/spec/copy"},
-        {"op": "move", "from": "/spec/copy", "path": "/spec/moved"},
-        {"op": "test", "path": "/spec/moved", "value": "b"},
-    ])
+    out = json_patch(
+        doc,
+        [
+            {"op": "add", "path": "/spec/list/-", "value": 3},
+            {"op": "add", "path": "/spec/list/0", "value": 0},
+            {"op": "replace", "path": "/spec/role", "value": "b"},
+            {"op": "remove", "path": "/metadata/labels/a~1b"},
+            {"op": "copy", "from": "/spec/role", "path": "/spec/copy"},
+            {"op": "move", "from": "/spec/copy", "path": "/spec/moved"},
+            {"op": "test", "path": "/spec/moved", "value": "b"},
+        ],
+    )
     assert out == {"spec": {"list": [0, 1, 2, 3], "role": "b", "moved": "b"}, "metadata": {"labels": {}}}
 
 
@@ -120,24 +128,44 @@ def test_json_patch_failures_map_to_apiserver_codes() -> None:
 
 
 def test_strategic_merge_patch_merges_known_lists_by_key() -> None:
-    pod = {"spec": {"containers": [{"name": "a", "image": "x:1", "env": [{"name": "E", "value": "1"}]},
-                                   {"name": "b", "image": "y:1"}],
-                    "tolerations": [{"key": "t"}]},
-           "metadata": {"finalizers": ["one"]}}
-    out = strategic_merge_patch(pod, {
-        "spec": {"containers": [{"name": "a", "image": "x:2", "env": [{"name": "F", "value": "2"}]},
-                                {"name": "b", "$patch": "delete"}],
-                 "tolerations": [{"key": "u"}]},
-        "metadata": {"finalizers": ["two"]},
-    }, "Pod")
-    assert out["spec"]["containers"] == [{"name": "a", "image": "x:2",
-                                          "env": [{"name": "E", "value": "1"}, {"name": "F", "value": "2"}]}]
+    pod = {
+        "spec": {
+            "containers": [
+                {"name": "a", "image": "x:1", "env": [{"name": "E", "value": "1"}]},
+                {"name": "b", "image": "y:1"},
+            ],
+            "tolerations": [{"key": "t"}],
+        },
+        "metadata": {"finalizers": ["one"]},
+    }
+    out = strategic_merge_patch(
+        pod,
+        {
+            "spec": {
+                "containers": [
+                    {"name": "a", "image": "x:2", "env": [{"name": "F", "value": "2"}]},
+                    {"name": "b", "$patch": "delete"},
+                ],
+                "tolerations": [{"key": "u"}],
+            },
+            "metadata": {"finalizers": ["two"]},
+        },
+        "Pod",
+    )
+    assert out["spec"]["containers"] == [
+        {"name": "a", "image": "x:2", "env": [{"name": "E", "value": "1"}, {"name": "F", "value": "2"}]}
+    ]
     assert out["spec"]["tolerations"] == [{"key": "u"}]  # no patch strategy upstream: replaced
     assert out["metadata"]["finalizers"] == ["one", "two"]  # patchStrategy merge on a list of strings
-    removed = strategic_merge_patch(out, {"metadata": {"$deleteFromPrimitiveList/finalizers": ["one"]}}, "Pod")
+    removed = strategic_merge_patch(
+        out, {"metadata": {"$deleteFromPrimitiveList/finalizers": ["one"]}}, "Pod"
+    )
     assert removed["metadata"]["finalizers"] == ["two"]
-    svc = strategic_merge_patch({"spec": {"ports": [{"port": 80, "name": "http"}]}},
-                                {"spec": {"ports": [{"port": 443, "name": "https"}]}}, "Service")
+    svc = strategic_merge_patch(
+        {"spec": {"ports": [{"port": 80, "name": "http"}]}},
+        {"spec": {"ports": [{"port": 443, "name": "https"}]}},
+        "Service",
+    )
     assert [p["port"] for p in svc["spec"]["ports"]] == [80, 443]
 
 
@@ -149,27 +177,43 @@ def ec2nodeclass_v1() -> dict:
 
 
 def _ec2(spec: dict) -> dict:
-    return {"apiVersion": "karpenter.k8s.aws/v1", "kind": "EC2NodeClass", "metadata": {"name": "x"}, "spec": spec}
+    return {
+        "apiVersion": "karpenter.k8s.aws/v1",
+        "kind": "EC2NodeClass",
+        "metadata": {"name": "x"},
+        "spec": spec,
+    }
 
 
-VALID_SPEC = {"role": "R", "amiSelectorTerms": [{"alias": "al2023@latest"}],
-              "subnetSelectorTerms": [{"tags": {"k": "v"}}], "securityGroupSelectorTerms": [{"tags": {"k": "v"}}]}
+VALID_SPEC = {
+    "role": "R",
+    "amiSelectorTerms": [{"alias": "al2023@latest"}],
+    "subnetSelectorTerms": [{"tags": {"k": "v"}}],
+    "securityGroupSelectorTerms": [{"tags": {"k": "v"}}],
+}
 
 
 def test_schema_accepts_the_documented_minimal_ec2nodeclass(ec2nodeclass_v1: dict) -> None:
     obj = _ec2(dict(VALID_SPEC))
     assert prune(obj, ec2nodeclass_v1) == []
     apply_defaults(obj, ec2nodeclass_v1)
-    assert obj["spec"]["metadataOptions"] == {"httpEndpoint": "enabled", "httpProtocolIPv6": "disabled",
-                                              "httpPutResponseHopLimit": 1, "httpTokens": "required"}
+    assert obj["spec"]["metadataOptions"] == {
+        "httpEndpoint": "enabled",
+        "httpProtocolIPv6": "disabled",
+        "httpPutResponseHopLimit": 1,
+        "httpTokens": "required",
+    }
     assert validate(obj, make_validator(ec2nodeclass_v1)) == []
 
 
 def test_schema_prunes_unknown_fields_and_reports_their_paths(ec2nodeclass_v1: dict) -> None:
     obj = _ec2({**VALID_SPEC, "bogus": 1, "subnetSelectorTerms": [{"tags": {"k": "v"}, "extra": True}]})
     obj["metadata"]["clusterName"] = "old"
-    assert sorted(prune(obj, ec2nodeclass_v1)) == ["metadata.clusterName", "spec.bogus",
-                                                    "spec.subnetSelectorTerms[0].extra"]
+    assert sorted(prune(obj, ec2nodeclass_v1)) == [
+        "metadata.clusterName",
+        "spec.bogus",
+        "spec.subnetSelectorTerms[0].extra",
+    ]
     assert "bogus" not in obj["spec"] and obj["spec"]["subnetSelectorTerms"] == [{"tags": {"k": "v"}}]
 
 
@@ -177,13 +221,16 @@ def test_schema_errors_use_the_apiserver_wording(ec2nodeclass_v1: dict) -> None:
     validator = make_validator(ec2nodeclass_v1)
     errors = validate(_ec2({**VALID_SPEC, "role": 5}), validator)
     assert [str(e) for e in errors] == [
-        'spec.role: Invalid value: "integer": spec.role in body must be of type string: "integer"']
+        'spec.role: Invalid value: "integer": spec.role in body must be of type string: "integer"'
+    ]
     assert errors[0].type == "FieldValueTypeInvalid"
     spec = {k: v for k, v in VALID_SPEC.items() if k != "subnetSelectorTerms"}
     assert [str(e) for e in validate(_ec2(spec), validator)] == ["spec.subnetSelectorTerms: Required value"]
     errors = validate(_ec2({**VALID_SPEC, "metadataOptions": {"httpTokens": "sometimes"}}), validator)
-    assert str(errors[0]) == ('spec.metadataOptions.httpTokens: Unsupported value: "sometimes": supported values: '
-                              '"required", "optional"')
+    assert str(errors[0]) == (
+        'spec.metadataOptions.httpTokens: Unsupported value: "sometimes": supported values: '
+        '"required", "optional"'
+    )
 
 
 def test_null_in_a_non_nullable_field_is_dropped_before_validation(ec2nodeclass_v1: dict) -> None:
@@ -195,15 +242,24 @@ def test_null_in_a_non_nullable_field_is_dropped_before_validation(ec2nodeclass_
 # -- Status bodies -------------------------------------------------------------------------------
 def test_status_bodies_match_apimachinery() -> None:
     assert not_found("ec2nodeclasses", "karpenter.k8s.aws", "x").status() == {
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": 'ec2nodeclasses.karpenter.k8s.aws "x" not found', "reason": "NotFound",
-        "details": {"name": "x", "group": "karpenter.k8s.aws", "kind": "ec2nodeclasses"}, "code": 404}
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": 'ec2nodeclasses.karpenter.k8s.aws "x" not found',
+        "reason": "NotFound",
+        "details": {"name": "x", "group": "karpenter.k8s.aws", "kind": "ec2nodeclasses"},
+        "code": 404,
+    }
     assert already_exists("pods", "", "p").status()["details"] == {"name": "p", "kind": "pods"}
     assert conflict("pods", "", "p", "boom").message == 'Operation cannot be fulfilled on pods "p": boom'
     err = invalid("Pod", "", "p", [FieldError.required("spec.containers"), FieldError.required("spec.x")])
     assert err.message == 'Pod "p" is invalid: [spec.containers: Required value, spec.x: Required value]'
-    assert err.status()["details"]["causes"][0] == {"reason": "FieldValueRequired", "message": "Required value",
-                                                    "field": "spec.containers"}
+    assert err.status()["details"]["causes"][0] == {
+        "reason": "FieldValueRequired",
+        "message": "Required value",
+        "field": "spec.containers",
+    }
 
 
 # -- server-side apply bookkeeping ---------------------------------------------------------------
@@ -239,29 +295,49 @@ def test_manager_defaults_to_user_agent_prefix() -> None:
 
 # -- misc ----------------------------------------------------------------------------------------
 def test_human_duration_like_kubectl() -> None:
-    assert [human_duration(s) for s in (5, 119, 150, 600, 9000, 12000, 100000, 200000, 86400 * 30)] == \
-        ["5s", "119s", "2m30s", "10m", "150m", "3h20m", "27h", "2d7h", "30d"]
+    assert [human_duration(s) for s in (5, 119, 150, 600, 9000, 12000, 100000, 200000, 86400 * 30)] == [
+        "5s",
+        "119s",
+        "2m30s",
+        "10m",
+        "150m",
+        "3h20m",
+        "27h",
+        "2d7h",
+        "30d",
+    ]
 
 
 def test_jsonpath_subset_for_printer_columns() -> None:
-    obj = {"status": {"conditions": [{"type": "Other", "status": "False"}, {"type": "Ready", "status": "True"}]}}
+    obj = {
+        "status": {"conditions": [{"type": "Other", "status": "False"}, {"type": "Ready", "status": "True"}]}
+    }
     assert jsonpath(obj, '.status.conditions[?(@.type=="Ready")].status') == ["True"]
     assert jsonpath(obj, ".status.conditions[0].type") == ["Other"]
     assert jsonpath(obj, ".spec.missing") == []
 
 
 def test_version_priority_orders_like_kubernetes() -> None:
-    assert sorted(["v1alpha5", "v1", "v1beta1", "v2beta1"], key=version_priority, reverse=True) == \
-        ["v1", "v2beta1", "v1beta1", "v1alpha5"]
+    assert sorted(["v1alpha5", "v1", "v1beta1", "v2beta1"], key=version_priority, reverse=True) == [
+        "v1",
+        "v2beta1",
+        "v1beta1",
+        "v1alpha5",
+    ]
 
 
 def test_every_profile_loads_and_serves_the_expected_kinds() -> None:
-    served = {p: {(type_from_crd(c).kind, tuple(type_from_crd(c).versions)) for c in load_profile(p)}
-              for p in PROFILES}
+    served = {
+        p: {(type_from_crd(c).kind, tuple(type_from_crd(c).versions)) for c in load_profile(p)}
+        for p in PROFILES
+    }
     assert ("NodePool", ("v1", "v1beta1")) in served["all"]
     assert ("Provisioner", ("v1alpha5",)) in served["all"]
     assert ("AWSNodeTemplate", ("v1alpha1",)) in served["all"]
     assert served["v1"] == {("EC2NodeClass", ("v1",)), ("NodePool", ("v1",)), ("NodeClaim", ("v1",))}
-    assert served["v1beta1"] == {("EC2NodeClass", ("v1beta1",)), ("NodePool", ("v1beta1",)),
-                                 ("NodeClaim", ("v1beta1",))}
+    assert served["v1beta1"] == {
+        ("EC2NodeClass", ("v1beta1",)),
+        ("NodePool", ("v1beta1",)),
+        ("NodeClaim", ("v1beta1",)),
+    }
     assert all(type_from_crd(c).namespaced is False for p in PROFILES for c in load_profile(p))

@@ -18,25 +18,42 @@ from runbook_lab.kubelet import go_duration, grpc_error_text, pulled_message
 from tests.support.lab_node import PULLED, events_of, pod, pod_phase, short_tmp, wait_for
 
 
-@pytest.mark.parametrize(("seconds", "text"), [
-    (0, "0s"), (0.0004, "0s"), (0.05, "50ms"), (0.178, "178ms"), (0.9999, "999ms"), (1, "1s"), (1.2, "1.2s"),
-    (1.2345, "1.234s"), (12.04, "12.04s"), (61.5, "1m1.5s"), (120, "2m0s"), (3600, "1h0m0s"),
-    (3661.001, "1h1m1.001s"),
-])
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0s"),
+        (0.0004, "0s"),
+        (0.05, "50ms"),
+        (0.178, "178ms"),
+        (0.9999, "999ms"),
+        (1, "1s"),
+        (1.2, "1.2s"),
+        (1.2345, "1.234s"),
+        (12.04, "12.04s"),
+        (61.5, "1m1.5s"),
+        (120, "2m0s"),
+        (3600, "1h0m0s"),
+        (3661.001, "1h1m1.001s"),
+    ],
+)
 def test_go_duration_matches_go_time_duration_string(seconds: float, text: str) -> None:
     assert go_duration(seconds) == text
 
 
 def test_pulled_message_is_the_kubelet_sentence() -> None:
     message = pulled_message("docker.io/library/big:lab", 0.7961, 1.5944, 543804759)
-    assert message == ('Successfully pulled image "docker.io/library/big:lab" in 796ms (1.594s including waiting). '
-                       "Image size: 543804759 bytes.")
+    assert message == (
+        'Successfully pulled image "docker.io/library/big:lab" in 796ms (1.594s including waiting). '
+        "Image size: 543804759 bytes."
+    )
     assert re.match(PULLED, message)
 
 
 def test_cri_errors_read_like_the_go_grpc_client() -> None:
     assert grpc_error_text("NOT_FOUND", "x: not found") == "rpc error: code = NotFound desc = x: not found"
-    assert grpc_error_text("DEADLINE_EXCEEDED", "slow").startswith("rpc error: code = DeadlineExceeded desc = ")
+    assert grpc_error_text("DEADLINE_EXCEEDED", "slow").startswith(
+        "rpc error: code = DeadlineExceeded desc = "
+    )
 
 
 # -- against real containerd ---------------------------------------------------------------------------------------
@@ -85,8 +102,9 @@ def cluster(containerd, registry) -> Iterator[tuple]:
     kubeconfig = write_kubeconfig(Path(containerd.workdir).parent / f"kc-{standin.port}", standin.url)
     api = config.new_client_from_config(config_file=str(kubeconfig))
     cri = CRIImageClient(str(containerd.socket))
-    cfg = KubeletConfig(node_name="n1", cri_socket=str(containerd.socket), heartbeat_s=1.0,
-                        image_maximum_gc_age_s=1.0)
+    cfg = KubeletConfig(
+        node_name="n1", cri_socket=str(containerd.socket), heartbeat_s=1.0, image_maximum_gc_age_s=1.0
+    )
     kubelet = Kubelet(cfg, api, cri, log=lambda _line: None).start()
     host = registry.url.split("//", 1)[1]
     try:
@@ -105,8 +123,13 @@ def test_never_policy_without_the_image_waits_with_err_image_never_pull(cluster)
     wait_for(lambda: events_of(standin, "never"), 20, "an event")
     [event] = events_of(standin, "never")
     assert (event["type"], event["reason"]) == ("Warning", "ErrImageNeverPull")
-    assert event["message"] == f'Container image "{host}/library/nginx:lab" is not present with pull policy of Never'
-    waiting = standin.get("v1", "Pod", "never", "default")["status"]["containerStatuses"][0]["state"]["waiting"]
+    assert (
+        event["message"]
+        == f'Container image "{host}/library/nginx:lab" is not present with pull policy of Never'
+    )
+    waiting = standin.get("v1", "Pod", "never", "default")["status"]["containerStatuses"][0]["state"][
+        "waiting"
+    ]
     assert waiting["reason"] == "ErrImageNeverPull"
 
 
@@ -116,8 +139,12 @@ def test_init_containers_pull_first_with_their_own_field_path(cluster) -> None:
     standin.put(pod("with-init", f"{host}/library/demo:1", "n1", init_image=f"{host}/library/busybox:lab"))
     wait_for(lambda: pod_phase(standin, "with-init") == "Succeeded", 60, "the pod to succeed")
     rows = [(e["reason"], e["involvedObject"]["fieldPath"]) for e in events_of(standin, "with-init")]
-    assert rows == [("Pulling", "spec.initContainers{init}"), ("Pulled", "spec.initContainers{init}"),
-                    ("Pulling", "spec.containers{pull}"), ("Pulled", "spec.containers{pull}")]
+    assert rows == [
+        ("Pulling", "spec.initContainers{init}"),
+        ("Pulled", "spec.initContainers{init}"),
+        ("Pulling", "spec.containers{pull}"),
+        ("Pulled", "spec.containers{pull}"),
+    ]
     status = standin.get("v1", "Pod", "with-init", "default")["status"]
     assert status["initContainerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
     assert status["containerStatuses"][0]["imageID"].startswith(f"{host}/library/demo@sha256:")

@@ -30,14 +30,22 @@ from runbook_lab.registries import REGISTRY_BINARY, RegistryProcess, start_regis
 pytestmark = pytest.mark.skipif(not Path(REGISTRY_BINARY).exists(), reason=f"needs {REGISTRY_BINARY}")
 
 UNAUTHORIZED_BODY = {
-    "errors": [{"code": "UNAUTHORIZED", "message": "access to the requested resource is not authorized", "detail": None}]
+    "errors": [
+        {
+            "code": "UNAUTHORIZED",
+            "message": "access to the requested resource is not authorized",
+            "detail": None,
+        }
+    ]
 }
-ACCEPT = ", ".join([
-    "application/vnd.docker.distribution.manifest.v2+json",
-    "application/vnd.docker.distribution.manifest.list.v2+json",
-    "application/vnd.oci.image.manifest.v1+json",
-    "application/vnd.oci.image.index.v1+json",
-])
+ACCEPT = ", ".join(
+    [
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+    ]
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -46,8 +54,12 @@ ACCEPT = ", ".join([
 
 class Nexus:
     def __init__(self, data_dir: Path) -> None:
-        self.state = NexusState(data_dir, version="3.80.0-06", edition="COMMUNITY",
-                                environ={"NEXUS_SECURITY_INITIAL_PASSWORD": "admin123"})
+        self.state = NexusState(
+            data_dir,
+            version="3.80.0-06",
+            edition="COMMUNITY",
+            environ={"NEXUS_SECURITY_INITIAL_PASSWORD": "admin123"},
+        )
         with self.state.edit() as data:
             data["realms"] = ["NexusAuthenticatingRealm", "DockerToken"]
             data["eulaAccepted"] = True
@@ -80,49 +92,95 @@ class Nexus:
 
     def grant(self, user_id: str, repos: set[str]) -> None:
         """Give `user_id` (or "anonymous") read on exactly `repos` ("*" = every repository)."""
-        privileges = ["nx-repository-view-*-*-read"] if "*" in repos else [
-            f"nx-repository-view-docker-{r}-read" for r in sorted(repos)]
+        privileges = (
+            ["nx-repository-view-*-*-read"]
+            if "*" in repos
+            else [f"nx-repository-view-docker-{r}-read" for r in sorted(repos)]
+        )
         role = f"test-{user_id}"
         with self.state.edit() as data:
-            data["roles"][role] = {"id": role, "name": role, "description": "", "privileges": privileges, "roles": []}
+            data["roles"][role] = {
+                "id": role,
+                "name": role,
+                "description": "",
+                "privileges": privileges,
+                "roles": [],
+            }
             data["users"][user_id]["roles"] = [role]
 
     def add_user(self, user_id: str, password: str, repos: set[str]) -> None:
         with self.state.edit() as data:
-            data["users"][user_id] = {"userId": user_id, "firstName": user_id, "lastName": "Test",
-                                      "emailAddress": f"{user_id}@example.org", "status": "active", "roles": [],
-                                      "password": ""}
+            data["users"][user_id] = {
+                "userId": user_id,
+                "firstName": user_id,
+                "lastName": "Test",
+                "emailAddress": f"{user_id}@example.org",
+                "status": "active",
+                "roles": [],
+                "password": "",
+            }
         self.state.set_password(user_id, password)
         self.grant(user_id, repos)
 
     def components(self) -> list[tuple[str, str, str, list[dict[str, Any]]]]:
         with self.state.read() as data:
-            return [(repo, c["name"], c["version"], copy.deepcopy(c["assets"]))
-                    for repo, items in data["components"].items() for c in items]
+            return [
+                (repo, c["name"], c["version"], copy.deepcopy(c["assets"]))
+                for repo, items in data["components"].items()
+                for c in items
+            ]
 
 
-def proxy_doc(name: str, remote: str, port: int | None = None, *, force_basic: bool = False,
-              metadata_max_age: int = 1440, negative: tuple[bool, int] = (True, 1440), blocked: bool = False,
-              auth: dict[str, Any] | None = None) -> dict[str, Any]:
+def proxy_doc(
+    name: str,
+    remote: str,
+    port: int | None = None,
+    *,
+    force_basic: bool = False,
+    metadata_max_age: int = 1440,
+    negative: tuple[bool, int] = (True, 1440),
+    blocked: bool = False,
+    auth: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     return {
-        "name": name, "format": "docker", "type": "proxy", "online": True,
+        "name": name,
+        "format": "docker",
+        "type": "proxy",
+        "online": True,
         "storage": {"blobStoreName": "default", "strictContentTypeValidation": True},
         "proxy": {"remoteUrl": remote, "contentMaxAge": 1440, "metadataMaxAge": metadata_max_age},
         "negativeCache": {"enabled": negative[0], "timeToLive": negative[1]},
         "httpClient": {"blocked": blocked, "autoBlock": True, "connection": None, "authentication": auth},
-        "docker": {"v1Enabled": False, "forceBasicAuth": force_basic, "httpPort": port, "httpsPort": None,
-                   "subdomain": None, "pathEnabled": None},
+        "docker": {
+            "v1Enabled": False,
+            "forceBasicAuth": force_basic,
+            "httpPort": port,
+            "httpsPort": None,
+            "subdomain": None,
+            "pathEnabled": None,
+        },
         "dockerProxy": {"indexType": "REGISTRY", "indexUrl": None},
     }
 
 
-def group_doc(name: str, members: list[str], port: int | None = None, *, force_basic: bool = False) -> dict[str, Any]:
+def group_doc(
+    name: str, members: list[str], port: int | None = None, *, force_basic: bool = False
+) -> dict[str, Any]:
     return {
-        "name": name, "format": "docker", "type": "group", "online": True,
+        "name": name,
+        "format": "docker",
+        "type": "group",
+        "online": True,
         "storage": {"blobStoreName": "default", "strictContentTypeValidation": True},
         "group": {"memberNames": members, "writableMember": None},
-        "docker": {"v1Enabled": False, "forceBasicAuth": force_basic, "httpPort": port, "httpsPort": None,
-                   "subdomain": None, "pathEnabled": None},
+        "docker": {
+            "v1Enabled": False,
+            "forceBasicAuth": force_basic,
+            "httpPort": port,
+            "httpsPort": None,
+            "subdomain": None,
+            "pathEnabled": None,
+        },
     }
 
 
@@ -164,7 +222,9 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     """A shared upstream holding library/demo:1 (multi-arch index) and library/plain:1. Read-only."""
     root = tmp_path_factory.mktemp("upstream")
     proc = _start_upstream(root, "upstream")
-    index = build_index([small_image("amd64"), build_image({"hello.txt": b"arm64"}, platform="linux/arm64/v8")])
+    index = build_index(
+        [small_image("amd64"), build_image({"hello.txt": b"arm64"}, platform="linux/arm64/v8")]
+    )
     plain = small_image("plain")
     push(index, proc.url, "library/demo", "1")
     push(plain, proc.url, "library/plain", "1")
@@ -229,9 +289,17 @@ def anonymous_token(client: httpx.Client, base: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {r.json()['token']}"}
 
 
-def get_manifest(client: httpx.Client, base: str, image: str, ref: str, headers: dict[str, str] | None = None,
-                 method: str = "GET") -> httpx.Response:
-    return client.request(method, f"{base}/v2/{image}/manifests/{ref}", headers={"Accept": ACCEPT, **(headers or {})})
+def get_manifest(
+    client: httpx.Client,
+    base: str,
+    image: str,
+    ref: str,
+    headers: dict[str, str] | None = None,
+    method: str = "GET",
+) -> httpx.Response:
+    return client.request(
+        method, f"{base}/v2/{image}/manifests/{ref}", headers={"Accept": ACCEPT, **(headers or {})}
+    )
 
 
 def pull(client: httpx.Client, base: str, image: str, tag: str, headers: dict[str, str] | None = None) -> str:
@@ -268,7 +336,9 @@ def upstream_log_count(proc: RegistryProcess, needle: str, expected: int) -> int
 # ping, challenge and token
 
 
-def test_ping_challenges_with_bearer_even_when_anonymous_pull_is_allowed(nexus, make_manager, client, upstream):
+def test_ping_challenges_with_bearer_even_when_anonymous_pull_is_allowed(
+    nexus, make_manager, client, upstream
+):
     base = connector(nexus, proxy_doc("docker-proxy", upstream["url"]))
     make_manager()
     r = client.get(f"{base}/v2/")
@@ -282,21 +352,33 @@ def test_ping_challenges_with_bearer_even_when_anonymous_pull_is_allowed(nexus, 
     token = anonymous_token(client, base)
     assert token["Authorization"].startswith("Bearer DockerToken.")
     ok = client.get(f"{base}/v2/", headers=token)
-    assert (ok.status_code, ok.json(), ok.headers["Docker-Distribution-Api-Version"]) == (200, {}, "registry/2.0")
+    assert (ok.status_code, ok.json(), ok.headers["Docker-Distribution-Api-Version"]) == (
+        200,
+        {},
+        "registry/2.0",
+    )
     assert client.get(f"{base}/v2/", headers=basic("puller", "pull-pw")).status_code == 200
 
 
 def test_realm_is_built_from_forwarded_headers(nexus, make_manager, client, upstream):
     base = connector(nexus, proxy_doc("docker-proxy", upstream["url"]))
     make_manager()
-    r = client.get(f"{base}/v2/", headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "nexus.example.org",
-                                            "X-Forwarded-Port": "8443"})
+    r = client.get(
+        f"{base}/v2/",
+        headers={
+            "X-Forwarded-Proto": "https",
+            "X-Forwarded-Host": "nexus.example.org",
+            "X-Forwarded-Port": "8443",
+        },
+    )
     realm = "https://nexus.example.org:8443/v2/token"
     assert r.headers["WWW-Authenticate"] == f'Bearer realm="{realm}",service="{realm}"'
 
 
 @pytest.mark.parametrize("force_basic,realm_active", [(True, True), (False, False)])
-def test_ping_challenges_basic_without_bearer_mode(nexus, make_manager, client, upstream, force_basic, realm_active):
+def test_ping_challenges_basic_without_bearer_mode(
+    nexus, make_manager, client, upstream, force_basic, realm_active
+):
     if not realm_active:
         nexus.drop_realm("DockerToken")
     base = connector(nexus, proxy_doc("docker-proxy", upstream["url"], force_basic=force_basic))
@@ -313,8 +395,13 @@ def test_token_endpoint(nexus, make_manager, client, upstream):
     base = connector(nexus, proxy_doc("docker-proxy", upstream["url"]))
     make_manager()
     url = f"{base}/v2/token"
-    params = {"account": "puller", "client_id": "docker", "offline_token": "true", "service": url,
-              "scope": "repository:library/demo:pull"}
+    params = {
+        "account": "puller",
+        "client_id": "docker",
+        "offline_token": "true",
+        "service": url,
+        "scope": "repository:library/demo:pull",
+    }
     first = client.get(url, params=params, headers=basic("puller", "pull-pw"))
     assert first.status_code == 200 and first.headers["Content-Type"] == "application/json"
     token = first.json()["token"]
@@ -353,8 +440,9 @@ def test_token_endpoint(nexus, make_manager, client, upstream):
         (True, False, True, False),
     ],
 )
-def test_anonymous_pull_needs_all_four_conditions(nexus, make_manager, client, upstream, anonymous, force_basic,
-                                                  realm, anon_read):
+def test_anonymous_pull_needs_all_four_conditions(
+    nexus, make_manager, client, upstream, anonymous, force_basic, realm, anon_read
+):
     nexus.set_anonymous(anonymous)
     if not realm:
         nexus.drop_realm("DockerToken")
@@ -366,14 +454,21 @@ def test_anonymous_pull_needs_all_four_conditions(nexus, make_manager, client, u
     plain = get_manifest(client, base, "library/plain", "1")
     if allowed:
         assert plain.status_code == 200
-        assert get_manifest(client, base, "library/plain", "1", anonymous_token(client, base)).status_code == 200
+        assert (
+            get_manifest(client, base, "library/plain", "1", anonymous_token(client, base)).status_code == 200
+        )
     else:
         assert plain.status_code == 401
         assert plain.json() == UNAUTHORIZED_BODY
         bearer_mode = not force_basic and realm
-        assert plain.headers["WWW-Authenticate"].startswith("Bearer realm=" if bearer_mode else "BASIC realm=")
+        assert plain.headers["WWW-Authenticate"].startswith(
+            "Bearer realm=" if bearer_mode else "BASIC realm="
+        )
         if anonymous:  # an anonymous token is handed out, but it does not open the repository
-            assert get_manifest(client, base, "library/plain", "1", anonymous_token(client, base)).status_code == 401
+            assert (
+                get_manifest(client, base, "library/plain", "1", anonymous_token(client, base)).status_code
+                == 401
+            )
     # a user with read always gets in with Basic credentials
     assert get_manifest(client, base, "library/plain", "1", basic("puller", "pull-pw")).status_code == 200
 
@@ -435,8 +530,13 @@ def test_manifest_headers_head_and_ns_query(nexus, make_manager, client, upstrea
     assert h.headers["Docker-Content-Digest"] == index.digest
     assert int(h.headers["Content-Length"]) == len(index.manifest)
     child = index.children[0]
-    c = client.get(f"{base}/v2/library/demo/manifests/{child.digest}?ns=docker.io", headers={"Accept": ACCEPT})
-    assert c.headers["Content-Type"] == "application/vnd.oci.image.manifest.v1+json" and c.content == child.manifest
+    c = client.get(
+        f"{base}/v2/library/demo/manifests/{child.digest}?ns=docker.io", headers={"Accept": ACCEPT}
+    )
+    assert (
+        c.headers["Content-Type"] == "application/vnd.oci.image.manifest.v1+json"
+        and c.content == child.manifest
+    )
     layer = child.blobs[-1]
     b = client.get(f"{base}/v2/library/demo/blobs/{layer.digest}?ns=docker.io")
     assert b.content == layer.read() and b.headers["Docker-Content-Digest"] == layer.digest
@@ -459,7 +559,9 @@ def test_manifest_headers_head_and_ns_query(nexus, make_manager, client, upstrea
     assert assets[0]["contentType"] == "application/vnd.oci.image.index.v1+json"
 
 
-def test_pull_through_survives_upstream_outage_and_restart(nexus, make_manager, client, own_upstream, tmp_path, clock):
+def test_pull_through_survives_upstream_outage_and_restart(
+    nexus, make_manager, client, own_upstream, tmp_path, clock
+):
     image = small_image("outage")
     push(image, own_upstream.url, "library/outage", "1")
     base = connector(nexus, proxy_doc("docker-proxy", own_upstream.url, metadata_max_age=1))
@@ -580,7 +682,9 @@ def test_corrupt_upstream_blob_is_rejected_and_not_cached(nexus, make_manager, c
 
 
 def test_parallel_cold_blobs_one_upstream_get_each(nexus, make_manager, client, own_upstream, tmp_path):
-    image = build_image({"x": b"y"}, workdir=tmp_path / "build", random_layer_bytes=[3 << 20, 2 << 20], seed="par")
+    image = build_image(
+        {"x": b"y"}, workdir=tmp_path / "build", random_layer_bytes=[3 << 20, 2 << 20], seed="par"
+    )
     push(image, own_upstream.url, "library/par", "1")
     base = connector(nexus, proxy_doc("docker-proxy", own_upstream.url))
     manager = make_manager()
@@ -663,7 +767,8 @@ def test_group_tries_members_in_order(nexus, make_manager, client, own_upstream,
         # two pulls of 1 manifest + 3 blobs, one 404 and the refused PUT
         assert group["manifest_requests"] == 4 and group["blob_requests"] == 6
         assert group["bytes_served"] == sum(x.size for x in (a, only_b)) + sum(
-            blob.size for img in (a, only_b) for blob in img.blobs)
+            blob.size for img in (a, only_b) for blob in img.blobs
+        )
         # all images share the etc/demo.conf layer. proxy-a cached it for `both`, and as the first member
         # of group-ab it also serves it for `solo` (blobs are per repository, not per image: v2/-/blobs)
         assert group["cache_misses"] == 8 and group["cache_hits"] == 1
@@ -746,11 +851,16 @@ def test_path_access_on_the_main_port(nexus, make_manager, client, upstream):
         base = f"{main}/repository/docker-proxy"
         r = client.get(f"{base}/v2/")
         realm = f"{base}/v2/token"
-        assert r.status_code == 401 and r.headers["WWW-Authenticate"] == f'Bearer realm="{realm}",service="{realm}"'
+        assert (
+            r.status_code == 401
+            and r.headers["WWW-Authenticate"] == f'Bearer realm="{realm}",service="{realm}"'
+        )
         token = client.get(realm, headers=basic("puller", "pull-pw")).json()["token"]
         bearer = {"Authorization": f"Bearer {token}"}
         assert pull(client, base, "library/demo", "1", bearer) == upstream["index"].digest
-        r = client.get(f"{base}/v2/library/demo/manifests/1?ns=docker.io", headers={**bearer, "Accept": ACCEPT})
+        r = client.get(
+            f"{base}/v2/library/demo/manifests/1?ns=docker.io", headers={**bearer, "Accept": ACCEPT}
+        )
         assert r.headers["Docker-Content-Digest"] == upstream["index"].digest
         assert client.get(f"{main}/repository/missing/v2/", headers=bearer).status_code == 404
         assert manager.stats()["docker-proxy"]["manifest_requests"] == 4

@@ -21,14 +21,17 @@ def nexus(tmp_path: Path):
     with running_nexus(tmp_path / "data") as nx:
         admin = nx.admin()
         create_proxies(admin, "Docker Hub", "gcr.io")
-        admin.post("/v1/repositories/docker/group", json=group_body(group={"memberNames": ["gcr-io", "docker-hub"]}))
+        admin.post(
+            "/v1/repositories/docker/group", json=group_body(group={"memberNames": ["gcr-io", "docker-hub"]})
+        )
         yield nx
 
 
 def _fill(nx: Nexus, repo: str, count: int, image: str = "library/img") -> None:
     for i in range(count):
-        nx.state.record_component(repo, f"{image}{i:03d}", "1.0",
-                                  [{"path": f"v2/{image}{i:03d}/manifests/1.0", "fileSize": 10}])
+        nx.state.record_component(
+            repo, f"{image}{i:03d}", "1.0", [{"path": f"v2/{image}{i:03d}/manifests/1.0", "fileSize": 10}]
+        )
 
 
 def _walk(client, path: str, params: dict) -> list[tuple[int, str | None]]:
@@ -57,13 +60,22 @@ def test_a_full_last_page_still_carries_a_token_then_an_empty_page_ends(nexus: N
 
 def test_recording_is_idempotent_and_merges_assets(nexus: Nexus) -> None:
     state = nexus.state
-    state.record_component("docker-hub", "library/alpine", "3.20", [{"path": "v2/library/alpine/manifests/3.20"}])
-    state.record_component("docker-hub", "library/alpine", "3.20", [{"path": "v2/library/alpine/manifests/3.20",
-                                                                     "contentType": "application/x"}])
+    state.record_component(
+        "docker-hub", "library/alpine", "3.20", [{"path": "v2/library/alpine/manifests/3.20"}]
+    )
+    state.record_component(
+        "docker-hub",
+        "library/alpine",
+        "3.20",
+        [{"path": "v2/library/alpine/manifests/3.20", "contentType": "application/x"}],
+    )
     state.record_component("docker-hub", "library/alpine", "3.20", [{"path": "v2/-/blobs/sha256:ab"}])
     items = nexus.admin().get("/v1/components", params={"repository": "docker-hub"}).json()["items"]
     assert len(items) == 1
-    assert [a["path"] for a in items[0]["assets"]] == ["v2/library/alpine/manifests/3.20", "v2/-/blobs/sha256:ab"]
+    assert [a["path"] for a in items[0]["assets"]] == [
+        "v2/library/alpine/manifests/3.20",
+        "v2/-/blobs/sha256:ab",
+    ]
     asset = items[0]["assets"][0]
     assert asset["contentType"] == "application/x" and asset["repository"] == "docker-hub"
     assert asset["downloadUrl"] == f"{nexus.url}/repository/docker-hub/v2/library/alpine/manifests/3.20"
@@ -73,14 +85,20 @@ def test_a_group_lists_its_members_content_in_member_order(nexus: Nexus) -> None
     _fill(nexus, "docker-hub", 2, "hub/")
     _fill(nexus, "gcr-io", 1, "gcr/")
     items = nexus.admin().get("/v1/components", params={"repository": "docker-group"}).json()["items"]
-    assert [(i["repository"], i["name"]) for i in items] == [("gcr-io", "gcr/000"), ("docker-hub", "hub/000"),
-                                                             ("docker-hub", "hub/001")]
+    assert [(i["repository"], i["name"]) for i in items] == [
+        ("gcr-io", "gcr/000"),
+        ("docker-hub", "hub/000"),
+        ("docker-hub", "hub/001"),
+    ]
 
 
 def test_components_errors_are_status_only(nexus: Nexus) -> None:
     admin = nexus.admin()
-    for params, status in (({}, 422), ({"repository": "ghost"}, 404),
-                           ({"repository": "docker-hub", "continuationToken": "forged"}, 400)):
+    for params, status in (
+        ({}, 422),
+        ({"repository": "ghost"}, 404),
+        ({"repository": "docker-hub", "continuationToken": "forged"}, 400),
+    ):
         r = admin.get("/v1/components", params=params)
         assert (r.status_code, r.content) == (status, b"")
     create_puller(admin)
@@ -98,9 +116,12 @@ def test_search_pages_by_50_and_filters(nexus: Nexus) -> None:
     assert [n for n, _ in _walk(admin, "/v1/search", {"repository": "docker-hub"})] == [50, 50, 20]
     names = [i["name"] for i in admin.get("/v1/search", params={"name": "distroless/*"}).json()["items"]]
     assert names == ["distroless/000", "distroless/001", "distroless/002"]
-    by_docker = admin.get("/v1/search", params={"docker.imageName": "library/img007", "docker.imageTag": "1.0"})
-    assert [(i["repository"], i["name"], i["version"]) for i in by_docker.json()["items"]] == \
-           [("docker-hub", "library/img007", "1.0")]
+    by_docker = admin.get(
+        "/v1/search", params={"docker.imageName": "library/img007", "docker.imageTag": "1.0"}
+    )
+    assert [(i["repository"], i["name"], i["version"]) for i in by_docker.json()["items"]] == [
+        ("docker-hub", "library/img007", "1.0")
+    ]
     assert admin.get("/v1/search", params={"repository": "docker-group"}).json()["items"] == []
     r = admin.get("/v1/search", params={"name": "*img"})
     assert (r.status_code, r.json()) == (400, [{"id": "*", "message": "Leading wildcards are prohibited"}])
@@ -119,5 +140,10 @@ def test_search_shows_only_what_the_caller_may_browse_or_read(nexus: Nexus) -> N
 def test_blob_store_counts_follow_recorded_assets(nexus: Nexus) -> None:
     _fill(nexus, "docker-hub", 3)
     store = nexus.admin().get("/v1/blobstores").json()[0]
-    assert (store["name"], store["type"], store["blobCount"], store["totalSizeInBytes"]) == ("default", "File", 3, 30)
+    assert (store["name"], store["type"], store["blobCount"], store["totalSizeInBytes"]) == (
+        "default",
+        "File",
+        3,
+        30,
+    )
     assert store["availableSpaceInBytes"] > 0 and store["softQuota"] is None

@@ -40,19 +40,31 @@ def test_proxy_examples_create_201_and_read_back_as_documented(nexus: Nexus, ups
     for block in ("storage", "proxy", "negativeCache"):
         assert {k: doc[block][k] for k in body[block]} == body[block]
     assert {k: doc["dockerProxy"].get(k) for k in body["dockerProxy"]} == body["dockerProxy"]
-    assert doc["docker"] == {"v1Enabled": False, "forceBasicAuth": False, "httpPort": None, "httpsPort": None,
-                             "subdomain": None, "pathEnabled": None}
+    assert doc["docker"] == {
+        "v1Enabled": False,
+        "forceBasicAuth": False,
+        "httpPort": None,
+        "httpsPort": None,
+        "subdomain": None,
+        "pathEnabled": None,
+    }
 
 
 def test_upstream_credentials_example_is_stored_but_never_returned(nexus: Nexus) -> None:
     admin = nexus.admin()
     body = proxy_body()
-    body["httpClient"] = example("POST /v1/repositories/docker/proxy (with upstream credentials)")["httpClient"]
+    body["httpClient"] = example("POST /v1/repositories/docker/proxy (with upstream credentials)")[
+        "httpClient"
+    ]
     assert admin.post("/v1/repositories/docker/proxy", json=body).status_code == 201
     got = admin.get("/v1/repositories/docker/proxy/docker-hub")
     assert schema_errors(got.json(), "DockerProxyApiRepository") == []
-    assert got.json()["httpClient"]["authentication"] == {"type": "username", "username": "dockerhub-user",
-                                                          "ntlmHost": None, "ntlmDomain": None}
+    assert got.json()["httpClient"]["authentication"] == {
+        "type": "username",
+        "username": "dockerhub-user",
+        "ntlmHost": None,
+        "ntlmDomain": None,
+    }
     assert "secret" not in got.text
     assert nexus.state.repo_config("docker-hub")["httpClient"]["authentication"]["password"] == "secret"
 
@@ -79,8 +91,9 @@ def test_repository_list_matches_the_illustrative_shape(nexus: Nexus) -> None:
     by_name = {i["name"]: i for i in items}
     for want in example("GET /v1/repositories (200, illustrative)"):
         got = by_name[want["name"]]
-        assert {k: got[k] for k in ("format", "type", "attributes")} == \
-               {k: want[k] for k in ("format", "type", "attributes")}
+        assert {k: got[k] for k in ("format", "type", "attributes")} == {
+            k: want[k] for k in ("format", "type", "attributes")
+        }
         assert got["url"] == f"{nexus.url}/repository/{want['name']}"
 
 
@@ -109,8 +122,10 @@ def test_security_examples_round_trip_exactly(nexus: Nexus) -> None:
     admin = nexus.admin()
     create_proxies(admin)
     admin.post("/v1/repositories/docker/group", json=group_body())
-    r = admin.post("/v1/security/privileges/repository-view",
-                   json=example("POST /v1/security/privileges/repository-view"))
+    r = admin.post(
+        "/v1/security/privileges/repository-view",
+        json=example("POST /v1/security/privileges/repository-view"),
+    )
     assert (r.status_code, r.content) == (201, b"")
     got = admin.get("/v1/security/privileges/docker-group-read").json()
     assert got == example("GET /v1/security/privileges/docker-group-read (200)")
@@ -130,15 +145,20 @@ def test_security_examples_round_trip_exactly(nexus: Nexus) -> None:
 def test_search_example_shape(nexus: Nexus) -> None:
     admin = nexus.admin()
     create_proxies(admin, "Docker Hub")
-    nexus.state.record_component("docker-hub", "library/alpine", "3.20",
-                                 [{"path": "v2/library/alpine/manifests/3.20"}])
-    page = admin.get("/v1/search", params={"repository": "docker-hub", "format": "docker",
-                                            "name": "library/alpine"}).json()
+    nexus.state.record_component(
+        "docker-hub", "library/alpine", "3.20", [{"path": "v2/library/alpine/manifests/3.20"}]
+    )
+    page = admin.get(
+        "/v1/search", params={"repository": "docker-hub", "format": "docker", "name": "library/alpine"}
+    ).json()
     assert schema_errors(page, "PageComponentXO") == []
-    want = example("GET /v1/search?repository=docker-hub&format=docker&name=library/alpine "
-                   "(200, illustrative, inferred naming)")
-    assert [{k: i[k] for k in ("repository", "format", "group", "name", "version")} for i in page["items"]] == \
-           [{k: i[k] for k in ("repository", "format", "group", "name", "version")} for i in want["items"]]
+    want = example(
+        "GET /v1/search?repository=docker-hub&format=docker&name=library/alpine "
+        "(200, illustrative, inferred naming)"
+    )
+    assert [
+        {k: i[k] for k in ("repository", "format", "group", "name", "version")} for i in page["items"]
+    ] == [{k: i[k] for k in ("repository", "format", "group", "name", "version")} for i in want["items"]]
     assert page["continuationToken"] is None
 
 
@@ -166,8 +186,10 @@ def test_repository_not_found_example(nexus: Nexus) -> None:
 
 
 def test_duplicate_role_example_in_both_eras(tmp_path: Path) -> None:
-    for version, key in (("3.94.0-01", "error 400 duplicate role (3.49+)"),
-                         ("3.48.0-01", "error 400 duplicate role (<=3.48)")):
+    for version, key in (
+        ("3.94.0-01", "error 400 duplicate role (3.49+)"),
+        ("3.48.0-01", "error 400 duplicate role (<=3.48)"),
+    ):
         with running_nexus(tmp_path / version, version=version) as nx:
             admin = nx.admin()
             role = example("POST /v1/security/roles")
@@ -188,14 +210,20 @@ def _eula(admin: httpx.Client) -> httpx.Response:
 
 
 RECIPES: dict[str, Callable[[Nexus, httpx.Client], httpx.Response]] = {
-    "repo.docker.proxy.create": lambda n, a: a.post("/v1/repositories/docker/proxy", json=proxy_body("quay.io")),
+    "repo.docker.proxy.create": lambda n, a: a.post(
+        "/v1/repositories/docker/proxy", json=proxy_body("quay.io")
+    ),
     "repo.docker.proxy.get": lambda n, a: a.get("/v1/repositories/docker/proxy/docker-hub"),
-    "repo.docker.proxy.update": lambda n, a: a.put("/v1/repositories/docker/proxy/docker-hub", json=proxy_body()),
-    "repo.docker.group.create": lambda n, a: a.post("/v1/repositories/docker/group",
-                                                    json=group_body(name="g2", group={"memberNames": ["docker-hub"]})),
+    "repo.docker.proxy.update": lambda n, a: a.put(
+        "/v1/repositories/docker/proxy/docker-hub", json=proxy_body()
+    ),
+    "repo.docker.group.create": lambda n, a: a.post(
+        "/v1/repositories/docker/group", json=group_body(name="g2", group={"memberNames": ["docker-hub"]})
+    ),
     "repo.docker.group.get": lambda n, a: a.get("/v1/repositories/docker/group/docker-group"),
-    "repo.docker.group.update": lambda n, a: a.put("/v1/repositories/docker/group/docker-group",
-                                                   json=group_body(group={"memberNames": ["docker-hub"]})),
+    "repo.docker.group.update": lambda n, a: a.put(
+        "/v1/repositories/docker/group/docker-group", json=group_body(group={"memberNames": ["docker-hub"]})
+    ),
     "repo.list": lambda n, a: a.get("/v1/repositories"),
     "repo.get": lambda n, a: a.get("/v1/repositories/docker-hub"),
     "repo.settings.list": lambda n, a: a.get("/v1/repositorySettings"),
@@ -210,22 +238,30 @@ RECIPES: dict[str, Callable[[Nexus, httpx.Client], httpx.Response]] = {
     "privileges.delete": lambda n, a: a.delete("/v1/security/privileges/docker-group-read"),
     "privileges.repositoryView.create": lambda n, a: a.post(
         "/v1/security/privileges/repository-view",
-        json={"name": "hub-browse", "actions": ["BROWSE"], "format": "docker", "repository": "docker-hub"}),
+        json={"name": "hub-browse", "actions": ["BROWSE"], "format": "docker", "repository": "docker-hub"},
+    ),
     "privileges.repositoryView.update": lambda n, a: a.put(
         "/v1/security/privileges/repository-view/docker-group-read",
-        json={**example("POST /v1/security/privileges/repository-view"), "actions": ["READ", "BROWSE"]}),
+        json={**example("POST /v1/security/privileges/repository-view"), "actions": ["READ", "BROWSE"]},
+    ),
     "roles.list": lambda n, a: a.get("/v1/security/roles"),
     "roles.create": lambda n, a: a.post("/v1/security/roles", json={"id": "r2", "name": "r2"}),
     "roles.get": lambda n, a: a.get("/v1/security/roles/docker-pull", params={"source": "default"}),
-    "roles.update": lambda n, a: a.put("/v1/security/roles/docker-pull", json=example("POST /v1/security/roles")),
+    "roles.update": lambda n, a: a.put(
+        "/v1/security/roles/docker-pull", json=example("POST /v1/security/roles")
+    ),
     "roles.delete": lambda n, a: a.delete("/v1/security/roles/docker-pull"),
     "users.list": lambda n, a: a.get("/v1/security/users", params={"userId": "pull", "source": "default"}),
-    "users.create": lambda n, a: a.post("/v1/security/users", json={**example("POST /v1/security/users"),
-                                                                     "userId": "second"}),
-    "users.update": lambda n, a: a.put("/v1/security/users/puller", json=example("PUT /v1/security/users/puller")),
+    "users.create": lambda n, a: a.post(
+        "/v1/security/users", json={**example("POST /v1/security/users"), "userId": "second"}
+    ),
+    "users.update": lambda n, a: a.put(
+        "/v1/security/users/puller", json=example("PUT /v1/security/users/puller")
+    ),
     "users.delete": lambda n, a: a.delete("/v1/security/users/puller"),
-    "users.changePassword": lambda n, a: a.put("/v1/security/users/puller/change-password", content="n3w",
-                                               headers={"Content-Type": "text/plain"}),
+    "users.changePassword": lambda n, a: a.put(
+        "/v1/security/users/puller/change-password", content="n3w", headers={"Content-Type": "text/plain"}
+    ),
     "status.read": lambda n, a: httpx.get(n.rest + "/v1/status"),
     "status.writable": lambda n, a: httpx.get(n.rest + "/v1/status/writable"),
     "status.check": lambda n, a: a.get("/v1/status/check"),
@@ -251,10 +287,16 @@ def test_every_endpoint_in_the_table_has_a_recipe() -> None:
 def test_documented_success_status_and_schema(nexus: Nexus, endpoint: dict) -> None:
     admin = nexus.admin()
     create_proxies(admin, "Docker Hub", "gcr.io")
-    assert admin.post("/v1/repositories/docker/group",
-                      json=group_body(group={"memberNames": ["docker-hub", "gcr-io"]})).status_code == 201
+    assert (
+        admin.post(
+            "/v1/repositories/docker/group", json=group_body(group={"memberNames": ["docker-hub", "gcr-io"]})
+        ).status_code
+        == 201
+    )
     create_puller(admin)
-    nexus.state.record_component("docker-hub", "library/alpine", "3.20", [{"path": "v2/library/alpine/manifests/3.20"}])
+    nexus.state.record_component(
+        "docker-hub", "library/alpine", "3.20", [{"path": "v2/library/alpine/manifests/3.20"}]
+    )
     r = RECIPES[endpoint["id"]](nexus, admin)
     assert r.status_code == endpoint["success"]["status"], r.text
     assert r.headers["Server"] == "Nexus/3.94.0-01 (COMMUNITY)"
@@ -271,12 +313,25 @@ def test_documented_success_status_and_schema(nexus: Nexus, endpoint: dict) -> N
         assert errors == []
 
 
-@pytest.mark.parametrize("endpoint", [e for e in CONTRACT["endpoints"] if e["method"] in ("POST", "PUT")
-                                      and e.get("requestContentType", "").startswith("application/json")],
-                         ids=lambda e: e["id"])
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        e
+        for e in CONTRACT["endpoints"]
+        if e["method"] in ("POST", "PUT") and e.get("requestContentType", "").startswith("application/json")
+    ],
+    ids=lambda e: e["id"],
+)
 def test_json_resources_refuse_other_content_types_with_415(nexus: Nexus, endpoint: dict) -> None:
-    path = endpoint["path"].replace("/service/rest", "").replace("{repositoryName}", "x") \
-        .replace("{privilegeName}", "x").replace("{id}", "x").replace("{userId}", "x")
-    r = nexus.admin().request(endpoint["method"], path, content=json.dumps({}),
-                              headers={"Content-Type": "text/plain"})
+    path = (
+        endpoint["path"]
+        .replace("/service/rest", "")
+        .replace("{repositoryName}", "x")
+        .replace("{privilegeName}", "x")
+        .replace("{id}", "x")
+        .replace("{userId}", "x")
+    )
+    r = nexus.admin().request(
+        endpoint["method"], path, content=json.dumps({}), headers={"Content-Type": "text/plain"}
+    )
     assert (r.status_code, r.content) == (415, b"")

@@ -21,8 +21,9 @@ group_body = support.group_body
 proxy_body = support.proxy_body
 running_nexus = support.running_nexus
 
-needs_connectors = pytest.mark.skipif(connector_manager_class() is None,
-                                      reason="lab/runbook_lab/nexus/connector.py is not there yet")
+needs_connectors = pytest.mark.skipif(
+    connector_manager_class() is None, reason="lab/runbook_lab/nexus/connector.py is not there yet"
+)
 
 
 def _free_port() -> int:
@@ -32,8 +33,13 @@ def _free_port() -> int:
 
 
 def _run(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "runbook_lab.nexus", *args], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "runbook_lab.nexus", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_cli_exits_2_with_a_clear_message_when_the_port_is_taken(tmp_path: Path) -> None:
@@ -52,8 +58,20 @@ def test_cli_exits_2_with_a_clear_message_when_the_port_is_taken(tmp_path: Path)
 def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
     port = _free_port()
     log = tmp_path / "requests.jsonl"
-    proc = _run(["--data-dir", str(tmp_path / "d"), "--port", str(port), "--version", "3.80.0-06",
-                 "--edition", "COMMUNITY", "--request-log", str(log)])
+    proc = _run(
+        [
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--port",
+            str(port),
+            "--version",
+            "3.80.0-06",
+            "--edition",
+            "COMMUNITY",
+            "--request-log",
+            str(log),
+        ]
+    )
     try:
         deadline = time.monotonic() + 30
         status = None
@@ -66,7 +84,9 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
         assert status is not None and status.status_code == 200, proc.stderr.read() if proc.poll() else ""
         assert status.headers["Server"] == "Nexus/3.80.0-06 (COMMUNITY)"
         password = (tmp_path / "d" / "admin.password").read_text()
-        r = httpx.get(f"http://127.0.0.1:{port}/service/rest/v1/security/realms/active", auth=("admin", password))
+        r = httpx.get(
+            f"http://127.0.0.1:{port}/service/rest/v1/security/realms/active", auth=("admin", password)
+        )
         assert r.json() == ["NexusAuthenticatingRealm"]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
@@ -74,7 +94,9 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
         proc.kill()
         proc.wait()
     assert [json.loads(line)["path"] for line in log.read_text().splitlines()] == [
-        "/service/rest/v1/status/writable", "/service/rest/v1/security/realms/active"]
+        "/service/rest/v1/status/writable",
+        "/service/rest/v1/security/realms/active",
+    ]
 
 
 def test_without_connectors_docker_paths_are_404_and_counters_empty(tmp_path: Path) -> None:

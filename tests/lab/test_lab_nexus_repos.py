@@ -23,16 +23,26 @@ def _message(text: str) -> dict[str, str]:
 def test_get_never_returns_upstream_secrets_and_writes_explicit_nulls(nexus: Nexus) -> None:
     admin = nexus.admin()
     body = proxy_body()
-    body["httpClient"]["authentication"] = {"type": "bearerToken", "bearerToken": "tok-123", "password": "pw-456"}
+    body["httpClient"]["authentication"] = {
+        "type": "bearerToken",
+        "bearerToken": "tok-123",
+        "password": "pw-456",
+    }
     body["dockerProxy"].pop("cacheForeignLayers")
     assert admin.post("/v1/repositories/docker/proxy", json=body).status_code == 201
-    for text in (admin.get("/v1/repositories/docker/proxy/docker-hub").text,
-                 admin.get("/v1/repositorySettings").text):
+    for text in (
+        admin.get("/v1/repositories/docker/proxy/docker-hub").text,
+        admin.get("/v1/repositorySettings").text,
+    ):
         assert "tok-123" not in text and "pw-456" not in text
         assert '"password"' not in text and '"bearerToken" :' not in text
     doc = admin.get("/v1/repositories/docker/proxy/docker-hub").json()
-    assert doc["httpClient"]["authentication"] == {"type": "bearerToken", "username": None, "ntlmHost": None,
-                                                   "ntlmDomain": None}
+    assert doc["httpClient"]["authentication"] == {
+        "type": "bearerToken",
+        "username": None,
+        "ntlmHost": None,
+        "ntlmDomain": None,
+    }
     assert doc["dockerProxy"]["cacheForeignLayers"] is None  # echoed as sent (absent -> explicit null)
     assert doc["docker"]["httpPort"] is None and "httpPort" in doc["docker"]
     stored = nexus.state.repo_config("docker-hub")
@@ -76,8 +86,10 @@ def test_blob_store_cannot_change_on_put(nexus: Nexus) -> None:
     changed = proxy_body()
     changed["storage"]["blobStoreName"] = "second"
     r = admin.put("/v1/repositories/docker/proxy/docker-hub", json=changed)
-    assert (r.status_code, r.json()) == (400, _message("You cannot change a repository’s blob store through "
-                                                       "the API"))
+    assert (r.status_code, r.json()) == (
+        400,
+        _message("You cannot change a repository’s blob store through the API"),
+    )
     assert [b["name"] for b in admin.get("/v1/blobstores").json()] == ["default", "second"]
 
 
@@ -100,8 +112,11 @@ def test_docker_names_must_be_lowercase_from_3_89(tmp_path: Path) -> None:
 def test_name_pattern_and_required_blocks(nexus: Nexus) -> None:
     r = nexus.admin().post("/v1/repositories/docker/proxy", json=proxy_body(name="_hub", docker=None))
     assert r.status_code == 400
-    assert ("PARAMETER name", "Only letters, digits, underscores(_), hyphens(-), and dots(.) are allowed and may "
-                              "not start with underscore or dot.") in [(e["id"], e["message"]) for e in r.json()]
+    assert (
+        "PARAMETER name",
+        "Only letters, digits, underscores(_), hyphens(-), and dots(.) are allowed and may "
+        "not start with underscore or dot.",
+    ) in [(e["id"], e["message"]) for e in r.json()]
     assert ("PARAMETER docker", "must not be null") in [(e["id"], e["message"]) for e in r.json()]
 
 
@@ -110,8 +125,10 @@ def test_empty_index_url_is_rejected_null_is_fine(nexus: Nexus) -> None:
     body = proxy_body("gcr.io")
     body["dockerProxy"]["indexUrl"] = ""
     r = admin.post("/v1/repositories/docker/proxy", json=body)
-    assert (r.status_code, r.json()) == (400, [{"id": "FIELD indexUrl",
-                                                "message": "URL should be in the format 'http://www.example.com'"}])
+    assert (r.status_code, r.json()) == (
+        400,
+        [{"id": "FIELD indexUrl", "message": "URL should be in the format 'http://www.example.com'"}],
+    )
     body["dockerProxy"]["indexUrl"] = None
     assert admin.post("/v1/repositories/docker/proxy", json=body).status_code == 201
 
@@ -133,14 +150,24 @@ def test_group_members_must_exist_and_the_list_must_not_be_empty(nexus: Nexus) -
     create_proxies(admin, "Docker Hub")
     r = admin.post("/v1/repositories/docker/group", json=group_body(group={"memberNames": []}))
     assert r.json() == [{"id": "PARAMETER memberNames", "message": "must not be empty"}]
-    r = admin.post("/v1/repositories/docker/group", json=group_body(group={"memberNames": ["docker-hub", "nope"]}))
-    assert (r.status_code, r.json()) == (400, [{"id": "HelperBean.memberNames",
-                                                "message": "Member repository does not exist: nope"}])
-    r = admin.post("/v1/repositories/docker/group",
-                   json=group_body(group={"memberNames": ["docker-hub"], "writableMember": "docker-hub"}))
+    r = admin.post(
+        "/v1/repositories/docker/group", json=group_body(group={"memberNames": ["docker-hub", "nope"]})
+    )
+    assert (r.status_code, r.json()) == (
+        400,
+        [{"id": "HelperBean.memberNames", "message": "Member repository does not exist: nope"}],
+    )
+    r = admin.post(
+        "/v1/repositories/docker/group",
+        json=group_body(group={"memberNames": ["docker-hub"], "writableMember": "docker-hub"}),
+    )
     assert r.json()[0]["message"].startswith("Deploying to groups is a PRO-licensed feature.")
-    assert admin.post("/v1/repositories/docker/group",
-                      json=group_body(group={"memberNames": ["docker-hub"]})).status_code == 201
+    assert (
+        admin.post(
+            "/v1/repositories/docker/group", json=group_body(group={"memberNames": ["docker-hub"]})
+        ).status_code
+        == 201
+    )
 
 
 def test_typed_get_answers_404_for_another_type(nexus: Nexus) -> None:
@@ -153,11 +180,15 @@ def test_typed_get_answers_404_for_another_type(nexus: Nexus) -> None:
 def test_delete_is_204_then_404_and_leaves_no_dangling_group_member(nexus: Nexus) -> None:
     admin = nexus.admin()
     create_proxies(admin, "Docker Hub", "gcr.io")
-    admin.post("/v1/repositories/docker/group", json=group_body(group={"memberNames": ["docker-hub", "gcr-io"]}))
+    admin.post(
+        "/v1/repositories/docker/group", json=group_body(group={"memberNames": ["docker-hub", "gcr-io"]})
+    )
     assert admin.delete("/v1/repositories/docker-hub").status_code == 204
     r = admin.delete("/v1/repositories/docker-hub")
     assert (r.status_code, r.content) == (404, b"")
-    assert admin.get("/v1/repositories/docker/group/docker-group").json()["group"]["memberNames"] == ["gcr-io"]
+    assert admin.get("/v1/repositories/docker/group/docker-group").json()["group"]["memberNames"] == [
+        "gcr-io"
+    ]
 
 
 def test_generic_get_by_name_needs_view_permission_on_it_or_a_containing_group(nexus: Nexus) -> None:
@@ -169,8 +200,10 @@ def test_generic_get_by_name_needs_view_permission_on_it_or_a_containing_group(n
     puller = nexus.client(("puller", "pull-secret"))
     got = puller.get("/v1/repositories/docker-hub")
     assert got.status_code == 200 and schema_errors(got.json(), "RepositoryXO") == []
-    assert (puller.get("/v1/repositories/gcr-io").status_code, puller.get("/v1/repositories/gcr-io").content) == \
-           (403, b"")
+    assert (
+        puller.get("/v1/repositories/gcr-io").status_code,
+        puller.get("/v1/repositories/gcr-io").content,
+    ) == (403, b"")
     assert puller.get("/v1/repositories/ghost").status_code == 404
     assert [r["name"] for r in puller.get("/v1/repositories").json()] == []  # READ is not BROWSE
     assert puller.get("/v1/repositorySettings").json() == []  # no admin read on anything

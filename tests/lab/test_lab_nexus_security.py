@@ -38,19 +38,29 @@ def test_authenticated_user_without_permission_gets_403(nexus: Nexus) -> None:
     admin.post("/v1/repositories/docker/group", json=group_body(group={"memberNames": ["docker-hub"]}))
     create_puller(admin)
     puller = nexus.client(("puller", "pull-secret"))
-    for method, path in (("GET", "/v1/security/users"), ("GET", "/v1/security/realms/active"),
-                         ("GET", "/v1/blobstores"), ("GET", "/v1/system/eula"), ("DELETE", "/v1/repositories/docker-hub")):
+    for method, path in (
+        ("GET", "/v1/security/users"),
+        ("GET", "/v1/security/realms/active"),
+        ("GET", "/v1/blobstores"),
+        ("GET", "/v1/system/eula"),
+        ("DELETE", "/v1/repositories/docker-hub"),
+    ):
         r = puller.request(method, path)
         assert (r.status_code, r.content) == (403, b""), path
 
 
 def test_every_response_names_the_server_by_version_and_edition(tmp_path: Path) -> None:
-    for version, edition, header in (("3.94.0-01", None, "Nexus/3.94.0-01 (COMMUNITY)"),
-                                     ("3.76.1-01", None, "Nexus/3.76.1-01 (OSS)"),
-                                     ("3.80.0-06", "PRO", "Nexus/3.80.0-06 (PRO)")):
+    for version, edition, header in (
+        ("3.94.0-01", None, "Nexus/3.94.0-01 (COMMUNITY)"),
+        ("3.76.1-01", None, "Nexus/3.76.1-01 (OSS)"),
+        ("3.80.0-06", "PRO", "Nexus/3.80.0-06 (PRO)"),
+    ):
         with running_nexus(tmp_path / version, version=version, edition=edition) as nx:
-            for r in (nx.client().get("/v1/status"), nx.client().get("/v1/security/users"),
-                      nx.client(("admin", "bad")).get("/v1/status")):
+            for r in (
+                nx.client().get("/v1/status"),
+                nx.client().get("/v1/security/users"),
+                nx.client(("admin", "bad")).get("/v1/status"),
+            ):
                 assert r.headers["Server"] == header
 
 
@@ -66,7 +76,9 @@ def test_unknown_path_404_wrong_method_405_wrong_content_type_415_all_empty(nexu
 
 
 def test_malformed_json_is_a_single_could_not_process_object(nexus: Nexus) -> None:
-    r = nexus.admin().post("/v1/security/roles", content=b'{"id": ', headers={"Content-Type": "application/json"})
+    r = nexus.admin().post(
+        "/v1/security/roles", content=b'{"id": ', headers={"Content-Type": "application/json"}
+    )
     assert r.status_code == 400
     assert r.json()["id"] == "*"
     assert r.json()["message"].startswith("Could not process the input: ")
@@ -94,8 +106,10 @@ def test_unknown_properties_are_ignored_and_scalars_coerce(nexus: Nexus) -> None
 def test_java_enums_are_case_insensitive(nexus: Nexus) -> None:
     admin = nexus.admin()
     create_proxies(admin, "Docker Hub")
-    r = admin.post("/v1/security/privileges/repository-view",
-                   json={"name": "p", "actions": ["read", "Browse"], "format": "docker", "repository": "docker-hub"})
+    r = admin.post(
+        "/v1/security/privileges/repository-view",
+        json={"name": "p", "actions": ["read", "Browse"], "format": "docker", "repository": "docker-hub"},
+    )
     assert r.status_code == 201
     assert admin.get("/v1/security/privileges/p").json()["actions"] == ["READ", "BROWSE"]
     user = {**example("POST /v1/security/users"), "status": "ACTIVE", "roles": ["nx-anonymous"]}
@@ -118,8 +132,10 @@ def test_realms_put_replaces_the_ordered_list(nexus: Nexus) -> None:
 
 def test_realms_put_rejects_unknown_ids_and_the_hidden_authorizing_realm(nexus: Nexus) -> None:
     admin = nexus.admin()
-    for ids, bad in ((["NexusAuthenticatingRealm", "Nope"], "Nope"),
-                     (["NexusAuthenticatingRealm", "NexusAuthorizingRealm"], "NexusAuthorizingRealm")):
+    for ids, bad in (
+        (["NexusAuthenticatingRealm", "Nope"], "Nope"),
+        (["NexusAuthenticatingRealm", "NexusAuthorizingRealm"], "NexusAuthorizingRealm"),
+    ):
         r = admin.put("/v1/security/realms/active", json=ids)
         assert r.status_code == 400
         assert r.headers["content-type"].startswith("text/plain")
@@ -131,8 +147,10 @@ def test_realms_put_rejects_unknown_ids_and_the_hidden_authorizing_realm(nexus: 
 def test_before_3_60_the_authorizing_realm_is_listed_and_accepted(tmp_path: Path) -> None:
     with running_nexus(tmp_path / "d", version="3.59.0-01") as nx:
         admin = nx.admin()
-        assert admin.get("/v1/security/realms/active").json() == ["NexusAuthenticatingRealm",
-                                                                  "NexusAuthorizingRealm"]
+        assert admin.get("/v1/security/realms/active").json() == [
+            "NexusAuthenticatingRealm",
+            "NexusAuthorizingRealm",
+        ]
         ids = ["NexusAuthenticatingRealm", "NexusAuthorizingRealm", "DockerToken"]
         assert admin.put("/v1/security/realms/active", json=ids).status_code == 204
 
@@ -148,8 +166,10 @@ def test_dropping_the_local_authenticating_realm_breaks_basic_auth(nexus: Nexus)
 def test_anonymous_put_returns_the_settings_with_defaults_for_absent_fields(nexus: Nexus) -> None:
     admin = nexus.admin()
     r = admin.put("/v1/security/anonymous", json={"enabled": True})
-    assert (r.status_code, r.json()) == (200, {"enabled": True, "userId": "anonymous",
-                                               "realmName": "NexusAuthorizingRealm"})
+    assert (r.status_code, r.json()) == (
+        200,
+        {"enabled": True, "userId": "anonymous", "realmName": "NexusAuthorizingRealm"},
+    )
     r = admin.put("/v1/security/anonymous", json={})
     assert r.json()["enabled"] is False
     assert not nexus.state.anonymous_enabled()
@@ -174,7 +194,9 @@ def test_anonymous_access_decides_what_unauthenticated_callers_see(nexus: Nexus)
 def test_repository_view_privileges_grant_exactly_their_repository(nexus: Nexus) -> None:
     admin = nexus.admin()
     create_proxies(admin, "Docker Hub", "gcr.io")
-    admin.post("/v1/repositories/docker/group", json=group_body(group={"memberNames": ["docker-hub", "gcr-io"]}))
+    admin.post(
+        "/v1/repositories/docker/group", json=group_body(group={"memberNames": ["docker-hub", "gcr-io"]})
+    )
     create_puller(admin)
     admin.put("/v1/security/anonymous", json={"enabled": False})
     state = nexus.state
@@ -183,10 +205,14 @@ def test_repository_view_privileges_grant_exactly_their_repository(nexus: Nexus)
     assert not state.can("puller", "docker-hub", "read")  # a group grant does not reach its members
     assert state.can("admin", "docker-hub", "read")  # nx-admin -> nx-all -> nexus:*
     # a '*' repository privilege reaches every repository of the format
-    admin.post("/v1/security/privileges/repository-view",
-               json={"name": "all-docker-browse", "actions": ["BROWSE"], "format": "docker", "repository": "*"})
-    admin.put("/v1/security/roles/docker-pull", json={**example("POST /v1/security/roles"),
-                                                      "privileges": ["docker-group-read", "all-docker-browse"]})
+    admin.post(
+        "/v1/security/privileges/repository-view",
+        json={"name": "all-docker-browse", "actions": ["BROWSE"], "format": "docker", "repository": "*"},
+    )
+    admin.put(
+        "/v1/security/roles/docker-pull",
+        json={**example("POST /v1/security/roles"), "privileges": ["docker-group-read", "all-docker-browse"]},
+    )
     assert state.can("puller", "gcr-io", "browse") and not state.can("puller", "gcr-io", "read")
     # nested roles count too
     admin.post("/v1/security/roles", json={"id": "outer", "name": "outer", "roles": ["docker-pull"]})
@@ -206,8 +232,10 @@ def test_built_in_privileges_exist_per_repository_and_are_read_only(nexus: Nexus
     assert builtin["readOnly"] is True and builtin["actions"] == ["READ"]
     r = admin.delete("/v1/security/privileges/nx-repository-view-docker-docker-hub-read")
     assert r.status_code == 400
-    assert r.json()["message"] == ("\"Privilege 'nx-repository-view-docker-docker-hub-read' is internal and "
-                                   "cannot be modified or deleted.\"")
+    assert r.json()["message"] == (
+        "\"Privilege 'nx-repository-view-docker-docker-hub-read' is internal and "
+        'cannot be modified or deleted."'
+    )
     assert admin.delete("/v1/repositories/docker-hub").status_code == 204
     assert admin.get("/v1/security/privileges/nx-repository-view-docker-docker-hub-read").status_code == 404
 
@@ -216,24 +244,35 @@ def test_built_in_privileges_exist_per_repository_and_are_read_only(nexus: Nexus
 def test_repository_view_privilege_rules(nexus: Nexus) -> None:
     admin = nexus.admin()
     create_proxies(admin, "Docker Hub")
-    base = {"name": "p1", "description": None, "actions": ["READ"], "format": "docker", "repository": "docker-hub"}
+    base = {
+        "name": "p1",
+        "description": None,
+        "actions": ["READ"],
+        "format": "docker",
+        "repository": "docker-hub",
+    }
     r = admin.post("/v1/security/privileges/repository-view", json={**base, "actions": ["READ", "RUN"]})
-    assert r.json() == {"id": "*", "message": "\"Privilege of type 'repository-view' cannot use action(s) of "
-                                              "type 'RUN'.\""}
+    assert r.json() == {
+        "id": "*",
+        "message": "\"Privilege of type 'repository-view' cannot use action(s) of type 'RUN'.\"",
+    }
     r = admin.post("/v1/security/privileges/repository-view", json={**base, "repository": "nope"})
     assert r.json()["message"] == "\"Invalid repository 'nope' supplied.\""
     r = admin.post("/v1/security/privileges/repository-view", json={**base, "format": "maven2"})
     assert r.json()["message"] == "\"Invalid format 'maven2' supplied for repository 'docker-hub'.\""
     r = admin.post("/v1/security/privileges/repository-view", json={**base, "name": "", "actions": []})
-    assert r.status_code == 400 and ("PARAMETER actions", "must not be empty") in [(e["id"], e["message"])
-                                                                                  for e in r.json()]
+    assert r.status_code == 400 and ("PARAMETER actions", "must not be empty") in [
+        (e["id"], e["message"]) for e in r.json()
+    ]
     assert admin.post("/v1/security/privileges/repository-view", json=base).status_code == 201
     assert admin.get("/v1/security/privileges/p1").json()["description"] == ""
     r = admin.post("/v1/security/privileges/repository-view", json=base)
     assert r.json()["message"] == "\"Privilege 'p1' already exists, use a unique name.\""
     r = admin.put("/v1/security/privileges/repository-view/p2", json=base)
-    assert (r.status_code, r.json()["message"]) == (409, "\"The privilege name 'p1' does not match the name used "
-                                                         "in the path 'p2'.\"")
+    assert (r.status_code, r.json()["message"]) == (
+        409,
+        "\"The privilege name 'p1' does not match the name used in the path 'p2'.\"",
+    )
     r = admin.put("/v1/security/privileges/repository-view/p1", json={**base, "actions": ["ALL"]})
     assert r.status_code == 204
     assert admin.get("/v1/security/privileges/p1").json()["actions"] == ["ALL"]
@@ -253,15 +292,24 @@ def test_role_rules(nexus: Nexus) -> None:
     assert (r.status_code, r.json()) == (400, [{"id": "PARAMETER id", "message": "must not be empty"}])
     r = admin.post("/v1/security/roles", json={"id": "r1", "name": "r1", "privileges": ["nx-search-read"]})
     assert r.status_code == 200
-    assert admin.post("/v1/security/roles", json={"id": "r2", "name": "r2", "roles": ["r1"]}).status_code == 200
+    assert (
+        admin.post("/v1/security/roles", json={"id": "r2", "name": "r2", "roles": ["r1"]}).status_code == 200
+    )
     r = admin.put("/v1/security/roles/r1", json={"id": "r1", "name": "r1", "roles": ["r2"]})
     assert r.status_code == 400 and "cannot contain itself" in r.json()["message"]
     r = admin.put("/v1/security/roles/r1", json={"id": "rX", "name": "r1"})
-    assert (r.status_code, r.json()["message"]) == (409, "\"The Role id 'rX' does not match the id used in the "
-                                                         "path 'r1'.\"")
+    assert (r.status_code, r.json()["message"]) == (
+        409,
+        "\"The Role id 'rX' does not match the id used in the path 'r1'.\"",
+    )
     assert admin.put("/v1/security/roles/r1", json={"id": "r1", "name": "renamed"}).status_code == 204
     assert admin.get("/v1/security/roles/r1").json()["name"] == "renamed"
-    assert [r["id"] for r in admin.get("/v1/security/roles").json()] == ["nx-admin", "nx-anonymous", "r1", "r2"]
+    assert [r["id"] for r in admin.get("/v1/security/roles").json()] == [
+        "nx-admin",
+        "nx-anonymous",
+        "r1",
+        "r2",
+    ]
     r = admin.get("/v1/security/roles", params={"source": "LDAP"})
     assert (r.status_code, r.json()["message"]) == (400, "\"Source 'LDAP' not found.\"")
     assert admin.delete("/v1/security/roles/r1").status_code == 204
@@ -298,14 +346,16 @@ def test_user_create_and_update_rules(nexus: Nexus) -> None:
     r = admin.post("/v1/security/users", json=user)
     assert r.json() == [{"id": "roles", "message": "Unable to locate roleId: missing"}]
     r = admin.post("/v1/security/users", json={**user, "roles": ["nx-anonymous"], "password": "   "})
-    assert r.json() == {"id": "*", "message": "\"A non-empty password is required.\""}
+    assert r.json() == {"id": "*", "message": '"A non-empty password is required."'}
     r = admin.post("/v1/security/users", json={**user, "emailAddress": "not-an-email", "roles": []})
     assert sorted((e["id"], e["message"]) for e in r.json()) == [
-        ("PARAMETER emailAddress", "must be a well-formed email address"), ("PARAMETER roles", "must not be empty")]
+        ("PARAMETER emailAddress", "must be a well-formed email address"),
+        ("PARAMETER roles", "must not be empty"),
+    ]
     assert admin.post("/v1/security/users", json={**user, "roles": ["nx-anonymous"]}).status_code == 200
     update = example("PUT /v1/security/users/puller")
     r = admin.put("/v1/security/users/other", json=update)
-    assert r.json() == {"id": "*", "message": "\"The path's userId does not match the body\""}
+    assert r.json() == {"id": "*", "message": '"The path\'s userId does not match the body"'}
     r = admin.put("/v1/security/users/ghost", json={**update, "userId": "ghost"})
     assert (r.status_code, r.json()["message"]) == (404, "\"User 'ghost' not found.\"")
     r = admin.put("/v1/security/users/puller", json={**update, "roles": ["nx-admin"], "status": "locked"})
@@ -324,8 +374,10 @@ def test_change_password_takes_text_plain_and_never_echoes(nexus: Nexus) -> None
     path = "/v1/security/users/puller/change-password"
     assert admin.put(path, json="n3w-secret").status_code == 415
     r = admin.put(path, content=b"  ", headers={"Content-Type": "text/plain"})
-    assert r.json() == {"id": "*", "message": "\"Password must be supplied.\""}
-    r = admin.put("/v1/security/users/ghost/change-password", content=b"x", headers={"Content-Type": "text/plain"})
+    assert r.json() == {"id": "*", "message": '"Password must be supplied."'}
+    r = admin.put(
+        "/v1/security/users/ghost/change-password", content=b"x", headers={"Content-Type": "text/plain"}
+    )
     assert r.status_code == 404
     r = admin.put(path, content=b"n3w-secret", headers={"Content-Type": "text/plain; charset=UTF-8"})
     assert (r.status_code, r.content) == (204, b"")

@@ -34,7 +34,9 @@ def test_first_start_writes_a_random_admin_password_with_status_changepassword(t
         assert _admin_record(nx)["status"] == "changepassword"  # and it still authenticates
         assert nx.state.authenticate("admin", password)
         users = {u["userId"]: u for u in nx.admin().get("/v1/security/users").json()}
-        assert users["admin"]["roles"] == ["nx-admin"] and users["admin"]["emailAddress"] == "admin@example.org"
+        assert (
+            users["admin"]["roles"] == ["nx-admin"] and users["admin"]["emailAddress"] == "admin@example.org"
+        )
         assert users["anonymous"]["roles"] == ["nx-anonymous"]
         assert nx.admin().get("/v1/security/anonymous").json()["enabled"] is True
         assert [b["name"] for b in nx.admin().get("/v1/blobstores").json()] == ["default"]
@@ -43,8 +45,11 @@ def test_first_start_writes_a_random_admin_password_with_status_changepassword(t
 def test_change_password_of_admin_deletes_admin_password(tmp_path: Path) -> None:
     with running_nexus(tmp_path / "d") as nx:
         old = nx.admin_password
-        r = nx.admin().put("/v1/security/users/admin/change-password", content=b"n3w-admin",
-                           headers={"Content-Type": "text/plain"})
+        r = nx.admin().put(
+            "/v1/security/users/admin/change-password",
+            content=b"n3w-admin",
+            headers={"Content-Type": "text/plain"},
+        )
         assert r.status_code == 204
         assert not (tmp_path / "d" / "admin.password").exists()
         assert nx.client(("admin", old)).get("/v1/status").status_code == 401
@@ -88,7 +93,9 @@ def test_before_3_76_the_env_var_is_ignored_and_admin_is_active(tmp_path: Path) 
 def test_passwords_are_not_stored_in_clear(tmp_path: Path) -> None:
     with running_nexus(tmp_path / "d") as nx:
         create_proxies(nx.admin(), "Docker Hub")
-        nx.admin().post("/v1/repositories/docker/group", json=group_body(group={"memberNames": ["docker-hub"]}))
+        nx.admin().post(
+            "/v1/repositories/docker/group", json=group_body(group={"memberNames": ["docker-hub"]})
+        )
         create_puller(nx.admin(), password="very-secret-pull")
         text = (tmp_path / "d" / "nexus-state.json").read_text()
         assert "very-secret-pull" not in text and nx.admin_password not in text
@@ -104,7 +111,9 @@ def test_configuration_survives_a_restart(tmp_path: Path) -> None:
         admin.put("/v1/security/realms/active", json=["NexusAuthenticatingRealm", "DockerToken"])
         admin.put("/v1/security/anonymous", json={"enabled": False})
         admin.post("/v1/system/eula", json={"accepted": True, "disclaimer": EULA_DISCLAIMER})
-        nx.state.record_component("docker-hub", "library/alpine", "3.20", [{"path": "v2/library/alpine/manifests/3.20"}])
+        nx.state.record_component(
+            "docker-hub", "library/alpine", "3.20", [{"path": "v2/library/alpine/manifests/3.20"}]
+        )
         password = nx.admin_password
     with running_nexus(tmp_path / "d") as nx:
         assert nx.admin_password == password
@@ -113,7 +122,9 @@ def test_configuration_survives_a_restart(tmp_path: Path) -> None:
         assert admin.get("/v1/security/realms/active").json() == ["NexusAuthenticatingRealm", "DockerToken"]
         assert admin.get("/v1/security/anonymous").json()["enabled"] is False
         assert admin.get("/v1/system/eula").json()["accepted"] is True
-        assert nx.state.authenticate("puller", "pull-secret") and nx.state.can("puller", "docker-group", "read")
+        assert nx.state.authenticate("puller", "pull-secret") and nx.state.can(
+            "puller", "docker-group", "read"
+        )
         comps = admin.get("/v1/components", params={"repository": "docker-hub"}).json()["items"]
         assert [(c["name"], c["version"]) for c in comps] == [("library/alpine", "3.20")]
 
@@ -132,13 +143,22 @@ def test_request_log_records_every_rest_call_with_secrets_masked(tmp_path: Path)
     with running_nexus(tmp_path / "d", request_log=log) as nx:
         admin = nx.admin()
         body = proxy_body()
-        body["httpClient"]["authentication"] = {"type": "username", "username": "u", "password": "UPSTREAM-PW",
-                                                "bearerToken": "UPSTREAM-TOKEN"}
+        body["httpClient"]["authentication"] = {
+            "type": "username",
+            "username": "u",
+            "password": "UPSTREAM-PW",
+            "bearerToken": "UPSTREAM-TOKEN",
+        }
         admin.post("/v1/repositories/docker/proxy", json=body)
-        admin.post("/v1/security/users", json={**example("POST /v1/security/users"), "password": "USER-PW",
-                                                "roles": ["nx-anonymous"]})
-        admin.put("/v1/security/users/puller/change-password", content=b"CHANGED-PW",
-                  headers={"Content-Type": "text/plain"})
+        admin.post(
+            "/v1/security/users",
+            json={**example("POST /v1/security/users"), "password": "USER-PW", "roles": ["nx-anonymous"]},
+        )
+        admin.put(
+            "/v1/security/users/puller/change-password",
+            content=b"CHANGED-PW",
+            headers={"Content-Type": "text/plain"},
+        )
         admin.get("/v1/security/users", params={"userId": "pull"})
         nx.client(("admin", "bad")).get("/v1/status")
     text = log.read_text()
@@ -221,7 +241,10 @@ def test_eula_blocks_access_until_accepted_on_community_3_77_and_later(tmp_path:
         r = admin.post("/v1/system/eula", json={"accepted": True, "disclaimer": EULA_DISCLAIMER})
         assert (r.status_code, r.content) == (204, b"")
         assert not nx.state.eula_blocks_access()
-        assert admin.post("/v1/system/eula", json={"accepted": True, "disclaimer": EULA_DISCLAIMER}).status_code == 204
+        assert (
+            admin.post("/v1/system/eula", json={"accepted": True, "disclaimer": EULA_DISCLAIMER}).status_code
+            == 204
+        )
     with running_nexus(tmp_path / "oss", version="3.76.1-01") as nx:
         assert not nx.state.eula_blocks_access()
         assert nx.admin().get("/v1/system/eula").status_code == 404
@@ -235,7 +258,9 @@ def test_state_is_safe_under_concurrent_writers(tmp_path: Path) -> None:
 
         def record(worker: int) -> None:
             for i in range(25):
-                nx.state.record_component("docker-hub", f"img{worker}", str(i), [{"path": f"v2/{worker}/{i}"}])
+                nx.state.record_component(
+                    "docker-hub", f"img{worker}", str(i), [{"path": f"v2/{worker}/{i}"}]
+                )
 
         threads = [threading.Thread(target=record, args=(w,)) for w in range(4)]
         for t in threads:

@@ -46,11 +46,21 @@ from tests.support.lab_node import (
 def test_mime_parts_run_only_shell_scripts_and_skip_karpenter_bootstrap_and_nodeconfig() -> None:
     from runbook_lab.karpenter import karpenter_user_data
 
-    merged = karpenter_user_data("AL2", mirror_user_data("http://m:1", "http://u:2"), "lab", "http://api",
-                                 {"karpenter.sh/nodepool": "default"}, [], "29")
+    merged = karpenter_user_data(
+        "AL2",
+        mirror_user_data("http://m:1", "http://u:2"),
+        "lab",
+        "http://api",
+        {"karpenter.sh/nodepool": "default"},
+        [],
+        "29",
+    )
     parts = user_data_parts(merged, "AL2")
     assert [(p.content_type, p.run) for p in parts] == [
-        ("text/x-shellscript", True), ("application/node.eks.aws", False), ("text/x-shellscript", False)]
+        ("text/x-shellscript", True),
+        ("application/node.eks.aws", False),
+        ("text/x-shellscript", False),
+    ]
     assert "hosts.toml" in parts[0].body
     assert "bootstrap" in parts[2].note.lower()
     assert "/etc/eks/bootstrap.sh" in parts[2].body
@@ -59,8 +69,10 @@ def test_mime_parts_run_only_shell_scripts_and_skip_karpenter_bootstrap_and_node
 def test_base64_part_is_decoded_and_bare_script_runs() -> None:
     script = "#!/bin/bash\necho hi\n"
     encoded = base64.b64encode(script.encode()).decode()
-    mime = ("MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"X\"\n\n--X\n"
-            "Content-Type: text/x-shellscript\nContent-Transfer-Encoding: base64\n\n" + encoded + "\n--X--\n")
+    mime = (
+        'MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="X"\n\n--X\n'
+        "Content-Type: text/x-shellscript\nContent-Transfer-Encoding: base64\n\n" + encoded + "\n--X--\n"
+    )
     assert [(p.body, p.run) for p in user_data_parts(mime)] == [(script, True)]
     assert [(p.content_type, p.run) for p in user_data_parts(script)] == [("text/x-shellscript", True)]
 
@@ -122,13 +134,19 @@ def node(registries: Registries, kube, base: Path) -> Iterator[LabNode]:
     kubeconfig = write_kubeconfig(base / "kubeconfig", kube.url)
     hub = registries.hub
     spec = NodeSpec(
-        name="ip-10-0-0-1.ec2.internal", dir=str(base / "nodes" / "default-abcde"),
-        user_data=mirror_user_data(registries.mirror.url, hub.url), ami_family="AL2023",
-        kubeconfig=str(kubeconfig), ports=[hub.port, hub.token_port, registries.mirror.port, kube.port],
+        name="ip-10-0-0-1.ec2.internal",
+        dir=str(base / "nodes" / "default-abcde"),
+        user_data=mirror_user_data(registries.mirror.url, hub.url),
+        ami_family="AL2023",
+        kubeconfig=str(kubeconfig),
+        ports=[hub.port, hub.token_port, registries.mirror.port, kube.port],
         hosts={"registry-1.docker.io": "127.0.0.1", "docker.io": "127.0.0.1"},
         lab_certs={"docker.io": hub.url, "registry-1.docker.io": hub.url},
-        labels={"karpenter.sh/nodepool": "default"}, provider_id="aws:///us-east-1a/i-0123456789abcdef0",
-        internal_ip="10.0.0.1", heartbeat_s=1.0)
+        labels={"karpenter.sh/nodepool": "default"},
+        provider_id="aws:///us-east-1a/i-0123456789abcdef0",
+        internal_ip="10.0.0.1",
+        heartbeat_s=1.0,
+    )
     lab_node = LabNode(spec).start()
     try:
         lab_node.wait_ready(60)
@@ -146,7 +164,9 @@ def test_user_data_ran_in_the_node_mount_namespace_only(node: LabNode) -> None:
     status = node.status()
     assert status["phase"] == "ready"
     assert [(r["content_type"], r["run"], r.get("exit_code")) for r in status["userdata"]] == [
-        ("text/x-shellscript", True, 0), ("application/node.eks.aws", False, None)]
+        ("text/x-shellscript", True, 0),
+        ("application/node.eks.aws", False, None),
+    ]
     hosts = node.dir / "root" / "etc" / "containerd" / "certs.d" / "docker.io" / "hosts.toml"
     assert tomllib.loads(hosts.read_text())["server"] == f"http://127.0.0.1:{node.spec.ports[0]}"
     marker = node.node_path("/etc/lab-node/marker")
@@ -168,13 +188,24 @@ def test_node_registers_ready_with_labels_provider_id_and_images(node: LabNode, 
     assert obj["status"]["nodeInfo"]["containerRuntimeVersion"] == "containerd://1.6.20"
     assert {"type": "InternalIP", "address": "10.0.0.1"} in obj["status"]["addresses"]
     first = ready["lastHeartbeatTime"]
-    wait_for(lambda: next(c for c in kube.get("v1", "Node", node.spec.name)["status"]["conditions"]
-                          if c["type"] == "Ready")["lastHeartbeatTime"] != first, 10, "a heartbeat")
+    wait_for(
+        lambda: (
+            next(
+                c
+                for c in kube.get("v1", "Node", node.spec.name)["status"]["conditions"]
+                if c["type"] == "Ready"
+            )["lastHeartbeatTime"]
+            != first
+        ),
+        10,
+        "a heartbeat",
+    )
 
 
 @pytest.mark.netns
-def test_pod_pull_goes_through_the_mirror_with_a_kubelet_pulled_event(node: LabNode, kube,
-                                                                     registries: Registries) -> None:
+def test_pod_pull_goes_through_the_mirror_with_a_kubelet_pulled_event(
+    node: LabNode, kube, registries: Registries
+) -> None:
     before_mirror, before_hub = len(registries.mirror_requests()), registries.hub_counters()
     kube.put(pod("via-mirror", "docker.io/library/demo:1", node.spec.name))
     wait_for(lambda: pod_phase(kube, "via-mirror") == "Succeeded", 60, "the pod to succeed")
@@ -183,12 +214,19 @@ def test_pod_pull_goes_through_the_mirror_with_a_kubelet_pulled_event(node: LabN
     pulling, pulled = events
     assert pulling["message"] == 'Pulling image "docker.io/library/demo:1"'
     match = re.match(PULLED, pulled["message"])
-    assert match and match["image"] == "docker.io/library/demo:1" and int(match["size"]) > 0, pulled["message"]
+    assert match and match["image"] == "docker.io/library/demo:1" and int(match["size"]) > 0, pulled[
+        "message"
+    ]
     obj = kube.get("v1", "Pod", "via-mirror", "default")
-    assert pulled["involvedObject"] == {"kind": "Pod", "namespace": "default", "name": "via-mirror",
-                                        "uid": obj["metadata"]["uid"], "apiVersion": "v1",
-                                        "resourceVersion": pulled["involvedObject"]["resourceVersion"],
-                                        "fieldPath": "spec.containers{pull}"}
+    assert pulled["involvedObject"] == {
+        "kind": "Pod",
+        "namespace": "default",
+        "name": "via-mirror",
+        "uid": obj["metadata"]["uid"],
+        "apiVersion": "v1",
+        "resourceVersion": pulled["involvedObject"]["resourceVersion"],
+        "fieldPath": "spec.containers{pull}",
+    }
     assert pulled["source"] == {"component": "kubelet", "host": node.spec.name}
     state = obj["status"]["containerStatuses"][0]["state"]["terminated"]
     assert (state["exitCode"], state["reason"]) == (0, "Completed")
@@ -220,10 +258,13 @@ def test_failed_pull_gives_warning_events_and_err_image_pull(node: LabNode, kube
     events = events_of(kube, "missing")
     failed = [e for e in events if e["reason"] == "Failed"]
     assert failed[0]["type"] == "Warning"
-    assert failed[0]["message"].startswith('Failed to pull image "docker.io/library/does-not-exist:1": '
-                                           "rpc error: code = NotFound desc = ")
+    assert failed[0]["message"].startswith(
+        'Failed to pull image "docker.io/library/does-not-exist:1": rpc error: code = NotFound desc = '
+    )
     assert [e["message"] for e in failed[1:3]] == ["Error: ErrImagePull", "Error: ImagePullBackOff"]
-    waiting = kube.get("v1", "Pod", "missing", "default")["status"]["containerStatuses"][0]["state"]["waiting"]
+    waiting = kube.get("v1", "Pod", "missing", "default")["status"]["containerStatuses"][0]["state"][
+        "waiting"
+    ]
     assert waiting["reason"] in ("ErrImagePull", "ImagePullBackOff")
     assert pod_phase(kube, "missing") == "Pending"
 
@@ -237,19 +278,29 @@ def test_if_not_present_uses_the_node_image_and_deletion_is_confirmed(node: LabN
     assert pulled["message"] == 'Container image "docker.io/library/demo:1" already present on machine'
     assert not [e for e in events_of(kube, "cached") if e["reason"] == "Pulling"]
     kube.delete("v1", "Pod", "cached", "default")  # graceful: the kubelet confirms it
-    wait_for(lambda: kube.get("v1", "Pod", "cached", "default") is None, 15, "the kubelet to confirm the deletion")
+    wait_for(
+        lambda: kube.get("v1", "Pod", "cached", "default") is None, 15, "the kubelet to confirm the deletion"
+    )
 
 
 @pytest.mark.netns
 def test_bridge_reaches_only_the_bridged_lab_ports(node: LabNode, kube, registries: Registries) -> None:
-    ok = run_in(node, "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{kube.port}/version")
+    ok = run_in(
+        node, "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{kube.port}/version"
+    )
     assert ok.stdout == "200", ok.stderr
-    unbridged = run_in(node, "curl", "-sS", "-m", "5", f"{registries.registry.url}/v2/")  # the lab has it, not bridged
+    unbridged = run_in(
+        node, "curl", "-sS", "-m", "5", f"{registries.registry.url}/v2/"
+    )  # the lab has it, not bridged
     assert unbridged.returncode == 7 and "Couldn't connect" in unbridged.stderr
-    fallback = run_in(node, "curl", "-sS", "-m", "5", "https://registry-1.docker.io/v2/")  # name -> 127.0.0.1:443
+    fallback = run_in(
+        node, "curl", "-sS", "-m", "5", "https://registry-1.docker.io/v2/"
+    )  # name -> 127.0.0.1:443
     assert fallback.returncode == 7
     internet = run_in(node, "curl", "-sS", "-m", "5", "http://10.1.2.3/")
-    assert internet.returncode == 7 and ("unreachable" in internet.stderr.lower() or "Couldn't" in internet.stderr)
+    assert internet.returncode == 7 and (
+        "unreachable" in internet.stderr.lower() or "Couldn't" in internet.stderr
+    )
 
 
 @pytest.mark.netns
@@ -257,8 +308,13 @@ def test_stop_ends_every_process_and_leaves_no_mount(registries: Registries, kub
     from runbook_lab.kube import write_kubeconfig
 
     kubeconfig = write_kubeconfig(base / "kubeconfig-2", kube.url)
-    spec = NodeSpec(name="ip-10-0-0-2.ec2.internal", dir=str(base / "nodes" / "stop-me"), kubeconfig=str(kubeconfig),
-                    ports=[kube.port], heartbeat_s=30)
+    spec = NodeSpec(
+        name="ip-10-0-0-2.ec2.internal",
+        dir=str(base / "nodes" / "stop-me"),
+        kubeconfig=str(kubeconfig),
+        ports=[kube.port],
+        heartbeat_s=30,
+    )
     node = LabNode(spec).start()
     try:
         node.wait_ready(60)
@@ -284,8 +340,12 @@ def test_stop_ends_every_process_and_leaves_no_mount(registries: Registries, kub
 
 @pytest.mark.netns
 def test_a_node_that_fails_to_start_is_reported_with_its_log_tail(base: Path) -> None:
-    spec = NodeSpec(name="ip-10-0-0-3.ec2.internal", dir=str(base / "nodes" / "broken"),
-                    kubeconfig=str(base / "no-such-kubeconfig"), ports=[])
+    spec = NodeSpec(
+        name="ip-10-0-0-3.ec2.internal",
+        dir=str(base / "nodes" / "broken"),
+        kubeconfig=str(base / "no-such-kubeconfig"),
+        ports=[],
+    )
     node = LabNode(spec).start()
     try:
         with pytest.raises(NodeError) as failure:
@@ -305,8 +365,15 @@ def test_nodes_left_by_an_earlier_run_are_stopped_by_their_recorded_pids(kube, b
 
     kubeconfig = write_kubeconfig(base / "kubeconfig-3", kube.url)
     nodes_dir = base / "earlier-run"
-    node = LabNode(NodeSpec(name="ip-10-0-0-4.ec2.internal", dir=str(nodes_dir / "left-over"),
-                            kubeconfig=str(kubeconfig), ports=[kube.port], heartbeat_s=30)).start()
+    node = LabNode(
+        NodeSpec(
+            name="ip-10-0-0-4.ec2.internal",
+            dir=str(nodes_dir / "left-over"),
+            kubeconfig=str(kubeconfig),
+            ports=[kube.port],
+            heartbeat_s=30,
+        )
+    ).start()
     try:
         node.wait_ready(60)
         pids = (node.pid, node.node_pid)

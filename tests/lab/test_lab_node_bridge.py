@@ -53,9 +53,26 @@ def bridged() -> Iterator[tuple]:
     ports = [up.server_address[1], down_port]
     with short_dir("lb") as base:
         lab = LabSide(base / "br", ports).start()
-        node = subprocess.Popen(["unshare", "--net", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
-                                 sys.executable, "-m", "runbook_lab.bridge", "node", str(base / "br"),
-                                 *map(str, ports)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        node = subprocess.Popen(
+            [
+                "unshare",
+                "--net",
+                "--",
+                "sh",
+                "-c",
+                'ip link set lo up && exec "$@"',
+                "sh",
+                sys.executable,
+                "-m",
+                "runbook_lab.bridge",
+                "node",
+                str(base / "br"),
+                *map(str, ports),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         try:
             assert node.stdout is not None
             assert "node side up" in node.stdout.readline()
@@ -69,8 +86,12 @@ def bridged() -> Iterator[tuple]:
 
 
 def curl(pid: int, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["nsenter", "-t", str(pid), "-n", "--", "curl", "-sS", "-m", "5", *args],
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        ["nsenter", "-t", str(pid), "-n", "--", "curl", "-sS", "-m", "5", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def test_only_bridged_ports_are_reachable_from_the_namespace(bridged) -> None:
@@ -87,8 +108,21 @@ def test_only_bridged_ports_are_reachable_from_the_namespace(bridged) -> None:
 
 def test_large_bodies_cross_the_bridge_intact(bridged) -> None:
     pid, up, *_ = bridged
-    done = subprocess.run(["nsenter", "-t", str(pid), "-n", "--", "sh", "-c",
-                           f"curl -sS http://127.0.0.1:{up}/big | sha256sum"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [
+            "nsenter",
+            "-t",
+            str(pid),
+            "-n",
+            "--",
+            "sh",
+            "-c",
+            f"curl -sS http://127.0.0.1:{up}/big | sha256sum",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.stdout.split()[0] == hashlib.sha256(PAYLOAD).hexdigest()
 
 
@@ -108,8 +142,21 @@ def test_socket_paths_must_fit_a_unix_socket(tmp_path: Path) -> None:
 
 def test_node_side_cli_exits_cleanly_on_sigterm() -> None:
     with short_dir("lb") as base:
-        proc = subprocess.Popen(["unshare", "--net", "--", sys.executable, "-m", "runbook_lab.bridge", "node",
-                                 str(base / "br"), "15000"], stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [
+                "unshare",
+                "--net",
+                "--",
+                sys.executable,
+                "-m",
+                "runbook_lab.bridge",
+                "node",
+                str(base / "br"),
+                "15000",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         out = proc.stdout
         assert out is not None
         assert "node side up" in out.readline()

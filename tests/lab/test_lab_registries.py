@@ -47,8 +47,16 @@ def test_config_is_filesystem_storage_with_delete_and_access_log(tmp_path: Path)
 
 
 def test_config_for_a_pull_through_cache_and_basic_auth(tmp_path: Path) -> None:
-    cfg = yaml.safe_load(registry_config(tmp_path, 5001, host="127.0.0.2", proxy_remote="http://127.0.0.1:5000",
-                                         service="mirror", htpasswd=tmp_path / "htpasswd"))
+    cfg = yaml.safe_load(
+        registry_config(
+            tmp_path,
+            5001,
+            host="127.0.0.2",
+            proxy_remote="http://127.0.0.1:5000",
+            service="mirror",
+            htpasswd=tmp_path / "htpasswd",
+        )
+    )
     assert cfg["proxy"] == {"remoteurl": "http://127.0.0.1:5000"}
     assert cfg["http"]["addr"] == "127.0.0.2:5001"
     assert cfg["log"]["fields"]["service"] == "mirror"
@@ -96,7 +104,9 @@ def test_port_taken_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_missing_binary_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(registries, "REGISTRY_BINARY", str(tmp_path / "no-such-registry"))
-    with pytest.raises(RegistryError, match="install the Debian package docker-registry; `make test`/`make demo`"):
+    with pytest.raises(
+        RegistryError, match="install the Debian package docker-registry; `make test`/`make demo`"
+    ):
         start_registry("up", tmp_path / "up", 0, tmp_path / "up.log")
 
 
@@ -115,19 +125,25 @@ def test_proxy_with_unreachable_upstream_fails_with_the_registry_log(tmp_path: P
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]
         with pytest.raises(RegistryError, match="exited with 2.*panic"):
-            start_registry("mirror", tmp_path / "m", 0, tmp_path / "m.log", proxy_remote=f"http://127.0.0.1:{dead}")
+            start_registry(
+                "mirror", tmp_path / "m", 0, tmp_path / "m.log", proxy_remote=f"http://127.0.0.1:{dead}"
+            )
 
 
 @needs_registry
 def test_pull_through_cache_fetches_from_its_upstream(tmp_path: Path) -> None:
     up = start_registry("up", tmp_path / "up", 0, tmp_path / "up.log")
     try:
-        mirror = start_registry("mirror", tmp_path / "mirror", 0, tmp_path / "mirror.log", proxy_remote=up.url)
+        mirror = start_registry(
+            "mirror", tmp_path / "mirror", 0, tmp_path / "mirror.log", proxy_remote=up.url
+        )
         try:
             image = build_image({"hello.txt": b"through the cache\n"})
             push(image, up.url, "library/cached", "1")
-            r = httpx.get(f"{mirror.url}/v2/library/cached/manifests/{image.digest}",
-                          headers={"Accept": image.media_type})
+            r = httpx.get(
+                f"{mirror.url}/v2/library/cached/manifests/{image.digest}",
+                headers={"Accept": image.media_type},
+            )
             assert r.status_code == 200 and r.content == image.manifest
             layer = image.blobs[1]
             assert httpx.get(f"{mirror.url}/v2/library/cached/blobs/{layer.digest}").content == layer.data
@@ -141,7 +157,9 @@ def test_pull_through_cache_fetches_from_its_upstream(tmp_path: Path) -> None:
 
 @needs_registry
 def test_basic_auth_registry_and_push_answers_the_basic_challenge(tmp_path: Path) -> None:
-    crypt = pytest.importorskip("crypt", reason="bcrypt htpasswd entries are made with the stdlib crypt module")
+    crypt = pytest.importorskip(
+        "crypt", reason="bcrypt htpasswd entries are made with the stdlib crypt module"
+    )
     entry = crypt.crypt("s3cret", crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16))
     if not entry or not entry.startswith("$2"):
         pytest.skip("libcrypt here cannot make bcrypt hashes")
@@ -154,8 +172,11 @@ def test_basic_auth_registry_and_push_answers_the_basic_challenge(tmp_path: Path
         with pytest.raises(Exception, match="401"):
             push(image, proc.url, "team/private", "1")
         assert push(image, proc.url, "team/private", "1", auth=("lab", "s3cret")) == image.digest
-        r = httpx.get(f"{proc.url}/v2/team/private/manifests/1", auth=("lab", "s3cret"),
-                      headers={"Accept": image.media_type})
+        r = httpx.get(
+            f"{proc.url}/v2/team/private/manifests/1",
+            auth=("lab", "s3cret"),
+            headers={"Accept": image.media_type},
+        )
         assert r.headers["Docker-Content-Digest"] == image.digest
     finally:
         stop_process(proc)

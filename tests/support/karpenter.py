@@ -19,8 +19,9 @@ REPO = Path(__file__).resolve().parents[2]
 LAB = yaml.safe_load((REPO / "parameters" / "lab.yaml").read_text())
 
 
-def make_params(upstreams: list[dict[str, Any]] | None = None, security: dict[str, Any] | None = None,
-                **karpenter: Any) -> params_mod.RunbookParams:
+def make_params(
+    upstreams: list[dict[str, Any]] | None = None, security: dict[str, Any] | None = None, **karpenter: Any
+) -> params_mod.RunbookParams:
     data = copy.deepcopy(LAB)
     data["karpenter"].update(karpenter)
     if upstreams is not None:
@@ -31,8 +32,12 @@ def make_params(upstreams: list[dict[str, Any]] | None = None, security: dict[st
 
 
 def upstream(registry: str, remote: str, mirror: str, name: str | None = None) -> dict[str, Any]:
-    return {"name": name or registry.replace(".", "-"), "registry": registry, "remote_url": remote,
-            "mirror_url": mirror}
+    return {
+        "name": name or registry.replace(".", "-"),
+        "registry": registry,
+        "remote_url": remote,
+        "mirror_url": mirror,
+    }
 
 
 def no_secret(ref: str, user: str | None = None) -> str:
@@ -43,8 +48,9 @@ def script_for(params: params_mod.RunbookParams, resolve=no_secret) -> str:
     return stage.render(params, resolve).generated.payload
 
 
-def run_script(script: str, root: Path, extra_env: dict[str, str] | None = None,
-               extra_path: list[str] = ()) -> subprocess.CompletedProcess[str]:
+def run_script(
+    script: str, root: Path, extra_env: dict[str, str] | None = None, extra_path: list[str] = ()
+) -> subprocess.CompletedProcess[str]:
     """Run a boot script the way cloud-init would (bash), below `root`, with a minimal PATH."""
     path = [*extra_path, "/usr/bin", "/bin"]
     curl = shutil.which("curl")

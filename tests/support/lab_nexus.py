@@ -14,8 +14,9 @@ import jsonschema
 
 from runbook_lab.nexus import NexusEmulator
 
-CONTRACT = json.loads((Path(__file__).resolve().parents[1] / "data" / "reference" / "nexus" / "contract.json")
-                      .read_text())
+CONTRACT = json.loads(
+    (Path(__file__).resolve().parents[1] / "data" / "reference" / "nexus" / "contract.json").read_text()
+)
 EXAMPLES = CONTRACT["examples"]
 UPSTREAM_EXAMPLES = ["Docker Hub", "gcr.io", "quay.io", "ghcr.io", "registry.k8s.io", "public.ecr.aws"]
 
@@ -39,7 +40,9 @@ def group_body(**changes: Any) -> dict[str, Any]:
 
 def schema_errors(instance: Any, schema_name: str) -> list[str]:
     """Validate against `#/schemas/<name>` of contract.json; [] when valid."""
-    validator = jsonschema.Draft202012Validator({"$ref": f"#/schemas/{schema_name}", "schemas": CONTRACT["schemas"]})
+    validator = jsonschema.Draft202012Validator(
+        {"$ref": f"#/schemas/{schema_name}", "schemas": CONTRACT["schemas"]}
+    )
     return [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(instance)]
 
 
@@ -64,7 +67,9 @@ class Nexus:
         return saved.read_text() if saved.exists() else ""
 
     def client(self, auth: tuple[str, str] | None = None) -> httpx.Client:
-        c = httpx.Client(base_url=self.rest, auth=auth, timeout=10, verify=False)  # plain http; skips CA loading
+        c = httpx.Client(
+            base_url=self.rest, auth=auth, timeout=10, verify=False
+        )  # plain http; skips CA loading
         self._clients.append(c)
         return c
 
@@ -97,8 +102,13 @@ def create_proxies(admin: httpx.Client, *upstreams: str) -> None:
 
 def create_puller(admin: httpx.Client, password: str = "pull-secret") -> None:
     """The runbook's pull user: repository-view READ on docker-group through role docker-pull."""
-    assert admin.post("/v1/security/privileges/repository-view",
-                      json=example("POST /v1/security/privileges/repository-view")).status_code == 201
+    assert (
+        admin.post(
+            "/v1/security/privileges/repository-view",
+            json=example("POST /v1/security/privileges/repository-view"),
+        ).status_code
+        == 201
+    )
     assert admin.post("/v1/security/roles", json=example("POST /v1/security/roles")).status_code == 200
     user = example("POST /v1/security/users")
     user["password"] = password

@@ -20,8 +20,10 @@ from typing import Any
 
 from runbook_lib.containerd.hosts import HostsToml, MirrorHost
 
-PULLED = (r'^Successfully pulled image "(?P<image>[^"]+)" in (?P<pull>[0-9.]+(ms|s)) '
-          r'\((?P<total>[0-9.]+(ms|s)) including waiting\)\. Image size: (?P<size>\d+) bytes\.$')
+PULLED = (
+    r'^Successfully pulled image "(?P<image>[^"]+)" in (?P<pull>[0-9.]+(ms|s)) '
+    r"\((?P<total>[0-9.]+(ms|s)) including waiting\)\. Image size: (?P<size>\d+) bytes\.$"
+)
 
 
 def short_tmp(prefix: str = "ln") -> Iterator[Path]:
@@ -39,14 +41,17 @@ short_dir = contextlib.contextmanager(short_tmp)
 @dataclass
 class Registries:
     registry: Any  # RegistryProcess: the docker.io stand-in's storage
-    hub: Any       # DockerHub front (registry-1.docker.io behaviour)
-    mirror: Any    # distribution pull-through cache of the registry
+    hub: Any  # DockerHub front (registry-1.docker.io behaviour)
+    mirror: Any  # distribution pull-through cache of the registry
 
     def mirror_requests(self) -> list[str]:
         """Access-log lines of the mirror for requests made by containerd (user agent containerd/...)."""
         text = Path(self.mirror.log_path).read_text(errors="replace")
-        return [line for line in text.splitlines()
-                if 'useragent="containerd/' in line and "response completed" in line]
+        return [
+            line
+            for line in text.splitlines()
+            if 'useragent="containerd/' in line and "response completed" in line
+        ]
 
     def hub_counters(self) -> dict[str, int]:
         return dict(self.hub.state()["counters"])
@@ -121,8 +126,14 @@ spec:
 """
 
 
-def pod(name: str, image: str, node: str | None = None, policy: str | None = "Always", namespace: str = "default",
-        init_image: str | None = None) -> dict[str, Any]:
+def pod(
+    name: str,
+    image: str,
+    node: str | None = None,
+    policy: str | None = "Always",
+    namespace: str = "default",
+    init_image: str | None = None,
+) -> dict[str, Any]:
     container: dict[str, Any] = {"name": "pull", "image": image}
     if policy:
         container["imagePullPolicy"] = policy
@@ -131,7 +142,12 @@ def pod(name: str, image: str, node: str | None = None, policy: str | None = "Al
         spec["nodeName"] = node
     if init_image:
         spec["initContainers"] = [{"name": "init", "image": init_image, "imagePullPolicy": "Always"}]
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
@@ -146,8 +162,10 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, interval: floa
 
 
 def events_of(kube: Any, name: str, namespace: str = "default") -> list[dict[str, Any]]:
-    return sorted((e for e in kube.list("v1", "Event", namespace) if e["involvedObject"].get("name") == name),
-                  key=lambda e: e["metadata"]["name"])
+    return sorted(
+        (e for e in kube.list("v1", "Event", namespace) if e["involvedObject"].get("name") == name),
+        key=lambda e: e["metadata"]["name"],
+    )
 
 
 def pod_phase(kube: Any, name: str, namespace: str = "default") -> str | None:

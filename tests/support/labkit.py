@@ -26,7 +26,8 @@ REPO = Path(__file__).resolve().parents[2]
 # Outside CI a missing docker-registry skips (with the install hint); under CI it must be there.
 needs_registry = pytest.mark.skipif(
     not Path(registries.REGISTRY_BINARY).exists() and not os.environ.get("CI"),
-    reason=f"{registries.REGISTRY_BINARY} missing ({registries.INSTALL_HINT})")
+    reason=f"{registries.REGISTRY_BINARY} missing ({registries.INSTALL_HINT})",
+)
 WRITES = ("POST", "PUT", "DELETE")
 
 
@@ -65,15 +66,25 @@ class Lab:
         from runbook_lab.nexus.emulator import NexusEmulator
 
         self.log = tmp / "requests.jsonl"
-        self.emulator = NexusEmulator(tmp / "nexus", port=0, version="3.94.0-01", edition="COMMUNITY",
-                                      request_log=self.log).start()
+        self.emulator = NexusEmulator(
+            tmp / "nexus", port=0, version="3.94.0-01", edition="COMMUNITY", request_log=self.log
+        ).start()
         hub_port, quay_port = free_port(), free_port()
         data = yaml.safe_load((REPO / "parameters" / "lab.yaml").read_text())
-        data["nexus"].update(url=self.emulator.url, admin_password="env:TEST_NEXUS_ADMIN",
-                             initial_password_file=str(tmp / "nexus" / "admin.password"))
+        data["nexus"].update(
+            url=self.emulator.url,
+            admin_password="env:TEST_NEXUS_ADMIN",
+            initial_password_file=str(tmp / "nexus" / "admin.password"),
+        )
         data["upstreams"] = [
-            {"name": "docker-hub", "registry": "docker.io", "remote_url": hub_url, "group": "docker",
-             "connector_port": hub_port, "mirror_url": f"http://127.0.0.1:{hub_port}"},
+            {
+                "name": "docker-hub",
+                "registry": "docker.io",
+                "remote_url": hub_url,
+                "group": "docker",
+                "connector_port": hub_port,
+                "mirror_url": f"http://127.0.0.1:{hub_port}",
+            },
             {"name": "quay-io", "registry": "quay.io", "remote_url": hub_url, "connector_port": quay_port},
         ]
         data["security"] = {"mode": mode, "pull_password": "env:TEST_PULL_PASSWORD"}
@@ -93,11 +104,15 @@ class Lab:
     def run_stages(self, apply: bool) -> tuple[dict, dict]:
         login = session.admin_login(self.params, self.secret)
         repos = repositories.build_plan(self.params, login.client, apply, self.secret)
-        apply_and_confirm(repos, lambda: repositories.build_plan(self.params, login.client, False, self.secret),
-                          self.record)
+        apply_and_confirm(
+            repos, lambda: repositories.build_plan(self.params, login.client, False, self.secret), self.record
+        )
         sec = security.build_plan(self.params, login, apply, self.secret)
-        apply_and_confirm(sec, lambda: security.build_plan(
-            self.params, session.admin_login(self.params, self.secret), False, self.secret), self.record)
+        apply_and_confirm(
+            sec,
+            lambda: security.build_plan(
+                self.params, session.admin_login(self.params, self.secret), False, self.secret
+            ),
+            self.record,
+        )
         return repos.counts(), sec.counts()
-
-

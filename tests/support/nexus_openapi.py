@@ -20,7 +20,9 @@ def _convert(node: Any) -> Any:
         out = {k: _convert(v) for k, v in node.items() if k != "nullable"}
         if node.get("nullable"):
             if "type" in out:
-                out["type"] = [out["type"], "null"] if isinstance(out["type"], str) else [*out["type"], "null"]
+                out["type"] = (
+                    [out["type"], "null"] if isinstance(out["type"], str) else [*out["type"], "null"]
+                )
             if "enum" in out:
                 out["enum"] = [*out["enum"], None]
             if "$ref" in out or "allOf" in out:
@@ -46,7 +48,9 @@ def operation_schema(spec_doc: dict, method: str, path: str) -> tuple[str, dict 
             if not body:
                 return template, None
             content = body.get("content", {})
-            media = content.get("application/json") or content.get("text/plain") or next(iter(content.values()))
+            media = (
+                content.get("application/json") or content.get("text/plain") or next(iter(content.values()))
+            )
             return template, media.get("schema")
     raise KeyError(f"{method} {rel} is not in the published API")
 

@@ -26,7 +26,9 @@ def record_output(key: str, value) -> nbformat.NotebookNode:
 
 
 def test_record_bundle_is_json_safe_and_invisible() -> None:
-    bundle = record_bundle("results", {"path": Path("/x"), "when": dt.date(2026, 1, 2), "set": {1}, "obj": object})
+    bundle = record_bundle(
+        "results", {"path": Path("/x"), "when": dt.date(2026, 1, 2), "set": {1}, "obj": object}
+    )
     assert bundle["text/plain"] == ""
     value = bundle[RECORD_MIME]["value"]
     assert value["path"] == "/x" and value["when"] == "2026-01-02" and value["set"] == [1]
@@ -44,8 +46,13 @@ def test_collect_records_merges_by_key() -> None:
     cell.outputs = [
         record_output("changes", [{"kind": "repo", "name": "a", "action": "create", "diff": {}}]),
         nbformat.v4.new_output("stream", name="stdout", text="hello"),
-        record_output("changes", [{"kind": "repo", "name": "b", "action": "update", "diff": {}},
-                                  {"kind": "repo", "name": "c", "action": "unchanged", "diff": {}}]),
+        record_output(
+            "changes",
+            [
+                {"kind": "repo", "name": "b", "action": "update", "diff": {}},
+                {"kind": "repo", "name": "c", "action": "unchanged", "diff": {}},
+            ],
+        ),
         record_output("results", {"a": 1}),
         record_output("results", {"b": 2, "a": 3}),
         record_output("flags", ["credential in userData"]),
@@ -67,8 +74,13 @@ def test_collect_records_merges_by_key() -> None:
 
 def test_stage_context_record_outside_a_kernel(tmp_path: Path) -> None:
     params = parse(
-        {"target": "t", "nexus": {"url": "http://127.0.0.1:9", "admin_password": "env:X"},
-         "upstreams": [{"name": "docker-hub", "registry": "docker.io", "remote_url": "http://127.0.0.1:9"}]},
+        {
+            "target": "t",
+            "nexus": {"url": "http://127.0.0.1:9", "admin_password": "env:X"},
+            "upstreams": [
+                {"name": "docker-hub", "registry": "docker.io", "remote_url": "http://127.0.0.1:9"}
+            ],
+        },
         base_dir=tmp_path,
     )
     ctx = StageContext("preflight", tmp_path / "p.yaml", params, False, tmp_path)
@@ -82,7 +94,10 @@ def test_format_progress() -> None:
     assert format_progress(end) == "[2/6] nexus-repos ... ok (3.2 s, 2 create, 0 update, 5 unchanged)"
     assert format_progress(ProgressEvent(3, 6, "helm", "start")) == "[3/6] helm ..."
     failed = ProgressEvent(3, 6, "helm", "end", "failed", 1.0, {"delete": 1}, reason="boom")
-    assert format_progress(failed) == "[3/6] helm ... failed (1.0 s, 0 create, 0 update, 0 unchanged, 1 delete): boom"
+    assert (
+        format_progress(failed)
+        == "[3/6] helm ... failed (1.0 s, 0 create, 0 update, 0 unchanged, 1 delete): boom"
+    )
     assert (failed.phase, failed.stage, failed.reason) == ("end", "helm", "boom")
     assert not hasattr(failed, "__getitem__")  # a typed event, not a mapping
     assert ProgressEvent(1, 1, "helm", "start").duration_s is None
@@ -91,18 +106,33 @@ def test_format_progress() -> None:
 # ----------------------------------------------------------------------------------------- banner
 
 RUN = {
-    "run_id": "20260102T030405Z-lab", "target": "lab", "mode": "apply", "user": "ops", "host": "h1",
-    "started": "2026-01-02T03:04:05Z", "params_file": "/p/lab.yaml", "params_sha256": "ab" * 32,
-    "runbook_commit": "c0ffee", "note": "ticket | <b>42</b>",
+    "run_id": "20260102T030405Z-lab",
+    "target": "lab",
+    "mode": "apply",
+    "user": "ops",
+    "host": "h1",
+    "started": "2026-01-02T03:04:05Z",
+    "params_file": "/p/lab.yaml",
+    "params_sha256": "ab" * 32,
+    "runbook_commit": "c0ffee",
+    "note": "ticket | <b>42</b>",
 }
 
 
 def test_banner_failure_section_and_escaping() -> None:
     stage = {
-        "name": "helm", "status": "failed", "started": "s", "ended": "e", "duration_s": 2.0,
+        "name": "helm",
+        "status": "failed",
+        "started": "s",
+        "ended": "e",
+        "duration_s": 2.0,
         "changes": {"create": 1, "update": 0, "delete": 0, "unchanged": 0},
-        "failure": {"step": "apply Service", "reason": "403 <forbidden>", "applied": ["Deployment nxrm"],
-                    "not_applied": ["Service nxrm", "Ingress nxrm"]},
+        "failure": {
+            "step": "apply Service",
+            "reason": "403 <forbidden>",
+            "applied": ["Deployment nxrm"],
+            "not_applied": ["Service nxrm", "Ingress nxrm"],
+        },
     }
     text = banner_markdown(RUN, stage)
     assert "Stage helm: FAILED" in text
@@ -136,7 +166,9 @@ def test_render_html_hides_code_parameters_records_and_widget_state() -> None:
         "application/vnd.jupyter.widget-state+json": {"state": {"m": {"state": {"value": "WIDGET-VALUE-X"}}}}
     }
     params = nbformat.v4.new_code_cell('params_file = "DEFAULT-PARAM-X"', metadata={"tags": ["parameters"]})
-    injected = nbformat.v4.new_code_cell('params_file = "INJECTED-PARAM-X"', metadata={"tags": ["injected-parameters"]})
+    injected = nbformat.v4.new_code_cell(
+        'params_file = "INJECTED-PARAM-X"', metadata={"tags": ["injected-parameters"]}
+    )
     injected.outputs = [nbformat.v4.new_output("stream", name="stdout", text="INJECTED-OUTPUT-X")]
     silent = nbformat.v4.new_code_cell("SILENT_CODE_X = 1")
     shown = nbformat.v4.new_code_cell("print('VISIBLE' + '-OUTPUT')")
@@ -148,8 +180,17 @@ def test_render_html_hides_code_parameters_records_and_widget_state() -> None:
     html = render_html(nb, title="run stage")
     body = html.split("</style>")[-1]
     assert "Title-X" in body and "VISIBLE-OUTPUT" in body
-    for absent in ("WIDGET-VALUE-X", "widget-state+json", "INJECTED-", "DEFAULT-PARAM-X", "SILENT_CODE_X",
-                   "'-OUTPUT'", "RECORD-VALUE-X", "jp-InputPrompt", "jp-OutputPrompt"):
+    for absent in (
+        "WIDGET-VALUE-X",
+        "widget-state+json",
+        "INJECTED-",
+        "DEFAULT-PARAM-X",
+        "SILENT_CODE_X",
+        "'-OUTPUT'",
+        "RECORD-VALUE-X",
+        "jp-InputPrompt",
+        "jp-OutputPrompt",
+    ):
         assert absent not in body, absent
     assert body.count("jp-CodeCell") == 1  # only the cell with visible output remains
     assert "<title>run stage</title>" in html
@@ -162,15 +203,35 @@ def test_render_html_hides_code_parameters_records_and_widget_state() -> None:
 def write_run(folder: Path, started: str, status: str, **extra) -> None:
     folder.mkdir(parents=True)
     stages = [
-        {"name": "preflight", "status": "ok", "changes": {"create": 0, "update": 0, "delete": 0, "unchanged": 3},
-         "html": "00_preflight.html", "notebook": "00_preflight.ipynb"},
-        {"name": "nexus-repos", "status": status, "changes": {"create": 2}, "html": "01_nexus-repos.html",
-         "notebook": "01_nexus-repos.ipynb",
-         "failure": {"step": "create <x>", "reason": "503"} if status == "failed" else None},
+        {
+            "name": "preflight",
+            "status": "ok",
+            "changes": {"create": 0, "update": 0, "delete": 0, "unchanged": 3},
+            "html": "00_preflight.html",
+            "notebook": "00_preflight.ipynb",
+        },
+        {
+            "name": "nexus-repos",
+            "status": status,
+            "changes": {"create": 2},
+            "html": "01_nexus-repos.html",
+            "notebook": "01_nexus-repos.ipynb",
+            "failure": {"step": "create <x>", "reason": "503"} if status == "failed" else None,
+        },
         {"name": "helm", "status": "skipped" if status == "failed" else "ok", "html": None, "notebook": None},
     ]
-    record = {"run_id": folder.name, "target": "lab", "mode": "apply", "status": status, "started": started,
-              "user": "ops", "host": "h", "runbook_commit": "abc", "stages": stages, **extra}
+    record = {
+        "run_id": folder.name,
+        "target": "lab",
+        "mode": "apply",
+        "status": status,
+        "started": started,
+        "user": "ops",
+        "host": "h",
+        "runbook_commit": "abc",
+        "stages": stages,
+        **extra,
+    }
     (folder / "run.json").write_text(json.dumps(record))
 
 
@@ -182,11 +243,19 @@ def test_report_lists_runs_newest_first(tmp_path: Path) -> None:
     (tmp_path / "20260401T000000Z-broken" / "run.json").write_text("{not json")
     (tmp_path / "stray-file.txt").write_text("x")
     runs = load_runs(tmp_path)
-    assert [r["_folder"] for r in runs] == ["20260301T000000Z-lab", "20260201T000000Z-lab", "20260101T000000Z-lab"]
+    assert [r["_folder"] for r in runs] == [
+        "20260301T000000Z-lab",
+        "20260201T000000Z-lab",
+        "20260101T000000Z-lab",
+    ]
     path = report(tmp_path)
     assert path == tmp_path / "index.html"
     html = path.read_text()
-    assert html.index("20260301T000000Z-lab") < html.index("20260201T000000Z-lab") < html.index("20260101T000000Z-lab")
+    assert (
+        html.index("20260301T000000Z-lab")
+        < html.index("20260201T000000Z-lab")
+        < html.index("20260101T000000Z-lab")
+    )
     assert 'href="20260301T000000Z-lab/01_nexus-repos.html"' in html
     assert 'href="20260301T000000Z-lab/run.json"' in html
     assert "failed at create &lt;x&gt;: 503" in html and "first &lt;run&gt;" in html
@@ -254,10 +323,26 @@ def test_index_shortens_a_long_failure_reason(tmp_path: Path) -> None:
     run = tmp_path / "20261128T000000Z-lab"
     run.mkdir()
     reason = "verification failed: " + "node pull bypassed the mirror; " * 40
-    (run / "run.json").write_text(json.dumps({
-        "run_id": run.name, "target": "lab", "mode": "plan", "status": "failed", "started": "2026-11-28T00:00:00Z",
-        "stages": [{"name": "verify", "status": "failed", "changes": {}, "html": "05_verify.html",
-                    "failure": {"step": "verification checks", "reason": reason}}]}))
+    (run / "run.json").write_text(
+        json.dumps(
+            {
+                "run_id": run.name,
+                "target": "lab",
+                "mode": "plan",
+                "status": "failed",
+                "started": "2026-11-28T00:00:00Z",
+                "stages": [
+                    {
+                        "name": "verify",
+                        "status": "failed",
+                        "changes": {},
+                        "html": "05_verify.html",
+                        "failure": {"step": "verification checks", "reason": reason},
+                    }
+                ],
+            }
+        )
+    )
     page = report(tmp_path).read_text()
     assert "verification failed: node pull bypassed" in page and "see the report" in page
     assert reason not in page

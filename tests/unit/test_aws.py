@@ -25,20 +25,34 @@ STS_REPLY = b"""<GetCallerIdentityResponse xmlns="https://sts.amazonaws.com/doc/
 
 
 def make_params(**aws_section: Any) -> params_mod.RunbookParams:
-    return params_mod.parse({
-        "target": "unit",
-        "nexus": {"url": "http://127.0.0.1:1", "admin_password": "env:NEXUS_PW"},
-        "upstreams": [{"name": "docker-hub", "registry": "docker.io", "remote_url": "http://127.0.0.1:1"}],
-        "aws": aws_section,
-    })
+    return params_mod.parse(
+        {
+            "target": "unit",
+            "nexus": {"url": "http://127.0.0.1:1", "admin_password": "env:NEXUS_PW"},
+            "upstreams": [
+                {"name": "docker-hub", "registry": "docker.io", "remote_url": "http://127.0.0.1:1"}
+            ],
+            "aws": aws_section,
+        }
+    )
 
 
 @pytest.fixture(autouse=True)
 def clean_aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No credentials or profile from the machine: each test sets what it means to use."""
-    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
-              "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_STS", "AWS_DEFAULT_REGION",
-              "AWS_REGION", "AWS_RETRY_MODE", "AWS_MAX_ATTEMPTS"):
+    for k in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_STS",
+        "AWS_DEFAULT_REGION",
+        "AWS_REGION",
+        "AWS_RETRY_MODE",
+        "AWS_MAX_ATTEMPTS",
+    ):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
@@ -109,14 +123,16 @@ def test_default_chain_uses_environment_credentials(sts: Sts, monkeypatch: pytes
     assert sts.credential_scope() == ("AKIAENVIRONMENT", "us-east-1", "sts")
 
 
-def test_profile_selects_that_profiles_credentials(sts: Sts, tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_profile_selects_that_profiles_credentials(
+    sts: Sts, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """aws.profile picks the named profile's keys over the environment's."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAENVIRONMENT")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
     (tmp_path / "aws-credentials").write_text(
         "[other]\naws_access_key_id = AKIAOTHER\naws_secret_access_key = y\n"
-        "[ops]\naws_access_key_id = AKIAOPSPROFILE\naws_secret_access_key = z\n")
+        "[ops]\naws_access_key_id = AKIAOPSPROFILE\naws_secret_access_key = z\n"
+    )
     aws.client(make_params(endpoint_url=sts.url, profile="ops"), "sts").get_caller_identity()
     assert sts.credential_scope()[0] == "AKIAOPSPROFILE"
 

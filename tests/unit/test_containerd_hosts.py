@@ -15,11 +15,17 @@ from runbook_lib.containerd.hosts import (
 
 
 def test_docker_hub_mirror_parses_back() -> None:
-    f = HostsToml("docker.io", "https://registry-1.docker.io", [MirrorHost("https://docker.mirror.example.com")],
-                  ContainerdVersion.parse("1.7.27"))
+    f = HostsToml(
+        "docker.io",
+        "https://registry-1.docker.io",
+        [MirrorHost("https://docker.mirror.example.com")],
+        ContainerdVersion.parse("1.7.27"),
+    )
     doc = parse(f.render())
-    assert doc == {"server": "https://registry-1.docker.io",
-                   "host": {"https://docker.mirror.example.com": {"capabilities": ["pull", "resolve"]}}}
+    assert doc == {
+        "server": "https://registry-1.docker.io",
+        "host": {"https://docker.mirror.example.com": {"capabilities": ["pull", "resolve"]}},
+    }
     assert str(f.relative_path) == "docker.io/hosts.toml"
     assert validate(f.render()) == []
 
@@ -33,22 +39,43 @@ def test_rendering_twice_is_identical_and_never_duplicates() -> None:
 def test_path_style_endpoint_gets_v2_and_override_path() -> None:
     f = HostsToml("quay.io", "https://quay.io", [MirrorHost("https://nexus.example.com/repository/quay-io")])
     host = parse(f.render())["host"]
-    assert host == {"https://nexus.example.com/repository/quay-io/v2":
-                    {"capabilities": ["pull", "resolve"], "override_path": True}}
+    assert host == {
+        "https://nexus.example.com/repository/quay-io/v2": {
+            "capabilities": ["pull", "resolve"],
+            "override_path": True,
+        }
+    }
 
 
-@pytest.mark.parametrize(("version", "emitted"), [("1.6.20", False), ("1.7.27", False), ("2.0.6", False),
-                                                  ("2.0.7", True), ("2.1.0", True), ("v2.2.1", True)])
+@pytest.mark.parametrize(
+    ("version", "emitted"),
+    [
+        ("1.6.20", False),
+        ("1.7.27", False),
+        ("2.0.6", False),
+        ("2.0.7", True),
+        ("2.1.0", True),
+        ("v2.2.1", True),
+    ],
+)
 def test_dial_timeout_only_where_supported(version, emitted) -> None:
-    f = HostsToml("ghcr.io", "https://ghcr.io", [MirrorHost("https://m", dial_timeout="2s")],
-                  ContainerdVersion.parse(version))
+    f = HostsToml(
+        "ghcr.io",
+        "https://ghcr.io",
+        [MirrorHost("https://m", dial_timeout="2s")],
+        ContainerdVersion.parse(version),
+    )
     assert ("dial_timeout" in parse(f.render())["host"]["https://m"]) is emitted
 
 
 def test_containerd_16_gets_an_empty_host_table() -> None:
     for version in (None, "1.6.20~ds1"):
-        f = HostsToml("docker.io", "https://registry-1.docker.io", [],
-                      ContainerdVersion.parse(version) if version else None)
+        f = HostsToml(
+            "docker.io",
+            "https://registry-1.docker.io",
+            [],
+            ContainerdVersion.parse(version) if version else None,
+        )
         assert parse(f.render())["host"] == {}
     newer = HostsToml("docker.io", "https://registry-1.docker.io", [], ContainerdVersion.parse("1.7.0"))
     assert "host" not in parse(newer.render())
@@ -56,8 +83,11 @@ def test_containerd_16_gets_an_empty_host_table() -> None:
 
 def test_authorization_header_canonical_case() -> None:
     header = basic_header("docker-pull", "pw")
-    f = HostsToml("docker.io", "https://registry-1.docker.io",
-                  [MirrorHost("https://m", headers={"Authorization": header}, ca=["/etc/ssl/mirror-ca.pem"])])
+    f = HostsToml(
+        "docker.io",
+        "https://registry-1.docker.io",
+        [MirrorHost("https://m", headers={"Authorization": header}, ca=["/etc/ssl/mirror-ca.pem"])],
+    )
     table = parse(f.render())["host"]["https://m"]
     assert table["header"] == {"Authorization": "Basic ZG9ja2VyLXB1bGw6cHc="}
     assert table["ca"] == "/etc/ssl/mirror-ca.pem"
@@ -66,9 +96,20 @@ def test_authorization_header_canonical_case() -> None:
 def test_validate_finds_what_containerd_would_ignore() -> None:
     good = HostsToml("docker.io", "https://registry-1.docker.io", [MirrorHost("https://m")]).render()
     assert any("not valid TOML" in p for p in validate(good + good))  # the seed's `tee -a` twice
-    assert any("resolve" in p for p in validate('server = "https://x"\n[host."https://m"]\ncapabilities = ["pull"]\n'))
+    assert any(
+        "resolve" in p
+        for p in validate('server = "https://x"\n[host."https://m"]\ncapabilities = ["pull"]\n')
+    )
     assert any("[host]" in p for p in validate('server = "https://x"\n'))
-    assert any("Authorization" in p for p in validate(
-        'server = "https://x"\n[host."https://m"]\ncapabilities = ["pull", "resolve"]\n[host."https://m".header]\nauthorization = "x"\n'))
-    assert any("override_path" in p for p in validate(
-        'server = "https://x"\n[host."https://m/repo"]\ncapabilities = ["pull", "resolve"]\noverride_path = true\n'))
+    assert any(
+        "Authorization" in p
+        for p in validate(
+            'server = "https://x"\n[host."https://m"]\ncapabilities = ["pull", "resolve"]\n[host."https://m".header]\nauthorization = "x"\n'
+        )
+    )
+    assert any(
+        "override_path" in p
+        for p in validate(
+            'server = "https://x"\n[host."https://m/repo"]\ncapabilities = ["pull", "resolve"]\noverride_path = true\n'
+        )
+    )

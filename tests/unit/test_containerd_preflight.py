@@ -16,8 +16,10 @@ from tests.support.karpenter import make_params
 V = ContainerdVersion.parse
 TWO_DIRS = '"/etc/containerd/certs.d:/etc/docker/certs.d"'
 AL2_AMI = f'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\nconfig_path = {TWO_DIRS}\n'
-AL2023_2X = (f'version = 3\n[plugins."io.containerd.cri.v1.images"]\ndiscard_unpacked_layers = true\n'
-             f'[plugins."io.containerd.cri.v1.images".registry]\nconfig_path = {TWO_DIRS}\n')
+AL2023_2X = (
+    f'version = 3\n[plugins."io.containerd.cri.v1.images"]\ndiscard_unpacked_layers = true\n'
+    f'[plugins."io.containerd.cri.v1.images".registry]\nconfig_path = {TWO_DIRS}\n'
+)
 
 
 def by_name(checks) -> dict[str, str]:
@@ -32,31 +34,39 @@ def test_eks_ami_configs_pass() -> None:
 def test_config_path_missing_or_elsewhere_fails() -> None:
     default = 'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\nconfig_path = ""\n'
     assert by_name(check_config(default, V("1.7.2")))["config_path set"] == "fail"
-    other = 'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\nconfig_path = "/etc/docker/certs.d"\n'
+    other = (
+        'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\nconfig_path = "/etc/docker/certs.d"\n'
+    )
     checks = check_config(other, V("1.7.2"))
     assert by_name(checks)["config_path set"] == "fail"
     assert "/etc/containerd/certs.d" in next(c.detail for c in checks if c.name == "config_path set")
 
 
 def test_legacy_mirrors_beside_config_path_fail() -> None:
-    text = AL2_AMI + '[plugins."io.containerd.grpc.v1.cri".registry.mirrors."docker.io"]\nendpoint = ["https://m"]\n'
+    text = (
+        AL2_AMI
+        + '[plugins."io.containerd.grpc.v1.cri".registry.mirrors."docker.io"]\nendpoint = ["https://m"]\n'
+    )
     checks = check_config(text, V("1.6.20"))
     assert by_name(checks)["no legacy registry.mirrors beside config_path"] == "fail"
     assert "cannot be set when `config_path` is provided" in " ".join(c.detail for c in checks)
 
 
-@pytest.mark.parametrize(("extra", "version", "status"), [
-    ("", "2.1.0", "fail"),  # two folders, transfer service: hosts.toml never found
-    ("", "2.2.4", "fail"),
-    ("", "2.0.7", "ok"),  # before 2.1 CRI pulls never use the transfer service
-    ("", "1.7.29", "ok"),
-    ("", None, "warn"),
-    ('[plugins."io.containerd.cri.v1.images"]\ndiscard_unpacked_layers = true\n', "2.2.4", "ok"),
-    ('[plugins."io.containerd.cri.v1.images"]\nuse_local_image_pull = true\n', "2.2.4", "ok"),
-    ('[plugins."io.containerd.cri.v1.images"]\ndiscard_unpacked_layers = false\n', "2.2.4", "fail"),
-])
+@pytest.mark.parametrize(
+    ("extra", "version", "status"),
+    [
+        ("", "2.1.0", "fail"),  # two folders, transfer service: hosts.toml never found
+        ("", "2.2.4", "fail"),
+        ("", "2.0.7", "ok"),  # before 2.1 CRI pulls never use the transfer service
+        ("", "1.7.29", "ok"),
+        ("", None, "warn"),
+        ('[plugins."io.containerd.cri.v1.images"]\ndiscard_unpacked_layers = true\n', "2.2.4", "ok"),
+        ('[plugins."io.containerd.cri.v1.images"]\nuse_local_image_pull = true\n', "2.2.4", "ok"),
+        ('[plugins."io.containerd.cri.v1.images"]\ndiscard_unpacked_layers = false\n', "2.2.4", "fail"),
+    ],
+)
 def test_transfer_service_trap(extra, version, status) -> None:
-    text = (f'version = 3\n{extra}[plugins."io.containerd.cri.v1.images".registry]\nconfig_path = {TWO_DIRS}\n')
+    text = f'version = 3\n{extra}[plugins."io.containerd.cri.v1.images".registry]\nconfig_path = {TWO_DIRS}\n'
     checks = check_config(text, V(version) if version else None)
     assert by_name(checks)["containerd >= 2.1 transfer service finds hosts.toml"] == status
 
@@ -89,13 +99,17 @@ def test_stage_preflight_reads_the_node_config_file_and_user_nodeconfig(tmp_path
     from runbook_lib.karpenter import userdata
     from runbook_lib.karpenter.nodeclass import KINDS, NodeClassState
 
-    (tmp_path / "node.toml").write_text('version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\nconfig_path = ""\n')
+    (tmp_path / "node.toml").write_text(
+        'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\nconfig_path = ""\n'
+    )
     params = make_params(containerd_version="2.2.4", node_containerd_config=str(tmp_path / "node.toml"))
     rendered = stage.render(params, lambda ref, user=None: "x")
-    nodeconfig = ("MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"B\"\n\n--B\n"
-                  "Content-Type: application/node.eks.aws\n\n"
-                  "apiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec:\n  containerd:\n    config: |\n"
-                  "      [plugins.\"io.containerd.cri.v1.images\"]\n      discard_unpacked_layers = false\n--B--\n")
+    nodeconfig = (
+        'MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="B"\n\n--B\n'
+        "Content-Type: application/node.eks.aws\n\n"
+        "apiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec:\n  containerd:\n    config: |\n"
+        '      [plugins."io.containerd.cri.v1.images"]\n      discard_unpacked_layers = false\n--B--\n'
+    )
     state = NodeClassState("default", KINDS["v1"], {"metadata": {"name": "default"}}, current=nodeconfig)
     checks = stage.node_preflight(params, [state], rendered)
     statuses = by_name(checks)

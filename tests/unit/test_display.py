@@ -61,8 +61,9 @@ def test_fail_is_red_and_ok_is_green() -> None:
 
 def test_only_the_named_column_is_coloured() -> None:
     """A value like 'ok' in another column stays uncoloured; unknown outcome values stay uncoloured too."""
-    styles, texts, _ = render([{"note": "ok", "status": "FAIL"}, {"note": "FAIL", "status": "something else"}],
-                              "status")
+    styles, texts, _ = render(
+        [{"note": "ok", "status": "FAIL"}, {"note": "FAIL", "status": "something else"}], "status"
+    )
     assert texts[(0, 0)] == "ok" and "color" not in styles.get((0, 0), {})
     assert "color" not in styles.get((1, 0), {})
     assert styles[(0, 1)]["color"] == COLOURS["FAIL"]

@@ -34,17 +34,34 @@ def load_values(path: Path) -> dict[str, Any]:
 
 
 def rendered_docs(reference_dir: Path, flavour: str) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all((chart_dir(reference_dir, flavour) / "rendered-docker-8082.yaml").read_text())
-            if d]
+    return [
+        d
+        for d in yaml.safe_load_all(
+            (chart_dir(reference_dir, flavour) / "rendered-docker-8082.yaml").read_text()
+        )
+        if d
+    ]
 
 
 def make_params(flavour: str, upstreams: list[dict] | None = None, **helm: Any) -> params_mod.RunbookParams:
     data = yaml.safe_load((REPO / "parameters" / "eks-example.yaml").read_text())
     data["upstreams"] = upstreams or [
-        {"name": "docker-hub", "registry": "docker.io", "remote_url": "https://registry-1.docker.io",
-         "group": "docker", "connector_port": 8082, "mirror_url": "https://docker.example.com"}]
-    data["helm"] = {"flavour": flavour, "hosts": {"docker.io": "docker.example.com"}, "tls_secret": "docker-tls",
-                    "ingress_class": "alb" if flavour == "nxrm-aws-resiliency" else "nginx", **helm}
+        {
+            "name": "docker-hub",
+            "registry": "docker.io",
+            "remote_url": "https://registry-1.docker.io",
+            "group": "docker",
+            "connector_port": 8082,
+            "mirror_url": "https://docker.example.com",
+        }
+    ]
+    data["helm"] = {
+        "flavour": flavour,
+        "hosts": {"docker.io": "docker.example.com"},
+        "tls_secret": "docker-tls",
+        "ingress_class": "alb" if flavour == "nxrm-aws-resiliency" else "nginx",
+        **helm,
+    }
     data["security"] = {"mode": "anonymous"}
     return params_mod.parse(data, "test", REPO / "parameters")
 
@@ -101,7 +118,11 @@ def test_embedded_chart_defaults_match_the_chart_values(reference_dir, flavour) 
     meta = yaml.safe_load((chart_dir(reference_dir, flavour) / "Chart.yaml").read_text())
     c = charts.chart(flavour)
     assert (c.name, c.version, c.app_version, c.deprecated) == (
-        meta["name"], meta["version"], meta["appVersion"], bool(meta.get("deprecated")))
+        meta["name"],
+        meta["version"],
+        meta["appVersion"],
+        bool(meta.get("deprecated")),
+    )
 
     def check(sub: Any, full: Any, path: str) -> None:
         if isinstance(sub, dict) and sub:
@@ -141,13 +162,18 @@ def test_rendered_overlay_has_the_shape_of_the_chart_example(reference_dir, flav
     ours = render.docker_objects(meta, "nxrm", "nexusrepo", values.coalesce(installed, overlay.values))
     golden = docker_docs(rendered_docs(reference_dir, flavour))
     assert sorted((o["kind"], o["metadata"]["name"]) for o in ours) == sorted(
-        (d["kind"], d["metadata"]["name"]) for d in golden)
+        (d["kind"], d["metadata"]["name"]) for d in golden
+    )
     for obj in ours:
-        ref = next(d for d in golden if d["kind"] == obj["kind"] and d["metadata"]["name"] == obj["metadata"]["name"])
+        ref = next(
+            d for d in golden if d["kind"] == obj["kind"] and d["metadata"]["name"] == obj["metadata"]["name"]
+        )
         # Same object (kinds, names, labels, ports, paths, host rules, TLS) apart from annotations, of which
         # ours carry the example's and more (timeouts, body size).
         assert without_annotations(obj) == without_annotations(ref)
-        assert (ref["metadata"].get("annotations") or {}).items() <= (obj["metadata"].get("annotations") or {}).items()
+        assert (ref["metadata"].get("annotations") or {}).items() <= (
+            obj["metadata"].get("annotations") or {}
+        ).items()
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
@@ -155,9 +181,13 @@ def test_render_reproduces_the_chart_output_exactly(reference_dir, flavour) -> N
     """Our templates-in-Python against the real charts' output for the example values (docker + UI Services)."""
     cdir = chart_dir(reference_dir, flavour)
     meta = yaml.safe_load((cdir / "Chart.yaml").read_text())
-    vals = values.coalesce(load_values(cdir / "values.yaml"),
-                           yaml.safe_load((cdir / "example-values-docker-8082.yaml").read_text()))
-    ours = render.docker_objects(meta, "nxrm", "nexusrepo", vals) + render.ui_services(meta, "nxrm", "nexusrepo", vals)
+    vals = values.coalesce(
+        load_values(cdir / "values.yaml"),
+        yaml.safe_load((cdir / "example-values-docker-8082.yaml").read_text()),
+    )
+    ours = render.docker_objects(meta, "nxrm", "nexusrepo", vals) + render.ui_services(
+        meta, "nxrm", "nexusrepo", vals
+    )
     golden = {(d["kind"], d["metadata"]["name"]): d for d in rendered_docs(reference_dir, flavour)}
     assert len(ours) >= 3
     for obj in ours:
@@ -166,19 +196,32 @@ def test_render_reproduces_the_chart_output_exactly(reference_dir, flavour) -> N
 
 # -- per-flavour behaviour -----------------------------------------------------------------------------
 def test_label_scheme() -> None:
-    assert [values.registry_label(r) for r in ("docker.io", "gcr.io", "quay.io", "ghcr.io", "registry.k8s.io",
-                                               "public.ecr.aws", "registry.gitlab.com", "mcr.microsoft.com")] == [
-        "docker", "gcr", "quay", "ghcr", "k8s", "ecr", "gitlab", "mcr"]
+    assert [
+        values.registry_label(r)
+        for r in (
+            "docker.io",
+            "gcr.io",
+            "quay.io",
+            "ghcr.io",
+            "registry.k8s.io",
+            "public.ecr.aws",
+            "registry.gitlab.com",
+            "mcr.microsoft.com",
+        )
+    ] == ["docker", "gcr", "quay", "ghcr", "k8s", "ecr", "gitlab", "mcr"]
 
 
 def test_eks_example_hosts_follow_the_label_scheme() -> None:
     p = params_mod.load(REPO / "parameters" / "eks-example.yaml")
     eps = values.endpoints(p)
     assert [(e.registry, e.host, e.port, e.target_port) for e in eps] == [
-        ("docker.io", "docker.mirror.example.com", 8082, 8082), ("gcr.io", "gcr.mirror.example.com", 8083, 8083),
-        ("quay.io", "quay.mirror.example.com", 8084, 8084), ("ghcr.io", "ghcr.mirror.example.com", 8085, 8085),
+        ("docker.io", "docker.mirror.example.com", 8082, 8082),
+        ("gcr.io", "gcr.mirror.example.com", 8083, 8083),
+        ("quay.io", "quay.mirror.example.com", 8084, 8084),
+        ("ghcr.io", "ghcr.mirror.example.com", 8085, 8085),
         ("registry.k8s.io", "k8s.mirror.example.com", 8086, 8086),
-        ("public.ecr.aws", "ecr.mirror.example.com", 8087, 8087)]
+        ("public.ecr.aws", "ecr.mirror.example.com", 8087, 8087),
+    ]
     overlay = values.build_overlay(p, charts.NXRM_HA.defaults)
     regs = overlay.values["nexus"]["docker"]["registries"]
     assert len(regs) == 6 and all(r["secretName"] == "mirror-example-com-tls" for r in regs)
@@ -192,7 +235,9 @@ def test_lab_parameters_expose_every_connector_over_http() -> None:
     p = params_mod.load(REPO / "parameters" / "lab.yaml")
     overlay = values.build_overlay(p, charts.NXRM_HA.defaults)
     regs = overlay.values["nexus"]["docker"]["registries"]
-    assert [r["host"] for r in regs] == [f"{x}.mirror.lab.internal" for x in ("docker", "gcr", "quay", "ghcr")]
+    assert [r["host"] for r in regs] == [
+        f"{x}.mirror.lab.internal" for x in ("docker", "gcr", "quay", "ghcr")
+    ]
     assert [r["port"] for r in regs] == [r["targetPort"] for r in regs] == [18082, 18083, 18084, 18085]
     # http mirror URLs behind a chart that always renders tls: ingress-nginx must not redirect to https
     assert all(r["annotations"]["nginx.ingress.kubernetes.io/ssl-redirect"] == "false" for r in regs)
@@ -202,10 +247,19 @@ def test_lab_parameters_expose_every_connector_over_http() -> None:
 def test_aws_resiliency_with_several_endpoints_is_a_limit() -> None:
     p = make_params("nxrm-aws-resiliency", all_upstreams(), hosts={}, host_suffix="mirror.example.com")
     overlay = values.build_overlay(p, charts.NXRM_AWS_RESILIENCY.defaults)
-    assert overlay.values["service"]["docker"] == {"enabled": True, "type": "NodePort", "port": 8082, "targetPort": 8082}
+    assert overlay.values["service"]["docker"] == {
+        "enabled": True,
+        "type": "NodePort",
+        "port": 8082,
+        "targetPort": 8082,
+    }
     assert overlay.values["ingress"]["dockerIngress"]["host"] == "docker.mirror.example.com"
     assert overlay.values["ingress"]["dockerIngress"]["annotations"]["kubernetes.io/ingress.class"] == "alb"
-    assert len(overlay.limits) == 1 and "gcr.io" in overlay.limits[0] and "ecr.mirror.example.com" in overlay.limits[0]
+    assert (
+        len(overlay.limits) == 1
+        and "gcr.io" in overlay.limits[0]
+        and "ecr.mirror.example.com" in overlay.limits[0]
+    )
     assert any("tls_secret is not used" in n for n in overlay.notes)
     assert any("subnet-1,subnet-2" in n for n in overlay.notes)
     records: list = []
@@ -215,11 +269,14 @@ def test_aws_resiliency_with_several_endpoints_is_a_limit() -> None:
 
 
 def test_legacy_chart_shares_annotations_and_enables_the_ui_ingress() -> None:
-    p = make_params("nexus-repository-manager", all_upstreams()[:2], hosts={}, host_suffix="mirror.example.com")
+    p = make_params(
+        "nexus-repository-manager", all_upstreams()[:2], hosts={}, host_suffix="mirror.example.com"
+    )
     overlay = values.build_overlay(p, charts.NEXUS_REPOSITORY_MANAGER.defaults)
     assert overlay.values["nexus"]["docker"]["registries"] == [
         {"host": "docker.mirror.example.com", "port": 8082, "secretName": "docker-tls"},
-        {"host": "gcr.mirror.example.com", "port": 8083, "secretName": "docker-tls"}]
+        {"host": "gcr.mirror.example.com", "port": 8083, "secretName": "docker-tls"},
+    ]
     assert overlay.values["ingress"]["enabled"] is True
     assert overlay.values["ingress"]["annotations"]["nginx.ingress.kubernetes.io/proxy-read-timeout"] == "600"
     assert any("shared by the UI Ingress" in n for n in overlay.notes)
@@ -237,12 +294,26 @@ def test_legacy_chart_cannot_mix_http_and_https_endpoints() -> None:
 
 def test_registries_of_other_ports_are_kept_and_ours_replaced() -> None:
     p = make_params("nxrm-ha")
-    current = values.coalesce(charts.NXRM_HA.defaults, {"nexus": {"docker": {"enabled": True, "registries": [
-        {"host": "old-docker.example.com", "port": 8082, "targetPort": 8081},
-        {"host": "hosted.example.com", "port": 5000, "targetPort": 5000}]}}})
+    current = values.coalesce(
+        charts.NXRM_HA.defaults,
+        {
+            "nexus": {
+                "docker": {
+                    "enabled": True,
+                    "registries": [
+                        {"host": "old-docker.example.com", "port": 8082, "targetPort": 8081},
+                        {"host": "hosted.example.com", "port": 5000, "targetPort": 5000},
+                    ],
+                }
+            }
+        },
+    )
     overlay = values.build_overlay(p, current)
     regs = overlay.values["nexus"]["docker"]["registries"]
-    assert [(r["host"], r["port"]) for r in regs] == [("docker.example.com", 8082), ("hosted.example.com", 5000)]
+    assert [(r["host"], r["port"]) for r in regs] == [
+        ("docker.example.com", 8082),
+        ("hosted.example.com", 5000),
+    ]
     diff = values.owned_diff(current, overlay)
     assert "nexus.docker.registries" in diff and "nexus.docker.type" in diff
     rows = {r["key"]: r for r in values.comparison_rows({}, current, overlay)}
@@ -250,20 +321,36 @@ def test_registries_of_other_ports_are_kept_and_ours_replaced() -> None:
 
 
 def test_user_annotations_override_class_defaults() -> None:
-    p = make_params("nxrm-ha", annotations={"nginx.ingress.kubernetes.io/proxy-read-timeout": "1800",
-                                            "example.com/team": "platform"})
+    p = make_params(
+        "nxrm-ha",
+        annotations={
+            "nginx.ingress.kubernetes.io/proxy-read-timeout": "1800",
+            "example.com/team": "platform",
+        },
+    )
     entry = values.build_overlay(p).values["nexus"]["docker"]["registries"][0]
     assert entry["annotations"]["nginx.ingress.kubernetes.io/proxy-read-timeout"] == "1800"
     assert entry["annotations"]["example.com/team"] == "platform"
     assert entry["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == "0"
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    (lambda h, u: h.update(hosts={}, host_suffix=None) or u[0].pop("mirror_url"), "no ingress host for docker.io"),
-    (lambda h, u: u[0].update(mirror_url="http://127.0.0.1:18082"), "does not point at its ingress host"),
-    (lambda h, u: h.update(hosts={"docker.io": "x.example.com", "gcr.io": "x.example.com"}) or u[0].pop("mirror_url"),
-     "share the ingress host"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda h, u: h.update(hosts={}, host_suffix=None) or u[0].pop("mirror_url"),
+            "no ingress host for docker.io",
+        ),
+        (lambda h, u: u[0].update(mirror_url="http://127.0.0.1:18082"), "does not point at its ingress host"),
+        (
+            lambda h, u: (
+                h.update(hosts={"docker.io": "x.example.com", "gcr.io": "x.example.com"})
+                or u[0].pop("mirror_url")
+            ),
+            "share the ingress host",
+        ),
+    ],
+)
 def test_host_problems_are_clear_failures(change, message) -> None:
     data = yaml.safe_load((REPO / "parameters" / "eks-example.yaml").read_text())
     data["upstreams"] = all_upstreams()[:2]
@@ -286,8 +373,9 @@ def test_overlay_file_and_masked_side_by_side(tmp_path) -> None:
     overlay = values.build_overlay(p)
     path = overlay.write(tmp_path)
     assert yaml.safe_load(path.read_text()) == overlay.values
-    shown = values.SideBySide("install", {"secret": {"nexusAdminSecret": {"adminPassword": "hunter2"}}},
-                              "overlay", overlay.values)
+    shown = values.SideBySide(
+        "install", {"secret": {"nexusAdminSecret": {"adminPassword": "hunter2"}}}, "overlay", overlay.values
+    )
     assert "hunter2" not in shown._repr_html_() and "hunter2" not in str(shown)
     assert "docker.example.com" in shown._repr_html_()
 

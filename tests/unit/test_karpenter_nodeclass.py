@@ -19,7 +19,8 @@ USER_NODECONFIG_MIME = (
     'MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="USER"\n\n'
     "--USER\nContent-Type: application/node.eks.aws\n\n"
     "apiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec:\n  kubelet:\n    config:\n      maxPods: 42\n"
-    "--USER--\n")
+    "--USER--\n"
+)
 DISCOVERY = {"karpenter.sh/discovery": "lab"}
 
 
@@ -27,35 +28,63 @@ def no_secret(ref: str, user: str | None = None) -> str:
     raise AssertionError(ref)
 
 
-def ec2nodeclass(version: str, name: str, user_data: str | None, alias: str = "al2023@v20260714",
-                 family: str = "AL2023") -> dict:
-    spec: dict = {"role": "KarpenterNodeRole-lab", "subnetSelectorTerms": [{"tags": DISCOVERY}],
-                  "securityGroupSelectorTerms": [{"tags": DISCOVERY}]}
+def ec2nodeclass(
+    version: str, name: str, user_data: str | None, alias: str = "al2023@v20260714", family: str = "AL2023"
+) -> dict:
+    spec: dict = {
+        "role": "KarpenterNodeRole-lab",
+        "subnetSelectorTerms": [{"tags": DISCOVERY}],
+        "securityGroupSelectorTerms": [{"tags": DISCOVERY}],
+    }
     if version == "v1":
         spec["amiSelectorTerms"] = [{"alias": alias}]
     else:
         spec["amiFamily"] = family
     if user_data is not None:
         spec["userData"] = user_data
-    return {"apiVersion": f"karpenter.k8s.aws/{version}", "kind": "EC2NodeClass", "metadata": {"name": name},
-            "spec": spec}
+    return {
+        "apiVersion": f"karpenter.k8s.aws/{version}",
+        "kind": "EC2NodeClass",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
 
 
 def awsnodetemplate(name: str, user_data: str | None) -> dict:
     spec = {"subnetSelector": DISCOVERY, "securityGroupSelector": DISCOVERY}
     if user_data is not None:
         spec["userData"] = user_data
-    return {"apiVersion": "karpenter.k8s.aws/v1alpha1", "kind": "AWSNodeTemplate", "metadata": {"name": name},
-            "spec": spec}
+    return {
+        "apiVersion": "karpenter.k8s.aws/v1alpha1",
+        "kind": "AWSNodeTemplate",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
 
 
 def nodepool(name: str, node_class: str) -> dict:
-    return {"apiVersion": "karpenter.sh/v1", "kind": "NodePool", "metadata": {"name": name},
-            "spec": {"template": {"spec": {
-                "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": node_class},
-                "requirements": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}]}},
-                "disruption": {"consolidationPolicy": "WhenEmptyOrUnderutilized", "consolidateAfter": "1m",
-                               "budgets": [{"nodes": "2", "reasons": ["Drifted"]}]}}}
+    return {
+        "apiVersion": "karpenter.sh/v1",
+        "kind": "NodePool",
+        "metadata": {"name": name},
+        "spec": {
+            "template": {
+                "spec": {
+                    "nodeClassRef": {
+                        "group": "karpenter.k8s.aws",
+                        "kind": "EC2NodeClass",
+                        "name": node_class,
+                    },
+                    "requirements": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}],
+                }
+            },
+            "disruption": {
+                "consolidationPolicy": "WhenEmptyOrUnderutilized",
+                "consolidateAfter": "1m",
+                "budgets": [{"nodes": "2", "reasons": ["Drifted"]}],
+            },
+        },
+    }
 
 
 def params_for(kubeconfig: Path, **karpenter):
@@ -75,13 +104,17 @@ def run(params, apply: bool, api=None):
     return api, rendered, sp
 
 
-@pytest.mark.parametrize(("api_version", "existing"), [
-    ("v1", USER_NODECONFIG_MIME),
-    ("v1beta1", "#!/bin/bash\necho user-bare-script\n"),
-    ("v1", None),
-])
-def test_apply_merges_into_an_existing_ec2nodeclass_and_rerun_writes_nothing(kube, kubeconfig, api_version,
-                                                                             existing) -> None:
+@pytest.mark.parametrize(
+    ("api_version", "existing"),
+    [
+        ("v1", USER_NODECONFIG_MIME),
+        ("v1beta1", "#!/bin/bash\necho user-bare-script\n"),
+        ("v1", None),
+    ],
+)
+def test_apply_merges_into_an_existing_ec2nodeclass_and_rerun_writes_nothing(
+    kube, kubeconfig, api_version, existing
+) -> None:
     kube.put(ec2nodeclass(api_version, "default", existing))
     params = params_for(kubeconfig, api_version=api_version)
     api, rendered, sp = run(params, apply=False)
@@ -100,7 +133,8 @@ def test_apply_merges_into_an_existing_ec2nodeclass_and_rerun_writes_nothing(kub
         assert users == []
     elif mime.is_mime(existing):
         assert [(p["content_type"], p["body"]) for p in users] == [
-            (p["content_type"], p["body"]) for p in userdata.parts(existing)]
+            (p["content_type"], p["body"]) for p in userdata.parts(existing)
+        ]
         assert user_data.endswith(existing.split("\n\n", 1)[1])  # the user's parts, byte for byte
     else:
         assert [p["body"] for p in users] == [existing]
@@ -119,14 +153,18 @@ def test_awsnodetemplate_v1alpha1(kube, kubeconfig) -> None:
     sp.plan.apply()
     stored = kube.get("karpenter.k8s.aws/v1alpha1", "AWSNodeTemplate", "default")
     assert [p["body"] for p in userdata.parts(stored["spec"]["userData"])] == [
-        rendered.generated.payload, "#!/bin/bash\necho seed\n"]
+        rendered.generated.payload,
+        "#!/bin/bash\necho seed\n",
+    ]
     assert [c.action for c in run(params, apply=False, api=api)[2].plan.changes] == ["unchanged"]
 
 
 def test_bottlerocket_node_class(kube, kubeconfig) -> None:
     user = "[settings.kubernetes]\nmax-pods = 58  # mine\n"
     kube.put(ec2nodeclass("v1", "br", user, alias="bottlerocket@v1.20.4"))
-    params = params_for(kubeconfig, ami_family="Bottlerocket", node_classes=["br"], bottlerocket_version="1.20.4")
+    params = params_for(
+        kubeconfig, ami_family="Bottlerocket", node_classes=["br"], bottlerocket_version="1.20.4"
+    )
     api, rendered, sp = run(params, apply=True)
     sp.plan.apply()
     stored = kube.get("karpenter.k8s.aws/v1", "EC2NodeClass", "br")["spec"]["userData"]
@@ -149,7 +187,7 @@ def test_missing_class_and_family_mismatch_block_the_stage(kube, kubeconfig) -> 
 
 
 def test_user_mime_that_conflicts_blocks_only_that_class(kube, kubeconfig) -> None:
-    broken = 'MIME-Version: 1.0\nContent-Type: multipart/mixed\n\nno boundary\n'
+    broken = "MIME-Version: 1.0\nContent-Type: multipart/mixed\n\nno boundary\n"
     kube.put(ec2nodeclass("v1", "default", broken))
     api, rendered, sp = run(params_for(kubeconfig), apply=True)
     assert sp.states[0].problems and "boundary" in sp.states[0].problems[0]
@@ -175,12 +213,17 @@ def test_force_roll_bumps_the_nodepool_template_annotation_once(kube, kubeconfig
     assert sp.rolled_pools == ["default"]
     sp.plan.apply()
     pool = kube.get("karpenter.sh/v1", "NodePool", "default")
-    assert pool["spec"]["template"]["metadata"]["annotations"] == {rollout.FORCE_ROLL_ANNOTATION: "2026-11-28"}
+    assert pool["spec"]["template"]["metadata"]["annotations"] == {
+        rollout.FORCE_ROLL_ANNOTATION: "2026-11-28"
+    }
     assert pool["spec"]["disruption"]["budgets"] == [{"nodes": "2", "reasons": ["Drifted"]}]  # untouched
     assert run(params, apply=False, api=api)[2].plan.pending == []
     token = rollout.force_roll_token(params_for(kubeconfig, force_roll=True), ["a"])
-    assert token == rollout.force_roll_token(params_for(kubeconfig, force_roll=True), ["a"]) != \
-        rollout.force_roll_token(params_for(kubeconfig, force_roll=True), ["b"])
+    assert (
+        token
+        == rollout.force_roll_token(params_for(kubeconfig, force_roll=True), ["a"])
+        != rollout.force_roll_token(params_for(kubeconfig, force_roll=True), ["b"])
+    )
 
 
 def test_rollback_puts_the_previous_user_data_back(kube, kubeconfig, tmp_path) -> None:
@@ -188,14 +231,20 @@ def test_rollback_puts_the_previous_user_data_back(kube, kubeconfig, tmp_path) -
     params = params_for(kubeconfig)
     api, rendered, sp = run(params, apply=True)
     files = stage.write_run_files(tmp_path / "run", params, sp, rendered)
-    assert {p.name for p in files} == {"karpenter-example-v1.yaml", "karpenter-userData-default-before.txt",
-                                       "karpenter-userData-default-after.txt"}
+    assert {p.name for p in files} == {
+        "karpenter-example-v1.yaml",
+        "karpenter-userData-default-before.txt",
+        "karpenter-userData-default-after.txt",
+    }
     sp.plan.apply()
     before = (tmp_path / "run" / "karpenter-userData-default-before.txt").read_text()
     assert before == USER_NODECONFIG_MIME
     change = nodeclass.rollback_change(params, api, "default", before, apply=True)
     assert change.action == "update"
-    assert kube.get("karpenter.k8s.aws/v1", "EC2NodeClass", "default")["spec"]["userData"] == USER_NODECONFIG_MIME
+    assert (
+        kube.get("karpenter.k8s.aws/v1", "EC2NodeClass", "default")["spec"]["userData"]
+        == USER_NODECONFIG_MIME
+    )
 
 
 def test_run_files_mask_a_static_credential(kube, kubeconfig, tmp_path, monkeypatch) -> None:
@@ -243,22 +292,34 @@ def test_secrets_manager_mode_plans_the_node_secret(kube, kubeconfig, monkeypatc
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()
     try:
-        sm = boto3.client("secretsmanager", region_name="us-east-1", aws_access_key_id="testing",
-                          aws_secret_access_key="testing", endpoint_url=f"http://127.0.0.1:{moto._server.server_port}")
+        sm = boto3.client(
+            "secretsmanager",
+            region_name="us-east-1",
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            endpoint_url=f"http://127.0.0.1:{moto._server.server_port}",
+        )
         api = api_client(params)
 
         def plan(apply: bool):
             rendered = stage.render(params, no_secret)  # the script holds only the secret id
             assert "first-pw" not in rendered.new_class_user_data
-            return stage.build_plan(params, api, apply, rendered, lambda ref, user=None: resolve(ref, None, user), sm)
+            return stage.build_plan(
+                params, api, apply, rendered, lambda ref, user=None: resolve(ref, None, user), sm
+            )
 
         sp = plan(True)
-        assert [c.label for c in sp.plan.pending] == ["create node secret lab/node-pull", "update EC2NodeClass default"]
+        assert [c.label for c in sp.plan.pending] == [
+            "create node secret lab/node-pull",
+            "update EC2NodeClass default",
+        ]
         assert sp.plan.records()[0]["diff"] == {"value": [None, MASK]}
         sp.plan.apply()
         assert sm.get_secret_value(SecretId="lab/node-pull")["SecretString"] == "docker-pull:first-pw-123"
         assert plan(False).plan.pending == []
-        monkeypatch.setenv("K4_PULL_PASSWORD", "rotated-pw-456")  # rotation: the secret changes, userData does not
+        monkeypatch.setenv(
+            "K4_PULL_PASSWORD", "rotated-pw-456"
+        )  # rotation: the secret changes, userData does not
         again = plan(True)
         assert [c.label for c in again.plan.pending] == ["update node secret lab/node-pull"]
         assert again.plan.records()[0]["diff"] == {"value": [MASK, MASK]}

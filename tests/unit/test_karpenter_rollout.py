@@ -39,24 +39,44 @@ def condition(kind: str, status: str = "True") -> dict:
     return {"type": kind, "status": status, "lastTransitionTime": NOW, "reason": kind, "message": ""}
 
 
-def claim(name: str, class_hash: str | None, pool: str = "default", node_class: str = "default",
-          ready: bool = True, drifted: bool = False, pool_hash: str | None = None, finalizer: bool = True) -> dict:
+def claim(
+    name: str,
+    class_hash: str | None,
+    pool: str = "default",
+    node_class: str = "default",
+    ready: bool = True,
+    drifted: bool = False,
+    pool_hash: str | None = None,
+    finalizer: bool = True,
+) -> dict:
     annotations = {HASH_KEY: class_hash} if class_hash else {}
     if pool_hash:
         annotations[POOL_HASH_KEY] = pool_hash
-    conditions = [condition("Ready", "True" if ready else "False")] + ([condition("Drifted")] if drifted else [])
+    conditions = [condition("Ready", "True" if ready else "False")] + (
+        [condition("Drifted")] if drifted else []
+    )
     meta = {"name": name, "labels": {"karpenter.sh/nodepool": pool}, "annotations": annotations}
     if finalizer:
         meta["finalizers"] = ["karpenter.sh/termination"]
-    return {"apiVersion": "karpenter.sh/v1", "kind": "NodeClaim", "metadata": meta,
-            "spec": {"nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": node_class},
-                     "requirements": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}]},
-            "status": {"nodeName": f"node-{name}", "conditions": conditions}}
+    return {
+        "apiVersion": "karpenter.sh/v1",
+        "kind": "NodeClaim",
+        "metadata": meta,
+        "spec": {
+            "nodeClassRef": {"group": "karpenter.k8s.aws", "kind": "EC2NodeClass", "name": node_class},
+            "requirements": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}],
+        },
+        "status": {"nodeName": f"node-{name}", "conditions": conditions},
+    }
 
 
 def node(name: str, ready: bool = True, pool: str = "default") -> dict:
-    return {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": {"karpenter.sh/nodepool": pool}},
-            "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": {"karpenter.sh/nodepool": pool}},
+        "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]},
+    }
 
 
 def stamp_class(kube: KubeStandIn, value: str, name: str = "default") -> None:
@@ -72,7 +92,8 @@ def terminate(kube: KubeStandIn, api, name: str) -> None:
 
 def finish(api, name: str) -> None:
     client.CustomObjectsApi(api).patch_cluster_custom_object(
-        "karpenter.sh", "v1", "nodeclaims", name, {"metadata": {"finalizers": None}})
+        "karpenter.sh", "v1", "nodeclaims", name, {"metadata": {"finalizers": None}}
+    )
 
 
 def seed_cluster(kube: KubeStandIn, n: int = 3, class_hash: str = "h1") -> None:
@@ -113,10 +134,18 @@ def test_watch_follows_a_drift_rollout_to_the_end(kube, params) -> None:
         lambda: stamp_class(kube, "h2"),  # Karpenter hashes the new spec: every claim is now old
         lambda: [kube.put(claim(f"old-{i}", "h1", drifted=True)) for i in range(3)],
         # budget nodes: "2": two replacements launched (not Ready yet), two old ones terminating
-        lambda: [kube.put(claim("new-0", "h2", ready=False)), kube.put(claim("new-1", "h2", ready=False)),
-                 terminate(kube, api, "old-0"), terminate(kube, api, "old-1")],
-        lambda: [kube.put(claim("new-0", "h2")), kube.put(claim("new-1", "h2")), finish(api, "old-0"),
-                 finish(api, "old-1")],
+        lambda: [
+            kube.put(claim("new-0", "h2", ready=False)),
+            kube.put(claim("new-1", "h2", ready=False)),
+            terminate(kube, api, "old-0"),
+            terminate(kube, api, "old-1"),
+        ],
+        lambda: [
+            kube.put(claim("new-0", "h2")),
+            kube.put(claim("new-1", "h2")),
+            finish(api, "old-0"),
+            finish(api, "old-1"),
+        ],
         lambda: [kube.put(claim("new-2", "h2")), terminate(kube, api, "old-2")],
         lambda: finish(api, "old-2"),
     ]
@@ -127,8 +156,16 @@ def test_watch_follows_a_drift_rollout_to_the_end(kube, params) -> None:
 
     progress = rollout.watch(params, api, base, out=lines.append, sleep=sleep, clock=clock)
     assert steps == [] and all(p.done for p in progress)
-    assert progress[0].record() == {"node_class": "default", "new": 3, "new_ready": 3, "old": 0, "drifted": 0,
-                                    "terminating": 0, "untracked": 0, "done": True}
+    assert progress[0].record() == {
+        "node_class": "default",
+        "new": 3,
+        "new_ready": 3,
+        "old": 0,
+        "drifted": 0,
+        "terminating": 0,
+        "untracked": 0,
+        "done": True,
+    }
     text = "\n".join(lines)
     assert "waiting for Karpenter to hash the new node class" in text
     assert "0/3 new (0 ready), 3 old (3 marked Drifted), 0 terminating" in text
@@ -147,7 +184,9 @@ def test_watch_times_out_with_the_counts(kube, params) -> None:
         clock.t += seconds
 
     with pytest.raises(StageFailed, match="rollout not finished after 5 s: default: 2 old") as info:
-        rollout.watch(params, api, base, timeout_s=5, poll_s=1, out=lambda line: None, sleep=sleep, clock=clock)
+        rollout.watch(
+            params, api, base, timeout_s=5, poll_s=1, out=lambda line: None, sleep=sleep, clock=clock
+        )
     assert info.value.step == "watch rollout" and clock.t == 5
 
 
@@ -237,12 +276,17 @@ def test_creation_time_decides_when_karpenter_stamps_no_hashes() -> None:
         return rollout._is_new(obj, {}, None, None, HASH_KEY, False, changed, b, None, None, pk)
 
     assert is_new(at(-60)) is False and is_new(at(0)) is True and is_new(at(30)) is True
-    assert is_new(at(-60), changed=False) is None  # nothing changed and no hashes: cannot tell, not waited for
+    assert (
+        is_new(at(-60), changed=False) is None
+    )  # nothing changed and no hashes: cannot tell, not waited for
 
 
 def test_drift_modes_per_version(kube, params) -> None:
     assert rollout.drift_mode(make_params(api_version="v1")).on is True
-    assert rollout.drift_mode(make_params(api_version="v1beta1", version="0.32.10", ami_family="AL2")).on is False
+    assert (
+        rollout.drift_mode(make_params(api_version="v1beta1", version="0.32.10", ami_family="AL2")).on
+        is False
+    )
     assert rollout.drift_mode(make_params(api_version="v1beta1", version="0.36.1")).on is True
     assert rollout.drift_mode(make_params(api_version="v1beta1", ami_family="AL2")).on is None
     v031 = make_params(api_version="v1alpha1", version="0.31.5", ami_family="AL2")
@@ -251,11 +295,14 @@ def test_drift_modes_per_version(kube, params) -> None:
     assert rollout.drift_mode(v031, api).on is None  # no settings ConfigMap readable
     core = client.CoreV1Api(api)
     core.create_namespace({"metadata": {"name": "karpenter"}})
-    core.create_namespaced_config_map("karpenter", {"metadata": {"name": "karpenter-global-settings"},
-                                                    "data": {"featureGates.driftEnabled": "false"}})
+    core.create_namespaced_config_map(
+        "karpenter",
+        {"metadata": {"name": "karpenter-global-settings"}, "data": {"featureGates.driftEnabled": "false"}},
+    )
     assert rollout.drift_mode(v031, api).on is False
-    core.patch_namespaced_config_map("karpenter-global-settings", "karpenter",
-                                     {"data": {"featureGates.driftEnabled": "true"}})
+    core.patch_namespaced_config_map(
+        "karpenter-global-settings", "karpenter", {"data": {"featureGates.driftEnabled": "true"}}
+    )
     assert rollout.drift_mode(v031, api).on is True
 
 
@@ -263,21 +310,43 @@ def test_drift_off_with_old_nodes_fails_fast(kube, params) -> None:
     # v0.31 stamps the template and each Machine with karpenter.k8s.aws/nodetemplate-hash
     # (aws/karpenter-provider-aws v0.31.5 pkg/apis/v1alpha1)
     template_hash = {"karpenter.k8s.aws/nodetemplate-hash": "t1"}
-    kube.put({"apiVersion": "karpenter.k8s.aws/v1alpha1", "kind": "AWSNodeTemplate",
-              "metadata": {"name": "default", "annotations": template_hash},
-              "spec": {"subnetSelector": {"a": "b"}, "securityGroupSelector": {"a": "b"}}})
-    kube.put({"apiVersion": "karpenter.sh/v1alpha5", "kind": "Provisioner", "metadata": {"name": "default"},
-              "spec": {"providerRef": {"name": "default"}}})
-    kube.put({"apiVersion": "karpenter.sh/v1alpha5", "kind": "Machine", "metadata": {
-        "name": "m-0", "labels": {"karpenter.sh/provisioner-name": "default"}, "annotations": template_hash},
-        "spec": {"machineTemplateRef": {"name": "default"}, "requirements": []}})
+    kube.put(
+        {
+            "apiVersion": "karpenter.k8s.aws/v1alpha1",
+            "kind": "AWSNodeTemplate",
+            "metadata": {"name": "default", "annotations": template_hash},
+            "spec": {"subnetSelector": {"a": "b"}, "securityGroupSelector": {"a": "b"}},
+        }
+    )
+    kube.put(
+        {
+            "apiVersion": "karpenter.sh/v1alpha5",
+            "kind": "Provisioner",
+            "metadata": {"name": "default"},
+            "spec": {"providerRef": {"name": "default"}},
+        }
+    )
+    kube.put(
+        {
+            "apiVersion": "karpenter.sh/v1alpha5",
+            "kind": "Machine",
+            "metadata": {
+                "name": "m-0",
+                "labels": {"karpenter.sh/provisioner-name": "default"},
+                "annotations": template_hash,
+            },
+            "spec": {"machineTemplateRef": {"name": "default"}, "requirements": []},
+        }
+    )
     p = make_params(api_version="v1alpha1", version="0.31.5", ami_family="AL2")
     p.kubernetes.kubeconfig = params.kubernetes.kubeconfig
     api = api_client(p)
     core = client.CoreV1Api(api)
     core.create_namespace({"metadata": {"name": "karpenter"}})
-    core.create_namespaced_config_map("karpenter", {"metadata": {"name": "karpenter-global-settings"},
-                                                    "data": {"featureGates.driftEnabled": "false"}})
+    core.create_namespaced_config_map(
+        "karpenter",
+        {"metadata": {"name": "karpenter-global-settings"}, "data": {"featureGates.driftEnabled": "false"}},
+    )
     sp, base = plan_and_apply(p, api)
     with pytest.raises(StageFailed, match="drift is off"):
         stage.run_rollout(p, api, base, apply=True, out=lambda line: None)
@@ -295,9 +364,15 @@ def test_budget_rows(kube, params) -> None:
     api = api_client(params)
     rows = rollout.budget_rows(rollout.list_pools(params, api), params)
     assert {(r["pool"], r["budget"], r["applies to drift"]) for r in rows} == {
-        ("default", "nodes: 2", "yes"), ("spot", "nodes: 10% (default)", "yes"),
-        ("frozen", "nodes: 0", "BLOCKS drift while active"), ("frozen", "nodes: 5", "no (reasons: Empty)")}
+        ("default", "nodes: 2", "yes"),
+        ("spot", "nodes: 10% (default)", "yes"),
+        ("frozen", "nodes: 0", "BLOCKS drift while active"),
+        ("frozen", "nodes: 5", "no (reasons: Empty)"),
+    }
     old = make_params(api_version="v1beta1", version="0.33.1", ami_family="AL2")
-    assert rollout.budget_rows([nodepool("x", "default")], old)[0]["budget"] == "one node at a time (built in)"
-    assert [p["metadata"]["name"] for p in rollout.pools_of(rollout.list_pools(params, api), "v1", "default")] == [
-        "default", "spot"]
+    assert (
+        rollout.budget_rows([nodepool("x", "default")], old)[0]["budget"] == "one node at a time (built in)"
+    )
+    assert [
+        p["metadata"]["name"] for p in rollout.pools_of(rollout.list_pools(params, api), "v1", "default")
+    ] == ["default", "spot"]

@@ -63,8 +63,10 @@ def url(server: LabHTTPServer) -> str:
 
 
 def two_upstreams(mirror_a: str, mirror_b: str) -> list[dict]:
-    return [upstream("docker.io", "https://registry-1.docker.io", mirror_a, "docker-hub"),
-            upstream("quay.io", "https://quay.io", mirror_b)]
+    return [
+        upstream("docker.io", "https://registry-1.docker.io", mirror_a, "docker-hub"),
+        upstream("quay.io", "https://quay.io", mirror_b),
+    ]
 
 
 # -- the script on disk -------------------------------------------------------------------------------------
@@ -77,13 +79,18 @@ def test_script_run_twice_leaves_identical_valid_hosts_toml(tmp_path, mirror_fac
     first = run_script(script, root)
     assert first.returncode == 0, first.stderr
     files = tree(root)
-    assert set(files) == {"etc/containerd/certs.d/docker.io/hosts.toml", "etc/containerd/certs.d/quay.io/hosts.toml"}
+    assert set(files) == {
+        "etc/containerd/certs.d/docker.io/hosts.toml",
+        "etc/containerd/certs.d/quay.io/hosts.toml",
+    }
     second = run_script(script, root)
     assert second.returncode == 0, second.stderr
     assert tree(root) == files  # byte-identical, and no temp file left behind
     docker = tomllib.loads(files["etc/containerd/certs.d/docker.io/hosts.toml"].decode())
-    assert docker == {"server": "https://registry-1.docker.io",
-                      "host": {url(a): {"capabilities": ["pull", "resolve"]}}}
+    assert docker == {
+        "server": "https://registry-1.docker.io",
+        "host": {url(a): {"capabilities": ["pull", "resolve"]}},
+    }
     for text in files.values():
         assert validate(text.decode()) == []
     assert "2 of 2 hosts.toml" in second.stderr
@@ -92,19 +99,24 @@ def test_script_run_twice_leaves_identical_valid_hosts_toml(tmp_path, mirror_fac
 
 def test_script_writes_only_below_the_root_override(tmp_path, mirror_factory) -> None:
     a = mirror_factory(200)
-    params = make_params(upstreams=[upstream("docker.io", "https://registry-1.docker.io", url(a), "docker-hub")])
+    params = make_params(
+        upstreams=[upstream("docker.io", "https://registry-1.docker.io", url(a), "docker-hub")]
+    )
     run_script(script_for(params), tmp_path / "root")
     written = [p for p in (tmp_path / "root").rglob("*") if p.is_file()]
     assert [p.relative_to(tmp_path / "root").as_posix() for p in written] == [
-        "etc/containerd/certs.d/docker.io/hosts.toml"]
+        "etc/containerd/certs.d/docker.io/hosts.toml"
+    ]
     assert oct(written[0].stat().st_mode & 0o777) == "0o644"
 
 
 def test_boot_probe_is_per_upstream_and_a_down_mirror_gets_no_file(tmp_path, mirror_factory) -> None:
     up, not_registry = mirror_factory(401), mirror_factory(404)
-    ups = [upstream("docker.io", "https://registry-1.docker.io", url(up), "docker-hub"),
-           upstream("quay.io", "https://quay.io", f"http://127.0.0.1:{closed_port()}"),
-           upstream("ghcr.io", "https://ghcr.io", url(not_registry))]
+    ups = [
+        upstream("docker.io", "https://registry-1.docker.io", url(up), "docker-hub"),
+        upstream("quay.io", "https://quay.io", f"http://127.0.0.1:{closed_port()}"),
+        upstream("ghcr.io", "https://ghcr.io", url(not_registry)),
+    ]
     result = run_script(script_for(make_params(upstreams=ups, probe_timeout_s=2)), tmp_path / "n")
     assert result.returncode == 0  # a mirror problem never fails the node's boot
     assert set(tree(tmp_path / "n")) == {"etc/containerd/certs.d/docker.io/hosts.toml"}
@@ -113,7 +125,11 @@ def test_boot_probe_is_per_upstream_and_a_down_mirror_gets_no_file(tmp_path, mir
 
 
 def test_probe_off_writes_every_file_even_with_the_mirror_down(tmp_path) -> None:
-    ups = [upstream("docker.io", "https://registry-1.docker.io", f"http://127.0.0.1:{closed_port()}", "docker-hub")]
+    ups = [
+        upstream(
+            "docker.io", "https://registry-1.docker.io", f"http://127.0.0.1:{closed_port()}", "docker-hub"
+        )
+    ]
     script = script_for(make_params(upstreams=ups, probe_mirror_at_boot=False))
     assert "curl" not in script
     run_script(script, tmp_path / "n")
@@ -122,37 +138,54 @@ def test_probe_off_writes_every_file_even_with_the_mirror_down(tmp_path) -> None
 
 def test_path_style_endpoint_gets_v2_and_override_path_and_is_probed_there(tmp_path, mirror_factory) -> None:
     m = mirror_factory(200)
-    ups = [upstream("docker.io", "https://registry-1.docker.io", f"{url(m)}/repository/docker-group", "docker-hub")]
+    ups = [
+        upstream(
+            "docker.io", "https://registry-1.docker.io", f"{url(m)}/repository/docker-group", "docker-hub"
+        )
+    ]
     run_script(script_for(make_params(upstreams=ups)), tmp_path / "n")
     doc = tomllib.loads((tmp_path / "n/etc/containerd/certs.d/docker.io/hosts.toml").read_text())
-    assert doc["host"] == {f"{url(m)}/repository/docker-group/v2": {"capabilities": ["pull", "resolve"],
-                                                                      "override_path": True}}
+    assert doc["host"] == {
+        f"{url(m)}/repository/docker-group/v2": {"capabilities": ["pull", "resolve"], "override_path": True}
+    }
     assert m.hits == ["/repository/docker-group/v2/"]
 
 
-def test_ca_bundle_is_written_once_and_referenced_relative_to_each_hosts_toml(tmp_path, mirror_factory) -> None:
+def test_ca_bundle_is_written_once_and_referenced_relative_to_each_hosts_toml(
+    tmp_path, mirror_factory
+) -> None:
     pem = "-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n"
     (tmp_path / "ca.pem").write_text(pem)
-    ups = [upstream("docker.io", "https://registry-1.docker.io", "https://docker.mirror.example", "docker-hub"),
-           upstream("quay.io", "https://quay.io", "https://quay.mirror.example")]
+    ups = [
+        upstream("docker.io", "https://registry-1.docker.io", "https://docker.mirror.example", "docker-hub"),
+        upstream("quay.io", "https://quay.io", "https://quay.mirror.example"),
+    ]
     params = make_params(upstreams=ups, mirror_ca_file=str(tmp_path / "ca.pem"), probe_mirror_at_boot=False)
     root = tmp_path / "n"
     run_script(script_for(params), root)
     assert (root / "etc/containerd/eks-mirror/ca.crt").read_text() == pem
     for registry in ("docker.io", "quay.io"):
         hosts = root / "etc/containerd/certs.d" / registry / "hosts.toml"
-        ca = tomllib.loads(hosts.read_text())["host"][f"https://{registry.split('.')[0]}.mirror.example"]["ca"]
+        ca = tomllib.loads(hosts.read_text())["host"][f"https://{registry.split('.')[0]}.mirror.example"][
+            "ca"
+        ]
         # containerd joins a relative ca path with the hosts.toml's folder
         assert (hosts.parent / ca).resolve() == (root / "etc/containerd/eks-mirror/ca.crt").resolve()
 
 
 def test_al2_adds_config_path_to_an_old_ami_once(tmp_path) -> None:
-    ups = [upstream("docker.io", "https://registry-1.docker.io", f"http://127.0.0.1:{closed_port()}", "docker-hub")]
+    ups = [
+        upstream(
+            "docker.io", "https://registry-1.docker.io", f"http://127.0.0.1:{closed_port()}", "docker-hub"
+        )
+    ]
     script = script_for(make_params(upstreams=ups, ami_family="AL2", probe_mirror_at_boot=False))
     root = tmp_path / "n"
     source = root / userdata.EKS_AL2_CONTAINERD_CONFIG
     source.parent.mkdir(parents=True)
-    old_ami = 'version = 2\n[plugins."io.containerd.grpc.v1.cri".containerd]\n  default_runtime_name = "runc"\n'
+    old_ami = (
+        'version = 2\n[plugins."io.containerd.grpc.v1.cri".containerd]\n  default_runtime_name = "runc"\n'
+    )
     source.write_text(old_ami)
     run_script(script, root)
     once = source.read_text()
@@ -163,12 +196,15 @@ def test_al2_adds_config_path_to_an_old_ami_once(tmp_path) -> None:
     assert source.read_text() == once
 
 
-@pytest.mark.parametrize("config", [
-    # what AMIs from v20221222 ship: left exactly as it is
-    'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\nconfig_path = "/etc/containerd/certs.d:/etc/docker/certs.d"\n',
-    # a registry table without config_path (legacy mirrors): never touched, config_path beside mirrors unloads CRI
-    'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry.mirrors."docker.io"]\nendpoint = ["https://m"]\n',
-])
+@pytest.mark.parametrize(
+    "config",
+    [
+        # what AMIs from v20221222 ship: left exactly as it is
+        'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\nconfig_path = "/etc/containerd/certs.d:/etc/docker/certs.d"\n',
+        # a registry table without config_path (legacy mirrors): never touched, config_path beside mirrors unloads CRI
+        'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry.mirrors."docker.io"]\nendpoint = ["https://m"]\n',
+    ],
+)
 def test_al2_leaves_a_config_with_config_path_or_a_registry_table_alone(tmp_path, config) -> None:
     ups = [upstream("docker.io", "https://registry-1.docker.io", "http://127.0.0.1:9", "docker-hub")]
     root = tmp_path / "n"
@@ -200,7 +236,9 @@ def test_containerd_16_gets_the_empty_host_workaround_only_without_mirrors() -> 
 
     bare = HostsToml("docker.io", "https://registry-1.docker.io", [], ContainerdVersion.parse("1.6.20"))
     assert tomllib.loads(bare.render()) == {"server": "https://registry-1.docker.io", "host": {}}
-    assert "host" not in tomllib.loads(HostsToml("docker.io", "https://r", [], ContainerdVersion.parse("1.7.2")).render())
+    assert "host" not in tomllib.loads(
+        HostsToml("docker.io", "https://r", [], ContainerdVersion.parse("1.7.2")).render()
+    )
 
 
 # -- credential modes ---------------------------------------------------------------------------------------
@@ -215,7 +253,9 @@ def forms_of_secret() -> list[str]:
 @pytest.mark.parametrize("mode", ["anonymous", "secrets-manager"])
 def test_no_secret_in_userdata_outside_static_header(mode) -> None:
     extra = {"credentials_secret_id": "prod/nexus/docker-pull"} if mode == "secrets-manager" else {}
-    params = make_params(credential_mode=mode, security={"mode": "authenticated", "pull_password": "env:X"}, **extra)
+    params = make_params(
+        credential_mode=mode, security={"mode": "authenticated", "pull_password": "env:X"}, **extra
+    )
     user_data = stage.render(params, resolver).new_class_user_data
     assert not any(s in user_data for s in forms_of_secret())
     assert "Authorization" in user_data if mode == "secrets-manager" else "Authorization" not in user_data
@@ -223,8 +263,9 @@ def test_no_secret_in_userdata_outside_static_header(mode) -> None:
 
 
 def test_static_header_puts_the_credential_in_userdata_and_is_flagged() -> None:
-    params = make_params(credential_mode="static-header", security={"mode": "authenticated",
-                                                                     "pull_password": "env:X"})
+    params = make_params(
+        credential_mode="static-header", security={"mode": "authenticated", "pull_password": "env:X"}
+    )
     rendered = stage.render(params, resolver)
     for f in rendered.files:
         header = tomllib.loads(f.render())["host"][f.mirrors[0].normalized()[0]]["header"]
@@ -244,24 +285,38 @@ def test_secrets_manager_mode_fills_the_header_at_boot(tmp_path, mirror_factory)
     moto.start()
     try:
         endpoint = f"http://127.0.0.1:{moto._server.server_port}"
-        sm = boto3.client("secretsmanager", region_name="eu-west-1", endpoint_url=endpoint,
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
+        sm = boto3.client(
+            "secretsmanager",
+            region_name="eu-west-1",
+            endpoint_url=endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
         sm.create_secret(Name="prod/nexus/docker-pull", SecretString=f"docker-pull:{PASSWORD}")
         m = mirror_factory(401)
-        params = make_params(upstreams=[upstream("docker.io", "https://registry-1.docker.io", url(m), "docker-hub")],
-                             credential_mode="secrets-manager", credentials_secret_id="prod/nexus/docker-pull",
-                             security={"mode": "authenticated", "pull_password": "env:X"})
+        params = make_params(
+            upstreams=[upstream("docker.io", "https://registry-1.docker.io", url(m), "docker-hub")],
+            credential_mode="secrets-manager",
+            credentials_secret_id="prod/nexus/docker-pull",
+            security={"mode": "authenticated", "pull_password": "env:X"},
+        )
         params.aws.region = "eu-west-1"
         script = script_for(params, resolver)
         assert PASSWORD not in script
-        env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+        env = {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+        }
         root = tmp_path / "n"
         for _ in range(2):
             result = run_script(script, root, env, [os.path.dirname(aws)])
             assert result.returncode == 0 and PASSWORD not in result.stderr
         text = (root / "etc/containerd/certs.d/docker.io/hosts.toml").read_text()
         assert validate(text) == []
-        assert tomllib.loads(text)["host"][url(m)]["header"] == {"Authorization": "Basic " + forms_of_secret()[1]}
+        assert tomllib.loads(text)["host"][url(m)]["header"] == {
+            "Authorization": "Basic " + forms_of_secret()[1]
+        }
 
         # secret gone (or no permission): nothing is configured, the node pulls from the upstreams
         sm.delete_secret(SecretId="prod/nexus/docker-pull", ForceDeleteWithoutRecovery=True)
@@ -284,7 +339,9 @@ def email_parts(text: str) -> list[tuple[str, str]]:
 
 def test_new_document_is_correct_mime() -> None:
     text = userdata.merge(None, SCRIPT, "AL2023")
-    assert text.startswith('MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="BOUNDARY"\n\n--BOUNDARY\n')
+    assert text.startswith(
+        'MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="BOUNDARY"\n\n--BOUNDARY\n'
+    )
     assert text.endswith("\n--BOUNDARY--\n")
     assert email_parts(text) == [("text/x-shellscript", SCRIPT)]
     assert mime.parse(text).parts[0].headers[userdata.MARKER_HEADER.lower()] == userdata.MARKER_VALUE
@@ -292,13 +349,13 @@ def test_new_document_is_correct_mime() -> None:
 
 USER_MIME = (
     "MIME-Version: 1.0\r\n"
-    "Content-Type: multipart/mixed; boundary=\"==USER==\"\r\n\r\n"
+    'Content-Type: multipart/mixed; boundary="==USER=="\r\n\r\n'
     "preamble text\r\n"
     "--==USER==\r\n"
     "Content-Type: application/node.eks.aws\r\n\r\n"
     "apiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec:\n  kubelet:\n    config:\n      maxPods: 42\n\r\n"
     "--==USER==\r\n"
-    "Content-Type: text/x-shellscript; charset=\"us-ascii\"\r\n\r\n"
+    'Content-Type: text/x-shellscript; charset="us-ascii"\r\n\r\n'
     "#!/bin/bash\necho user-script\n\r\n"
     "--==USER==--\r\n"
 )
@@ -310,8 +367,11 @@ def test_merge_keeps_the_users_mime_parts_byte_for_byte_and_is_idempotent() -> N
     original = mime.parse(USER_MIME)
     assert [p.chunk for p in doc.parts[1:]] == [p.chunk for p in original.parts]  # untouched, CRLFs included
     assert doc.head == original.head and doc.preamble == original.preamble and doc.closing == original.closing
-    assert [p.content_type for p in doc.parts] == ["text/x-shellscript", "application/node.eks.aws",
-                                                   "text/x-shellscript"]
+    assert [p.content_type for p in doc.parts] == [
+        "text/x-shellscript",
+        "application/node.eks.aws",
+        "text/x-shellscript",
+    ]
     assert userdata.merge(merged, SCRIPT, "AL2023") == merged
     assert userdata.remove(merged) == USER_MIME
     # a Go-like reader sees three parts, ours first, the NodeConfig unchanged
@@ -329,24 +389,39 @@ def test_rerun_replaces_our_previous_part_in_place() -> None:
     assert userdata.remove(again) == USER_MIME
 
 
-@pytest.mark.parametrize(("family", "bare", "content_type"), [
-    ("AL2", "#!/bin/bash\necho hello\n", "text/x-shellscript"),
-    ("AL2023", "#!/bin/bash\necho hello\n", "text/x-shellscript"),
-    ("AL2023", "apiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec: {}\n", "application/node.eks.aws"),
-    ("AL2", "apiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\n", "text/x-shellscript"),  # AL2: always a script
-])
+@pytest.mark.parametrize(
+    ("family", "bare", "content_type"),
+    [
+        ("AL2", "#!/bin/bash\necho hello\n", "text/x-shellscript"),
+        ("AL2023", "#!/bin/bash\necho hello\n", "text/x-shellscript"),
+        (
+            "AL2023",
+            "apiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec: {}\n",
+            "application/node.eks.aws",
+        ),
+        (
+            "AL2",
+            "apiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\n",
+            "text/x-shellscript",
+        ),  # AL2: always a script
+    ],
+)
 def test_bare_user_data_is_wrapped_unchanged_as_karpenter_would(family, bare, content_type) -> None:
     merged = userdata.merge(bare, SCRIPT, family)
     parts = userdata.parts(merged)
     assert [(p["content_type"], p["body"], p["ours"]) for p in parts] == [
-        ("text/x-shellscript", SCRIPT, True), (content_type, bare, False)]
+        ("text/x-shellscript", SCRIPT, True),
+        (content_type, bare, False),
+    ]
     assert userdata.merge(merged, SCRIPT, family) == merged
     assert userdata.shell_scripts(merged)[0] == SCRIPT
 
 
 def test_unclosed_user_document_stays_as_written() -> None:
-    unclosed = ('MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="//"\n\n--//\n'
-                'Content-Type: text/x-shellscript; charset="us-ascii"\n\necho user\n--//')
+    unclosed = (
+        'MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="//"\n\n--//\n'
+        'Content-Type: text/x-shellscript; charset="us-ascii"\n\necho user\n--//'
+    )
     merged = userdata.merge(unclosed, SCRIPT, "AL2023")
     assert merged.endswith("echo user\n--//")
     assert [p["body"] for p in userdata.parts(merged)][0] == SCRIPT
@@ -369,8 +444,10 @@ def test_generated_script_survives_the_mime_round_trip_and_is_ascii() -> None:
 
 
 def test_size_limit_is_enforced() -> None:
-    ups = [upstream(f"r{i}.example.com", f"https://r{i}.example.com", f"https://mirror-{i}.example.com")
-           for i in range(40)]
+    ups = [
+        upstream(f"r{i}.example.com", f"https://r{i}.example.com", f"https://mirror-{i}.example.com")
+        for i in range(40)
+    ]
     big = stage.render(make_params(upstreams=ups), no_secret).new_class_user_data
     report = userdata.size_report(big)
     assert not report["ok"] and report["limit"] == 16384

@@ -18,12 +18,17 @@ from runbook_lib.kube import KubeConfigError, api_client
 
 
 def make_params(kubernetes: dict[str, Any], base_dir: Path | None = None) -> params_mod.RunbookParams:
-    return params_mod.parse({
-        "target": "unit",
-        "nexus": {"url": "http://127.0.0.1:1", "admin_password": "env:NEXUS_PW"},
-        "upstreams": [{"name": "docker-hub", "registry": "docker.io", "remote_url": "http://127.0.0.1:1"}],
-        "kubernetes": kubernetes,
-    }, base_dir=base_dir)
+    return params_mod.parse(
+        {
+            "target": "unit",
+            "nexus": {"url": "http://127.0.0.1:1", "admin_password": "env:NEXUS_PW"},
+            "upstreams": [
+                {"name": "docker-hub", "registry": "docker.io", "remote_url": "http://127.0.0.1:1"}
+            ],
+            "kubernetes": kubernetes,
+        },
+        base_dir=base_dir,
+    )
 
 
 def dead_url() -> str:
@@ -38,8 +43,13 @@ def two_context_kubeconfig(path: Path, live_url: str) -> Path:
 
     live = kubeconfig_dict(live_url, context="lab")
     dead = kubeconfig_dict(dead_url(), context="dead")
-    merged = {**live, "clusters": dead["clusters"] + live["clusters"], "users": dead["users"] + live["users"],
-              "contexts": dead["contexts"] + live["contexts"], "current-context": "dead"}
+    merged = {
+        **live,
+        "clusters": dead["clusters"] + live["clusters"],
+        "users": dead["users"] + live["users"],
+        "contexts": dead["contexts"] + live["contexts"],
+        "current-context": "dead",
+    }
     path.write_text(yaml.safe_dump(merged))
     return path
 
@@ -83,11 +93,15 @@ def test_context_selects_a_non_current_context(kube, tmp_path: Path) -> None:
         assert git_version(api) == kube.version_info["gitVersion"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "kube.api_client sets configuration.host = api_host after load_kube_config, but for a kubeconfig user "
-    "with a token the loader installs refresh_api_key_hook, which Configuration.auth_settings() runs before "
-    "every request and which re-applies the kubeconfig's host (KubeConfigLoader._set_config): the first "
-    "request goes to the kubeconfig's server, not to api_host"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "kube.api_client sets configuration.host = api_host after load_kube_config, but for a kubeconfig user "
+        "with a token the loader installs refresh_api_key_hook, which Configuration.auth_settings() runs before "
+        "every request and which re-applies the kubeconfig's host (KubeConfigLoader._set_config): the first "
+        "request goes to the kubeconfig's server, not to api_host"
+    ),
+)
 def test_api_host_overrides_the_kubeconfig_server(kube, tmp_path: Path) -> None:
     """api_host replaces the server of the kubeconfig (a tunnel or stand-in), keeping the rest."""
     from runbook_lab.kube import write_kubeconfig

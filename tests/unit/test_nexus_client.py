@@ -19,18 +19,27 @@ from runbook_lib.nexus.client import (
 
 
 def client(handler) -> NexusClient:
-    return NexusClient("http://nexus.test", "admin", "pw", retries=2, backoff_s=0, transport=httpx.MockTransport(handler))
+    return NexusClient(
+        "http://nexus.test", "admin", "pw", retries=2, backoff_s=0, transport=httpx.MockTransport(handler)
+    )
 
 
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        ('[ {"id" : "PARAMETER blobStoreName", "message" : "must not be empty"} ]',
-         [("PARAMETER blobStoreName", "must not be empty")]),
+        (
+            '[ {"id" : "PARAMETER blobStoreName", "message" : "must not be empty"} ]',
+            [("PARAMETER blobStoreName", "must not be empty")],
+        ),
         ('{"id":"*","message":"\\"Repository not found\\""}', [("*", "Repository not found")]),
-        ('"Role \'x\' already exists, use a unique roleId."', [("", "Role 'x' already exists, use a unique roleId.")]),
-        ("ERROR: (ID 1b2c) org.sonatype.nexus.security.user.DuplicateUserException",
-         [("", "ERROR: (ID 1b2c) org.sonatype.nexus.security.user.DuplicateUserException")]),
+        (
+            "\"Role 'x' already exists, use a unique roleId.\"",
+            [("", "Role 'x' already exists, use a unique roleId.")],
+        ),
+        (
+            "ERROR: (ID 1b2c) org.sonatype.nexus.security.user.DuplicateUserException",
+            [("", "ERROR: (ID 1b2c) org.sonatype.nexus.security.user.DuplicateUserException")],
+        ),
         ("", []),
     ],
 )
@@ -43,7 +52,9 @@ def test_typed_errors_name_the_resource() -> None:
         if req.url.path.endswith("/proxy"):
             return httpx.Response(400, json=[{"id": "PARAMETER indexType", "message": "must not be empty"}])
         if req.url.path.endswith("/users"):
-            return httpx.Response(401, headers={"WWW-Authenticate": 'BASIC realm="Sonatype Nexus Repository Manager"'})
+            return httpx.Response(
+                401, headers={"WWW-Authenticate": 'BASIC realm="Sonatype Nexus Repository Manager"'}
+            )
         return httpx.Response(404, json={"id": "*", "message": '"Repository not found"'})
 
     with client(handler) as c:
@@ -85,8 +96,10 @@ def test_connection_errors_are_retried_then_reported() -> None:
 
 
 def test_pagination_follows_continuation_tokens() -> None:
-    pages = {None: {"items": [{"name": "a"}], "continuationToken": "t1"},
-             "t1": {"items": [{"name": "b"}], "continuationToken": None}}
+    pages = {
+        None: {"items": [{"name": "a"}], "continuationToken": "t1"},
+        "t1": {"items": [{"name": "b"}], "continuationToken": None},
+    }
 
     def handler(req: httpx.Request) -> httpx.Response:
         assert req.url.params["repository"] == "docker-hub"

@@ -31,7 +31,9 @@ def test_notebook_shape(path: Path) -> None:
     assert names == PARAMETER_NAMES
     for cell in nb.cells:
         if cell.cell_type == "code":
-            code_lines = [ln for ln in cell.source.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+            code_lines = [
+                ln for ln in cell.source.splitlines() if ln.strip() and not ln.strip().startswith("#")
+            ]
             assert len(code_lines) <= 15, cell.source
             assert not cell.get("outputs"), "notebooks are committed without outputs"
 

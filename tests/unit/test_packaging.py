@@ -17,8 +17,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def lock_pins() -> set[str]:
-    return {line.strip() for line in (REPO / "requirements.lock").read_text().splitlines()
-            if line.strip() and not line.startswith("#")}
+    return {
+        line.strip()
+        for line in (REPO / "requirements.lock").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
 
 
 def test_every_lock_line_is_an_exact_pin() -> None:
@@ -73,8 +76,18 @@ def test_readme_has_exactly_the_two_setup_commands() -> None:
 
 
 def test_layout() -> None:
-    for path in ("runbook_lib/notebooks", "runbook_lib", "lab/runbook_lab", "lab/pyproject.toml", "parameters", "outputs/.gitkeep", "environment.yml", "README.md",
-                 "pyproject.toml", ".ci/run"):
+    for path in (
+        "runbook_lib/notebooks",
+        "runbook_lib",
+        "lab/runbook_lab",
+        "lab/pyproject.toml",
+        "parameters",
+        "outputs/.gitkeep",
+        "environment.yml",
+        "README.md",
+        "pyproject.toml",
+        ".ci/run",
+    ):
         assert (REPO / path).exists(), path
     assert "outputs/*" in (REPO / ".gitignore").read_text()
 
@@ -113,8 +126,11 @@ def test_the_wheel_ships_the_notebooks_and_data_but_not_the_lab(runbook_wheel: P
     assert "runbook_lib/karpenter/crds/PROVENANCE" in names
     assert "runbook_lib/karpenter/crds/v1.14.1/karpenter.sh_nodepools.yaml" in names
     assert not [n for n in names if n.startswith(("runbook_lab/", "tests/"))]
-    requires = [line.split(":", 1)[1].strip().lower() for line in metadata.splitlines()
-                if line.startswith("Requires-Dist:")]
+    requires = [
+        line.split(":", 1)[1].strip().lower()
+        for line in metadata.splitlines()
+        if line.startswith("Requires-Dist:")
+    ]
     assert requires and not [r for r in requires if r.startswith(("moto", "grpcio"))], requires
 
 

@@ -37,7 +37,13 @@ def test_shipped_parameter_files_are_valid(path: Path, capsys) -> None:
 def test_example_covers_every_upstream_the_runbook_supports() -> None:
     p = params.load(EXAMPLE)
     assert {u.registry for u in p.upstreams} == {
-        "docker.io", "gcr.io", "quay.io", "ghcr.io", "registry.k8s.io", "public.ecr.aws"}
+        "docker.io",
+        "gcr.io",
+        "quay.io",
+        "ghcr.io",
+        "registry.k8s.io",
+        "public.ecr.aws",
+    }
     hub = p.upstream("docker.io")
     assert (hub.index_type, hub.group, hub.connector_port) == ("HUB", "docker", 8082)
     assert all(u.index_type == "REGISTRY" for u in p.upstreams if u.registry != "docker.io")
@@ -56,9 +62,21 @@ def test_lab_file_is_self_contained() -> None:
         (lambda d: d["nexus"].update(colour="blue"), "nexus.colour", "unknown key"),
         (lambda d: d.update(extra_section={}), "extra_section", "unknown key"),
         (lambda d: d["verification"].update(repetitions="many"), "verification.repetitions", "integer"),
-        (lambda d: d["nexus"].update(admin_password="hunter2hunter2"), "nexus.admin_password", "secret reference"),
-        (lambda d: d["nexus"].update(admin_password="vault:x"), "nexus.admin_password", "unknown secret scheme"),
-        (lambda d: d["security"].update(pull_password="k8s:Bad_NS/x"), "security.pull_password", "k8s reference"),
+        (
+            lambda d: d["nexus"].update(admin_password="hunter2hunter2"),
+            "nexus.admin_password",
+            "secret reference",
+        ),
+        (
+            lambda d: d["nexus"].update(admin_password="vault:x"),
+            "nexus.admin_password",
+            "unknown secret scheme",
+        ),
+        (
+            lambda d: d["security"].update(pull_password="k8s:Bad_NS/x"),
+            "security.pull_password",
+            "k8s reference",
+        ),
         (lambda d: d["upstreams"][0].update(name="Docker-Hub"), "upstreams[0].name", "lowercase"),
         (lambda d: d["upstreams"][1].update(connector_port=18082), "(top level)", "own endpoint"),
         (lambda d: d["upstreams"][1].update(group="docker"), "(top level)", "wrong member"),
@@ -117,7 +135,9 @@ def test_run_with_invalid_params_executes_nothing(tmp_path, capsys) -> None:
     data = lab_data()
     data["nexus"]["bogus"] = 1
     out_dir = tmp_path / "out"
-    assert main(["run", "preflight", "--params", str(write(tmp_path, data)), "--output-dir", str(out_dir)]) == 2
+    assert (
+        main(["run", "preflight", "--params", str(write(tmp_path, data)), "--output-dir", str(out_dir)]) == 2
+    )
     assert not out_dir.exists()
     assert "nothing was executed" in capsys.readouterr().err
 

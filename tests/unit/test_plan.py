@@ -9,13 +9,22 @@ from runbook_lib.secrets import REDACTOR
 
 
 def test_diff_only_owned_keys_and_masks_secrets() -> None:
-    actual = {"online": True, "proxy": {"remoteUrl": "https://a", "contentMaxAge": 1440},
-              "extra": "left alone", "httpClient": {"authentication": {"username": "u"}}}
-    desired = {"online": True, "proxy": {"remoteUrl": "https://b", "contentMaxAge": 1440},
-               "httpClient": {"authentication": {"username": "u", "password": "pw-value-1"}}}
+    actual = {
+        "online": True,
+        "proxy": {"remoteUrl": "https://a", "contentMaxAge": 1440},
+        "extra": "left alone",
+        "httpClient": {"authentication": {"username": "u"}},
+    }
+    desired = {
+        "online": True,
+        "proxy": {"remoteUrl": "https://b", "contentMaxAge": 1440},
+        "httpClient": {"authentication": {"username": "u", "password": "pw-value-1"}},
+    }
     diff = diff_documents(actual, desired)
-    assert diff == {"proxy.remoteUrl": ["https://a", "https://b"],
-                    "httpClient.authentication.password": [None, "***"]}
+    assert diff == {
+        "proxy.remoteUrl": ["https://a", "https://b"],
+        "httpClient.authentication.password": [None, "***"],
+    }
 
 
 def test_compare_actions_and_counts() -> None:

@@ -76,14 +76,19 @@ def closed_port_url() -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def make_params(nexus_url: str = "http://127.0.0.1:1", upstreams: list[dict] | None = None,
-                **sections: Any) -> params_mod.RunbookParams:
+def make_params(
+    nexus_url: str = "http://127.0.0.1:1", upstreams: list[dict] | None = None, **sections: Any
+) -> params_mod.RunbookParams:
     data: dict[str, Any] = {
         "target": "unit",
-        "nexus": {"url": nexus_url, "admin_password": "env:NEXUS_PW", "min_version": "3.77.0",
-                  "timeout_s": 2},
-        "upstreams": upstreams or [{"name": "docker-hub", "registry": "docker.io",
-                                    "remote_url": "http://127.0.0.1:1"}],
+        "nexus": {
+            "url": nexus_url,
+            "admin_password": "env:NEXUS_PW",
+            "min_version": "3.77.0",
+            "timeout_s": 2,
+        },
+        "upstreams": upstreams
+        or [{"name": "docker-hub", "registry": "docker.io", "remote_url": "http://127.0.0.1:1"}],
     }
     for k, v in sections.items():
         data[k] = {**data.get(k, {}), **v}
@@ -100,11 +105,18 @@ def nexus_check(params: params_mod.RunbookParams) -> Check:
 # ------------------------------------------------------------------------------------------ Check
 @pytest.mark.parametrize(
     ("ok", "warnings", "required", "status"),
-    [(True, [], True, "ok"), (True, ["w"], True, "warn"), (False, [], True, "FAIL"),
-     (False, [], False, "unreachable (optional)"), (True, [], False, "ok"), (False, ["w"], True, "FAIL")],
+    [
+        (True, [], True, "ok"),
+        (True, ["w"], True, "warn"),
+        (False, [], True, "FAIL"),
+        (False, [], False, "unreachable (optional)"),
+        (True, [], False, "ok"),
+        (False, ["w"], True, "FAIL"),
+    ],
 )
-def test_check_status_reflects_ok_warnings_and_required(ok: bool, warnings: list[str], required: bool,
-                                                        status: str) -> None:
+def test_check_status_reflects_ok_warnings_and_required(
+    ok: bool, warnings: list[str], required: bool, status: str
+) -> None:
     """ok with warnings is 'warn'; a down endpoint is FAIL only when it is required."""
     assert Check("x", "t", required, ok=ok, warnings=list(warnings)).status == status
 
@@ -147,17 +159,30 @@ def test_timed_scrubs_secrets_from_detail(monkeypatch: pytest.MonkeyPatch) -> No
 # ------------------------------------------------------------------------------------------ Nexus
 def test_nexus_ready_and_writable_is_ok_with_version(endpoint: Endpoint) -> None:
     """200 on status and status/writable with a Server header: ok, version and edition from the header."""
-    endpoint.routes.update({"/service/rest/v1/status": (200, NEXUS_HEADER),
-                            "/service/rest/v1/status/writable": (200, NEXUS_HEADER)})
+    endpoint.routes.update(
+        {
+            "/service/rest/v1/status": (200, NEXUS_HEADER),
+            "/service/rest/v1/status/writable": (200, NEXUS_HEADER),
+        }
+    )
     c = nexus_check(make_params(endpoint.url + "/"))
-    assert (c.ok, c.status, c.version, c.detail) == (True, "ok", "3.80.0-06 (COMMUNITY)", "serving reads, writable")
+    assert (c.ok, c.status, c.version, c.detail) == (
+        True,
+        "ok",
+        "3.80.0-06 (COMMUNITY)",
+        "serving reads, writable",
+    )
     assert endpoint.seen == ["/service/rest/v1/status", "/service/rest/v1/status/writable"]
 
 
 def test_nexus_read_only_is_ok_with_warning(endpoint: Endpoint) -> None:
     """A frozen Nexus still serves reads: ok, but warned about and shown as READ-ONLY."""
-    endpoint.routes.update({"/service/rest/v1/status": (200, NEXUS_HEADER),
-                            "/service/rest/v1/status/writable": (503, NEXUS_HEADER)})
+    endpoint.routes.update(
+        {
+            "/service/rest/v1/status": (200, NEXUS_HEADER),
+            "/service/rest/v1/status/writable": (503, NEXUS_HEADER),
+        }
+    )
     c = nexus_check(make_params(endpoint.url))
     assert c.ok and c.status == "warn"
     assert c.detail == "serving reads, READ-ONLY (frozen)"
@@ -174,7 +199,9 @@ def test_nexus_not_ready_fails_and_skips_writable(endpoint: Endpoint) -> None:
 
 def test_nexus_without_server_header_warns(endpoint: Endpoint) -> None:
     """No Nexus Server header: reachable, but the operator is asked whether this is Nexus at all."""
-    endpoint.routes.update({"/service/rest/v1/status": (200, {}), "/service/rest/v1/status/writable": (200, {})})
+    endpoint.routes.update(
+        {"/service/rest/v1/status": (200, {}), "/service/rest/v1/status/writable": (200, {})}
+    )
     c = nexus_check(make_params(endpoint.url))
     assert c.ok and c.version == "" and c.status == "warn"
     assert any("Server header" in w for w in c.warnings)
@@ -183,7 +210,9 @@ def test_nexus_without_server_header_warns(endpoint: Endpoint) -> None:
 def test_nexus_older_than_min_version_fails(endpoint: Endpoint) -> None:
     """A version below nexus.min_version fails with both versions named."""
     old = {"Server": "Nexus/3.42.0-01 (OSS)"}
-    endpoint.routes.update({"/service/rest/v1/status": (200, old), "/service/rest/v1/status/writable": (200, old)})
+    endpoint.routes.update(
+        {"/service/rest/v1/status": (200, old), "/service/rest/v1/status/writable": (200, old)}
+    )
     c = nexus_check(make_params(endpoint.url))
     assert not c.ok
     assert "3.42.0-01" in c.detail and "3.77.0" in c.detail
@@ -192,14 +221,20 @@ def test_nexus_older_than_min_version_fails(endpoint: Endpoint) -> None:
 def test_nexus_min_version_boundary_is_inclusive(endpoint: Endpoint) -> None:
     """Exactly the minimum version (with a build suffix) passes."""
     hdr = {"Server": "Nexus/3.77.0-01 (COMMUNITY)"}
-    endpoint.routes.update({"/service/rest/v1/status": (200, hdr), "/service/rest/v1/status/writable": (200, hdr)})
+    endpoint.routes.update(
+        {"/service/rest/v1/status": (200, hdr), "/service/rest/v1/status/writable": (200, hdr)}
+    )
     assert nexus_check(make_params(endpoint.url)).ok
 
 
 def test_nexus_unexpected_edition_fails(endpoint: Endpoint) -> None:
     """expect_edition PRO against a COMMUNITY server fails and names both editions."""
-    endpoint.routes.update({"/service/rest/v1/status": (200, NEXUS_HEADER),
-                            "/service/rest/v1/status/writable": (200, NEXUS_HEADER)})
+    endpoint.routes.update(
+        {
+            "/service/rest/v1/status": (200, NEXUS_HEADER),
+            "/service/rest/v1/status/writable": (200, NEXUS_HEADER),
+        }
+    )
     c = nexus_check(make_params(endpoint.url, nexus={"expect_edition": "PRO"}))
     assert not c.ok and "COMMUNITY" in c.detail and "PRO" in c.detail
 
@@ -222,7 +257,11 @@ def test_registry_200_is_ok_with_api_version(endpoint: Endpoint) -> None:
     endpoint.routes["/v2/"] = (200, {"Docker-Distribution-API-Version": "registry/2.0"})
     c = registry_check(endpoint.url)
     assert (c.ok, c.version, c.detail, c.warnings) == (
-        True, "registry/2.0", "/v2/ answered 200, auth challenge: none", [])
+        True,
+        "registry/2.0",
+        "/v2/ answered 200, auth challenge: none",
+        [],
+    )
 
 
 def test_registry_401_names_the_challenge_scheme(endpoint: Endpoint) -> None:
@@ -293,8 +332,9 @@ def test_aws_probe_reports_account_and_cluster(aws_env: None) -> None:
 
     with mock_aws():
         eks = boto3.client("eks", region_name="us-east-1")
-        eks.create_cluster(name="lab", version="1.31", roleArn="arn:aws:iam::123456789012:role/eks",
-                           resourcesVpcConfig={})
+        eks.create_cluster(
+            name="lab", version="1.31", roleArn="arn:aws:iam::123456789012:role/eks", resourcesVpcConfig={}
+        )
         ident = boto3.client("sts", region_name="us-east-1").get_caller_identity()
         status = eks.describe_cluster(name="lab")["cluster"]["status"]
         p = make_params(aws={"cluster_name": "lab"})
@@ -309,17 +349,22 @@ def test_aws_probe_missing_cluster_fails_with_error_code(aws_env: None) -> None:
     from moto import mock_aws
 
     with mock_aws():
-        c = preflight._timed(Check("aws", "AWS", True), preflight.probe_aws(make_params(aws={"cluster_name": "nope"})))
+        c = preflight._timed(
+            Check("aws", "AWS", True), preflight.probe_aws(make_params(aws={"cluster_name": "nope"}))
+        )
     assert not c.ok
     assert c.detail.startswith("ResourceNotFoundException: ")
 
 
-def test_aws_probe_unknown_profile_is_a_failed_check(aws_env: None, monkeypatch: pytest.MonkeyPatch,
-                                                     tmp_path) -> None:
+def test_aws_probe_unknown_profile_is_a_failed_check(
+    aws_env: None, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
     """A profile missing from the AWS config is a failed check (botocore error), not a crash."""
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
-    c = preflight._timed(Check("aws", "AWS", True), preflight.probe_aws(make_params(aws={"profile": "ghost"})))
+    c = preflight._timed(
+        Check("aws", "AWS", True), preflight.probe_aws(make_params(aws={"profile": "ghost"}))
+    )
     assert not c.ok and c.detail.startswith("ProfileNotFound") and "ghost" in c.detail
 
 
@@ -328,8 +373,12 @@ def test_plan_checks_lists_every_endpoint_with_required_flags(tmp_path) -> None:
     """Nexus, each upstream (required), each mirror (optional), Kubernetes and AWS, in that order."""
     p = make_params(
         upstreams=[
-            {"name": "docker-hub", "registry": "docker.io", "remote_url": "http://127.0.0.1:2",
-             "mirror_url": "http://docker.mirror.invalid:8"},
+            {
+                "name": "docker-hub",
+                "registry": "docker.io",
+                "remote_url": "http://127.0.0.1:2",
+                "mirror_url": "http://docker.mirror.invalid:8",
+            },
             {"name": "quay-io", "registry": "quay.io", "remote_url": "http://127.0.0.1:3"},
         ],
         kubernetes={"api_host": "http://127.0.0.1:4", "required": False},
@@ -348,10 +397,16 @@ def test_plan_checks_lists_every_endpoint_with_required_flags(tmp_path) -> None:
 
 def test_plan_checks_targets_for_kubeconfig_in_cluster_and_aws_endpoint(tmp_path) -> None:
     """The Kubernetes target is the resolved kubeconfig path or 'in-cluster'; AWS names its endpoint."""
-    p = params_mod.parse({"target": "u", "nexus": {"url": "http://127.0.0.1:1", "admin_password": "env:X"},
-                          "upstreams": [{"name": "a", "registry": "docker.io", "remote_url": "http://127.0.0.1:2"}],
-                          "kubernetes": {"kubeconfig": "kc/config"},
-                          "aws": {"endpoint_url": "http://127.0.0.1:5"}}, base_dir=tmp_path)
+    p = params_mod.parse(
+        {
+            "target": "u",
+            "nexus": {"url": "http://127.0.0.1:1", "admin_password": "env:X"},
+            "upstreams": [{"name": "a", "registry": "docker.io", "remote_url": "http://127.0.0.1:2"}],
+            "kubernetes": {"kubeconfig": "kc/config"},
+            "aws": {"endpoint_url": "http://127.0.0.1:5"},
+        },
+        base_dir=tmp_path,
+    )
     by_name = {c.name: c for c, _ in preflight.plan_checks(p)}
     assert by_name["kubernetes"].target == str((tmp_path / "kc" / "config").resolve())
     assert by_name["aws"].target == "http://127.0.0.1:5"
@@ -369,13 +424,23 @@ class Ctx:
 
 
 def sample_report() -> PreflightReport:
-    return PreflightReport([
-        Check("nexus", "n", True, ok=True, version="3.80.0", detail="serving reads", latency_ms=1.0,
-              warnings=["w1"]),
-        Check("upstream docker.io", "u", True, ok=False, detail="ConnectError: refused", latency_ms=2.0),
-        Check("mirror docker.io", "m", False, ok=False, detail="ConnectError: refused", latency_ms=3.0),
-        Check("aws", "a", True, ok=False, detail="", latency_ms=4.0, warnings=["only a warning"]),
-    ])
+    return PreflightReport(
+        [
+            Check(
+                "nexus",
+                "n",
+                True,
+                ok=True,
+                version="3.80.0",
+                detail="serving reads",
+                latency_ms=1.0,
+                warnings=["w1"],
+            ),
+            Check("upstream docker.io", "u", True, ok=False, detail="ConnectError: refused", latency_ms=2.0),
+            Check("mirror docker.io", "m", False, ok=False, detail="ConnectError: refused", latency_ms=3.0),
+            Check("aws", "a", True, ok=False, detail="", latency_ms=4.0, warnings=["only a warning"]),
+        ]
+    )
 
 
 def test_report_failed_counts_required_only() -> None:
@@ -403,7 +468,11 @@ def test_report_record_stores_checks_and_raises_naming_failures() -> None:
     assert "mirror docker.io" not in msg
     assert ctx.records["results"]["failed"] == ["upstream docker.io", "aws"]
     assert ctx.records["results"]["endpoints"]["mirror docker.io"] == {
-        "ok": False, "version": "", "latency_ms": 3.0, "required": False}
+        "ok": False,
+        "version": "",
+        "latency_ms": 3.0,
+        "required": False,
+    }
     assert ctx.records["failure"]["step"] == "preflight checks"
     assert ctx.records["failure"]["message"] == msg
     assert [r["name"] for r in ctx.records["checks"]] == [c.name for c in sample_report().checks]
@@ -426,15 +495,20 @@ def test_report_as_dict_round_trips_fields() -> None:
 # --------------------------------------------------------------------------------------- run()
 def test_run_checks_concurrently_and_reports_each_endpoint(endpoint: Endpoint, kube, kubeconfig) -> None:
     """A full run against loopback endpoints: healthy ones ok, the dead upstream FAIL, dead mirror optional."""
-    endpoint.routes.update({"/service/rest/v1/status": (200, NEXUS_HEADER),
-                            "/service/rest/v1/status/writable": (200, NEXUS_HEADER),
-                            "/v2/": (401, {"WWW-Authenticate": "Basic realm=x"})})
+    endpoint.routes.update(
+        {
+            "/service/rest/v1/status": (200, NEXUS_HEADER),
+            "/service/rest/v1/status/writable": (200, NEXUS_HEADER),
+            "/v2/": (401, {"WWW-Authenticate": "Basic realm=x"}),
+        }
+    )
     dead = closed_port_url()
     p = make_params(
         endpoint.url,
-        upstreams=[{"name": "docker-hub", "registry": "docker.io", "remote_url": endpoint.url,
-                    "mirror_url": dead},
-                   {"name": "quay-io", "registry": "quay.io", "remote_url": dead}],
+        upstreams=[
+            {"name": "docker-hub", "registry": "docker.io", "remote_url": endpoint.url, "mirror_url": dead},
+            {"name": "quay-io", "registry": "quay.io", "remote_url": dead},
+        ],
         kubernetes={"kubeconfig": str(kubeconfig)},
         aws={"required": False, "endpoint_url": dead, "stand_in_credentials": True},
     )
@@ -442,8 +516,13 @@ def test_run_checks_concurrently_and_reports_each_endpoint(endpoint: Endpoint, k
     report = preflight.run(p)
     assert time.perf_counter() - start < 8
     status = {c.name: c.status for c in report.checks}
-    assert status == {"nexus": "ok", "upstream docker.io": "ok", "upstream quay.io": "FAIL",
-                      "mirror docker.io": "unreachable (optional)", "kubernetes": "ok",
-                      "aws": "unreachable (optional)"}
+    assert status == {
+        "nexus": "ok",
+        "upstream docker.io": "ok",
+        "upstream quay.io": "FAIL",
+        "mirror docker.io": "unreachable (optional)",
+        "kubernetes": "ok",
+        "aws": "unreachable (optional)",
+    }
     assert [c.name for c in report.failed] == ["upstream quay.io"]
     assert all(c.latency_ms is not None for c in report.checks)

@@ -105,7 +105,13 @@ def canary_run(tmp_path_factory: pytest.TempPathFactory):
 def test_no_canary_in_any_file(canary_run) -> None:
     files = [p for p in canary_run.run_dir.rglob("*") if p.is_file()]
     files.append(canary_run.run_dir.parent / "index.html")
-    assert {p.name for p in files} >= {"00_preflight.ipynb", "00_preflight.html", "run.json", "run.log", "index.html"}
+    assert {p.name for p in files} >= {
+        "00_preflight.ipynb",
+        "00_preflight.html",
+        "run.json",
+        "run.log",
+        "index.html",
+    }
     leaks = []
     for path in files:
         text = path.read_text(encoding="utf-8")
@@ -131,7 +137,9 @@ def test_the_notebook_did_try_to_leak(canary_run) -> None:
     stage = canary_run.record["stages"][0]
     assert stage["status"] == "failed"
     assert stage["results"] == {"leaky": [MASK, MASK, MASK]}
-    assert stage["failure"]["reason"] == f"RuntimeError: login failed with {' / '.join([f'{MASK} {MASK}'] * 3)}"
+    assert (
+        stage["failure"]["reason"] == f"RuntimeError: login failed with {' / '.join([f'{MASK} {MASK}'] * 3)}"
+    )
 
 
 def test_kernel_only_canary_is_unknown_to_the_runner(canary_run) -> None:

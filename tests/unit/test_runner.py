@@ -66,13 +66,23 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     params_file = tmp / "params.yaml"
     params_file.write_text(PARAMS_YAML)
     notebooks = stage_folder(
-        tmp, {"preflight": "ok_records.ipynb", "nexus-repos": "fail_step.ipynb", "nexus-security": "ok_records.ipynb"}
+        tmp,
+        {
+            "preflight": "ok_records.ipynb",
+            "nexus-repos": "fail_step.ipynb",
+            "nexus-security": "ok_records.ipynb",
+        },
     )
     first = run(params_file, ["preflight"], False, None, None, notebooks_dir=notebooks)
     events: list[ProgressEvent] = []
     second = run(
-        params_file, ["nexus-security", "preflight", "nexus-repos"], True, None, "change <ticket> #42",
-        notebooks_dir=notebooks, progress=events.append,
+        params_file,
+        ["nexus-security", "preflight", "nexus-repos"],
+        True,
+        None,
+        "change <ticket> #42",
+        notebooks_dir=notebooks,
+        progress=events.append,
     )
     return {"tmp": tmp, "params_file": params_file, "first": first, "second": second, "events": events}
 
@@ -86,7 +96,10 @@ def test_ok_run_exit_code_and_folder(two_runs: dict) -> None:
     assert first.run_dir.parent == two_runs["tmp"] / "runs"
     assert re.fullmatch(r"\d{8}T\d{6}Z-fixture(-\d+)?", first.run_dir.name)
     assert sorted(p.name for p in first.run_dir.iterdir()) == [
-        "00_preflight.html", "00_preflight.ipynb", "run.json", "run.log",
+        "00_preflight.html",
+        "00_preflight.ipynb",
+        "run.json",
+        "run.log",
     ]
 
 
@@ -98,7 +111,10 @@ def test_records_are_collected_into_run_json(two_runs: dict) -> None:
     assert stage["changes"] == {"create": 2, "update": 0, "delete": 0, "unchanged": 1}
     # two `results` records merged; apply flag and the run folder came from the parameters
     assert stage["results"] == {
-        "answer": 42, "apply": False, "run_dir": str(two_runs["first"].run_dir), "second": "merged",
+        "answer": 42,
+        "apply": False,
+        "run_dir": str(two_runs["first"].run_dir),
+        "second": "merged",
     }
     assert stage["checks"] == [{"name": "nexus reachable", "ok": True, "detail": "200"}]
     assert stage["flags"] == ["credential in userData"]
@@ -116,10 +132,14 @@ def test_failed_stage_stops_the_run(two_runs: dict) -> None:
     second = two_runs["second"]
     assert second.exit_code == 1
     record = second.record
-    assert record["status"] == "failed" and record["mode"] == "apply" and record["note"] == "change <ticket> #42"
+    assert (
+        record["status"] == "failed" and record["mode"] == "apply" and record["note"] == "change <ticket> #42"
+    )
     # stages run in pipeline order whatever order they were asked in
     assert [(s["name"], s["status"]) for s in record["stages"]] == [
-        ("preflight", "ok"), ("nexus-repos", "failed"), ("nexus-security", "skipped"),
+        ("preflight", "ok"),
+        ("nexus-repos", "failed"),
+        ("nexus-security", "skipped"),
     ]
     failed = record["stages"][1]
     assert failed["failure"]["step"] == "create repository gcr-io"
@@ -157,7 +177,9 @@ def test_banner_on_saved_notebooks(two_runs: dict) -> None:
 def test_progress_events(two_runs: dict) -> None:
     lines = [format_progress(e) for e in two_runs["events"]]
     assert lines[0] == "[1/3] preflight ..."
-    assert re.fullmatch(r"\[1/3\] preflight \.\.\. ok \(\d+\.\d s, 2 create, 0 update, 1 unchanged\)", lines[1])
+    assert re.fullmatch(
+        r"\[1/3\] preflight \.\.\. ok \(\d+\.\d s, 2 create, 0 update, 1 unchanged\)", lines[1]
+    )
     assert lines[2] == "[2/3] nexus-repos ..."
     assert lines[3].startswith("[2/3] nexus-repos ... failed (") and "ConnectionError" in lines[3]
     assert lines[4] == "[3/3] nexus-security ... skipped"
@@ -168,11 +190,15 @@ def test_progress_events(two_runs: dict) -> None:
 def test_html_has_no_code_prompts_or_parameters(two_runs: dict) -> None:
     html = (two_runs["first"].run_dir / "00_preflight.html").read_text()
     assert "FIXTURE_SOURCE_MARKER_printed" in html  # outputs are there ...
-    assert 'FIXTURE_SOURCE_MARKER_" +' not in html and "FIXTURE_SOURCE_MARKER_&quot;" not in html  # ... code is not
+    assert (
+        'FIXTURE_SOURCE_MARKER_" +' not in html and "FIXTURE_SOURCE_MARKER_&quot;" not in html
+    )  # ... code is not
     body = html.split("</style>")[-1]
     code_cells = re.findall(r'class="jp-Cell jp-CodeCell[^"]*"', body)
     assert code_cells and all("jp-mod-noInput" in c for c in code_cells)
-    assert "jp-InputArea-editor" not in body and "jp-InputPrompt" not in body and "jp-OutputPrompt" not in body
+    assert (
+        "jp-InputArea-editor" not in body and "jp-InputPrompt" not in body and "jp-OutputPrompt" not in body
+    )
     assert "celltag_injected-parameters" not in body
     assert "ctx.record" not in html and "# Parameters" not in html
     assert "application/vnd.jupyter.widget-state+json" not in html
@@ -239,8 +265,12 @@ def params_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _execute(fixture: str, params_file: Path, timeout: float, log=None) -> runner.StageOutcome:
     out = params_file.parent / fixture
     execution = execute_stage(
-        FIXTURES / fixture, str(out), stage_parameters("preflight", params_file, False, str(out.parent)),
-        out.parent, timeout, log,
+        FIXTURES / fixture,
+        str(out),
+        stage_parameters("preflight", params_file, False, str(out.parent)),
+        out.parent,
+        timeout,
+        log,
     )
     return read_stage("preflight", execution, fixture)
 
@@ -276,13 +306,22 @@ def test_resolve_context_builds_a_kube_client_only_for_k8s_refs(tmp_path: Path) 
         "users: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\n"
     )
     params = parse(
-        {"target": "t", "nexus": {"url": "http://127.0.0.1:9", "admin_password": "k8s:ns/s#k"},
-         "upstreams": [{"name": "docker-hub", "registry": "docker.io", "remote_url": "http://127.0.0.1:9"}],
-         "kubernetes": {"kubeconfig": "kubeconfig", "api_host": "http://127.0.0.1:2"},
-         "aws": {"region": "eu-west-1", "endpoint_url": "http://127.0.0.1:3"}},
+        {
+            "target": "t",
+            "nexus": {"url": "http://127.0.0.1:9", "admin_password": "k8s:ns/s#k"},
+            "upstreams": [
+                {"name": "docker-hub", "registry": "docker.io", "remote_url": "http://127.0.0.1:9"}
+            ],
+            "kubernetes": {"kubeconfig": "kubeconfig", "api_host": "http://127.0.0.1:2"},
+            "aws": {"region": "eu-west-1", "endpoint_url": "http://127.0.0.1:3"},
+        },
         base_dir=tmp_path,
     )
     ctx = resolve_context(params, parse_ref("k8s:ns/s#k"))
     assert ctx.kube_api.configuration.host == "http://127.0.0.1:2"  # api_host overrides the kubeconfig
-    assert (ctx.base_dir, ctx.aws_region, ctx.aws_endpoint_url) == (tmp_path, "eu-west-1", "http://127.0.0.1:3")
+    assert (ctx.base_dir, ctx.aws_region, ctx.aws_endpoint_url) == (
+        tmp_path,
+        "eu-west-1",
+        "http://127.0.0.1:3",
+    )
     assert resolve_context(params, parse_ref("env:X")).kube_api is None

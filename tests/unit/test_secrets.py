@@ -28,8 +28,10 @@ def test_parse_valid(text, scheme, target, key) -> None:
     assert str(ref) == text
 
 
-@pytest.mark.parametrize("text", ["hunter2", "env:1BAD", "file:", "aws-sm:", "aws-sm:x#", "k8s:ns/name",
-                                  "k8s:NS/name#k", "vault:x"])
+@pytest.mark.parametrize(
+    "text",
+    ["hunter2", "env:1BAD", "file:", "aws-sm:", "aws-sm:x#", "k8s:ns/name", "k8s:NS/name#k", "vault:x"],
+)
 def test_parse_invalid(text) -> None:
     with pytest.raises(ValueError):
         parse_ref(text)
@@ -42,7 +44,9 @@ def test_env_and_file_resolvers_register_values(tmp_path, monkeypatch) -> None:
     ctx = ResolveContext(base_dir=tmp_path)
     assert secrets.resolve("env:CANARY_ENV", ctx) == "env-canary-value"
     assert secrets.resolve("file:pw", ctx, user="bob") == "file-canary-value"
-    scrubbed = secrets.REDACTOR.scrub("a env-canary-value b " + base64.b64encode(b"bob:file-canary-value").decode())
+    scrubbed = secrets.REDACTOR.scrub(
+        "a env-canary-value b " + base64.b64encode(b"bob:file-canary-value").decode()
+    )
     assert "canary" not in scrubbed and "Ym9i" not in scrubbed
     secrets.REDACTOR.clear()
 

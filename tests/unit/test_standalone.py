@@ -21,8 +21,11 @@ def tracked_files() -> list[Path]:
 
 
 def test_no_tracked_file_names_the_folder_beside_the_checkout() -> None:
-    offenders = [str(p.relative_to(REPO)) for p in tracked_files()
-                 if p.is_file() and OUTSIDE in p.read_bytes().decode(errors="replace")]
+    offenders = [
+        str(p.relative_to(REPO))
+        for p in tracked_files()
+        if p.is_file() and OUTSIDE in p.read_bytes().decode(errors="replace")
+    ]
     assert not offenders, f"these files cite material users do not have: {offenders}"
 
 

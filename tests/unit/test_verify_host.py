@@ -97,14 +97,24 @@ def test_headroom_reads_the_lab_docker_hub(lab, upstream) -> None:
     assert h.remaining == hub.limit  # HEAD costs nothing; the ledger was reset
     assert not h.unlimited
     # one direct pull, and Nexus's fetch for the cold mirror pull, each cost one (same source here)
-    hostpull.compare(lab.params.model_copy(update={"verification": lab.params.verification.model_copy(
-        update={"images": ["docker.io/library/busybox:lab"], "repetitions": 1})}), lab.secret,
-        mirrorproof.NexusContent(None))
+    hostpull.compare(
+        lab.params.model_copy(
+            update={
+                "verification": lab.params.verification.model_copy(
+                    update={"images": ["docker.io/library/busybox:lab"], "repetitions": 1}
+                )
+            }
+        ),
+        lab.secret,
+        mirrorproof.NexusContent(None),
+    )
     assert ratelimit.headroom(lab.params, lab.secret)[0].remaining == hub.limit - 2
 
 
 def test_budget_guard_skips_direct_docker_hub_pulls(lab) -> None:
-    low = ratelimit.Headroom("anonymous", "runbook host", limit=100, remaining=12, window_s=21600, source="1.2.3.4")
+    low = ratelimit.Headroom(
+        "anonymous", "runbook host", limit=100, remaining=12, window_s=21600, source="1.2.3.4"
+    )
     lab.params.verification.ratelimit_reserve = 10
     host = hostpull.compare(lab.params, lab.secret, mirrorproof.NexusContent(None), [low])
     assert not (host.samples["path"].eq("direct") & host.samples["image"].str.startswith("docker.io")).any()
@@ -115,14 +125,30 @@ def test_budget_guard_skips_direct_docker_hub_pulls(lab) -> None:
 def test_unlimited_when_no_headers(upstream) -> None:
     h = ratelimit.Headroom.from_headers("anonymous", "x", 200, {"content-type": "x"})
     assert h.unlimited and h.limit is None
-    h = ratelimit.Headroom.from_headers("anonymous", "x", 200, {"RateLimit-Limit": "200;w=3600",
-                                                                "ratelimit-remaining": "7;w=3600",
-                                                                "docker-ratelimit-source": "2001:db8::"})
+    h = ratelimit.Headroom.from_headers(
+        "anonymous",
+        "x",
+        200,
+        {
+            "RateLimit-Limit": "200;w=3600",
+            "ratelimit-remaining": "7;w=3600",
+            "docker-ratelimit-source": "2001:db8::",
+        },
+    )
     assert (h.limit, h.remaining, h.window_s, h.source, h.unlimited) == (200, 7, 3600, "2001:db8::", False)
 
 
-@pytest.mark.parametrize("value,expected", [("100;w=21600", (100, 21600)), ("76", (76, None)),
-                                            (" 0 ; w = 60", (0, 60)), ("", None), ("abc", None), (None, None)])
+@pytest.mark.parametrize(
+    "value,expected",
+    [
+        ("100;w=21600", (100, 21600)),
+        ("76", (76, None)),
+        (" 0 ; w = 60", (0, 60)),
+        ("", None),
+        ("abc", None),
+        (None, None),
+    ],
+)
 def test_parse_ratelimit(value, expected) -> None:
     assert ratelimit.parse_ratelimit(value) == expected
 

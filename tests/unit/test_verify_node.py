@@ -47,8 +47,14 @@ class TestKubelet:
 
     __test__ = False
 
-    def __init__(self, standin: KubeStandIn, kubeconfig: Path, mirrors: dict[str, str], upstream_url: str,
-                 alias_host: str = "registry-1.docker.io") -> None:
+    def __init__(
+        self,
+        standin: KubeStandIn,
+        kubeconfig: Path,
+        mirrors: dict[str, str],
+        upstream_url: str,
+        alias_host: str = "registry-1.docker.io",
+    ) -> None:
         self.api = api_client_from(kubeconfig)
         self.core = k8s.CoreV1Api(self.api)
         self.mirrors = mirrors  # registry -> the mirror its hosts.toml names
@@ -74,13 +80,30 @@ class TestKubelet:
     def _event(self, pod: dict[str, Any], reason: str, message: str, type_: str = "Normal") -> None:
         now = datetime.now(UTC)
         meta = pod["metadata"]
-        self.core.create_namespaced_event(meta["namespace"], {
-            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}", "namespace": meta["namespace"]},
-            "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "namespace": meta["namespace"],
-                               "uid": meta["uid"], "fieldPath": "spec.containers{pull}"},
-            "reason": reason, "message": message, "type": type_, "count": 1,
-            "source": {"component": "kubelet", "host": pod["spec"]["nodeName"]},
-            "firstTimestamp": now, "lastTimestamp": now})
+        self.core.create_namespaced_event(
+            meta["namespace"],
+            {
+                "metadata": {
+                    "name": f"{meta['name']}.{uuid.uuid4().hex[:16]}",
+                    "namespace": meta["namespace"],
+                },
+                "involvedObject": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": meta["name"],
+                    "namespace": meta["namespace"],
+                    "uid": meta["uid"],
+                    "fieldPath": "spec.containers{pull}",
+                },
+                "reason": reason,
+                "message": message,
+                "type": type_,
+                "count": 1,
+                "source": {"component": "kubelet", "host": pod["spec"]["nodeName"]},
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+            },
+        )
 
     def _pull(self, image: str) -> tuple[float, int]:
         """containerd with hosts.toml: mirror, then `server` on a connection failure; the alias goes direct."""
@@ -114,10 +137,15 @@ class TestKubelet:
             self._event(pod, "Failed", f'Failed to pull image "{image}": {err}', "Warning")
             return
         d = go_duration(seconds)
-        self._event(pod, "Pulled", f'Successfully pulled image "{image}" in {d} ({d} including waiting). '
-                                   f"Image size: {size} bytes.")
+        self._event(
+            pod,
+            "Pulled",
+            f'Successfully pulled image "{image}" in {d} ({d} including waiting). Image size: {size} bytes.',
+        )
         try:
-            self.core.patch_namespaced_pod_status(pod["metadata"]["name"], NS, {"status": {"phase": "Succeeded"}})
+            self.core.patch_namespaced_pod_status(
+                pod["metadata"]["name"], NS, {"status": {"phase": "Succeeded"}}
+            )
         except ApiException as err:
             if err.status != 404:  # the stage may already have deleted the Pod
                 raise
@@ -130,11 +158,16 @@ def api_client_from(kubeconfig: Path) -> k8s.ApiClient:
 
 
 def node(name: str, pool: str, ready: bool = True, images: list[dict] | None = None) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": name, "labels": {nodepull.POOL_LABEL: pool, "kubernetes.io/hostname": name}},
-            "spec": {},
-            "status": {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
-                       "images": images or []}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": name, "labels": {nodepull.POOL_LABEL: pool, "kubernetes.io/hostname": name}},
+        "spec": {},
+        "status": {
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+            "images": images or [],
+        },
+    }
 
 
 @pytest.fixture
@@ -144,8 +177,13 @@ def cluster(tmp_path, upstream, monkeypatch):
     upstream.hub.ledger.reset()
     standin = KubeStandIn().start()
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", standin.url)
-    for obj in (node("n-a", "default"), node("n-b", "default"), node("n-down", "default", ready=False),
-                node("g-1", "gpu"), node("other", "spare")):
+    for obj in (
+        node("n-a", "default"),
+        node("n-b", "default"),
+        node("n-down", "default", ready=False),
+        node("g-1", "gpu"),
+        node("other", "spare"),
+    ):
         standin.put(obj)
     lab = Lab(tmp_path / "lab", upstream.url, "anonymous")
     p = lab.params
@@ -187,12 +225,17 @@ def test_pods_on_each_pool_mirrored_and_alias_names_cleaned_up(cluster) -> None:
     result = run_node_path(lab, kube_api)
     df = result.samples
     assert result.measured
-    assert result.pools == {"default": ["n-a", "n-b"], "gpu": ["g-1"]}  # n-down is not Ready; "spare" not asked
+    assert result.pools == {
+        "default": ["n-a", "n-b"],
+        "gpu": ["g-1"],
+    }  # n-down is not Ready; "spare" not asked
     assert df["ok"].all(), df[~df["ok"]][["pulled", "error"]]
     big = df[df["image"] == "docker.io/library/big:lab"]
     # per pool and repetition: the mirrored name, then the alias
-    assert big[big["pool"] == "default"]["pulled"].tolist() == [
-        "docker.io/library/big:lab", "registry-1.docker.io/library/big:lab"] * 2
+    assert (
+        big[big["pool"] == "default"]["pulled"].tolist()
+        == ["docker.io/library/big:lab", "registry-1.docker.io/library/big:lab"] * 2
+    )
     assert set(big[big["pool"] == "default"]["node"]) == {"n-a", "n-b"}  # round-robin
     assert set(big[big["pool"] == "gpu"]["node"]) == {"g-1"}
     # quay.io has no bypass alias: only its mirrored name is pulled, and a note says why
@@ -309,8 +352,10 @@ def test_empty_pool_is_a_note_and_node_path_check_fails_without_nodes(cluster) -
     assert not result.measured and result.samples.empty
     assert any("NodePool nothing-here: no Ready node" in n for n in result.notes)
     fig = report.figures(lab.params, hostpull.HostComparison(samples.frame([])), result, None, [])
-    checks = {c.name: c for c in thresholds.evaluate(lab.params, fig, hostpull.HostComparison(samples.frame([])),
-                                                      result)}
+    checks = {
+        c.name: c
+        for c in thresholds.evaluate(lab.params, fig, hostpull.HostComparison(samples.frame([])), result)
+    }
     assert not checks["node path measured"].ok
 
 
@@ -324,8 +369,18 @@ def test_alias_pulls_respect_the_docker_hub_budget(cluster) -> None:
 
 
 # -- event parsing -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("text,seconds", [("1.234s", 1.234), ("796ms", 0.796), ("1m2.5s", 62.5), ("850µs", 0.00085),
-                                          ("0s", 0.0), ("1h0m0s", 3600.0), ("313.123456ms", 0.313123456)])
+@pytest.mark.parametrize(
+    "text,seconds",
+    [
+        ("1.234s", 1.234),
+        ("796ms", 0.796),
+        ("1m2.5s", 62.5),
+        ("850µs", 0.00085),
+        ("0s", 0.0),
+        ("1h0m0s", 3600.0),
+        ("313.123456ms", 0.313123456),
+    ],
+)
 def test_go_durations(text, seconds) -> None:
     assert nodepull.parse_go_duration(text) == pytest.approx(seconds)
 
@@ -337,10 +392,16 @@ def test_not_go_durations(text) -> None:
 
 
 def test_pulled_messages_of_current_and_older_kubelets() -> None:
-    m = nodepull.parse_pulled('Successfully pulled image "ghcr.io/actions/actions-runner:latest" in 796ms '
-                              '(1.594s including waiting). Image size: 543804759 bytes.')
+    m = nodepull.parse_pulled(
+        'Successfully pulled image "ghcr.io/actions/actions-runner:latest" in 796ms '
+        "(1.594s including waiting). Image size: 543804759 bytes."
+    )
     assert (m.image, m.seconds, m.seconds_with_waiting, m.size_bytes) == (
-        "ghcr.io/actions/actions-runner:latest", pytest.approx(0.796), pytest.approx(1.594), 543804759)
+        "ghcr.io/actions/actions-runner:latest",
+        pytest.approx(0.796),
+        pytest.approx(1.594),
+        543804759,
+    )
     older = nodepull.parse_pulled('Successfully pulled image "nginx" in 1.234s (1.234s including waiting)')
     assert (older.image, older.seconds, older.size_bytes) == ("nginx", pytest.approx(1.234), None)
     oldest = nodepull.parse_pulled('Successfully pulled image "busybox" in 2.5s')
@@ -350,18 +411,31 @@ def test_pulled_messages_of_current_and_older_kubelets() -> None:
 
 
 def test_failed_messages() -> None:
-    assert nodepull.parse_failed('Failed to pull image "docker.io/library/x:1": rpc error: code = NotFound') == (
-        "docker.io/library/x:1", "rpc error: code = NotFound")
+    assert nodepull.parse_failed(
+        'Failed to pull image "docker.io/library/x:1": rpc error: code = NotFound'
+    ) == ("docker.io/library/x:1", "rpc error: code = NotFound")
     assert nodepull.parse_failed("Error: ErrImagePull") is None
 
 
 def test_node_cache_state_from_reported_images(cluster) -> None:
     lab, standin, kubelet, kube_api = cluster
     core = k8s.CoreV1Api(kube_api)
-    standin.put(node("n-img", "x", images=[
-        {"names": ["docker.io/library/big@sha256:" + "a" * 64, "docker.io/library/big:lab"], "sizeBytes": 1}]))
+    standin.put(
+        node(
+            "n-img",
+            "x",
+            images=[
+                {
+                    "names": ["docker.io/library/big@sha256:" + "a" * 64, "docker.io/library/big:lab"],
+                    "sizeBytes": 1,
+                }
+            ],
+        )
+    )
     standin.put(node("n-other", "x", images=[{"names": ["docker.io/library/demo:1"], "sizeBytes": 1}]))
-    standin.put(node("n-alias", "x", images=[{"names": ["registry-1.docker.io/library/big:lab"], "sizeBytes": 1}]))
+    standin.put(
+        node("n-alias", "x", images=[{"names": ["registry-1.docker.io/library/big:lab"], "sizeBytes": 1}])
+    )
     ref = ImageRef.parse("docker.io/library/big:lab")
     hosts = ("docker.io", "registry-1.docker.io")
     assert nodepull.node_cache(core, "n-img", ref, hosts) == nodepull.IMAGE_ON_NODE

@@ -33,22 +33,56 @@ def params(**thresholds_) -> params_mod.RunbookParams:
     return p
 
 
-def row(image: str, label: str, seconds: float | None, ok: bool = True, scope: str = "host", pool: str | None = None,
-        node: str | None = None, served_by: str | None = None, node_cache: str | None = None,
-        eligible: bool = True, rep: int = 1) -> dict:
+def row(
+    image: str,
+    label: str,
+    seconds: float | None,
+    ok: bool = True,
+    scope: str = "host",
+    pool: str | None = None,
+    node: str | None = None,
+    served_by: str | None = None,
+    node_cache: str | None = None,
+    eligible: bool = True,
+    rep: int = 1,
+) -> dict:
     path = "direct" if label == samples.DIRECT else "mirror"
-    return {"scope": scope, "pool": pool, "node": node, "image": image, "pulled": image, "path": path, "label": label,
-            "rep": rep, "ok": ok, "seconds": seconds, "time_to_manifest_s": None, "bytes": 1000, "MBps": 1.0,
-            "status": None if ok else 503, "code": None, "error": None if ok else "boom", "endpoint": "x",
-            "node_cache": node_cache, "served_by": served_by or (path if ok else None), "eligible": eligible}
+    return {
+        "scope": scope,
+        "pool": pool,
+        "node": node,
+        "image": image,
+        "pulled": image,
+        "path": path,
+        "label": label,
+        "rep": rep,
+        "ok": ok,
+        "seconds": seconds,
+        "time_to_manifest_s": None,
+        "bytes": 1000,
+        "MBps": 1.0,
+        "status": None if ok else 503,
+        "code": None,
+        "error": None if ok else "boom",
+        "endpoint": "x",
+        "node_cache": node_cache,
+        "served_by": served_by or (path if ok else None),
+        "eligible": eligible,
+    }
 
 
 def host_comparison() -> HostComparison:
     rows = [row(BIG, samples.DIRECT, s, rep=i) for i, s in enumerate((3.0, 2.0, 4.0), 1)]
-    rows += [row(BIG, samples.MIRROR_COLD, 3.5), row(BIG, samples.MIRROR_WARM, 0.5, rep=2),
-             row(BIG, samples.MIRROR_WARM, 0.4, rep=3)]
-    rows += [row(SMALL, samples.DIRECT, 0.2), row(SMALL, samples.WAS_CACHED, 0.1),
-             row(SMALL, samples.MIRROR_WARM, None, ok=False, rep=2)]
+    rows += [
+        row(BIG, samples.MIRROR_COLD, 3.5),
+        row(BIG, samples.MIRROR_WARM, 0.5, rep=2),
+        row(BIG, samples.MIRROR_WARM, 0.4, rep=3),
+    ]
+    rows += [
+        row(SMALL, samples.DIRECT, 0.2),
+        row(SMALL, samples.WAS_CACHED, 0.1),
+        row(SMALL, samples.MIRROR_WARM, None, ok=False, rep=2),
+    ]
     return HostComparison(samples.frame(rows))
 
 
@@ -57,27 +91,82 @@ def node_comparison(bypass: bool = False) -> NodeComparison:
     for pool, nodes in (("default", ("n-a", "n-b")), ("gpu", ("g-1",))):
         for rep in (1, 2):
             n = nodes[rep % len(nodes)]
-            rows.append(row(BIG, samples.MIRROR_WARM, 0.6, scope="node", pool=pool, node=n, served_by="mirror",
-                            node_cache=NOT_REPORTED, rep=rep))
-            rows.append(row(BIG, samples.DIRECT, 3.0, scope="node", pool=pool, node=n, served_by="upstream",
-                            node_cache=NOT_REPORTED, rep=rep))
+            rows.append(
+                row(
+                    BIG,
+                    samples.MIRROR_WARM,
+                    0.6,
+                    scope="node",
+                    pool=pool,
+                    node=n,
+                    served_by="mirror",
+                    node_cache=NOT_REPORTED,
+                    rep=rep,
+                )
+            )
+            rows.append(
+                row(
+                    BIG,
+                    samples.DIRECT,
+                    3.0,
+                    scope="node",
+                    pool=pool,
+                    node=n,
+                    served_by="upstream",
+                    node_cache=NOT_REPORTED,
+                    rep=rep,
+                )
+            )
     # a sample the node already held: kept, but not in the medians
-    rows.append(row(BIG, samples.DIRECT, 0.1, scope="node", pool="default", node="n-a", served_by="upstream",
-                    node_cache=IMAGE_ON_NODE, eligible=False, rep=3))
+    rows.append(
+        row(
+            BIG,
+            samples.DIRECT,
+            0.1,
+            scope="node",
+            pool="default",
+            node="n-a",
+            served_by="upstream",
+            node_cache=IMAGE_ON_NODE,
+            eligible=False,
+            rep=3,
+        )
+    )
     if bypass:
-        rows.append(row(BIG, samples.MIRROR_WARM, 3.1, scope="node", pool="gpu", node="g-1", served_by=FALLBACK,
-                        node_cache=NOT_REPORTED, eligible=False, rep=3))
+        rows.append(
+            row(
+                BIG,
+                samples.MIRROR_WARM,
+                3.1,
+                scope="node",
+                pool="gpu",
+                node="g-1",
+                served_by=FALLBACK,
+                node_cache=NOT_REPORTED,
+                eligible=False,
+                rep=3,
+            )
+        )
     result = NodeComparison(samples.frame(rows), {"default": ["n-a", "n-b"], "gpu": ["g-1"]}, measured=True)
     return result
 
 
 def proof(present: bool | None = True) -> Proof:
-    return Proof([ImageProof(BIG, "docker-hub", present, "found" if present else "not found"),
-                  ImageProof(SMALL, "docker-hub", True, "found")], "lab counters", 42)
+    return Proof(
+        [
+            ImageProof(BIG, "docker-hub", present, "found" if present else "not found"),
+            ImageProof(SMALL, "docker-hub", True, "found"),
+        ],
+        "lab counters",
+        42,
+    )
 
 
-HEADROOM = [Headroom("anonymous", "runbook host", limit=100, remaining=80, window_s=21600, source="127.0.0.1",
-                     status=200)]
+HEADROOM = [
+    Headroom(
+        "anonymous", "runbook host", limit=100, remaining=80, window_s=21600, source="127.0.0.1", status=200
+    )
+]
 
 
 # -- samples -------------------------------------------------------------------------------------------
@@ -92,7 +181,9 @@ def test_medians_speedups_and_set_speedup() -> None:
     assert list(big.index) == [samples.DIRECT, samples.MIRROR_COLD, samples.MIRROR_WARM]
     assert (big.loc[samples.DIRECT, "min_s"], big.loc[samples.DIRECT, "max_s"]) == (2.0, 4.0)
     small = summary[summary["image"] == SMALL].set_index("label")
-    assert small.loc[samples.MIRROR_WARM, "failed"] == 1 and pd.isna(small.loc[samples.MIRROR_WARM, "median_s"])
+    assert small.loc[samples.MIRROR_WARM, "failed"] == 1 and pd.isna(
+        small.loc[samples.MIRROR_WARM, "median_s"]
+    )
 
 
 def test_ineligible_node_samples_stay_out_of_the_medians() -> None:
@@ -119,7 +210,9 @@ def test_figures_are_json_clean_and_headline_prefers_the_node_path() -> None:
     assert fig["host"]["medians_s"][SMALL][samples.MIRROR_WARM] is None
     assert fig["ratelimit"]["anonymous_remaining"] == 80 and fig["ratelimit"]["window_s"] == 21600
     assert report.headline(fig) == {"speedup_scope": "node", "set_speedup": pytest.approx(5.0)}
-    no_node = report.figures(params(), host_comparison(), NodeComparison(samples.frame([])), proof(), HEADROOM)
+    no_node = report.figures(
+        params(), host_comparison(), NodeComparison(samples.frame([])), proof(), HEADROOM
+    )
     assert report.headline(no_node)["speedup_scope"] == "host"
 
 
@@ -144,10 +237,15 @@ def test_each_threshold_breach_fails_the_stage_and_says_why() -> None:
     fig = report.figures(p, host, node, proof(present=False), HEADROOM)
     checks = checks_by_name(thresholds.evaluate(p, fig, host, node))
     assert not checks["no node pull bypassed the mirror"].ok
-    assert "1 node pull(s) of mirrored names bypassed the mirror" in checks["no node pull bypassed the mirror"].detail
+    assert (
+        "1 node pull(s) of mirrored names bypassed the mirror"
+        in checks["no node pull bypassed the mirror"].detail
+    )
     assert not checks["pulls through the mirror succeeded"].ok  # the failed warm pull of demo:1
     assert not checks["Nexus holds every image in its proxy repository"].ok
-    assert not checks["warm-mirror speed-up ≥ 6×"].ok and "5.00×" in checks["warm-mirror speed-up ≥ 6×"].detail
+    assert (
+        not checks["warm-mirror speed-up ≥ 6×"].ok and "5.00×" in checks["warm-mirror speed-up ≥ 6×"].detail
+    )
     assert not checks["warm pulls within 0.5 s"].ok
     assert not checks["Docker Hub pulls remaining ≥ 90"].ok
     assert "80 of 100 left for 127.0.0.1" in checks["Docker Hub pulls remaining ≥ 90"].detail
@@ -190,7 +288,9 @@ def test_history_appends_reads_and_replaces_a_rerun(tmp_path) -> None:
     t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     store.append("run-1", "lab", rows, metrics, at=t0)
     store.append("run-2", "lab", rows, {**metrics, "bypassed": 3}, at=t0 + dt.timedelta(days=1))
-    store.append("run-2", "lab", rows, {**metrics, "bypassed": 1}, at=t0 + dt.timedelta(days=1))  # rerun replaces
+    store.append(
+        "run-2", "lab", rows, {**metrics, "bypassed": 1}, at=t0 + dt.timedelta(days=1)
+    )  # rerun replaces
     store.append("other", "prod", rows, metrics, at=t0)
     assert store.runs("lab") == 2 and store.runs("prod") == 1
     m = store.metrics("lab")
@@ -251,14 +351,23 @@ def test_every_chart_renders_a_png_with_agg(tmp_path) -> None:
     store = history.HistoryStore(tmp_path / "h.sqlite")
     t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     for i in range(3):
-        store.append(f"r{i}", "lab", report.history_rows(host, node),
-                     {**report.history_metrics(fig, None), "nexus.components": 100.0 * (i + 1)},
-                     at=t0 + dt.timedelta(days=i))
+        store.append(
+            f"r{i}",
+            "lab",
+            report.history_rows(host, node),
+            {**report.history_metrics(fig, None), "nexus.components": 100.0 * (i + 1)},
+            at=t0 + dt.timedelta(days=i),
+        )
     p.verification.expected_pulls_per_day = 1000
     use = report.usage(p, NexusContent(None), None, proof(), host, node, store.metrics("lab"))
-    figures = [charts.pull_times(host.samples), charts.node_times(node.samples), charts.speedups(fig, 2.0),
-               charts.ratelimit(HEADROOM), charts.trend(store.medians("lab"), store.metrics("lab")),
-               charts.usage(use, store.metrics("lab"))]
+    figures = [
+        charts.pull_times(host.samples),
+        charts.node_times(node.samples),
+        charts.speedups(fig, 2.0),
+        charts.ratelimit(HEADROOM),
+        charts.trend(store.medians("lab"), store.metrics("lab")),
+        charts.usage(use, store.metrics("lab")),
+    ]
     for f in figures:
         data = png(f)
         assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5000
@@ -266,10 +375,13 @@ def test_every_chart_renders_a_png_with_agg(tmp_path) -> None:
 
 def test_charts_without_data_explain_themselves() -> None:
     empty = samples.frame([])
-    for f in (charts.pull_times(empty), charts.node_times(empty),
-              charts.ratelimit([Headroom("anonymous", "h", unlimited=True)]),
-              charts.trend(pd.DataFrame(columns=["scope"]), pd.DataFrame()),
-              charts.speedups({"host": {"speedup": {}}, "node": {"speedup": {}}})):
+    for f in (
+        charts.pull_times(empty),
+        charts.node_times(empty),
+        charts.ratelimit([Headroom("anonymous", "h", unlimited=True)]),
+        charts.trend(pd.DataFrame(columns=["scope"]), pd.DataFrame()),
+        charts.speedups({"host": {"speedup": {}}, "node": {"speedup": {}}}),
+    ):
         texts = [t.get_text() for ax in f.axes for t in ax.texts]
         assert texts and texts[0]
         assert png(f).startswith(b"\x89PNG")

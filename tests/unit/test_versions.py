@@ -7,13 +7,16 @@ import pytest
 from runbook_lib.versions import numeric_release
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("v1.14.1", (1, 14, 1)),
-    ("1.7.27-1", (1, 7, 27)),  # a distribution's package revision
-    ("1.6.2~rc1", (1, 6, 2)),
-    ("2.0.0+azure", (2, 0, 0)),
-    (" 0.32 ", (0, 32)),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("v1.14.1", (1, 14, 1)),
+        ("1.7.27-1", (1, 7, 27)),  # a distribution's package revision
+        ("1.6.2~rc1", (1, 6, 2)),
+        ("2.0.0+azure", (2, 0, 0)),
+        (" 0.32 ", (0, 32)),
+    ],
+)
 def test_numeric_core(text: str, expected: tuple[int, ...]) -> None:
     assert numeric_release(text) == expected
 

@@ -17,14 +17,19 @@ from .server import KubeStandIn
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m runbook_lab.kube",
-                                     description="Kubernetes API stand-in for the lab")
+    parser = argparse.ArgumentParser(
+        prog="python -m runbook_lab.kube", description="Kubernetes API stand-in for the lab"
+    )
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--state-file", type=Path, help="JSON state file; objects survive restarts")
     parser.add_argument("--kubeconfig", type=Path, help="write a kubeconfig for this server here")
-    parser.add_argument("--crds", default="all", choices=sorted(PROFILES),
-                        help="Karpenter CRD set installed on a fresh state (default: all)")
+    parser.add_argument(
+        "--crds",
+        default="all",
+        choices=sorted(PROFILES),
+        help="Karpenter CRD set installed on a fresh state (default: all)",
+    )
     args = parser.parse_args(argv)
     try:
         standin = KubeStandIn(args.state_file, port=args.port, host=args.host, crds=args.crds)

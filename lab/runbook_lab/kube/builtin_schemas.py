@@ -17,14 +17,27 @@ from typing import Any
 
 # kind -> (module, class) in kubernetes.client.models; importing single modules keeps this fast
 MODELS = {
-    "Namespace": ("v1_namespace", "V1Namespace"), "Node": ("v1_node", "V1Node"), "Pod": ("v1_pod", "V1Pod"),
-    "Event": ("core_v1_event", "CoreV1Event"), "Secret": ("v1_secret", "V1Secret"),
-    "ConfigMap": ("v1_config_map", "V1ConfigMap"), "Service": ("v1_service", "V1Service"),
-    "Ingress": ("v1_ingress", "V1Ingress"), "Job": ("v1_job", "V1Job"),
+    "Namespace": ("v1_namespace", "V1Namespace"),
+    "Node": ("v1_node", "V1Node"),
+    "Pod": ("v1_pod", "V1Pod"),
+    "Event": ("core_v1_event", "CoreV1Event"),
+    "Secret": ("v1_secret", "V1Secret"),
+    "ConfigMap": ("v1_config_map", "V1ConfigMap"),
+    "Service": ("v1_service", "V1Service"),
+    "Ingress": ("v1_ingress", "V1Ingress"),
+    "Job": ("v1_job", "V1Job"),
     "CustomResourceDefinition": ("v1_custom_resource_definition", "V1CustomResourceDefinition"),
 }
-_SCALARS = {"str": "string", "int": "integer", "float": "number", "bool": "boolean", "datetime": "string",
-            "date": "string", "bytearray": "string", "bytes": "string"}
+_SCALARS = {
+    "str": "string",
+    "int": "integer",
+    "float": "number",
+    "bool": "boolean",
+    "datetime": "string",
+    "date": "string",
+    "bytearray": "string",
+    "bytes": "string",
+}
 
 
 def _schema_for_type(type_name: str, owner: Any, cache: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -96,7 +96,9 @@ def _not_ready_tolerations(spec: dict[str, Any]) -> None:
     tolerations = spec.setdefault("tolerations", [])
     for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"):
         if not any(t.get("key") == key and t.get("effect") in (None, "", "NoExecute") for t in tolerations):
-            tolerations.append({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300})
+            tolerations.append(
+                {"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}
+            )
 
 
 def prepare_for_create(rt: ResourceType, obj: dict[str, Any], alloc: Callable[[], Allocator]) -> None:
@@ -147,8 +149,14 @@ def _prepare_job(obj: dict[str, Any]) -> None:
         # generateSelector (pkg/registry/batch/job/strategy.go)
         uid = meta["uid"]
         labels = template.setdefault("metadata", {}).setdefault("labels", {})
-        labels.update({"batch.kubernetes.io/controller-uid": uid, "batch.kubernetes.io/job-name": meta["name"],
-                       "controller-uid": uid, "job-name": meta["name"]})
+        labels.update(
+            {
+                "batch.kubernetes.io/controller-uid": uid,
+                "batch.kubernetes.io/job-name": meta["name"],
+                "controller-uid": uid,
+                "job-name": meta["name"],
+            }
+        )
         spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
     meta.setdefault("labels", {}).setdefault("batch.kubernetes.io/job-name", meta["name"])
     meta["labels"].setdefault("job-name", meta["name"])
@@ -175,8 +183,11 @@ def _prepare_service(obj: dict[str, Any], old: dict[str, Any] | None, alloc: Cal
             port["targetPort"] = port["port"]
         if spec["type"] in ("NodePort", "LoadBalancer") and not port.get("nodePort"):
             old_ports = old_spec.get("ports") or []
-            port["nodePort"] = old_ports[i].get("nodePort") if i < len(old_ports) and old_ports[i].get(
-                "nodePort") else alloc().node_port()
+            port["nodePort"] = (
+                old_ports[i].get("nodePort")
+                if i < len(old_ports) and old_ports[i].get("nodePort")
+                else alloc().node_port()
+            )
     if spec["type"] in ("NodePort", "LoadBalancer"):
         spec.setdefault("externalTrafficPolicy", "Cluster")
 
@@ -196,18 +207,28 @@ def _crd_status(crd: dict[str, Any]) -> dict[str, Any]:
     return {
         "acceptedNames": copy.deepcopy(names),
         "conditions": [
-            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts",
-             "message": "no conflicts found", "lastTransitionTime": crd["metadata"]["creationTimestamp"]},
-            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
-             "message": "the initial names have been accepted",
-             "lastTransitionTime": crd["metadata"]["creationTimestamp"]},
+            {
+                "type": "NamesAccepted",
+                "status": "True",
+                "reason": "NoConflicts",
+                "message": "no conflicts found",
+                "lastTransitionTime": crd["metadata"]["creationTimestamp"],
+            },
+            {
+                "type": "Established",
+                "status": "True",
+                "reason": "InitialNamesAccepted",
+                "message": "the initial names have been accepted",
+                "lastTransitionTime": crd["metadata"]["creationTimestamp"],
+            },
         ],
         "storedVersions": storage,
     }
 
 
-def prepare_for_update(rt: ResourceType, new: dict[str, Any], old: dict[str, Any],
-                       alloc: Callable[[], Allocator]) -> None:
+def prepare_for_update(
+    rt: ResourceType, new: dict[str, Any], old: dict[str, Any], alloc: Callable[[], Allocator]
+) -> None:
     kind = rt.kind
     if kind == "Pod":
         default_pod_spec(new.setdefault("spec", {}))
@@ -250,7 +271,9 @@ def _validate_containers(containers: Any, path: str, required: bool) -> list[Fie
     return errs
 
 
-def _validate_pod_spec(spec: dict[str, Any], path: str, restart_policies: tuple[str, ...]) -> list[FieldError]:
+def _validate_pod_spec(
+    spec: dict[str, Any], path: str, restart_policies: tuple[str, ...]
+) -> list[FieldError]:
     errs = _validate_containers(spec.get("containers"), f"{path}.containers", True)
     errs += _validate_containers(spec.get("initContainers"), f"{path}.initContainers", False)
     policy = spec.get("restartPolicy")
@@ -260,10 +283,12 @@ def _validate_pod_spec(spec: dict[str, Any], path: str, restart_policies: tuple[
 
 
 # ValidatePodUpdate's message (upstream appends a diff of the two specs, which is not reproduced)
-POD_MUTABLE = ("pod updates may not change fields other than `spec.containers[*].image`,"
-               "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions "
-               "to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was "
-               "previously negative)")
+POD_MUTABLE = (
+    "pod updates may not change fields other than `spec.containers[*].image`,"
+    "`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions "
+    "to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was "
+    "previously negative)"
+)
 
 
 def _pod_spec_mutable_view(spec: dict[str, Any]) -> dict[str, Any]:
@@ -286,8 +311,11 @@ def _secret_errors(obj: dict[str, Any], old: dict[str, Any] | None) -> list[Fiel
     if total > 1024 * 1024:
         errs.append(FieldError("FieldValueTooLong", "data", "", f"must have at most {1024 * 1024} bytes"))
     stype = obj.get("type") or "Opaque"
-    required = {"kubernetes.io/dockerconfigjson": [".dockerconfigjson"], "kubernetes.io/dockercfg": [".dockercfg"],
-                "kubernetes.io/tls": ["tls.crt", "tls.key"]}.get(stype, [])
+    required = {
+        "kubernetes.io/dockerconfigjson": [".dockerconfigjson"],
+        "kubernetes.io/dockercfg": [".dockercfg"],
+        "kubernetes.io/tls": ["tls.crt", "tls.key"],
+    }.get(stype, [])
     for key in required:
         if key not in data:
             errs.append(FieldError.required(f"data[{key}]"))
@@ -329,7 +357,9 @@ def validate(rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None) 
         if not template:
             errs.append(FieldError.required("spec.template"))
         else:
-            errs += _validate_pod_spec(template.get("spec") or {}, "spec.template.spec", ("OnFailure", "Never"))
+            errs += _validate_pod_spec(
+                template.get("spec") or {}, "spec.template.spec", ("OnFailure", "Never")
+            )
         if old is not None:
             old_spec = old.get("spec") or {}
             for key in ("template", "selector", "completions", "completionMode"):
@@ -350,12 +380,19 @@ def validate(rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None) 
             if not isinstance(number, int) or not 1 <= number <= 65535:
                 errs.append(FieldError.invalid(f"{p}.port", number, "must be between 1 and 65535, inclusive"))
             if port.get("protocol") not in ("TCP", "UDP", "SCTP"):
-                errs.append(FieldError.not_supported(f"{p}.protocol", port.get("protocol"), ["SCTP", "TCP", "UDP"]))
+                errs.append(
+                    FieldError.not_supported(f"{p}.protocol", port.get("protocol"), ["SCTP", "TCP", "UDP"])
+                )
         if spec.get("type") not in ("ClusterIP", "NodePort", "LoadBalancer", "ExternalName"):
-            errs.append(FieldError.not_supported("spec.type", spec.get("type"),
-                                                 ["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"]))
+            errs.append(
+                FieldError.not_supported(
+                    "spec.type", spec.get("type"), ["ClusterIP", "ExternalName", "LoadBalancer", "NodePort"]
+                )
+            )
         if old is not None and (old.get("spec") or {}).get("clusterIP") not in (None, spec.get("clusterIP")):
-            errs.append(FieldError.invalid("spec.clusterIPs[0]", spec.get("clusterIP"), "may not change once set"))
+            errs.append(
+                FieldError.invalid("spec.clusterIPs[0]", spec.get("clusterIP"), "may not change once set")
+            )
     elif kind == "Secret":
         errs += _secret_errors(obj, old)
     elif kind == "ConfigMap":
@@ -372,16 +409,22 @@ def validate(rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None) 
         for i, rule in enumerate((obj.get("spec") or {}).get("rules") or []):
             for j, path in enumerate(((rule or {}).get("http") or {}).get("paths") or []):
                 if not path.get("pathType"):
-                    errs.append(FieldError.required(f"spec.rules[{i}].http.paths[{j}].pathType",
-                                                    "pathType must be specified"))
+                    errs.append(
+                        FieldError.required(
+                            f"spec.rules[{i}].http.paths[{j}].pathType", "pathType must be specified"
+                        )
+                    )
     elif kind == "CustomResourceDefinition":
         errs += _crd_errors(obj)
     elif kind == "Event":
         involved = obj.get("involvedObject") or {}
         ns = obj["metadata"].get("namespace")
         if involved.get("namespace") and involved["namespace"] != ns:
-            errs.append(FieldError.invalid("involvedObject.namespace", involved["namespace"],
-                                           "does not match event.namespace"))
+            errs.append(
+                FieldError.invalid(
+                    "involvedObject.namespace", involved["namespace"], "does not match event.namespace"
+                )
+            )
     return errs
 
 
@@ -391,8 +434,11 @@ def _crd_errors(crd: dict[str, Any]) -> list[FieldError]:
     errs = []
     expected = f"{names.get('plural', '')}.{spec.get('group', '')}"
     if crd["metadata"]["name"] != expected:
-        errs.append(FieldError.invalid("metadata.name", crd["metadata"]["name"],
-                                       'must be spec.names.plural+"."+spec.group'))
+        errs.append(
+            FieldError.invalid(
+                "metadata.name", crd["metadata"]["name"], 'must be spec.names.plural+"."+spec.group'
+            )
+        )
     for key in ("group",):
         if not spec.get(key):
             errs.append(FieldError.required(f"spec.{key}"))
@@ -403,7 +449,11 @@ def _crd_errors(crd: dict[str, Any]) -> list[FieldError]:
     if not versions:
         errs.append(FieldError.required("spec.versions"))
     elif sum(1 for v in versions if v.get("storage")) != 1:
-        errs.append(FieldError.invalid("spec.versions", versions, "must have exactly one version marked as storage version"))
+        errs.append(
+            FieldError.invalid(
+                "spec.versions", versions, "must have exactly one version marked as storage version"
+            )
+        )
     if spec.get("scope") not in ("Cluster", "Namespaced"):
         errs.append(FieldError.not_supported("spec.scope", spec.get("scope"), ["Cluster", "Namespaced"]))
     if not errs:
@@ -420,8 +470,9 @@ def check_secret_encoding(obj: dict[str, Any]) -> None:
         try:
             base64.b64decode(value or "", validate=True)
         except (binascii.Error, TypeError) as exc:
-            raise bad_request(f'Secret in version "v1" cannot be handled as a Secret: illegal base64 data: {exc}') \
-                from exc
+            raise bad_request(
+                f'Secret in version "v1" cannot be handled as a Secret: illegal base64 data: {exc}'
+            ) from exc
 
 
 def finalizer_errors(finalizers: Any) -> list[FieldError]:

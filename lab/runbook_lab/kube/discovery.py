@@ -29,8 +29,11 @@ DEFAULT_VERSION: dict[str, str] = {
 
 
 def api_versions(server_address: str) -> dict[str, Any]:
-    return {"kind": "APIVersions", "versions": ["v1"],
-            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}]}
+    return {
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}],
+    }
 
 
 def _group_entry(group: str, versions: list[str]) -> dict[str, Any]:
@@ -51,8 +54,13 @@ def api_group(registry: Registry, group: str) -> dict[str, Any] | None:
 
 
 def _resource_entries(rt: ResourceType) -> list[dict[str, Any]]:
-    main: dict[str, Any] = {"name": rt.plural, "singularName": rt.singular, "namespaced": rt.namespaced,
-                            "kind": rt.kind, "verbs": list(VERBS)}
+    main: dict[str, Any] = {
+        "name": rt.plural,
+        "singularName": rt.singular,
+        "namespaced": rt.namespaced,
+        "kind": rt.kind,
+        "verbs": list(VERBS),
+    }
     if rt.short_names:
         main["shortNames"] = list(rt.short_names)
     if rt.categories:
@@ -64,8 +72,15 @@ def _resource_entries(rt: ResourceType) -> list[dict[str, Any]]:
             kind, verbs = "Binding", ["create"]
         elif sub == "finalize":
             verbs = ["update"]
-        entries.append({"name": f"{rt.plural}/{sub}", "singularName": "", "namespaced": rt.namespaced,
-                        "kind": kind, "verbs": verbs})
+        entries.append(
+            {
+                "name": f"{rt.plural}/{sub}",
+                "singularName": "",
+                "namespaced": rt.namespaced,
+                "kind": kind,
+                "verbs": verbs,
+            }
+        )
     return entries
 
 
@@ -74,8 +89,11 @@ def api_resource_list(registry: Registry, group: str, version: str) -> dict[str,
     if not types:
         return None
     resources = [e for rt in sorted(types, key=lambda t: t.plural) for e in _resource_entries(rt)]
-    body: dict[str, Any] = {"kind": "APIResourceList", "groupVersion": f"{group}/{version}" if group else version,
-                            "resources": resources}
+    body: dict[str, Any] = {
+        "kind": "APIResourceList",
+        "groupVersion": f"{group}/{version}" if group else version,
+        "resources": resources,
+    }
     if group:
         body["apiVersion"] = "v1"
     return body

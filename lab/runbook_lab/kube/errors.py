@@ -120,19 +120,30 @@ def qualified(resource: str, group: str) -> str:
 
 
 def not_found(resource: str, group: str, name: str) -> ApiError:
-    return ApiError(404, "NotFound", f"{qualified(resource, group)} {json.dumps(name)} not found",
-                    {"name": name, "group": group, "kind": resource})
+    return ApiError(
+        404,
+        "NotFound",
+        f"{qualified(resource, group)} {json.dumps(name)} not found",
+        {"name": name, "group": group, "kind": resource},
+    )
 
 
 def already_exists(resource: str, group: str, name: str) -> ApiError:
-    return ApiError(409, "AlreadyExists", f"{qualified(resource, group)} {json.dumps(name)} already exists",
-                    {"name": name, "group": group, "kind": resource})
+    return ApiError(
+        409,
+        "AlreadyExists",
+        f"{qualified(resource, group)} {json.dumps(name)} already exists",
+        {"name": name, "group": group, "kind": resource},
+    )
 
 
 def conflict(resource: str, group: str, name: str, why: str) -> ApiError:
-    return ApiError(409, "Conflict",
-                    f"Operation cannot be fulfilled on {qualified(resource, group)} {json.dumps(name)}: {why}",
-                    {"name": name, "group": group, "kind": resource})
+    return ApiError(
+        409,
+        "Conflict",
+        f"Operation cannot be fulfilled on {qualified(resource, group)} {json.dumps(name)}: {why}",
+        {"name": name, "group": group, "kind": resource},
+    )
 
 
 STALE_OBJECT = "the object has been modified; please apply your changes to the latest version and try again"
@@ -155,8 +166,12 @@ def invalid(kind: str, group: str, name: str, errors: list[FieldError]) -> ApiEr
     aggregate = str(unique[0]) if len(unique) == 1 else "[" + ", ".join(str(e) for e in unique) + "]"
     qualified_kind = f"{kind}.{group}" if group else kind
     causes = [{"reason": e.type, "message": e.body(), "field": e.field} for e in errors]
-    return ApiError(422, "Invalid", f"{qualified_kind} {json.dumps(name)} is invalid: {aggregate}",
-                    {"name": name, "group": group, "kind": kind, "causes": causes})
+    return ApiError(
+        422,
+        "Invalid",
+        f"{qualified_kind} {json.dumps(name)} is invalid: {aggregate}",
+        {"name": name, "group": group, "kind": kind, "causes": causes},
+    )
 
 
 def bad_request(message: str) -> ApiError:
@@ -164,9 +179,12 @@ def bad_request(message: str) -> ApiError:
 
 
 def method_not_supported(resource: str, group: str, action: str) -> ApiError:
-    return ApiError(405, "MethodNotAllowed",
-                    f"{action} is not supported on resources of kind {json.dumps(qualified(resource, group))}",
-                    {"group": group, "kind": resource})
+    return ApiError(
+        405,
+        "MethodNotAllowed",
+        f"{action} is not supported on resources of kind {json.dumps(qualified(resource, group))}",
+        {"group": group, "kind": resource},
+    )
 
 
 # NewGenericServerResponse: what the apiserver answers when go-restful itself rejects a request
@@ -187,8 +205,11 @@ def generic(code: int, server_message: str = "") -> ApiError:
 
 def unsupported_media_type(accepted: list[str]) -> ApiError:
     # negotiation.NewUnsupportedMediaTypeError
-    return generic(415, "the body of the request was in an unknown format - accepted media types include: "
-                   + ", ".join(accepted))
+    return generic(
+        415,
+        "the body of the request was in an unknown format - accepted media types include: "
+        + ", ".join(accepted),
+    )
 
 
 def expired(message: str) -> ApiError:
@@ -196,4 +217,6 @@ def expired(message: str) -> ApiError:
 
 
 def internal(message: str) -> ApiError:
-    return ApiError(500, "InternalError", f"Internal error occurred: {message}", {"causes": [{"message": message}]})
+    return ApiError(
+        500, "InternalError", f"Internal error occurred: {message}", {"causes": [{"message": message}]}
+    )

@@ -18,13 +18,17 @@ def kubeconfig_dict(server_url: str, context: str = "lab", namespace: str = "def
         "kind": "Config",
         "clusters": [{"name": context, "cluster": {"server": server_url}}],
         "users": [{"name": context, "user": {"token": LAB_TOKEN}}],
-        "contexts": [{"name": context, "context": {"cluster": context, "user": context, "namespace": namespace}}],
+        "contexts": [
+            {"name": context, "context": {"cluster": context, "user": context, "namespace": namespace}}
+        ],
         "current-context": context,
         "preferences": {},
     }
 
 
-def write_kubeconfig(path: Path | str, server_url: str, context: str = "lab", namespace: str = "default") -> Path:
+def write_kubeconfig(
+    path: Path | str, server_url: str, context: str = "lab", namespace: str = "default"
+) -> Path:
     """Write (atomically, mode 0600 like kubectl does) a kubeconfig pointing at `server_url` over plain http."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

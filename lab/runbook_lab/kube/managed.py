@@ -27,8 +27,19 @@ from .errors import ApiError
 Path = tuple[str, ...]
 # Fields never tracked (upstream strips these before computing field sets).
 _IGNORED_TOP = {"apiVersion", "kind"}
-_IGNORED_META = {"name", "namespace", "uid", "resourceVersion", "generation", "creationTimestamp",
-                 "deletionTimestamp", "deletionGracePeriodSeconds", "managedFields", "selfLink", "generateName"}
+_IGNORED_META = {
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "managedFields",
+    "selfLink",
+    "generateName",
+}
 
 
 _MISSING = object()
@@ -108,19 +119,32 @@ def _deep_merge(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]
 
 
 class Entry:
-    def __init__(self, manager: str, operation: str, api_version: str, subresource: str, paths: set[Path],
-                 time: str) -> None:
+    def __init__(
+        self, manager: str, operation: str, api_version: str, subresource: str, paths: set[Path], time: str
+    ) -> None:
         self.manager, self.operation, self.api_version = manager, operation, api_version
         self.subresource, self.paths, self.time = subresource, paths, time
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> Entry:
-        return cls(raw.get("manager", ""), raw.get("operation", "Update"), raw.get("apiVersion", ""),
-                   raw.get("subresource", ""), _from_fields_v1(raw.get("fieldsV1")), raw.get("time", ""))
+        return cls(
+            raw.get("manager", ""),
+            raw.get("operation", "Update"),
+            raw.get("apiVersion", ""),
+            raw.get("subresource", ""),
+            _from_fields_v1(raw.get("fieldsV1")),
+            raw.get("time", ""),
+        )
 
     def dump(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"manager": self.manager, "operation": self.operation, "apiVersion": self.api_version,
-                               "time": self.time, "fieldsType": "FieldsV1", "fieldsV1": _to_fields_v1(self.paths)}
+        out: dict[str, Any] = {
+            "manager": self.manager,
+            "operation": self.operation,
+            "apiVersion": self.api_version,
+            "time": self.time,
+            "fieldsType": "FieldsV1",
+            "fieldsV1": _to_fields_v1(self.paths),
+        }
         if self.subresource:
             out["subresource"] = self.subresource
         return out
@@ -154,8 +178,14 @@ def _path_text(path: Path) -> str:
     return "".join(f".{p}" for p in path)
 
 
-def record_update(old: dict[str, Any] | None, new: dict[str, Any], manager: str, api_version: str,
-                  subresource: str, now: str) -> None:
+def record_update(
+    old: dict[str, Any] | None,
+    new: dict[str, Any],
+    manager: str,
+    api_version: str,
+    subresource: str,
+    now: str,
+) -> None:
     """Give `manager` (operation Update) the fields that changed from old to new."""
     entries = _entries(old) if old else []
     before, after = leaf_paths(old or {}), leaf_paths(new)
@@ -173,8 +203,15 @@ def record_update(old: dict[str, Any] | None, new: dict[str, Any], manager: str,
     _store(new, entries)
 
 
-def apply(current: dict[str, Any] | None, config: dict[str, Any], manager: str, api_version: str,
-          subresource: str, force: bool, now: str) -> dict[str, Any]:
+def apply(
+    current: dict[str, Any] | None,
+    config: dict[str, Any],
+    manager: str,
+    api_version: str,
+    subresource: str,
+    force: bool,
+    now: str,
+) -> dict[str, Any]:
     """Server-side apply of `config` by `manager` onto `current` (None: create). Returns the new object."""
     base = copy.deepcopy(current) if current else {"metadata": {}}
     entries = _entries(base)
@@ -206,7 +243,9 @@ def apply(current: dict[str, Any] | None, config: dict[str, Any], manager: str, 
     if force:
         taken = {owned for _, owned in conflicts}
         for e in others:
-            e.paths = {p for p in e.paths if p not in taken and not any(_overlaps(p, a) for a in applied_paths)}
+            e.paths = {
+                p for p in e.paths if p not in taken and not any(_overlaps(p, a) for a in applied_paths)
+            }
     if mine is None:
         mine = Entry(manager, "Apply", api_version, subresource, set(), now)
         entries.append(mine)
@@ -218,8 +257,10 @@ def apply(current: dict[str, Any] | None, config: dict[str, Any], manager: str, 
 
 
 def _conflict_error(conflicts: list[tuple[Entry, Path]]) -> ApiError:
-    causes = [{"reason": "FieldManagerConflict", "message": f"conflict with {e.label()}", "field": _path_text(p)}
-              for e, p in conflicts]
+    causes = [
+        {"reason": "FieldManagerConflict", "message": f"conflict with {e.label()}", "field": _path_text(p)}
+        for e, p in conflicts
+    ]
     if len(conflicts) == 1:
         e, p = conflicts[0]
         message = f"Apply failed with 1 conflict: conflict with {e.label()}: {_path_text(p)}"

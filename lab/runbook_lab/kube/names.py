@@ -35,9 +35,14 @@ def dns1123_label(value: str) -> list[str]:
     if len(value) > 63:
         errs.append("must be no more than 63 characters")
     if not re.fullmatch(_DNS1123_LABEL, value):
-        errs.append(_regex_error("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or "
-                                 "'-', and must start and end with an alphanumeric character", _DNS1123_LABEL,
-                                 ["my-name", "123-abc"]))
+        errs.append(
+            _regex_error(
+                "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or "
+                "'-', and must start and end with an alphanumeric character",
+                _DNS1123_LABEL,
+                ["my-name", "123-abc"],
+            )
+        )
     return errs
 
 
@@ -46,9 +51,14 @@ def dns1123_subdomain(value: str) -> list[str]:
     if len(value) > 253:
         errs.append("must be no more than 253 characters")
     if not re.fullmatch(_DNS1123_SUBDOMAIN, value):
-        errs.append(_regex_error("a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, "
-                                 "'-' or '.', and must start and end with an alphanumeric character",
-                                 _DNS1123_SUBDOMAIN, ["example.com"]))
+        errs.append(
+            _regex_error(
+                "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, "
+                "'-' or '.', and must start and end with an alphanumeric character",
+                _DNS1123_SUBDOMAIN,
+                ["example.com"],
+            )
+        )
     return errs
 
 
@@ -57,9 +67,14 @@ def dns1035_label(value: str) -> list[str]:
     if len(value) > 63:
         errs.append("must be no more than 63 characters")
     if not re.fullmatch(_DNS1035_LABEL, value):
-        errs.append(_regex_error("a DNS-1035 label must consist of lower case alphanumeric characters or '-', start "
-                                 "with an alphabetic character, and end with an alphanumeric character",
-                                 _DNS1035_LABEL, ["my-name", "abc-123"]))
+        errs.append(
+            _regex_error(
+                "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start "
+                "with an alphabetic character, and end with an alphanumeric character",
+                _DNS1035_LABEL,
+                ["my-name", "abc-123"],
+            )
+        )
     return errs
 
 
@@ -91,18 +106,28 @@ def qualified_name(value: str) -> list[str]:
         else:
             errs.extend("prefix part " + m for m in dns1123_subdomain(prefix))
     else:
-        return [_regex_error("a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must "
-                             "start and end with an alphanumeric character", _QUALIFIED_NAME,
-                             ["MyName", "my.name", "123-abc"])
-                + " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"]
+        return [
+            _regex_error(
+                "a qualified name must consist of alphanumeric characters, '-', '_' or '.', and must "
+                "start and end with an alphanumeric character",
+                _QUALIFIED_NAME,
+                ["MyName", "my.name", "123-abc"],
+            )
+            + " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
+        ]
     if not name:
         errs.append("name part must be non-empty")
     elif len(name) > 63:
         errs.append("name part must be no more than 63 characters")
     if name and not re.fullmatch(_QUALIFIED_NAME, name):
-        errs.append(_regex_error("name part must consist of alphanumeric characters, '-', '_' or '.', and must start "
-                                 "and end with an alphanumeric character", _QUALIFIED_NAME,
-                                 ["MyName", "my.name", "123-abc"]))
+        errs.append(
+            _regex_error(
+                "name part must consist of alphanumeric characters, '-', '_' or '.', and must start "
+                "and end with an alphanumeric character",
+                _QUALIFIED_NAME,
+                ["MyName", "my.name", "123-abc"],
+            )
+        )
     return errs
 
 
@@ -111,9 +136,14 @@ def label_value(value: str) -> list[str]:
     if len(value) > 63:
         errs.append("must be no more than 63 characters")
     if not re.fullmatch(_LABEL_VALUE, value):
-        errs.append(_regex_error("a valid label must be an empty string or consist of alphanumeric characters, '-', "
-                                 "'_' or '.', and must start and end with an alphanumeric character", _LABEL_VALUE,
-                                 ["MyValue", "my_value", "12345"]))
+        errs.append(
+            _regex_error(
+                "a valid label must be an empty string or consist of alphanumeric characters, '-', "
+                "'_' or '.', and must start and end with an alphanumeric character",
+                _LABEL_VALUE,
+                ["MyValue", "my_value", "12345"],
+            )
+        )
     return errs
 
 
@@ -123,8 +153,13 @@ def config_key(value: str) -> list[str]:
     if len(value) > 253:
         errs.append("must be no more than 253 characters")
     if not re.fullmatch(_CONFIG_KEY, value):
-        errs.append(_regex_error("a valid config key must consist of alphanumeric characters, '-', '_' or '.'",
-                                 _CONFIG_KEY, ["key.name", "KEY_NAME", "key-name"]))
+        errs.append(
+            _regex_error(
+                "a valid config key must consist of alphanumeric characters, '-', '_' or '.'",
+                _CONFIG_KEY,
+                ["key.name", "KEY_NAME", "key-name"],
+            )
+        )
     if value in (".", ".."):
         errs.append(f"must not be '{value}'")
     elif value.startswith(".."):
@@ -150,6 +185,9 @@ def validate_annotations(annotations: Any, path: str) -> list[FieldError]:
         errs.extend(FieldError.invalid(path, key, m) for m in qualified_name(key.lower()))
         total += len(key) + len(str(value))
     if total > TOTAL_ANNOTATION_SIZE_LIMIT:
-        errs.append(FieldError("FieldValueTooLong", path, "",
-                               f"must have at most {TOTAL_ANNOTATION_SIZE_LIMIT} bytes"))
+        errs.append(
+            FieldError(
+                "FieldValueTooLong", path, "", f"must have at most {TOTAL_ANNOTATION_SIZE_LIMIT} bytes"
+            )
+        )
     return errs

@@ -25,8 +25,8 @@ _QUERY = {
     "dryRun": "When present, indicates that modifications should not be persisted.",
     "fieldManager": "fieldManager is a name associated with the actor or entity that is making these changes.",
     "fieldValidation": "fieldValidation instructs the server on how to handle objects in the request "
-                       "(POST/PUT/PATCH) containing unknown or duplicate fields.",
-    "force": "Force is going to \"force\" Apply requests.",
+    "(POST/PUT/PATCH) containing unknown or duplicate fields.",
+    "force": 'Force is going to "force" Apply requests.',
     "pretty": "If 'true', then the output is pretty printed.",
 }
 
@@ -36,12 +36,21 @@ def _gv_path(group: str, version: str) -> str:
 
 
 def _param(name: str, schema_type: str = "string") -> dict[str, Any]:
-    return {"name": name, "in": "query", "description": _QUERY.get(name, name), "schema": {"type": schema_type,
-                                                                                           "uniqueItems": True}}
+    return {
+        "name": name,
+        "in": "query",
+        "description": _QUERY.get(name, name),
+        "schema": {"type": schema_type, "uniqueItems": True},
+    }
 
 
-def _operation(rt: ResourceType, version: str, action: str, params: list[str], media: list[str] | None = None,
-               ) -> dict[str, Any]:
+def _operation(
+    rt: ResourceType,
+    version: str,
+    action: str,
+    params: list[str],
+    media: list[str] | None = None,
+) -> dict[str, Any]:
     op: dict[str, Any] = {
         "operationId": f"{action}{rt.kind}",
         "parameters": [_param(p, "boolean" if p == "force" else "string") for p in params],
@@ -84,10 +93,16 @@ def group_version_document(registry: Registry, group: str, version: str) -> dict
         if not rt.builtin and rt.schemas.get(version):
             name = ".".join(reversed(group.split("."))) + f".{version}.{rt.kind}"
             schema = dict(rt.schemas[version])
-            schema["x-kubernetes-group-version-kind"] = [{"group": group, "kind": rt.kind, "version": version}]
+            schema["x-kubernetes-group-version-kind"] = [
+                {"group": group, "kind": rt.kind, "version": version}
+            ]
             schemas[name] = schema
-    return {"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.33.5-eks-lab"}, "paths": paths,
-            "components": {"schemas": schemas}}
+    return {
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": "v1.33.5-eks-lab"},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }
 
 
 def index(registry: Registry) -> dict[str, Any]:
@@ -96,6 +111,7 @@ def index(registry: Registry) -> dict[str, Any]:
         for version in versions:
             doc = group_version_document(registry, group, version)
             digest = hashlib.sha512(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:128].upper()
-            paths[_gv_path(group, version)] = {"serverRelativeURL": f"/openapi/v3/{_gv_path(group, version)}"
-                                                                    f"?hash={digest}"}
+            paths[_gv_path(group, version)] = {
+                "serverRelativeURL": f"/openapi/v3/{_gv_path(group, version)}?hash={digest}"
+            }
     return {"paths": paths}

@@ -131,7 +131,11 @@ def json_patch(doc: Any, operations: Any) -> Any:
                 doc = _remove(doc, parts)
             elif kind == "replace":
                 _get(doc, parts)  # must exist
-                doc = _add(_remove(doc, parts), parts, copy.deepcopy(op.get("value"))) if parts else op.get("value")
+                doc = (
+                    _add(_remove(doc, parts), parts, copy.deepcopy(op.get("value")))
+                    if parts
+                    else op.get("value")
+                )
             elif kind in ("move", "copy"):
                 source = _pointer(op.get("from", ""))
                 value = copy.deepcopy(_get(doc, source))
@@ -234,7 +238,9 @@ def _smp_list(current: Any, patch: list, field: str, kind: str, path: tuple[str,
     for item in patch:
         if key not in item:
             raise bad_request(f"map: {item} does not contain declared merge key: {key}")
-        match = next((i for i, x in enumerate(result) if isinstance(x, dict) and x.get(key) == item[key]), None)
+        match = next(
+            (i for i, x in enumerate(result) if isinstance(x, dict) and x.get(key) == item[key]), None
+        )
         if item.get("$patch") == "delete":
             if match is not None:
                 del result[match]

@@ -29,8 +29,11 @@ def crd_files(profile: str) -> list[Any]:
     root = resources.files("runbook_lib.karpenter").joinpath("crds")
     files = []
     for folder in PROFILES[profile]:
-        files.extend(sorted((f for f in root.joinpath(folder).iterdir() if f.name.endswith(".yaml")),
-                            key=lambda f: f.name))
+        files.extend(
+            sorted(
+                (f for f in root.joinpath(folder).iterdir() if f.name.endswith(".yaml")), key=lambda f: f.name
+            )
+        )
     return files
 
 

@@ -70,7 +70,11 @@ class ResourceType:
         return BUILTIN_PATCH_TYPES if self.builtin else CUSTOM_PATCH_TYPES
 
     def all_field_selectors(self) -> tuple[str, ...]:
-        base = ("metadata.name", "metadata.namespace") if self.namespaced or not self.builtin else ("metadata.name",)
+        base = (
+            ("metadata.name", "metadata.namespace")
+            if self.namespaced or not self.builtin
+            else ("metadata.name",)
+        )
         return base + self.field_selectors
 
     def check_field_selector(self, fields: list[str]) -> None:
@@ -81,7 +85,9 @@ class ResourceType:
             if self.builtin:
                 raise bad_request(f"field label not supported: {f}")
             # apiextensions-apiserver crdhandler: only metadata.name / metadata.namespace (no selectableFields).
-            raise bad_request(f'"{f}" is not a known field selector: only "metadata.name", "metadata.namespace"')
+            raise bad_request(
+                f'"{f}" is not a known field selector: only "metadata.name", "metadata.namespace"'
+            )
 
     def validator(self, version: str) -> Any | None:
         schema = self.schemas.get(version)
@@ -93,40 +99,137 @@ class ResourceType:
 
 
 def _core(kind: str, plural: str, namespaced: bool, **kw: Any) -> ResourceType:
-    return ResourceType(group="", kind=kind, plural=plural, singular=kind.lower(), namespaced=namespaced,
-                        versions=["v1"], storage_version="v1", **kw)
+    return ResourceType(
+        group="",
+        kind=kind,
+        plural=plural,
+        singular=kind.lower(),
+        namespaced=namespaced,
+        versions=["v1"],
+        storage_version="v1",
+        **kw,
+    )
 
 
 def builtin_types() -> list[ResourceType]:
     return [
-        _core("Namespace", "namespaces", False, short_names=["ns"], has_status=True, name_rule="label",
-              returns_deleted_object=True, field_selectors=("status.phase",), subresources=("status", "finalize")),
-        _core("Node", "nodes", False, short_names=["no"], has_status=True, field_selectors=("spec.unschedulable",),
-              subresources=("status",)),
-        _core("Pod", "pods", True, short_names=["po"], categories=["all"], has_status=True,
-              returns_deleted_object=True, subresources=("status", "binding"),
-              field_selectors=("spec.nodeName", "spec.restartPolicy", "spec.schedulerName",
-                               "spec.serviceAccountName", "spec.hostNetwork", "status.phase", "status.podIP",
-                               "status.podIPs", "status.nominatedNodeName")),
-        _core("Event", "events", True, short_names=["ev"], name_rule="subdomain", allow_create_on_update=True,
-              field_selectors=("involvedObject.kind", "involvedObject.namespace", "involvedObject.name",
-                               "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion",
-                               "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type")),
+        _core(
+            "Namespace",
+            "namespaces",
+            False,
+            short_names=["ns"],
+            has_status=True,
+            name_rule="label",
+            returns_deleted_object=True,
+            field_selectors=("status.phase",),
+            subresources=("status", "finalize"),
+        ),
+        _core(
+            "Node",
+            "nodes",
+            False,
+            short_names=["no"],
+            has_status=True,
+            field_selectors=("spec.unschedulable",),
+            subresources=("status",),
+        ),
+        _core(
+            "Pod",
+            "pods",
+            True,
+            short_names=["po"],
+            categories=["all"],
+            has_status=True,
+            returns_deleted_object=True,
+            subresources=("status", "binding"),
+            field_selectors=(
+                "spec.nodeName",
+                "spec.restartPolicy",
+                "spec.schedulerName",
+                "spec.serviceAccountName",
+                "spec.hostNetwork",
+                "status.phase",
+                "status.podIP",
+                "status.podIPs",
+                "status.nominatedNodeName",
+            ),
+        ),
+        _core(
+            "Event",
+            "events",
+            True,
+            short_names=["ev"],
+            name_rule="subdomain",
+            allow_create_on_update=True,
+            field_selectors=(
+                "involvedObject.kind",
+                "involvedObject.namespace",
+                "involvedObject.name",
+                "involvedObject.uid",
+                "involvedObject.apiVersion",
+                "involvedObject.resourceVersion",
+                "involvedObject.fieldPath",
+                "reason",
+                "reportingComponent",
+                "source",
+                "type",
+            ),
+        ),
         _core("Secret", "secrets", True, field_selectors=("type",)),
         _core("ConfigMap", "configmaps", True, short_names=["cm"]),
-        _core("Service", "services", True, short_names=["svc"], categories=["all"], has_status=True,
-              name_rule="dns1035", returns_deleted_object=True, subresources=("status",),
-              field_selectors=("spec.clusterIP", "spec.type")),
-        ResourceType(group="networking.k8s.io", kind="Ingress", plural="ingresses", singular="ingress",
-                     namespaced=True, versions=["v1"], storage_version="v1", short_names=["ing"], has_status=True,
-                     tracks_generation=True, subresources=("status",)),
-        ResourceType(group="batch", kind="Job", plural="jobs", singular="job", namespaced=True, versions=["v1"],
-                     storage_version="v1", categories=["all"], has_status=True, tracks_generation=True,
-                     field_selectors=("status.successful",), subresources=("status",)),
-        ResourceType(group="apiextensions.k8s.io", kind="CustomResourceDefinition",
-                     plural="customresourcedefinitions", singular="customresourcedefinition", namespaced=False,
-                     versions=["v1"], storage_version="v1", short_names=["crd", "crds"], categories=["api-extensions"],
-                     has_status=True, tracks_generation=True, subresources=("status",)),
+        _core(
+            "Service",
+            "services",
+            True,
+            short_names=["svc"],
+            categories=["all"],
+            has_status=True,
+            name_rule="dns1035",
+            returns_deleted_object=True,
+            subresources=("status",),
+            field_selectors=("spec.clusterIP", "spec.type"),
+        ),
+        ResourceType(
+            group="networking.k8s.io",
+            kind="Ingress",
+            plural="ingresses",
+            singular="ingress",
+            namespaced=True,
+            versions=["v1"],
+            storage_version="v1",
+            short_names=["ing"],
+            has_status=True,
+            tracks_generation=True,
+            subresources=("status",),
+        ),
+        ResourceType(
+            group="batch",
+            kind="Job",
+            plural="jobs",
+            singular="job",
+            namespaced=True,
+            versions=["v1"],
+            storage_version="v1",
+            categories=["all"],
+            has_status=True,
+            tracks_generation=True,
+            field_selectors=("status.successful",),
+            subresources=("status",),
+        ),
+        ResourceType(
+            group="apiextensions.k8s.io",
+            kind="CustomResourceDefinition",
+            plural="customresourcedefinitions",
+            singular="customresourcedefinition",
+            namespaced=False,
+            versions=["v1"],
+            storage_version="v1",
+            short_names=["crd", "crds"],
+            categories=["api-extensions"],
+            has_status=True,
+            tracks_generation=True,
+            subresources=("status",),
+        ),
     ]
 
 
@@ -146,15 +249,26 @@ def type_from_crd(crd: dict[str, Any]) -> ResourceType:
     storage = next((v["name"] for v in spec["versions"] if v.get("storage")), served[0]["name"])
     versions = sorted((v["name"] for v in served), key=version_priority, reverse=True)
     rt = ResourceType(
-        group=spec["group"], kind=names["kind"], plural=names["plural"],
-        singular=names.get("singular", names["kind"].lower()), namespaced=spec.get("scope") == "Namespaced",
-        versions=versions, storage_version=storage, short_names=list(names.get("shortNames") or []),
-        categories=list(names.get("categories") or []), builtin=False, name_rule="subdomain",
-        tracks_generation=True, allow_unconditional_update=False, crd_name=crd["metadata"]["name"],
+        group=spec["group"],
+        kind=names["kind"],
+        plural=names["plural"],
+        singular=names.get("singular", names["kind"].lower()),
+        namespaced=spec.get("scope") == "Namespaced",
+        versions=versions,
+        storage_version=storage,
+        short_names=list(names.get("shortNames") or []),
+        categories=list(names.get("categories") or []),
+        builtin=False,
+        name_rule="subdomain",
+        tracks_generation=True,
+        allow_unconditional_update=False,
+        crd_name=crd["metadata"]["name"],
     )
     for v in served:
-        schema = ((v.get("schema") or {}).get("openAPIV3Schema")) or {"type": "object",
-                                                                      "x-kubernetes-preserve-unknown-fields": True}
+        schema = ((v.get("schema") or {}).get("openAPIV3Schema")) or {
+            "type": "object",
+            "x-kubernetes-preserve-unknown-fields": True,
+        }
         rt.schemas[v["name"]] = schema
         rt.printer_columns[v["name"]] = list(v.get("additionalPrinterColumns") or [])
         if "status" in (v.get("subresources") or {}):

@@ -26,15 +26,47 @@ import jsonschema
 from .errors import FieldError
 
 OBJECT_META_FIELDS = {
-    "name", "generateName", "namespace", "selfLink", "uid", "resourceVersion", "generation",
-    "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "labels", "annotations",
-    "ownerReferences", "finalizers", "managedFields",
+    "name",
+    "generateName",
+    "namespace",
+    "selfLink",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "labels",
+    "annotations",
+    "ownerReferences",
+    "finalizers",
+    "managedFields",
 }
 
 _KEEP_KEYWORDS = {
-    "type", "properties", "required", "items", "additionalProperties", "enum", "pattern", "minLength",
-    "maxLength", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minItems", "maxItems",
-    "uniqueItems", "multipleOf", "minProperties", "maxProperties", "allOf", "anyOf", "oneOf", "not",
+    "type",
+    "properties",
+    "required",
+    "items",
+    "additionalProperties",
+    "enum",
+    "pattern",
+    "minLength",
+    "maxLength",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "minItems",
+    "maxItems",
+    "uniqueItems",
+    "multipleOf",
+    "minProperties",
+    "maxProperties",
+    "allOf",
+    "anyOf",
+    "oneOf",
+    "not",
 }
 
 
@@ -187,7 +219,9 @@ def _go(value: Any) -> str:
 def validate(obj: dict[str, Any], validator: Any) -> list[FieldError]:
     errors: list[FieldError] = []
     seen: set[tuple[str, str]] = set()
-    for err in sorted(validator.iter_errors(obj), key=lambda e: (list(map(str, e.absolute_path)), e.validator)):
+    for err in sorted(
+        validator.iter_errors(obj), key=lambda e: (list(map(str, e.absolute_path)), e.validator)
+    ):
         path = _path(err.absolute_path)
         kind, rule, value = err.validator, err.validator_value, err.instance
         if kind == "required":
@@ -202,26 +236,41 @@ def validate(obj: dict[str, Any], validator: Any) -> list[FieldError]:
             types = ",".join(rule) if isinstance(rule, list) else rule
             actual = _json_type(value)
             if value is None:
-                errors.append(FieldError("FieldValueTypeInvalid", path, "", f"{path} in body must be of type {types}"))
+                errors.append(
+                    FieldError("FieldValueTypeInvalid", path, "", f"{path} in body must be of type {types}")
+                )
             else:
-                errors.append(FieldError("FieldValueTypeInvalid", path, actual,
-                                         f'{path} in body must be of type {types}: "{actual}"'))
+                errors.append(
+                    FieldError(
+                        "FieldValueTypeInvalid",
+                        path,
+                        actual,
+                        f'{path} in body must be of type {types}: "{actual}"',
+                    )
+                )
         elif kind == "enum":
             allowed = [v if isinstance(v, str) else json.dumps(v) for v in rule if v is not None]
             errors.append(FieldError.not_supported(path, value, allowed))
         elif kind == "maxLength":
             errors.append(FieldError("FieldValueTooLong", path, value, f"may not be longer than {rule}"))
         elif kind in ("maxItems", "maxProperties"):
-            errors.append(FieldError("FieldValueTooMany", path, len(value), f"must have at most {rule} items"))
+            errors.append(
+                FieldError("FieldValueTooMany", path, len(value), f"must have at most {rule} items")
+            )
         elif kind == "pattern":
             errors.append(FieldError.invalid(path, value, f"{path} in body should match '{rule}'"))
         elif kind == "minLength":
-            errors.append(FieldError.invalid(path, value, f"{path} in body should be at least {rule} chars long"))
+            errors.append(
+                FieldError.invalid(path, value, f"{path} in body should be at least {rule} chars long")
+            )
         elif kind == "minItems":
-            errors.append(FieldError.invalid(path, len(value), f"{path} in body should have at least {rule} items"))
+            errors.append(
+                FieldError.invalid(path, len(value), f"{path} in body should have at least {rule} items")
+            )
         elif kind == "minProperties":
-            errors.append(FieldError.invalid(path, len(value),
-                                             f"{path} in body should have at least {rule} properties"))
+            errors.append(
+                FieldError.invalid(path, len(value), f"{path} in body should have at least {rule} properties")
+            )
         elif kind == "minimum":
             op = "greater than" if err.schema.get("exclusiveMinimum") else "greater than or equal to"
             errors.append(FieldError.invalid(path, value, f"{path} in body should be {op} {_go(rule)}"))
@@ -229,13 +278,19 @@ def validate(obj: dict[str, Any], validator: Any) -> list[FieldError]:
             op = "less than" if err.schema.get("exclusiveMaximum") else "less than or equal to"
             errors.append(FieldError.invalid(path, value, f"{path} in body should be {op} {_go(rule)}"))
         elif kind == "multipleOf":
-            errors.append(FieldError.invalid(path, value, f"{path} in body should be a multiple of {_go(rule)}"))
+            errors.append(
+                FieldError.invalid(path, value, f"{path} in body should be a multiple of {_go(rule)}")
+            )
         elif kind == "uniqueItems":
             errors.append(FieldError.invalid(path, "", f"{path} in body shouldn't contain duplicates"))
         elif kind == "anyOf":
-            errors.append(FieldError.invalid(path, value, f'"{path}" must validate at least one schema (anyOf)'))
+            errors.append(
+                FieldError.invalid(path, value, f'"{path}" must validate at least one schema (anyOf)')
+            )
         elif kind == "oneOf":
-            errors.append(FieldError.invalid(path, value, f'"{path}" must validate one and only one schema (oneOf)'))
+            errors.append(
+                FieldError.invalid(path, value, f'"{path}" must validate one and only one schema (oneOf)')
+            )
         elif kind == "allOf":
             errors.append(FieldError.invalid(path, value, f'"{path}" must validate all the schemas (allOf)'))
         else:

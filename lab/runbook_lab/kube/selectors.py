@@ -95,8 +95,10 @@ def parse_label_selector(text: str | None) -> list[Requirement]:
             for v in values:
                 _check_value(v)
             if not values and m["op"] == "in":
-                raise bad_request("unable to parse requirement: values: Invalid value: []: "
-                                  "for 'in', 'notin' operators, values set can't be empty")
+                raise bad_request(
+                    "unable to parse requirement: values: Invalid value: []: "
+                    "for 'in', 'notin' operators, values set can't be empty"
+                )
             requirements.append(Requirement(m["key"], m["op"], values))
             continue
         if m := _EQ_TERM.match(term):
@@ -104,8 +106,10 @@ def parse_label_selector(text: str | None) -> list[Requirement]:
             _check_key(m["key"])
             if op in (">", "<"):
                 if not re.fullmatch(r"-?\d+", m["value"]):
-                    raise bad_request(f"unable to parse requirement: values[0]: Invalid value: \"{m['value']}\": "
-                                      "for 'Gt', 'Lt' operators, the value must be an integer")
+                    raise bad_request(
+                        f'unable to parse requirement: values[0]: Invalid value: "{m["value"]}": '
+                        "for 'Gt', 'Lt' operators, the value must be an integer"
+                    )
             else:
                 _check_value(m["value"])
             requirements.append(Requirement(m["key"], op, (m["value"],)))
@@ -159,7 +163,7 @@ def parse_field_selector(text: str | None) -> list[FieldTerm]:
         for op, token in (("!=", "!="), ("=", "=="), ("=", "=")):
             idx = raw.find(token)
             if idx > 0 and (token != "=" or raw[idx - 1] != "!"):
-                terms.append(FieldTerm(raw[:idx].strip(), op, _unescape(raw[idx + len(token):])))
+                terms.append(FieldTerm(raw[:idx].strip(), op, _unescape(raw[idx + len(token) :])))
                 break
         else:
             raise bad_request(f"invalid selector: '{text}'; can't understand '{raw}'")

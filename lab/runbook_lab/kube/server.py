@@ -208,13 +208,19 @@ class KubeHandler(LabHandler):
     def _context(self) -> Context:
         dry = self.query.get("dryRun", [])
         if any(d != "All" for d in dry):
-            raise bad_request(f"dryRun: Unsupported value: {dry!r}: supported values: \"All\"")
+            raise bad_request(f'dryRun: Unsupported value: {dry!r}: supported values: "All"')
         validation = self.q("fieldValidation") or "Warn"
         if validation not in ("Ignore", "Warn", "Strict"):
-            raise bad_request(f'fieldValidation: Unsupported value: "{validation}": supported values: '
-                              '"Ignore", "Strict", "Warn"')
-        return Context(dry_run=bool(dry), field_manager=self.q("fieldManager") or None,
-                       user_agent=self.headers.get("User-Agent", ""), field_validation=validation)
+            raise bad_request(
+                f'fieldValidation: Unsupported value: "{validation}": supported values: '
+                '"Ignore", "Strict", "Warn"'
+            )
+        return Context(
+            dry_run=bool(dry),
+            field_manager=self.q("fieldManager") or None,
+            user_agent=self.headers.get("User-Agent", ""),
+            field_validation=validation,
+        )
 
     def _json_body(self, body: bytes) -> Any:
         """Decode a request body by Content-Type. Protobuf is not implemented: like a server without that
@@ -278,14 +284,16 @@ class KubeHandler(LabHandler):
             raise generic(405)
         if method == "PUT":
             ctx = self._context()
-            obj, created = store.update(rt, r.version, r.namespace, r.name, self._json_body(body), ctx,
-                                        r.subresource)
+            obj, created = store.update(
+                rt, r.version, r.namespace, r.name, self._json_body(body), ctx, r.subresource
+            )
             return self._send_json(201 if created else 200, obj, ctx.warnings)
         if method == "PATCH":
             ctx = self._context()
             ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip()
-            obj, created = store.patch(rt, r.version, r.namespace, r.name, ctype, body, ctx, r.subresource,
-                                       _bool(self.q("force")))
+            obj, created = store.patch(
+                rt, r.version, r.namespace, r.name, ctype, body, ctx, r.subresource, _bool(self.q("force"))
+            )
             return self._send_json(201 if created else 200, obj, ctx.warnings)
         if method == "DELETE":
             options, ctx = self._delete_options(body), self._context()
@@ -300,9 +308,12 @@ class KubeHandler(LabHandler):
         grace = _int(self.q("gracePeriodSeconds"), "gracePeriodSeconds")
         if grace is None and raw.get("gracePeriodSeconds") is not None:
             grace = int(raw["gracePeriodSeconds"])
-        return DeleteOptions(grace_period_seconds=grace, preconditions=raw.get("preconditions") or {},
-                             propagation_policy=self.q("propagationPolicy") or raw.get("propagationPolicy"),
-                             dry_run="All" in (raw.get("dryRun") or []))
+        return DeleteOptions(
+            grace_period_seconds=grace,
+            preconditions=raw.get("preconditions") or {},
+            propagation_policy=self.q("propagationPolicy") or raw.get("propagationPolicy"),
+            dry_run="All" in (raw.get("dryRun") or []),
+        )
 
     def _finalize_namespace(self, r: Route, body: bytes) -> None:
         """PUT namespaces/<name>/finalize: only spec.finalizers change (the namespace controller's last step)."""
@@ -313,7 +324,9 @@ class KubeHandler(LabHandler):
             incoming = self._json_body(body)
             if not isinstance(incoming, dict):
                 raise bad_request("the body must be a Namespace")
-            current.setdefault("spec", {})["finalizers"] = (incoming.get("spec") or {}).get("finalizers") or []
+            current.setdefault("spec", {})["finalizers"] = (incoming.get("spec") or {}).get(
+                "finalizers"
+            ) or []
             obj, _ = store.update(r.rt, r.version, None, r.name or "", current, ctx)
             store._finish_namespace_if_empty(r.name or "")
         self._send_json(200, obj)
@@ -329,8 +342,9 @@ class KubeHandler(LabHandler):
         fields = parse_field_selector(self.q("fieldSelector"))
         rt.check_field_selector([f.field for f in fields])
         limit = _int(self.q("limit"), "limit") or 0
-        items, rv, token, remaining = self.store.list(rt, r.version, r.namespace, labels, fields, limit,
-                                                      self.q("continue"))
+        items, rv, token, remaining = self.store.list(
+            rt, r.version, r.namespace, labels, fields, limit, self.q("continue")
+        )
         if wants_table(self.headers.get("Accept", "")):
             return self._send_json(200, to_table(rt, r.version, items, rv, token))
         if rt.builtin:
@@ -342,8 +356,10 @@ class KubeHandler(LabHandler):
         if token:
             meta["continue"] = token
             meta["remainingItemCount"] = remaining
-        self._send_json(200, {"kind": rt.list_kind, "apiVersion": rt.api_version(r.version), "metadata": meta,
-                              "items": items})
+        self._send_json(
+            200,
+            {"kind": rt.list_kind, "apiVersion": rt.api_version(r.version), "metadata": meta, "items": items},
+        )
 
     def _watch(self, r: Route, extra_field: str | None = None) -> None:
         rt = r.rt
@@ -353,9 +369,17 @@ class KubeHandler(LabHandler):
         rt.check_field_selector([f.field for f in fields])
         timeout = _int(self.q("timeoutSeconds"), "timeoutSeconds")
         standin = self.server.standin
-        events = self.store.watch(rt, r.version, r.namespace, labels, fields, self.q("resourceVersion"),
-                                  float(timeout if timeout is not None else DEFAULT_WATCH_TIMEOUT),
-                                  standin._stopping, initial_events_end=_bool(self.q("sendInitialEvents")) or False)
+        events = self.store.watch(
+            rt,
+            r.version,
+            r.namespace,
+            labels,
+            fields,
+            self.q("resourceVersion"),
+            float(timeout if timeout is not None else DEFAULT_WATCH_TIMEOUT),
+            standin._stopping,
+            initial_events_end=_bool(self.q("sendInitialEvents")) or False,
+        )
         first = next(events, None)  # resolve errors (bad resourceVersion) before the 200 goes out
         self._record(200)
         self.send_response(200)
@@ -363,7 +387,9 @@ class KubeHandler(LabHandler):
         self.send_header("Cache-Control", "no-cache, private")
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        as_table = wants_table(self.headers.get("Accept", ""))  # kubectl get -w: each event carries a Table row
+        as_table = wants_table(
+            self.headers.get("Accept", "")
+        )  # kubectl get -w: each event carries a Table row
         try:
             if first is not None:
                 self._chunk(self._table_event(r, first) if as_table else first)
@@ -380,8 +406,10 @@ class KubeHandler(LabHandler):
         obj = event["object"]
         if event["type"] in ("ERROR", "BOOKMARK"):
             return event
-        return {"type": event["type"], "object": to_table(r.rt, r.version, [obj],
-                                                          obj["metadata"].get("resourceVersion", ""), None)}
+        return {
+            "type": event["type"],
+            "object": to_table(r.rt, r.version, [obj], obj["metadata"].get("resourceVersion", ""), None),
+        }
 
     def _chunk(self, event: dict[str, Any]) -> None:
         data = json.dumps(event, separators=(",", ":")).encode() + b"\n"
@@ -396,8 +424,14 @@ class KubeStandIn:
     `crds` names the set of Karpenter CRDs installed on a fresh state (see profiles.PROFILES).
     """
 
-    def __init__(self, state_file: Path | None = None, port: int = 0, host: str = "127.0.0.1",
-                 crds: str = "all", version_info: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        state_file: Path | None = None,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        crds: str = "all",
+        version_info: dict[str, str] | None = None,
+    ) -> None:
         self.store = Store(state_file, crds)
         self.host, self.port = host, port
         self.version_info = dict(version_info or discovery.DEFAULT_VERSION)
@@ -468,26 +502,42 @@ class KubeStandIn:
         """Seed an object (create or replace, status kept as given), validated like an API write."""
         return self.store.seed(obj)
 
-    def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
+    def get(
+        self, api_version: str, kind: str, name: str, namespace: str | None = None
+    ) -> dict[str, Any] | None:
         rt, version = self._type(api_version, kind)
         try:
             return self.store.get(rt, version, namespace, name)
         except ApiError:
             return None
 
-    def list(self, api_version: str, kind: str, namespace: str | None = None, label_selector: str | None = None,
-             field_selector: str | None = None) -> list[dict[str, Any]]:
+    def list(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None = None,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+    ) -> list[dict[str, Any]]:
         rt, version = self._type(api_version, kind)
-        items, _, _, _ = self.store.list(rt, version, namespace, parse_label_selector(label_selector),
-                                         parse_field_selector(field_selector))
+        items, _, _, _ = self.store.list(
+            rt, version, namespace, parse_label_selector(label_selector), parse_field_selector(field_selector)
+        )
         return items
 
-    def delete(self, api_version: str, kind: str, name: str, namespace: str | None = None,
-               grace_period_seconds: int | None = None) -> dict[str, Any]:
+    def delete(
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        namespace: str | None = None,
+        grace_period_seconds: int | None = None,
+    ) -> dict[str, Any]:
         """Delete with API semantics (finalizers, graceful pods); raises ApiError (e.g. 404)."""
         rt, version = self._type(api_version, kind)
-        return self.store.delete(rt, version, namespace, name, DeleteOptions(grace_period_seconds),
-                                 Context(field_manager="lab"))
+        return self.store.delete(
+            rt, version, namespace, name, DeleteOptions(grace_period_seconds), Context(field_manager="lab")
+        )
 
     def on_change(self, callback: Any) -> Any:
         """Call callback(event_type, obj) after every committed change (ADDED/MODIFIED/DELETED), in the thread

@@ -72,7 +72,9 @@ ChangeHook = Callable[[str, dict[str, Any]], None]
 
 
 def now_rfc3339(delta_seconds: int = 0) -> str:
-    return (datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=delta_seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=delta_seconds)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
 
 
 @dataclass
@@ -149,12 +151,23 @@ class Store:
                 self.seed({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}, ctx)
             for crd in load_profile(crd_profile):
                 self.seed(crd, Context(field_manager="helm"))
-            self.seed({"apiVersion": "v1", "kind": "Service",
-                       "metadata": {"name": "kubernetes", "namespace": "default",
-                                    "labels": {"component": "apiserver", "provider": "kubernetes"}},
-                       "spec": {"clusterIP": str(builtins.SERVICE_CIDR.network_address + 1), "type": "ClusterIP",
-                                "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 443}]}},
-                      ctx)
+            self.seed(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "metadata": {
+                        "name": "kubernetes",
+                        "namespace": "default",
+                        "labels": {"component": "apiserver", "provider": "kubernetes"},
+                    },
+                    "spec": {
+                        "clusterIP": str(builtins.SERVICE_CIDR.network_address + 1),
+                        "type": "ClusterIP",
+                        "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 443}],
+                    },
+                },
+                ctx,
+            )
 
     def _load(self) -> None:
         assert self.state_file is not None
@@ -176,10 +189,13 @@ class Store:
         if not self.state_file:
             return
         objects = [o for bucket in self._objects.values() for _, o in sorted(bucket.items())]
-        payload = json.dumps({"format": STATE_FORMAT, "resourceVersion": self._rv, "objects": objects},
-                             separators=(",", ":"))
+        payload = json.dumps(
+            {"format": STATE_FORMAT, "resourceVersion": self._rv, "objects": objects}, separators=(",", ":")
+        )
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.state_file.parent, prefix=self.state_file.name + ".", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(
+            dir=self.state_file.parent, prefix=self.state_file.name + ".", suffix=".tmp"
+        )
         try:
             with os.fdopen(fd, "w") as fh:
                 fh.write(payload)
@@ -225,7 +241,9 @@ class Store:
     def resource_version(self) -> int:
         return self._rv
 
-    def _commit(self, rt: ResourceType, key: Key, obj: dict[str, Any] | None, prev: dict[str, Any] | None) -> int:
+    def _commit(
+        self, rt: ResourceType, key: Key, obj: dict[str, Any] | None, prev: dict[str, Any] | None
+    ) -> int:
         """Write (obj) or remove (None) one object; record the watch event. Caller holds the lock."""
         self._rv += 1
         bucket = self._objects.setdefault(rt.key, {})
@@ -233,7 +251,9 @@ class Store:
             assert prev is not None
             bucket.pop(key, None)
             gone = copy.deepcopy(prev)
-            gone["metadata"]["resourceVersion"] = str(self._rv)  # a DELETED event carries the deletion revision
+            gone["metadata"]["resourceVersion"] = str(
+                self._rv
+            )  # a DELETED event carries the deletion revision
             event = Event(self._rv, rt.key, "DELETED", gone, prev)
         else:
             obj["metadata"]["resourceVersion"] = str(self._rv)
@@ -269,11 +289,15 @@ class Store:
         if not rt.builtin and (not api_version or not kind):
             raise bad_request(f"Object 'Kind' is missing in '{json.dumps(body, separators=(',', ':'))}'")
         if api_version and api_version != expected:
-            raise bad_request(f"the API version in the data ({api_version}) does not match the expected API "
-                              f"version ({expected})")
+            raise bad_request(
+                f"the API version in the data ({api_version}) does not match the expected API "
+                f"version ({expected})"
+            )
         if kind and kind != rt.kind:
-            raise bad_request(f"{kind} in version \"{version}\" cannot be handled as a {rt.kind}: "
-                              f"converting ({api_version}.{kind}) to ({rt.kind}): unknown conversion")
+            raise bad_request(
+                f'{kind} in version "{version}" cannot be handled as a {rt.kind}: '
+                f"converting ({api_version}.{kind}) to ({rt.kind}): unknown conversion"
+            )
         body["apiVersion"], body["kind"] = expected, rt.kind
         return body
 
@@ -289,15 +313,25 @@ class Store:
         if ns["metadata"].get("deletionTimestamp"):
             # admission.NewForbidden names the object (or its generateName, or "Unknown")
             name = meta.get("name") or meta.get("generateName") or "Unknown"
-            err = forbidden(rt.plural, rt.group, name, f"unable to create new content in namespace {namespace} "
-                                                       "because it is being terminated")
+            err = forbidden(
+                rt.plural,
+                rt.group,
+                name,
+                f"unable to create new content in namespace {namespace} because it is being terminated",
+            )
             assert err.details is not None
-            err.details["causes"] = [{"reason": "NamespaceTerminating", "message": f"namespace {namespace} is being "
-                                      "terminated", "field": "metadata.namespace"}]
+            err.details["causes"] = [
+                {
+                    "reason": "NamespaceTerminating",
+                    "message": f"namespace {namespace} is being terminated",
+                    "field": "metadata.namespace",
+                }
+            ]
             raise err
 
-    def _decode(self, rt: ResourceType, version: str, obj: dict[str, Any], ctx: Context,
-                defaults: bool = True) -> None:
+    def _decode(
+        self, rt: ResourceType, version: str, obj: dict[str, Any], ctx: Context, defaults: bool = True
+    ) -> None:
         """Prune unknown fields (Strict: 400, Warn: warnings) and apply schema defaults (custom resources)."""
         schema = builtin_schemas.schema_for_kind(rt.kind) if rt.builtin else rt.schemas.get(version)
         if schema is None:
@@ -305,13 +339,17 @@ class Store:
         unknown = prune(obj, schema)
         if unknown:
             if ctx.field_validation == "Strict":
-                raise bad_request("strict decoding error: " + ", ".join(f'unknown field "{u}"' for u in unknown))
+                raise bad_request(
+                    "strict decoding error: " + ", ".join(f'unknown field "{u}"' for u in unknown)
+                )
             if ctx.field_validation == "Warn":
                 ctx.warnings.extend(f'unknown field "{u}"' for u in unknown)
         if defaults and not rt.builtin:
             apply_defaults(obj, schema)
 
-    def _validate(self, rt: ResourceType, version: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+    def _validate(
+        self, rt: ResourceType, version: str, obj: dict[str, Any], old: dict[str, Any] | None
+    ) -> None:
         meta = obj["metadata"]
         errs: list[FieldError] = []
         name = meta.get("name") or ""
@@ -319,21 +357,33 @@ class Store:
             if not name:
                 errs.append(FieldError.required("metadata.name", "name or generateName is required"))
             else:
-                errs.extend(FieldError.invalid("metadata.name", name, m) for m in NAME_RULES[rt.name_rule](name))
+                errs.extend(
+                    FieldError.invalid("metadata.name", name, m) for m in NAME_RULES[rt.name_rule](name)
+                )
         for key in ("labels", "annotations"):
-            if meta.get(key) is not None and (not isinstance(meta[key], dict)
-                                              or not all(isinstance(v, str) for v in meta[key].values())):
-                raise bad_request(f"{rt.kind} in version \"{version}\" cannot be handled as a {rt.kind}: "
-                                  f"json: cannot unmarshal into Go struct field ObjectMeta.metadata.{key} of "
-                                  "type map[string]string")
+            if meta.get(key) is not None and (
+                not isinstance(meta[key], dict) or not all(isinstance(v, str) for v in meta[key].values())
+            ):
+                raise bad_request(
+                    f'{rt.kind} in version "{version}" cannot be handled as a {rt.kind}: '
+                    f"json: cannot unmarshal into Go struct field ObjectMeta.metadata.{key} of "
+                    "type map[string]string"
+                )
         errs += validate_labels(meta.get("labels"), "metadata.labels")
         errs += validate_annotations(meta.get("annotations"), "metadata.annotations")
         errs += builtins.finalizer_errors(meta.get("finalizers"))
         if old is not None and old["metadata"].get("deletionTimestamp"):
-            added = [f for f in meta.get("finalizers") or [] if f not in (old["metadata"].get("finalizers") or [])]
+            added = [
+                f for f in meta.get("finalizers") or [] if f not in (old["metadata"].get("finalizers") or [])
+            ]
             if added:
-                errs.append(FieldError.forbidden("metadata.finalizers", "no new finalizers can be added if the "
-                                                 f"object is being deleted, found new finalizers {_go_list(added)}"))
+                errs.append(
+                    FieldError.forbidden(
+                        "metadata.finalizers",
+                        "no new finalizers can be added if the "
+                        f"object is being deleted, found new finalizers {_go_list(added)}",
+                    )
+                )
         if rt.builtin:
             errs += builtins.validate(rt, obj, old)
         else:
@@ -347,7 +397,9 @@ class Store:
         if rt.builtin:
             return new.get("spec") != old.get("spec")
         skip = {"metadata", "status"} if rt.has_status else {"metadata"}
-        return {k: v for k, v in new.items() if k not in skip} != {k: v for k, v in old.items() if k not in skip}
+        return {k: v for k, v in new.items() if k not in skip} != {
+            k: v for k, v in old.items() if k not in skip
+        }
 
     def _alloc(self) -> builtins.Allocator:
         svc_type = self.registry.by_key(("", "services"))
@@ -360,16 +412,26 @@ class Store:
         return builtins.Allocator({ip for ip in ips if ip}, ports)
 
     # -- create ------------------------------------------------------------------------------------
-    def create(self, rt: ResourceType, version: str, namespace: str | None, body: Any, ctx: Context,
-               keep_status: bool = False, preset_managed: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    def create(
+        self,
+        rt: ResourceType,
+        version: str,
+        namespace: str | None,
+        body: Any,
+        ctx: Context,
+        keep_status: bool = False,
+        preset_managed: list[dict[str, Any]] | None = None,
+    ) -> dict[str, Any]:
         with self._write():
             obj = self._check_type(rt, version, copy.deepcopy(body))
             meta = _meta(obj)
             ns = _ns(rt, namespace)
             if rt.namespaced:
                 if meta.get("namespace") and meta["namespace"] != ns:
-                    raise bad_request("the namespace of the provided object does not match the namespace sent "
-                                      "on the request")
+                    raise bad_request(
+                        "the namespace of the provided object does not match the namespace sent "
+                        "on the request"
+                    )
                 meta["namespace"] = ns
             else:
                 meta.pop("namespace", None)
@@ -403,7 +465,9 @@ class Store:
             if preset_managed is not None:
                 meta["managedFields"] = preset_managed  # server-side apply computed them
             else:
-                managed.record_update(None, obj, ctx.manager, rt.api_version(version), "", meta["creationTimestamp"])
+                managed.record_update(
+                    None, obj, ctx.manager, rt.api_version(version), "", meta["creationTimestamp"]
+                )
             obj = self._stored(rt, obj)
             if ctx.dry_run:
                 meta.pop("resourceVersion", None)
@@ -427,9 +491,16 @@ class Store:
                 raise not_found(rt.plural, rt.group, name)
             return self._served(rt, obj, version)
 
-    def list(self, rt: ResourceType, version: str, namespace: str | None, labels: list[Requirement] | None = None,
-             fields: list[FieldTerm] | None = None, limit: int = 0, continue_token: str | None = None,
-             ) -> tuple[list[dict[str, Any]], str, str | None, int | None]:
+    def list(
+        self,
+        rt: ResourceType,
+        version: str,
+        namespace: str | None,
+        labels: list[Requirement] | None = None,
+        fields: list[FieldTerm] | None = None,
+        limit: int = 0,
+        continue_token: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str, str | None, int | None]:
         with self._lock:
             start: list[str] | None = None
             if continue_token:
@@ -459,18 +530,31 @@ class Store:
             return [self._served(rt, o, version) for _, o in items], rv, token, remaining
 
     # -- update / patch ----------------------------------------------------------------------------
-    def update(self, rt: ResourceType, version: str, namespace: str | None, name: str, body: Any, ctx: Context,
-               subresource: str = "", keep_status: bool = False) -> tuple[dict[str, Any], bool]:
+    def update(
+        self,
+        rt: ResourceType,
+        version: str,
+        namespace: str | None,
+        name: str,
+        body: Any,
+        ctx: Context,
+        subresource: str = "",
+        keep_status: bool = False,
+    ) -> tuple[dict[str, Any], bool]:
         with self._write():
             obj = self._check_type(rt, version, copy.deepcopy(body))
             meta = _meta(obj)
             ns = _ns(rt, namespace)
             if meta.get("name", "") != name:
-                raise bad_request(f"the name of the object ({meta.get('name', '')}) does not match the name on "
-                                  f"the URL ({name})")
+                raise bad_request(
+                    f"the name of the object ({meta.get('name', '')}) does not match the name on "
+                    f"the URL ({name})"
+                )
             if rt.namespaced and meta.get("namespace") and meta["namespace"] != ns:
-                raise bad_request(f"the namespace of the object ({meta['namespace']}) does not match the namespace "
-                                  f"on the request ({ns})")
+                raise bad_request(
+                    f"the namespace of the object ({meta['namespace']}) does not match the namespace "
+                    f"on the request ({ns})"
+                )
             current = self._bucket(rt).get((ns, name))
             if current is None:
                 if rt.allow_create_on_update and not subresource:
@@ -479,9 +563,18 @@ class Store:
                 raise not_found(rt.plural, rt.group, name)
             return self._update_existing(rt, version, ns, obj, current, ctx, subresource, keep_status), False
 
-    def _update_existing(self, rt: ResourceType, version: str, ns: str, obj: dict[str, Any],
-                         current: dict[str, Any], ctx: Context, subresource: str, keep_status: bool,
-                         managed_done: bool = False) -> dict[str, Any]:
+    def _update_existing(
+        self,
+        rt: ResourceType,
+        version: str,
+        ns: str,
+        obj: dict[str, Any],
+        current: dict[str, Any],
+        ctx: Context,
+        subresource: str,
+        keep_status: bool,
+        managed_done: bool = False,
+    ) -> dict[str, Any]:
         meta, old_meta = obj["metadata"], current["metadata"]
         rv = meta.get("resourceVersion")
         if rv:
@@ -489,8 +582,16 @@ class Store:
                 raise conflict(rt.plural, rt.group, old_meta["name"], STALE_OBJECT)
         elif not rt.allow_unconditional_update:
             # registry Store.Update: the qualified "kind" is the resource here, and the uint64 0 prints as 0x0
-            raise invalid(rt.plural, rt.group, old_meta["name"], [FieldError.invalid(
-                "metadata.resourceVersion", GoLiteral("0x0"), "must be specified for an update")])
+            raise invalid(
+                rt.plural,
+                rt.group,
+                old_meta["name"],
+                [
+                    FieldError.invalid(
+                        "metadata.resourceVersion", GoLiteral("0x0"), "must be specified for an update"
+                    )
+                ],
+            )
         if rt.kind == "Secret":
             builtins.check_secret_encoding(obj)
         self._decode(rt, version, obj, ctx)
@@ -513,8 +614,14 @@ class Store:
                     obj["status"] = copy.deepcopy(old["status"])
                 else:
                     obj.pop("status", None)
-            for key in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation",
-                        "generateName"):
+            for key in (
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+                "generateName",
+            ):
                 if key in old_meta:
                     meta[key] = old_meta[key]
                 else:
@@ -531,7 +638,9 @@ class Store:
             meta["generation"] = int(old_meta.get("generation", 1)) + 1
         if not managed_done:
             probe = copy.deepcopy(obj)
-            managed.record_update(old, probe, ctx.manager, rt.api_version(version), subresource, now_rfc3339())
+            managed.record_update(
+                old, probe, ctx.manager, rt.api_version(version), subresource, now_rfc3339()
+            )
             if _content(probe) != _content(old):
                 obj = probe
         if obj == old:
@@ -540,16 +649,28 @@ class Store:
         key = (ns, old_meta["name"])
         if ctx.dry_run:
             return self._served(rt, obj, version)
-        if meta.get("deletionTimestamp") and not meta.get("finalizers") and meta.get("deletionGracePeriodSeconds",
-                                                                                         0) == 0:
+        if (
+            meta.get("deletionTimestamp")
+            and not meta.get("finalizers")
+            and meta.get("deletionGracePeriodSeconds", 0) == 0
+        ):
             self._remove(rt, key, obj)  # the last finalizer is gone: the object is deleted now
             return self._served(rt, obj, version)
         self._commit(rt, key, obj, current)
         return self._served(rt, obj, version)
 
-    def patch(self, rt: ResourceType, version: str, namespace: str | None, name: str, content_type: str,
-              raw: bytes, ctx: Context, subresource: str = "", force: bool | None = None,
-              ) -> tuple[dict[str, Any], bool]:
+    def patch(
+        self,
+        rt: ResourceType,
+        version: str,
+        namespace: str | None,
+        name: str,
+        content_type: str,
+        raw: bytes,
+        ctx: Context,
+        subresource: str = "",
+        force: bool | None = None,
+    ) -> tuple[dict[str, Any], bool]:
         if content_type not in rt.patch_types:
             raise unsupported_media_type(rt.patch_types)
         errs = []
@@ -575,7 +696,9 @@ class Store:
                 patched = json_patch(served, patch_doc)
             elif content_type == MERGE_PATCH:
                 if not isinstance(patch_doc, dict):
-                    raise bad_request("json: cannot unmarshal array into Go value of type map[string]interface {}")
+                    raise bad_request(
+                        "json: cannot unmarshal array into Go value of type map[string]interface {}"
+                    )
                 patched = merge_patch(served, patch_doc)
             else:
                 assert content_type == STRATEGIC_PATCH
@@ -584,16 +707,36 @@ class Store:
                 raise bad_request("the patched document is not an object")
             patched_meta = patched.get("metadata") if isinstance(patched.get("metadata"), dict) else {}
             if patched_meta.get("name", name) != name:
-                raise bad_request(f"the name of the object ({patched_meta.get('name')}) does not match the name on "
-                                  f"the URL ({name})")
+                raise bad_request(
+                    f"the name of the object ({patched_meta.get('name')}) does not match the name on "
+                    f"the URL ({name})"
+                )
             patched.setdefault("metadata", {})["name"] = name
             if patched["metadata"].get("resourceVersion") is None:
                 patched["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-            return self._update_existing(rt, version, ns, self._check_type(rt, version, patched), current, ctx,
-                                         subresource, keep_status=False), False
+            return self._update_existing(
+                rt,
+                version,
+                ns,
+                self._check_type(rt, version, patched),
+                current,
+                ctx,
+                subresource,
+                keep_status=False,
+            ), False
 
-    def _apply(self, rt: ResourceType, version: str, ns: str, name: str, raw: bytes, ctx: Context,
-               subresource: str, force: bool, current: dict[str, Any] | None) -> tuple[dict[str, Any], bool]:
+    def _apply(
+        self,
+        rt: ResourceType,
+        version: str,
+        ns: str,
+        name: str,
+        raw: bytes,
+        ctx: Context,
+        subresource: str,
+        force: bool,
+        current: dict[str, Any] | None,
+    ) -> tuple[dict[str, Any], bool]:
         try:
             config = yaml.safe_load(raw or b"")
         except yaml.YAMLError as exc:
@@ -607,13 +750,16 @@ class Store:
         if cmeta.get("managedFields") is not None:
             raise bad_request("metadata.managedFields must be nil")
         if cmeta.get("name", name) != name:
-            raise bad_request(f"the name of the object ({cmeta.get('name')}) does not match the name on the URL "
-                              f"({name})")
+            raise bad_request(
+                f"the name of the object ({cmeta.get('name')}) does not match the name on the URL ({name})"
+            )
         cmeta["name"] = name
         if rt.namespaced:
             if cmeta.get("namespace", ns) != ns:
-                raise bad_request(f"the namespace of the object ({cmeta['namespace']}) does not match the namespace "
-                                  f"on the request ({ns})")
+                raise bad_request(
+                    f"the namespace of the object ({cmeta['namespace']}) does not match the namespace "
+                    f"on the request ({ns})"
+                )
             cmeta["namespace"] = ns
         # defaults are applied to the merged object later, so they are owned by no applier (as upstream)
         self._decode(rt, version, config, ctx, defaults=False)
@@ -626,21 +772,37 @@ class Store:
             applied.setdefault("apiVersion", api_version)
             applied.setdefault("kind", rt.kind)
             managed_fields = applied["metadata"].pop("managedFields", [])
-            quiet = Context(dry_run=ctx.dry_run, field_manager=ctx.field_manager, user_agent=ctx.user_agent,
-                            field_validation="Ignore")  # unknown fields were already reported above
+            quiet = Context(
+                dry_run=ctx.dry_run,
+                field_manager=ctx.field_manager,
+                user_agent=ctx.user_agent,
+                field_validation="Ignore",
+            )  # unknown fields were already reported above
             return self.create(rt, version, ns, applied, quiet, preset_managed=managed_fields), True
         old = self._served(rt, current, version)
         if subresource == "status":
-            config = {"apiVersion": api_version, "kind": rt.kind, "metadata": {"name": name},
-                      **({"status": config["status"]} if "status" in config else {})}
+            config = {
+                "apiVersion": api_version,
+                "kind": rt.kind,
+                "metadata": {"name": name},
+                **({"status": config["status"]} if "status" in config else {}),
+            }
         applied = managed.apply(old, config, ctx.field_manager or "", api_version, subresource, force, now)
         applied["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-        return self._update_existing(rt, version, ns, applied, current, ctx, subresource, keep_status=False,
-                                     managed_done=True), False
+        return self._update_existing(
+            rt, version, ns, applied, current, ctx, subresource, keep_status=False, managed_done=True
+        ), False
 
     # -- delete ------------------------------------------------------------------------------------
-    def delete(self, rt: ResourceType, version: str, namespace: str | None, name: str, options: DeleteOptions,
-               ctx: Context) -> dict[str, Any]:
+    def delete(
+        self,
+        rt: ResourceType,
+        version: str,
+        namespace: str | None,
+        name: str,
+        options: DeleteOptions,
+        ctx: Context,
+    ) -> dict[str, Any]:
         with self._write():
             ns = _ns(rt, namespace)
             current = self._bucket(rt).get((ns, name))
@@ -649,12 +811,21 @@ class Store:
             meta = current["metadata"]
             pre = options.preconditions or {}
             if pre.get("uid") and pre["uid"] != meta["uid"]:
-                raise conflict(rt.plural, rt.group, name, f"Precondition failed: UID in precondition: {pre['uid']}, "
-                                                          f"UID in object meta: {meta['uid']}")
+                raise conflict(
+                    rt.plural,
+                    rt.group,
+                    name,
+                    f"Precondition failed: UID in precondition: {pre['uid']}, "
+                    f"UID in object meta: {meta['uid']}",
+                )
             if pre.get("resourceVersion") and pre["resourceVersion"] != meta["resourceVersion"]:
-                raise conflict(rt.plural, rt.group, name,
-                               f"Precondition failed: ResourceVersion in precondition: {pre['resourceVersion']}, "
-                               f"ResourceVersion in object meta: {meta['resourceVersion']}")
+                raise conflict(
+                    rt.plural,
+                    rt.group,
+                    name,
+                    f"Precondition failed: ResourceVersion in precondition: {pre['resourceVersion']}, "
+                    f"ResourceVersion in object meta: {meta['resourceVersion']}",
+                )
             if rt.kind == "Namespace" and name in builtins.UNDELETABLE_NAMESPACES:
                 raise forbidden("namespaces", "", name, "this namespace may not be deleted")
             obj = copy.deepcopy(current)
@@ -685,8 +856,16 @@ class Store:
             grace = min(grace, int(pending))  # a pending deletion may only be shortened
         return grace
 
-    def _mark_deleting(self, rt: ResourceType, version: str, key: Key, obj: dict[str, Any],
-                       current: dict[str, Any], grace: int, ctx: Context) -> dict[str, Any]:
+    def _mark_deleting(
+        self,
+        rt: ResourceType,
+        version: str,
+        key: Key,
+        obj: dict[str, Any],
+        current: dict[str, Any],
+        grace: int,
+        ctx: Context,
+    ) -> dict[str, Any]:
         meta = obj["metadata"]
         if grace == 0 and meta.get("deletionTimestamp") and not meta.get("finalizers"):
             if not ctx.dry_run:
@@ -708,9 +887,22 @@ class Store:
         if rt.returns_deleted_object:
             return self._served(rt, obj, version)
         # Store.finalizeDelete: "Yes we set Kind field to resource."
-        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                "details": {k: v for k, v in (("name", obj["metadata"]["name"]), ("group", rt.group),
-                                              ("kind", rt.plural), ("uid", obj["metadata"]["uid"])) if v}}
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Success",
+            "details": {
+                k: v
+                for k, v in (
+                    ("name", obj["metadata"]["name"]),
+                    ("group", rt.group),
+                    ("kind", rt.plural),
+                    ("uid", obj["metadata"]["uid"]),
+                )
+                if v
+            },
+        }
 
     def _remove(self, rt: ResourceType, key: Key, current: dict[str, Any]) -> None:
         self._commit(rt, key, None, current)
@@ -730,8 +922,9 @@ class Store:
             self._history.append(event)
             self._pending.append(event)
 
-    def _delete_namespace(self, rt: ResourceType, version: str, obj: dict[str, Any], current: dict[str, Any],
-                          ctx: Context) -> dict[str, Any]:
+    def _delete_namespace(
+        self, rt: ResourceType, version: str, obj: dict[str, Any], current: dict[str, Any], ctx: Context
+    ) -> dict[str, Any]:
         meta = obj["metadata"]
         if not meta.get("deletionTimestamp"):
             meta["deletionTimestamp"] = now_rfc3339()
@@ -749,8 +942,14 @@ class Store:
             for key in [k for k in self._bucket(other) if k[0] == meta["name"]]:
                 item = self._bucket(other).get(key)
                 if item is not None:
-                    self.delete(other, other.storage_version, key[0], key[1], DeleteOptions(), Context(
-                        field_manager="namespace-controller"))
+                    self.delete(
+                        other,
+                        other.storage_version,
+                        key[0],
+                        key[1],
+                        DeleteOptions(),
+                        Context(field_manager="namespace-controller"),
+                    )
         self._finish_namespace_if_empty(meta["name"])
         return answer
 
@@ -768,9 +967,16 @@ class Store:
                 return
         self._commit(ns_type, ("", namespace), None, ns)
 
-    def delete_collection(self, rt: ResourceType, version: str, namespace: str | None,
-                          labels: list[Requirement], fields: list[FieldTerm], options: DeleteOptions,
-                          ctx: Context) -> dict[str, Any]:
+    def delete_collection(
+        self,
+        rt: ResourceType,
+        version: str,
+        namespace: str | None,
+        labels: list[Requirement],
+        fields: list[FieldTerm],
+        options: DeleteOptions,
+        ctx: Context,
+    ) -> dict[str, Any]:
         with self._write():
             items, rv, _, _ = self.list(rt, version, namespace, labels, fields)
             deleted = []
@@ -782,8 +988,12 @@ class Store:
                     if exc.code != 404:
                         raise
                 deleted.append(item)
-            return {"kind": rt.list_kind, "apiVersion": rt.api_version(version),
-                    "metadata": {"resourceVersion": str(self._rv)}, "items": deleted}
+            return {
+                "kind": rt.list_kind,
+                "apiVersion": rt.api_version(version),
+                "metadata": {"resourceVersion": str(self._rv)},
+                "items": deleted,
+            }
 
     # -- pods/binding ------------------------------------------------------------------------------
     def bind(self, rt: ResourceType, namespace: str, name: str, binding: Any, ctx: Context) -> dict[str, Any]:
@@ -795,24 +1005,45 @@ class Store:
             if current is None:
                 raise not_found(rt.plural, rt.group, name)
             if (current.get("spec") or {}).get("nodeName"):
-                raise conflict(rt.plural, rt.group, name,
-                               f"pod {name} is already assigned to node \"{current['spec']['nodeName']}\"")
+                raise conflict(
+                    rt.plural,
+                    rt.group,
+                    name,
+                    f'pod {name} is already assigned to node "{current["spec"]["nodeName"]}"',
+                )
             if current["metadata"].get("deletionTimestamp"):
-                raise conflict(rt.plural, rt.group, name, f"pod {name} is being deleted, cannot be assigned to a host")
+                raise conflict(
+                    rt.plural, rt.group, name, f"pod {name} is being deleted, cannot be assigned to a host"
+                )
             obj = copy.deepcopy(current)
             obj["spec"]["nodeName"] = binding["target"]["name"]
             conditions = obj.setdefault("status", {}).setdefault("conditions", [])
-            conditions.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None,
-                               "lastTransitionTime": now_rfc3339()})
+            conditions.append(
+                {
+                    "type": "PodScheduled",
+                    "status": "True",
+                    "lastProbeTime": None,
+                    "lastTransitionTime": now_rfc3339(),
+                }
+            )
             managed.record_update(current, obj, ctx.manager, "v1", "binding", now_rfc3339())
             if not ctx.dry_run:
                 self._commit(rt, (namespace, name), obj, current)
             return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
 
     # -- watch -------------------------------------------------------------------------------------
-    def watch(self, rt: ResourceType, version: str, namespace: str | None, labels: list[Requirement],
-              fields: list[FieldTerm], resource_version: str | None, timeout: float, stop: threading.Event,
-              initial_events_end: bool = False) -> Iterator[dict[str, Any]]:
+    def watch(
+        self,
+        rt: ResourceType,
+        version: str,
+        namespace: str | None,
+        labels: list[Requirement],
+        fields: list[FieldTerm],
+        resource_version: str | None,
+        timeout: float,
+        stop: threading.Event,
+        initial_events_end: bool = False,
+    ) -> Iterator[dict[str, Any]]:
         """Events for a watch: the current objects as ADDED (no resourceVersion, or "0"), or the history after
         resourceVersion (410 Expired as an ERROR event when it is older than the history), then live events
         until `timeout` seconds pass. sendInitialEvents=true ends the initial ADDED list with a BOOKMARK
@@ -831,13 +1062,25 @@ class Store:
         with self._lock:
             if resource_version in (None, "", "0"):
                 last = self._rv
-                initial = [{"type": "ADDED", "object": self._served(rt, o, version)}
-                           for _, o in sorted(self._bucket(rt).items()) if visible(o)]
+                initial = [
+                    {"type": "ADDED", "object": self._served(rt, o, version)}
+                    for _, o in sorted(self._bucket(rt).items())
+                    if visible(o)
+                ]
                 if initial_events_end:
-                    initial.append({"type": "BOOKMARK", "object": {
-                        "kind": rt.kind, "apiVersion": rt.api_version(version),
-                        "metadata": {"resourceVersion": str(last),
-                                     "annotations": {"k8s.io/initial-events-end": "true"}}}})
+                    initial.append(
+                        {
+                            "type": "BOOKMARK",
+                            "object": {
+                                "kind": rt.kind,
+                                "apiVersion": rt.api_version(version),
+                                "metadata": {
+                                    "resourceVersion": str(last),
+                                    "annotations": {"k8s.io/initial-events-end": "true"},
+                                },
+                            },
+                        }
+                    )
             else:
                 try:
                     last = int(resource_version)
@@ -900,8 +1143,16 @@ class Store:
                 return self.create(rt, version, meta.get("namespace"), body, ctx, keep_status=True)
             body = copy.deepcopy(obj)
             body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-            return self._update_existing(rt, version, _ns(rt, meta.get("namespace")), self._check_type(
-                rt, version, body), current, ctx, "", keep_status=True)
+            return self._update_existing(
+                rt,
+                version,
+                _ns(rt, meta.get("namespace")),
+                self._check_type(rt, version, body),
+                current,
+                ctx,
+                "",
+                keep_status=True,
+            )
 
 
 def _content(obj: dict[str, Any]) -> dict[str, Any]:

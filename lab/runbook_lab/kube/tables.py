@@ -15,10 +15,12 @@ from typing import Any
 
 from .resources import ResourceType
 
-NAME_DESCRIPTION = ("Name must be unique within a namespace. Is required when creating resources, although some "
-                    "resources may allow a client to request the generation of an appropriate name automatically. "
-                    "Name is primarily intended for creation idempotence and configuration definition. Cannot be "
-                    "updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names")
+NAME_DESCRIPTION = (
+    "Name must be unique within a namespace. Is required when creating resources, although some "
+    "resources may allow a client to request the generation of an appropriate name automatically. "
+    "Name is primarily intended for creation idempotence and configuration definition. Cannot be "
+    "updated. More info: https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names"
+)
 
 
 def wants_table(accept: str) -> bool:
@@ -89,8 +91,16 @@ def jsonpath(obj: Any, path: str) -> list[Any]:
     return nodes
 
 
-def _column(name: str, type_: str = "string", priority: int = 0, fmt: str = "", description: str = "") -> dict:
-    return {"name": name, "type": type_, "format": fmt, "description": description or name, "priority": priority}
+def _column(
+    name: str, type_: str = "string", priority: int = 0, fmt: str = "", description: str = ""
+) -> dict:
+    return {
+        "name": name,
+        "type": type_,
+        "format": fmt,
+        "description": description or name,
+        "priority": priority,
+    }
 
 
 def _cell(type_: str, value: Any) -> Any:
@@ -104,12 +114,20 @@ def _cell(type_: str, value: Any) -> Any:
 
 
 def _custom_rows(rt: ResourceType, version: str, items: list[dict]) -> tuple[list[dict], list[list[Any]]]:
-    printer = rt.printer_columns.get(version) or [{"name": "Age", "type": "date",
-                                                    "jsonPath": ".metadata.creationTimestamp"}]
+    printer = rt.printer_columns.get(version) or [
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+    ]
     columns = [_column("Name", fmt="name", description=NAME_DESCRIPTION)]
-    columns += [_column(c["name"], "string" if c.get("type") == "date" else c.get("type", "string"),
-                        int(c.get("priority", 0)), c.get("format", ""), c.get("description", ""))
-                for c in printer]
+    columns += [
+        _column(
+            c["name"],
+            "string" if c.get("type") == "date" else c.get("type", "string"),
+            int(c.get("priority", 0)),
+            c.get("format", ""),
+            c.get("description", ""),
+        )
+        for c in printer
+    ]
     rows = []
     for obj in items:
         cells = [obj["metadata"]["name"]]
@@ -128,8 +146,16 @@ def _pod_cells(obj: dict) -> list[Any]:
     phase = status.get("reason") or status.get("phase") or "Unknown"
     if obj["metadata"].get("deletionTimestamp"):
         phase = "Terminating"
-    return [f"{ready}/{len(spec.get('containers') or [])}", phase, restarts, age(obj["metadata"].get("creationTimestamp")),
-            status.get("podIP") or "<none>", spec.get("nodeName") or "<none>", "<none>", "<none>"]
+    return [
+        f"{ready}/{len(spec.get('containers') or [])}",
+        phase,
+        restarts,
+        age(obj["metadata"].get("creationTimestamp")),
+        status.get("podIP") or "<none>",
+        spec.get("nodeName") or "<none>",
+        "<none>",
+        "<none>",
+    ]
 
 
 def _node_cells(obj: dict) -> list[Any]:
@@ -139,72 +165,173 @@ def _node_cells(obj: dict) -> list[Any]:
     if (obj.get("spec") or {}).get("unschedulable"):
         state += ",SchedulingDisabled"
     labels = obj["metadata"].get("labels") or {}
-    roles = sorted(k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/") and "/" in k)
+    roles = sorted(
+        k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/") and "/" in k
+    )
     info = status.get("nodeInfo") or {}
     addresses = {a.get("type"): a.get("address") for a in status.get("addresses") or []}
-    return [state, ",".join(roles) or "<none>", age(obj["metadata"].get("creationTimestamp")),
-            info.get("kubeletVersion", ""), addresses.get("InternalIP", "<none>"),
-            addresses.get("ExternalIP", "<none>"), info.get("osImage", "<unknown>"),
-            info.get("kernelVersion", "<unknown>"), info.get("containerRuntimeVersion", "<unknown>")]
+    return [
+        state,
+        ",".join(roles) or "<none>",
+        age(obj["metadata"].get("creationTimestamp")),
+        info.get("kubeletVersion", ""),
+        addresses.get("InternalIP", "<none>"),
+        addresses.get("ExternalIP", "<none>"),
+        info.get("osImage", "<unknown>"),
+        info.get("kernelVersion", "<unknown>"),
+        info.get("containerRuntimeVersion", "<unknown>"),
+    ]
 
 
 def _service_cells(obj: dict) -> list[Any]:
     spec = obj.get("spec") or {}
     ingress = ((obj.get("status") or {}).get("loadBalancer") or {}).get("ingress") or []
     external = ",".join(i.get("ip") or i.get("hostname") or "" for i in ingress) or (
-        "<pending>" if spec.get("type") == "LoadBalancer" else "<none>")
-    ports = ",".join(f"{p.get('port')}{':' + str(p['nodePort']) if p.get('nodePort') else ''}/{p.get('protocol', 'TCP')}"
-                     for p in spec.get("ports") or []) or "<none>"
+        "<pending>" if spec.get("type") == "LoadBalancer" else "<none>"
+    )
+    ports = (
+        ",".join(
+            f"{p.get('port')}{':' + str(p['nodePort']) if p.get('nodePort') else ''}/{p.get('protocol', 'TCP')}"
+            for p in spec.get("ports") or []
+        )
+        or "<none>"
+    )
     selector = ",".join(f"{k}={v}" for k, v in sorted((spec.get("selector") or {}).items())) or "<none>"
-    return [spec.get("type", ""), spec.get("clusterIP") or "<none>", external, ports,
-            age(obj["metadata"].get("creationTimestamp")), selector]
+    return [
+        spec.get("type", ""),
+        spec.get("clusterIP") or "<none>",
+        external,
+        ports,
+        age(obj["metadata"].get("creationTimestamp")),
+        selector,
+    ]
 
 
 def _job_cells(obj: dict) -> list[Any]:
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
     conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
-    state = ("Complete" if conditions.get("Complete") == "True" else "Failed" if conditions.get("Failed") == "True"
-             else "Suspended" if spec.get("suspend") else "Running")
+    state = (
+        "Complete"
+        if conditions.get("Complete") == "True"
+        else "Failed"
+        if conditions.get("Failed") == "True"
+        else "Suspended"
+        if spec.get("suspend")
+        else "Running"
+    )
     containers = (spec.get("template") or {}).get("spec", {}).get("containers") or []
-    return [state, f"{status.get('succeeded', 0)}/{spec.get('completions', 1)}", "", age(
-        obj["metadata"].get("creationTimestamp")), ",".join(c.get("name", "") for c in containers),
+    return [
+        state,
+        f"{status.get('succeeded', 0)}/{spec.get('completions', 1)}",
+        "",
+        age(obj["metadata"].get("creationTimestamp")),
+        ",".join(c.get("name", "") for c in containers),
         ",".join(c.get("image", "") for c in containers),
-        ",".join(f"{k}={v}" for k, v in ((spec.get("selector") or {}).get("matchLabels") or {}).items())]
+        ",".join(f"{k}={v}" for k, v in ((spec.get("selector") or {}).get("matchLabels") or {}).items()),
+    ]
 
 
 def _event_cells(obj: dict) -> list[Any]:
     involved = obj.get("involvedObject") or {}
     last = obj.get("lastTimestamp") or obj.get("eventTime") or obj["metadata"].get("creationTimestamp")
     source = obj.get("source") or {}
-    return [age(last[:19] + "Z" if last else None), obj.get("type", ""), obj.get("reason", ""),
-            f"{(involved.get('kind') or '').lower()}/{involved.get('name', '')}", obj.get("message", ""),
-            involved.get("fieldPath", ""), ", ".join(v for v in (source.get("component"), source.get("host")) if v),
-            age(obj.get("firstTimestamp")) if obj.get("firstTimestamp") else "<unknown>", obj.get("count", 1)]
+    return [
+        age(last[:19] + "Z" if last else None),
+        obj.get("type", ""),
+        obj.get("reason", ""),
+        f"{(involved.get('kind') or '').lower()}/{involved.get('name', '')}",
+        obj.get("message", ""),
+        involved.get("fieldPath", ""),
+        ", ".join(v for v in (source.get("component"), source.get("host")) if v),
+        age(obj.get("firstTimestamp")) if obj.get("firstTimestamp") else "<unknown>",
+        obj.get("count", 1),
+    ]
 
 
 _BUILTIN: dict[str, tuple[list[tuple[str, str, int]], Any]] = {
-    "Event": ([("Last Seen", "string", 0), ("Type", "string", 0), ("Reason", "string", 0), ("Object", "string", 0),
-               ("Message", "string", 0), ("Subobject", "string", 1), ("Source", "string", 1),
-               ("First Seen", "string", 1), ("Count", "string", 1)], _event_cells),
-    "Pod": ([("Ready", "string", 0), ("Status", "string", 0), ("Restarts", "string", 0), ("Age", "string", 0),
-             ("IP", "string", 1), ("Node", "string", 1), ("Nominated Node", "string", 1),
-             ("Readiness Gates", "string", 1)], _pod_cells),
-    "Node": ([("Status", "string", 0), ("Roles", "string", 0), ("Age", "string", 0), ("Version", "string", 0),
-              ("Internal-IP", "string", 1), ("External-IP", "string", 1), ("OS-Image", "string", 1),
-              ("Kernel-Version", "string", 1), ("Container-Runtime", "string", 1)], _node_cells),
-    "Namespace": ([("Status", "string", 0), ("Age", "string", 0)],
-                  lambda o: [(o.get("status") or {}).get("phase", ""), age(o["metadata"].get("creationTimestamp"))]),
-    "Secret": ([("Type", "string", 0), ("Data", "string", 0), ("Age", "string", 0)],
-               lambda o: [o.get("type", ""), len(o.get("data") or {}), age(o["metadata"].get("creationTimestamp"))]),
-    "ConfigMap": ([("Data", "string", 0), ("Age", "string", 0)],
-                  lambda o: [len(o.get("data") or {}) + len(o.get("binaryData") or {}),
-                             age(o["metadata"].get("creationTimestamp"))]),
-    "Service": ([("Type", "string", 0), ("Cluster-IP", "string", 0), ("External-IP", "string", 0),
-                 ("Port(s)", "string", 0), ("Age", "string", 0), ("Selector", "string", 1)], _service_cells),
-    "Job": ([("Status", "string", 0), ("Completions", "string", 0), ("Duration", "string", 0), ("Age", "string", 0),
-             ("Containers", "string", 1), ("Images", "string", 1), ("Selector", "string", 1)], _job_cells),
-    "CustomResourceDefinition": ([("Created At", "date", 0)],
-                                 lambda o: [o["metadata"].get("creationTimestamp")]),
+    "Event": (
+        [
+            ("Last Seen", "string", 0),
+            ("Type", "string", 0),
+            ("Reason", "string", 0),
+            ("Object", "string", 0),
+            ("Message", "string", 0),
+            ("Subobject", "string", 1),
+            ("Source", "string", 1),
+            ("First Seen", "string", 1),
+            ("Count", "string", 1),
+        ],
+        _event_cells,
+    ),
+    "Pod": (
+        [
+            ("Ready", "string", 0),
+            ("Status", "string", 0),
+            ("Restarts", "string", 0),
+            ("Age", "string", 0),
+            ("IP", "string", 1),
+            ("Node", "string", 1),
+            ("Nominated Node", "string", 1),
+            ("Readiness Gates", "string", 1),
+        ],
+        _pod_cells,
+    ),
+    "Node": (
+        [
+            ("Status", "string", 0),
+            ("Roles", "string", 0),
+            ("Age", "string", 0),
+            ("Version", "string", 0),
+            ("Internal-IP", "string", 1),
+            ("External-IP", "string", 1),
+            ("OS-Image", "string", 1),
+            ("Kernel-Version", "string", 1),
+            ("Container-Runtime", "string", 1),
+        ],
+        _node_cells,
+    ),
+    "Namespace": (
+        [("Status", "string", 0), ("Age", "string", 0)],
+        lambda o: [(o.get("status") or {}).get("phase", ""), age(o["metadata"].get("creationTimestamp"))],
+    ),
+    "Secret": (
+        [("Type", "string", 0), ("Data", "string", 0), ("Age", "string", 0)],
+        lambda o: [o.get("type", ""), len(o.get("data") or {}), age(o["metadata"].get("creationTimestamp"))],
+    ),
+    "ConfigMap": (
+        [("Data", "string", 0), ("Age", "string", 0)],
+        lambda o: [
+            len(o.get("data") or {}) + len(o.get("binaryData") or {}),
+            age(o["metadata"].get("creationTimestamp")),
+        ],
+    ),
+    "Service": (
+        [
+            ("Type", "string", 0),
+            ("Cluster-IP", "string", 0),
+            ("External-IP", "string", 0),
+            ("Port(s)", "string", 0),
+            ("Age", "string", 0),
+            ("Selector", "string", 1),
+        ],
+        _service_cells,
+    ),
+    "Job": (
+        [
+            ("Status", "string", 0),
+            ("Completions", "string", 0),
+            ("Duration", "string", 0),
+            ("Age", "string", 0),
+            ("Containers", "string", 1),
+            ("Images", "string", 1),
+            ("Selector", "string", 1),
+        ],
+        _job_cells,
+    ),
+    "CustomResourceDefinition": (
+        [("Created At", "date", 0)],
+        lambda o: [o["metadata"].get("creationTimestamp")],
+    ),
 }
 
 
@@ -227,8 +354,19 @@ def to_table(rt: ResourceType, version: str, items: list[dict], rv: str, token: 
     if token:
         meta["continue"] = token
     return {
-        "kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta, "columnDefinitions": columns,
-        "rows": [{"cells": cells, "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-                                             "metadata": obj["metadata"]}} for cells, obj in zip(rows, items,
-                                                                                                   strict=True)],
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": meta,
+        "columnDefinitions": columns,
+        "rows": [
+            {
+                "cells": cells,
+                "object": {
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": obj["metadata"],
+                },
+            }
+            for cells, obj in zip(rows, items, strict=True)
+        ],
     }

@@ -185,7 +185,11 @@ class ConnectorManager:
             # What Nexus logs when Jetty cannot bind a connector; the repository stays, no connector.
             log.error(
                 "FAILED ServerConnector{HTTP/1.1, (http/1.1)}{%s:%d} for repository %s: "
-                "java.net.BindException: %s", self.host, port, name, exc.strerror or exc,
+                "java.net.BindException: %s",
+                self.host,
+                port,
+                name,
+                exc.strerror or exc,
             )
             self._bind_failures[name] = f"{self.host}:{port}: {exc.strerror or exc}"
             return
@@ -225,8 +229,10 @@ class ConnectorManager:
         names = {r["name"] for r in self.state.docker_repos()}
         with self._lock:
             names |= set(self._counters)
-        return {n: self._counters[n].snapshot() if n in self._counters else dict.fromkeys(COUNTER_FIELDS, 0)
-                for n in sorted(names)}
+        return {
+            n: self._counters[n].snapshot() if n in self._counters else dict.fromkeys(COUNTER_FIELDS, 0)
+            for n in sorted(names)
+        }
 
     # -- request entry points ---------------------------------------------------------------------------
     def serve_path(self, handler: LabHandler, repo_name: str, subpath: str) -> None:
@@ -247,7 +253,9 @@ class ConnectorManager:
         with self._lock:
             cache = self._caches.get(repo)
             if cache is None:
-                cache = ProxyCache(repo, self.cache_dir / repo, self.counters(repo), self._user_agent, self._clock)
+                cache = ProxyCache(
+                    repo, self.cache_dir / repo, self.counters(repo), self._user_agent, self._clock
+                )
                 self._caches[repo] = cache
         cache.configure(config)
         return cache
@@ -259,7 +267,11 @@ class ConnectorManager:
                 continue  # already dispatched (nested groups): NP GroupHandler skips it
             seen.add(member)
             member_config = self.state.repo_config(member)
-            if member_config and member_config.get("format", "docker") == "docker" and member_config.get("online", True):
+            if (
+                member_config
+                and member_config.get("format", "docker") == "docker"
+                and member_config.get("online", True)
+            ):
                 members.append((member, member_config))
         return members
 
@@ -318,7 +330,9 @@ class ConnectorManager:
 class _Exchange:
     """One registry request against one repository."""
 
-    def __init__(self, manager: ConnectorManager, handler: LabHandler, repo: str, path: str, mount: str) -> None:
+    def __init__(
+        self, manager: ConnectorManager, handler: LabHandler, repo: str, path: str, mount: str
+    ) -> None:
         self.m = manager
         self.state = manager.state
         self.h = handler
@@ -550,8 +564,12 @@ class _Exchange:
             start = int(wanted.group(1))
             end = min(int(wanted.group(2)), source.size - 1) if wanted.group(2) else source.size - 1
             if start > end:
-                self.error(416, "BLOB_UNKNOWN", "requested range not satisfiable",
-                           {"Content-Range": f"bytes */{source.size}"})
+                self.error(
+                    416,
+                    "BLOB_UNKNOWN",
+                    "requested range not satisfiable",
+                    {"Content-Range": f"bytes */{source.size}"},
+                )
                 return
             status = 206
             headers["Content-Range"] = f"bytes {start}-{end}/{source.size}"

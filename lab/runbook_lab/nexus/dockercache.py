@@ -236,7 +236,10 @@ class LiveBlob:
         if actual != self.digest or (self.size >= 0 and received != self.size):
             log.warning(
                 "upstream blob %s failed verification (got %s, %d of %d bytes); not cached",
-                self.digest, actual, received, self.size,
+                self.digest,
+                actual,
+                received,
+                self.size,
             )
             tmp.unlink(missing_ok=True)
             return False
@@ -299,7 +302,9 @@ class UpstreamSession:
     def close(self) -> None:
         self._client.close()
 
-    def open(self, method: str, path: str, image: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    def open(
+        self, method: str, path: str, image: str, headers: dict[str, str] | None = None
+    ) -> httpx.Response:
         """Send and return a streamed response (caller closes it). Raises UpstreamUnavailable."""
         scope = f"repository:{image}:pull"
         url = self.base + path
@@ -338,7 +343,11 @@ class UpstreamSession:
             return self._basic()
         if scheme != "bearer" or not params.get("realm"):
             return None
-        query = {k: v for k, v in (("service", params.get("service")), ("scope", params.get("scope") or scope)) if v}
+        query = {
+            k: v
+            for k, v in (("service", params.get("service")), ("scope", params.get("scope") or scope))
+            if v
+        }
         headers = {"Authorization": self._basic()} if self._username else {}
         try:
             resp = self._send("GET", params["realm"], headers, params=query)
@@ -538,7 +547,13 @@ class ProxyCache:
                 self._remember_missing(key)
                 return None
             if fetched.digest != digest:
-                log.warning("%s: upstream manifest %s@%s hashes to %s; rejected", self.repo, image, digest, fetched.digest)
+                log.warning(
+                    "%s: upstream manifest %s@%s hashes to %s; rejected",
+                    self.repo,
+                    image,
+                    digest,
+                    fetched.digest,
+                )
                 return None
             self._store_manifest(image, fetched)
             return fetched
@@ -602,7 +617,9 @@ class ProxyCache:
                 for chunk in resp.iter_bytes():
                     body += chunk
                     if len(body) > MAX_MANIFEST_BYTES:
-                        raise UpstreamUnavailable(f"manifest {image}:{reference} exceeds {MAX_MANIFEST_BYTES} bytes")
+                        raise UpstreamUnavailable(
+                            f"manifest {image}:{reference} exceeds {MAX_MANIFEST_BYTES} bytes"
+                        )
             except httpx.HTTPError as exc:
                 raise UpstreamUnavailable(f"GET manifest {image}:{reference}: {exc}") from exc
         finally:
@@ -612,7 +629,9 @@ class ProxyCache:
         digest = sha256_digest(data)
         claimed = resp.headers.get("Docker-Content-Digest")
         if claimed and claimed != digest and claimed.startswith("sha256:"):
-            raise UpstreamUnavailable(f"manifest {image}:{reference} body hashes to {digest}, upstream says {claimed}")
+            raise UpstreamUnavailable(
+                f"manifest {image}:{reference} body hashes to {digest}, upstream says {claimed}"
+            )
         return Manifest(digest, media_type_of(resp.headers.get("Content-Type"), data), data, cache_hit=False)
 
     # -- blobs ----------------------------------------------------------------------------------
@@ -640,7 +659,9 @@ class ProxyCache:
             if upstream is None or self._negative_hit(("blob", image, digest)):
                 return None
             try:
-                resp = upstream.open("GET", f"/v2/{image}/blobs/{digest}", image, {"Accept-Encoding": "identity"})
+                resp = upstream.open(
+                    "GET", f"/v2/{image}/blobs/{digest}", image, {"Accept-Encoding": "identity"}
+                )
             except UpstreamUnavailable as exc:
                 log.warning("%s: blob %s: %s", self.repo, digest, exc)
                 return None
@@ -653,8 +674,13 @@ class ProxyCache:
                 return None
             length = resp.headers.get("Content-Length")
             live = LiveBlob(
-                resp, digest, int(length) if length and length.isdigit() else -1,
-                self.blob_path(digest), self.root / "tmp", self.counters, lock.release,
+                resp,
+                digest,
+                int(length) if length and length.isdigit() else -1,
+                self.blob_path(digest),
+                self.root / "tmp",
+                self.counters,
+                lock.release,
             )
             handed_over = True
             if live.size < 0:  # no length to promise the client: fetch first, then serve from disk

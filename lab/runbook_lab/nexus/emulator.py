@@ -41,10 +41,17 @@ def all_routes() -> list:
 class NexusEmulator:
     """An in-process emulated Nexus on `host:port` (port 0 = ephemeral) serving `data_dir`."""
 
-    def __init__(self, data_dir: Path | str, port: int = 0, host: str = "127.0.0.1",
-                 version: str = DEFAULT_VERSION, edition: str | None = None,
-                 request_log: Path | str | None = None, environ: Mapping[str, str] | None = None,
-                 connectors: bool = True) -> None:
+    def __init__(
+        self,
+        data_dir: Path | str,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        version: str = DEFAULT_VERSION,
+        edition: str | None = None,
+        request_log: Path | str | None = None,
+        environ: Mapping[str, str] | None = None,
+        connectors: bool = True,
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.host = host
         self.requested_port = port
@@ -83,8 +90,12 @@ class NexusEmulator:
             self.bind()
         assert self.server is not None
         # a short poll interval keeps stop() quick (shutdown waits for the serve loop's next poll)
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name=f"nexus-emulator-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self.server.serve_forever,
+            kwargs={"poll_interval": 0.02},
+            name=f"nexus-emulator-{self.port}",
+            daemon=True,
+        )
         self._thread.start()
         return self
 

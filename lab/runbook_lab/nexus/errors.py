@@ -39,7 +39,9 @@ class ValidationFailed(ApiError):
 class MessageError(ApiError):
     """`quoted`: the resource wrapped the text in literal quotes (nearly all do)."""
 
-    def __init__(self, status: int, message: str, quoted: bool = True, content_type: str = "application/json"):
+    def __init__(
+        self, status: int, message: str, quoted: bool = True, content_type: str = "application/json"
+    ):
         super().__init__(message)
         self.status = status
         self.message = f'"{message}"' if quoted else message

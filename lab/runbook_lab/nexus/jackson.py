@@ -18,7 +18,9 @@ def dumps(value: Any, level: int = 0) -> str:
         if not value:
             return "{ }"
         pad = "  " * (level + 1)
-        lines = [f"{pad}{json.dumps(str(k), ensure_ascii=False)} : {dumps(v, level + 1)}" for k, v in value.items()]
+        lines = [
+            f"{pad}{json.dumps(str(k), ensure_ascii=False)} : {dumps(v, level + 1)}" for k, v in value.items()
+        ]
         return "{\n" + ",\n".join(lines) + "\n" + "  " * level + "}"
     if isinstance(value, (list, tuple)):
         if not value:

@@ -22,16 +22,48 @@ from typing import Any
 REPO_ACTIONS = ("browse", "read", "edit", "add", "delete", "*")
 
 # PrivilegeAction enum (NP privilege/rest/PrivilegeAction.java) <-> stored action
-ENUM_TO_ACTION = {"BROWSE": "browse", "READ": "read", "EDIT": "edit", "ADD": "add", "DELETE": "delete", "ALL": "*",
-                  "RUN": "run", "START": "start", "STOP": "stop", "ASSOCIATE": "associate",
-                  "DISASSOCIATE": "disassociate"}
+ENUM_TO_ACTION = {
+    "BROWSE": "browse",
+    "READ": "read",
+    "EDIT": "edit",
+    "ADD": "add",
+    "DELETE": "delete",
+    "ALL": "*",
+    "RUN": "run",
+    "START": "start",
+    "STOP": "stop",
+    "ASSOCIATE": "associate",
+    "DISASSOCIATE": "disassociate",
+}
 ACTION_TO_ENUM = {v: k for k, v in ENUM_TO_ACTION.items()}
 REPOSITORY_VIEW_ENUMS = ("BROWSE", "READ", "EDIT", "ADD", "DELETE", "ALL")
 
 # Format ids of the stock recipes a repository-view privilege may name (besides `*`).
-KNOWN_FORMATS = ("apt", "bower", "cargo", "cocoapods", "composer", "conan", "conda", "docker", "gitlfs", "go",
-                 "helm", "huggingface", "maven2", "npm", "nuget", "p2", "pypi", "r", "raw", "rubygems", "swift",
-                 "terraform", "yum")
+KNOWN_FORMATS = (
+    "apt",
+    "bower",
+    "cargo",
+    "cocoapods",
+    "composer",
+    "conan",
+    "conda",
+    "docker",
+    "gitlfs",
+    "go",
+    "helm",
+    "huggingface",
+    "maven2",
+    "npm",
+    "nuget",
+    "p2",
+    "pypi",
+    "r",
+    "raw",
+    "rubygems",
+    "swift",
+    "terraform",
+    "yum",
+)
 
 
 class WildcardPermission:
@@ -46,7 +78,7 @@ class WildcardPermission:
             mine = self.parts[i]
             if "*" not in mine and not mine >= wanted:
                 return False
-        return all("*" in mine for mine in self.parts[len(other.parts):])
+        return all("*" in mine for mine in self.parts[len(other.parts) :])
 
     def __repr__(self) -> str:
         return f"WildcardPermission({self.text!r})"
@@ -70,8 +102,14 @@ def implied(granted: Iterable[WildcardPermission], wanted: str) -> bool:
 
 
 def _application(name: str, domain: str, actions: list[str], description: str) -> dict[str, Any]:
-    return {"type": "application", "name": name, "description": description, "readOnly": True,
-            "domain": domain, "actions": actions}
+    return {
+        "type": "application",
+        "name": name,
+        "description": description,
+        "readOnly": True,
+        "domain": domain,
+        "actions": actions,
+    }
 
 
 def _repository(kind: str, fmt: str, repo: str, action: str) -> dict[str, Any]:
@@ -80,10 +118,17 @@ def _repository(kind: str, fmt: str, repo: str, action: str) -> dict[str, Any]:
     fmt_text = "all" if fmt == "*" else fmt
     repo_text = "all" if repo == "*" else repo
     noun = "repository" if short == "view" else "repository administration"
-    return {"type": kind, "name": f"nx-repository-{short}-{fmt}-{repo}-{action}",
-            "description": f"{what} permissions for {fmt_text} '{repo_text}' {noun}" if repo != "*"
-            else f"{what} permissions for all {fmt_text} {noun}s",
-            "readOnly": True, "format": fmt, "repository": repo, "actions": [action]}
+    return {
+        "type": kind,
+        "name": f"nx-repository-{short}-{fmt}-{repo}-{action}",
+        "description": f"{what} permissions for {fmt_text} '{repo_text}' {noun}"
+        if repo != "*"
+        else f"{what} permissions for all {fmt_text} {noun}s",
+        "readOnly": True,
+        "format": fmt,
+        "repository": repo,
+        "actions": [action],
+    }
 
 
 def builtin_privileges(repositories: Iterable[tuple[str, str]]) -> dict[str, dict[str, Any]]:
@@ -93,8 +138,15 @@ def builtin_privileges(repositories: Iterable[tuple[str, str]]) -> dict[str, dic
     def add(p: dict[str, Any]) -> None:
         out[p["name"]] = p
 
-    add({"type": "wildcard", "name": "nx-all", "description": "All permissions", "readOnly": True,
-         "pattern": "nexus:*"})
+    add(
+        {
+            "type": "wildcard",
+            "name": "nx-all",
+            "description": "All permissions",
+            "readOnly": True,
+            "pattern": "nexus:*",
+        }
+    )
     add(_application("nx-blobstores-read", "blobstores", ["read"], "Read permission for Blobstores"))
     add(_application("nx-healthcheck-read", "healthcheck", ["read"], "Read permission for Healthcheck"))
     add(_application("nx-metrics-all", "metrics", ["*"], "All permissions for Metrics"))
@@ -114,8 +166,12 @@ def builtin_privileges(repositories: Iterable[tuple[str, str]]) -> dict[str, dic
 
 def render_privilege(p: dict[str, Any]) -> dict[str, Any]:
     """The REST view of a privilege (ApiPrivilege* XOs): repository actions as enum names."""
-    out: dict[str, Any] = {"type": p["type"], "name": p["name"], "description": p.get("description") or "",
-                           "readOnly": bool(p.get("readOnly"))}
+    out: dict[str, Any] = {
+        "type": p["type"],
+        "name": p["name"],
+        "description": p.get("description") or "",
+        "readOnly": bool(p.get("readOnly")),
+    }
     if p["type"] == "wildcard":
         out["pattern"] = p["pattern"]
     elif p["type"] == "application":

@@ -21,7 +21,9 @@ SECRET_KEYS = frozenset({"password", "bearerToken", "secretAccessKey"})
 
 def mask_secrets(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: (MASK if k in SECRET_KEYS and v is not None else mask_secrets(v)) for k, v in value.items()}
+        return {
+            k: (MASK if k in SECRET_KEYS and v is not None else mask_secrets(v)) for k, v in value.items()
+        }
     if isinstance(value, list):
         return [mask_secrets(v) for v in value]
     return value
@@ -45,13 +47,20 @@ class RequestLog:
         if self.path:
             self.path.parent.mkdir(parents=True, exist_ok=True)
 
-    def append(self, *, method: str, path: str, query: dict[str, list[str]], status: int, user: str | None,
-               body: Any) -> None:
+    def append(
+        self, *, method: str, path: str, query: dict[str, list[str]], status: int, user: str | None, body: Any
+    ) -> None:
         if not self.path:
             return
-        entry = {"time": now_iso(), "method": method, "path": path,
-                 "query": {k: v[0] if len(v) == 1 else v for k, v in query.items()},
-                 "status": status, "user": user, "body": body}
+        entry = {
+            "time": now_iso(),
+            "method": method,
+            "path": path,
+            "query": {k: v[0] if len(v) == 1 else v for k, v in query.items()},
+            "status": status,
+            "user": user,
+            "body": body,
+        }
         line = json.dumps(entry, ensure_ascii=False) + "\n"
         with self._lock, open(self.path, "a", encoding="utf-8") as f:
             f.write(line)

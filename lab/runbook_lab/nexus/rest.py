@@ -70,8 +70,9 @@ class Route:
 class Call:
     """One REST request as a resource sees it."""
 
-    def __init__(self, app: NexusApp, handler: LabHandler, params: dict[str, str], body: bytes,
-                 user: str | None) -> None:
+    def __init__(
+        self, app: NexusApp, handler: LabHandler, params: dict[str, str], body: bytes, user: str | None
+    ) -> None:
         self.app = app
         self.state: NexusState = app.state
         self.handler = handler
@@ -134,8 +135,9 @@ class Call:
 class NexusApp:
     """Routes requests to the REST resources, the connector half, and the lab counters."""
 
-    def __init__(self, state: NexusState, routes: list[Route], request_log: RequestLog,
-                 connectors: Any | None = None) -> None:
+    def __init__(
+        self, state: NexusState, routes: list[Route], request_log: RequestLog, connectors: Any | None = None
+    ) -> None:
         self.state = state
         self.routes = routes
         self.request_log = request_log
@@ -149,7 +151,7 @@ class NexusApp:
     def dispatch(self, handler: LabHandler) -> None:
         path = handler.url_path
         if path == REST_PREFIX or path.startswith(REST_PREFIX + "/"):
-            self.serve_rest(handler, path[len(REST_PREFIX):])
+            self.serve_rest(handler, path[len(REST_PREFIX) :])
             return
         m = _REPOSITORY_V2.match(path)
         if m:
@@ -166,8 +168,10 @@ class NexusApp:
             handler.reply_json(200, stats, indent=2)
             return
         # Nexus answers unknown servlet paths with an HTML error page (terraform-provider-nexus#304).
-        page = "<html><head><title>404 - Sonatype Nexus Repository</title></head><body><h1>Error 404</h1>" \
-               "<p>Not Found</p></body></html>"
+        page = (
+            "<html><head><title>404 - Sonatype Nexus Repository</title></head><body><h1>Error 404</h1>"
+            "<p>Not Found</p></body></html>"
+        )
         handler.reply(404, page, "text/html")
 
     # -- REST ---------------------------------------------------------------------------------
@@ -186,8 +190,14 @@ class NexusApp:
         except Exception as exc:  # an emulator bug: answer like Nexus's UnexpectedExceptionMapper
             response = self.render_error(Unexpected(f"python.{type(exc).__name__}", str(exc)), "")
         self._send(handler, response)
-        self.request_log.append(method=handler.command, path=REST_PREFIX + path, query=handler.query,
-                                status=response.status, user=user, body=loggable_body(body, secret_text))
+        self.request_log.append(
+            method=handler.command,
+            path=REST_PREFIX + path,
+            query=handler.query,
+            status=response.status,
+            user=user,
+            body=loggable_body(body, secret_text),
+        )
 
     def _authenticate(self, handler: LabHandler) -> str | None:
         header = handler.headers.get("Authorization")
@@ -226,7 +236,9 @@ class NexusApp:
         if isinstance(err, MessageError):
             if self.state.release.at_least("3.49"):
                 return Response(err.status, {"id": "*", "message": err.message}, err.content_type, fault)
-            return Response(err.status, err.message, err.content_type, fault)  # <=3.48: the bare quoted string
+            return Response(
+                err.status, err.message, err.content_type, fault
+            )  # <=3.48: the bare quoted string
         if isinstance(err, Unexpected):
             text = f"ERROR: (ID {fault['X-Siesta-FaultId']}) {err.java_class}: {err.message}"
             return Response(500, text, "text/plain", fault)

@@ -38,8 +38,9 @@ from runbook_lab.nexus.validation import DOCKER_GROUP, Violations, docker_proxy_
 INDEX_TYPES = ("HUB", "REGISTRY", "CUSTOM")
 BLOB_STORE_NOT_FOUND = "Blob store not found"
 BLOB_STORE_CHANGE = "You cannot change a repository’s blob store through the API"
-PRO_GROUP_DEPLOY = ("Deploying to groups is a PRO-licensed feature. See "
-                    "https://links.sonatype.com/product-nexus-repository")
+PRO_GROUP_DEPLOY = (
+    "Deploying to groups is a PRO-licensed feature. See https://links.sonatype.com/product-nexus-repository"
+)
 
 
 # ------------------------------------------------------------------------------------------ lookup
@@ -61,17 +62,26 @@ def view_permission(doc: dict[str, Any], action: str) -> str:
 # ----------------------------------------------------------------------------------------- views
 def repository_xo(call: Call, doc: dict[str, Any]) -> dict[str, Any]:
     attributes = {"proxy": {"remoteUrl": doc["proxy"]["remoteUrl"]}} if doc["type"] == "proxy" else {}
-    out = {"name": doc["name"], "format": doc["format"], "type": doc["type"],
-           "url": f"{call.base_url}/repository/{doc['name']}", "attributes": attributes}
+    out = {
+        "name": doc["name"],
+        "format": doc["format"],
+        "type": doc["type"],
+        "url": f"{call.base_url}/repository/{doc['name']}",
+        "attributes": attributes,
+    }
     if call.release.at_least("3.94"):
         out["online"] = doc["online"]  # RepositoryXO.online appears in the 3.94 spec
     return out
 
 
 def _docker_view(docker: dict[str, Any], call: Call) -> dict[str, Any]:
-    out = {"v1Enabled": docker["v1Enabled"], "forceBasicAuth": docker["forceBasicAuth"],
-           "httpPort": docker.get("httpPort"), "httpsPort": docker.get("httpsPort"),
-           "subdomain": docker.get("subdomain")}
+    out = {
+        "v1Enabled": docker["v1Enabled"],
+        "forceBasicAuth": docker["forceBasicAuth"],
+        "httpPort": docker.get("httpPort"),
+        "httpsPort": docker.get("httpsPort"),
+        "subdomain": docker.get("subdomain"),
+    }
     if call.release.at_least("3.83"):
         out["pathEnabled"] = docker.get("pathEnabled")
     return out
@@ -79,9 +89,14 @@ def _docker_view(docker: dict[str, Any], call: Call) -> dict[str, Any]:
 
 def typed_view(call: Call, doc: dict[str, Any]) -> dict[str, Any]:
     """The typed GET document (DockerProxyApiRepository / DockerGroupApiRepository)."""
-    out: dict[str, Any] = {"name": doc["name"], "format": doc["format"], "type": doc["type"],
-                           "url": f"{call.base_url}/repository/{doc['name']}", "online": doc["online"],
-                           "storage": dict(doc["storage"])}
+    out: dict[str, Any] = {
+        "name": doc["name"],
+        "format": doc["format"],
+        "type": doc["type"],
+        "url": f"{call.base_url}/repository/{doc['name']}",
+        "online": doc["online"],
+        "storage": dict(doc["storage"]),
+    }
     if doc["type"] == "group":
         group = {"memberNames": list(doc["group"]["memberNames"])}
         if call.state.edition == "PRO":
@@ -93,21 +108,29 @@ def typed_view(call: Call, doc: dict[str, Any]) -> dict[str, Any]:
     auth = http.get("authentication")
     if auth is not None:  # password and bearerToken are write-only
         auth = {k: auth.get(k) for k in ("type", "username", "ntlmHost", "ntlmDomain")}
-    docker_proxy = {k: doc["dockerProxy"].get(k)
-                    for k in ("indexType", "indexUrl", "cacheForeignLayers", "foreignLayerUrlWhitelist")}
+    docker_proxy = {
+        k: doc["dockerProxy"].get(k)
+        for k in ("indexType", "indexUrl", "cacheForeignLayers", "foreignLayerUrlWhitelist")
+    }
     if call.release.at_least("3.94"):
         ecr = doc["dockerProxy"].get("ecrAuth")
         docker_proxy["ecrAuth"] = {k: v for k, v in ecr.items() if k != "secretAccessKey"} if ecr else None
-    out.update({
-        "cleanup": copy.deepcopy(doc.get("cleanup")),
-        "proxy": dict(doc["proxy"]),
-        "negativeCache": dict(doc["negativeCache"]),
-        "httpClient": {"blocked": http["blocked"], "autoBlock": http["autoBlock"],
-                       "connection": copy.deepcopy(http.get("connection")), "authentication": auth},
-        "routingRuleName": doc.get("routingRuleName"),
-        "docker": _docker_view(doc["docker"], call),
-        "dockerProxy": docker_proxy,
-    })
+    out.update(
+        {
+            "cleanup": copy.deepcopy(doc.get("cleanup")),
+            "proxy": dict(doc["proxy"]),
+            "negativeCache": dict(doc["negativeCache"]),
+            "httpClient": {
+                "blocked": http["blocked"],
+                "autoBlock": http["autoBlock"],
+                "connection": copy.deepcopy(http.get("connection")),
+                "authentication": auth,
+            },
+            "routingRuleName": doc.get("routingRuleName"),
+            "docker": _docker_view(doc["docker"], call),
+            "dockerProxy": docker_proxy,
+        }
+    )
     if call.state.edition == "PRO" and doc.get("replication"):
         out["replication"] = dict(doc["replication"])
     return out
@@ -118,8 +141,12 @@ def list_repositories(call: Call) -> Response:
     """No authentication needed; filtered to repositories the caller may browse (or administer)."""
     with call.state.read() as data:
         docs = sorted(data["repositories"].values(), key=lambda d: d["name"].lower())
-        visible = [d for d in docs if call.permitted(view_permission(d, "browse"))
-                   or call.permitted(admin_permission(d, d["name"], "read"))]
+        visible = [
+            d
+            for d in docs
+            if call.permitted(view_permission(d, "browse"))
+            or call.permitted(admin_permission(d, d["name"], "read"))
+        ]
         return Response(200, [repository_xo(call, d) for d in visible])
 
 
@@ -131,8 +158,11 @@ def get_repository(call: Call) -> Response:
         doc = find(data, call.params["name"])
         if doc is None:
             raise StatusOnly(404)
-        scopes = [doc] + [g for g in data["repositories"].values()
-                          if g["type"] == "group" and doc["name"] in g["group"]["memberNames"]]
+        scopes = [doc] + [
+            g
+            for g in data["repositories"].values()
+            if g["type"] == "group" and doc["name"] in g["group"]["memberNames"]
+        ]
         if not any(call.permitted(view_permission(s, a)) for s in scopes for a in ("read", "browse")):
             raise StatusOnly(403)
         return Response(200, repository_xo(call, doc))
@@ -142,8 +172,9 @@ def repository_settings(call: Call) -> Response:
     call.require_authentication()
     with call.state.read() as data:
         docs = sorted(data["repositories"].values(), key=lambda d: d["name"].lower())
-        return Response(200, [typed_view(call, d) for d in docs
-                              if call.permitted(admin_permission(d, d["name"], "read"))])
+        return Response(
+            200, [typed_view(call, d) for d in docs if call.permitted(admin_permission(d, d["name"], "read"))]
+        )
 
 
 def delete_repository(call: Call) -> Response:
@@ -238,8 +269,12 @@ def _check_members(call: Call, data: dict[str, Any], bean: dict[str, Any]) -> No
         if doc is None:
             errors.append(("HelperBean.memberNames", f"Member repository does not exist: {member}"))
         elif doc["format"] != "docker":
-            errors.append(("HelperBean.memberNames",
-                           f"Member repository format does not match group repository format: {member}"))
+            errors.append(
+                (
+                    "HelperBean.memberNames",
+                    f"Member repository format does not match group repository format: {member}",
+                )
+            )
     writable = bean["group"].get("writableMember")
     if writable:
         if call.state.edition != "PRO":
@@ -278,20 +313,32 @@ def _proxy_document(call: Call, bean: dict[str, Any]) -> dict[str, Any]:
         proxy["preserveEncodedCharacters"] = bool(bean["proxy"].get("preserveEncodedCharacters"))
     http = bean["httpClient"]
     dp = bean["dockerProxy"]
-    docker_proxy = {"indexType": dp["indexType"].upper(), "indexUrl": dp.get("indexUrl"),
-                    "cacheForeignLayers": dp.get("cacheForeignLayers"),
-                    "foreignLayerUrlWhitelist": dp.get("foreignLayerUrlWhitelist")}
+    docker_proxy = {
+        "indexType": dp["indexType"].upper(),
+        "indexUrl": dp.get("indexUrl"),
+        "cacheForeignLayers": dp.get("cacheForeignLayers"),
+        "foreignLayerUrlWhitelist": dp.get("foreignLayerUrlWhitelist"),
+    }
     if call.release.at_least("3.94"):
         docker_proxy["ecrAuth"] = dp.get("ecrAuth")
     return {
-        "name": bean["name"], "format": "docker", "type": "proxy", "online": bean["online"],
-        "storage": {"blobStoreName": bean["storage"]["blobStoreName"],
-                    "strictContentTypeValidation": bean["storage"]["strictContentTypeValidation"]},
+        "name": bean["name"],
+        "format": "docker",
+        "type": "proxy",
+        "online": bean["online"],
+        "storage": {
+            "blobStoreName": bean["storage"]["blobStoreName"],
+            "strictContentTypeValidation": bean["storage"]["strictContentTypeValidation"],
+        },
         "cleanup": {"policyNames": policy_names} if policy_names else None,
         "proxy": proxy,
         "negativeCache": dict(bean["negativeCache"]),
-        "httpClient": {"blocked": http["blocked"], "autoBlock": http["autoBlock"],
-                       "connection": http.get("connection"), "authentication": http.get("authentication")},
+        "httpClient": {
+            "blocked": http["blocked"],
+            "autoBlock": http["autoBlock"],
+            "connection": http.get("connection"),
+            "authentication": http.get("authentication"),
+        },
         "routingRuleName": routing,
         "replication": bean.get("replication") if call.state.edition == "PRO" else None,
         "docker": _docker_doc(bean["docker"], call),
@@ -301,11 +348,18 @@ def _proxy_document(call: Call, bean: dict[str, Any]) -> dict[str, Any]:
 
 def _group_document(call: Call, bean: dict[str, Any]) -> dict[str, Any]:
     return {
-        "name": bean["name"], "format": "docker", "type": "group", "online": bean["online"],
-        "storage": {"blobStoreName": bean["storage"]["blobStoreName"],
-                    "strictContentTypeValidation": bean["storage"]["strictContentTypeValidation"]},
-        "group": {"memberNames": unique(bean["group"]["memberNames"]),
-                  "writableMember": bean["group"].get("writableMember")},
+        "name": bean["name"],
+        "format": "docker",
+        "type": "group",
+        "online": bean["online"],
+        "storage": {
+            "blobStoreName": bean["storage"]["blobStoreName"],
+            "strictContentTypeValidation": bean["storage"]["strictContentTypeValidation"],
+        },
+        "group": {
+            "memberNames": unique(bean["group"]["memberNames"]),
+            "writableMember": bean["group"].get("writableMember"),
+        },
         "docker": _docker_doc(bean["docker"], call),
     }
 

@@ -82,8 +82,9 @@ def realms_set_active(call: Call) -> Response:
     available = _available(call)
     unknown = [r for r in ids if r not in available]
     if unknown:
-        raise MessageError(400, f"Unknown realmIds: [{', '.join(str(u) for u in unknown)}]",
-                           content_type="text/plain")
+        raise MessageError(
+            400, f"Unknown realmIds: [{', '.join(str(u) for u in unknown)}]", content_type="text/plain"
+        )
     with call.state.edit() as data:
         data["realms"] = unique(ids)  # applied at once (RealmManagerImpl.installRealms)
     return Response(204)
@@ -160,8 +161,11 @@ def _repository_view(call: Call, bean: dict[str, Any]) -> dict[str, Any]:
     v.raise_if_any()
     wrong = [a for a in bean["actions"] if a is None or a not in REPOSITORY_VIEW_ENUMS]
     if wrong:
-        raise MessageError(400, "Privilege of type 'repository-view' cannot use action(s) of type "
-                                f"'{', '.join(str(w) for w in wrong)}'.")
+        raise MessageError(
+            400,
+            "Privilege of type 'repository-view' cannot use action(s) of type "
+            f"'{', '.join(str(w) for w in wrong)}'.",
+        )
     fmt, repo = bean["format"], bean["repository"]
     with call.state.read() as data:
         if repo != "*":
@@ -172,9 +176,15 @@ def _repository_view(call: Call, bean: dict[str, Any]) -> dict[str, Any]:
                 raise MessageError(400, f"Invalid format '{fmt}' supplied for repository '{repo}'.")
         elif fmt != "*" and fmt not in KNOWN_FORMATS:
             raise MessageError(400, f"Invalid format '{fmt}' supplied.")
-    return {"type": "repository-view", "name": bean["name"], "description": bean.get("description") or "",
-            "readOnly": False, "format": fmt, "repository": repo,
-            "actions": unique([ENUM_TO_ACTION[a] for a in bean["actions"]])}
+    return {
+        "type": "repository-view",
+        "name": bean["name"],
+        "description": bean.get("description") or "",
+        "readOnly": False,
+        "format": fmt,
+        "repository": repo,
+        "actions": unique([ENUM_TO_ACTION[a] for a in bean["actions"]]),
+    }
 
 
 def privilege_create(call: Call) -> Response:
@@ -194,8 +204,11 @@ def privilege_update(call: Call) -> Response:
     call.require("nexus:privileges:update")
     path_name = call.params["name"]
     if bean.get("name") != path_name:
-        raise MessageError(409, f"The privilege name '{bean.get('name')}' does not match the name used in the "
-                                f"path '{path_name}'.")
+        raise MessageError(
+            409,
+            f"The privilege name '{bean.get('name')}' does not match the name used in the "
+            f"path '{path_name}'.",
+        )
     found = call.state.privileges().get(path_name)
     if found is None:
         raise MessageError(404, f"Privilege '{path_name}' not found.")
@@ -209,10 +222,15 @@ def privilege_update(call: Call) -> Response:
 
 # ------------------------------------------------------------------------------------------- roles
 def _role_xo(role: dict[str, Any]) -> dict[str, Any]:
-    return {"id": role["id"], "source": SOURCE, "name": role.get("name") or role["id"],
-            "description": role.get("description") if role.get("description") is not None else role["id"],
-            "readOnly": False, "privileges": list(role.get("privileges") or []),
-            "roles": list(role.get("roles") or [])}
+    return {
+        "id": role["id"],
+        "source": SOURCE,
+        "name": role.get("name") or role["id"],
+        "description": role.get("description") if role.get("description") is not None else role["id"],
+        "readOnly": False,
+        "privileges": list(role.get("privileges") or []),
+        "roles": list(role.get("roles") or []),
+    }
 
 
 def _check_source(call: Call) -> None:
@@ -226,8 +244,13 @@ def _role_from(call: Call, bean: dict[str, Any]) -> dict[str, Any]:
     v.not_empty(bean, "id")
     v.not_empty(bean, "name")
     v.raise_if_any()
-    role = {"id": bean["id"], "name": bean["name"], "description": bean.get("description"),
-            "privileges": unique(bean.get("privileges")), "roles": unique(bean.get("roles"))}
+    role = {
+        "id": bean["id"],
+        "name": bean["name"],
+        "description": bean.get("description"),
+        "privileges": unique(bean.get("privileges")),
+        "roles": unique(bean.get("roles")),
+    }
     privileges = call.state.privileges()
     with call.state.read() as data:
         for p in role["privileges"]:
@@ -290,7 +313,9 @@ def role_update(call: Call) -> Response:
     call.require("nexus:roles:update")
     rid = call.params["id"]
     if bean.get("id") != rid:
-        raise MessageError(409, f"The Role id '{bean.get('id')}' does not match the id used in the path '{rid}'.")
+        raise MessageError(
+            409, f"The Role id '{bean.get('id')}' does not match the id used in the path '{rid}'."
+        )
     with call.state.read() as data:
         if rid not in data["roles"]:
             raise MessageError(404, f"Role '{rid}' not found.")
@@ -318,9 +343,17 @@ def role_delete(call: Call) -> Response:
 
 # ------------------------------------------------------------------------------------------- users
 def _api_user(user: dict[str, Any]) -> dict[str, Any]:
-    return {"userId": user["userId"], "firstName": user["firstName"], "lastName": user["lastName"],
-            "emailAddress": user["emailAddress"], "source": SOURCE, "status": user["status"], "readOnly": False,
-            "roles": list(user["roles"]), "externalRoles": []}
+    return {
+        "userId": user["userId"],
+        "firstName": user["firstName"],
+        "lastName": user["lastName"],
+        "emailAddress": user["emailAddress"],
+        "source": SOURCE,
+        "status": user["status"],
+        "readOnly": False,
+        "roles": list(user["roles"]),
+        "externalRoles": [],
+    }
 
 
 def _user_violations(bean: dict[str, Any], create: bool) -> None:
@@ -366,11 +399,19 @@ def user_create(call: Call) -> Response:
     with call.state.edit() as data:
         _check_roles(data, roles)
         if bean["userId"] in data["users"]:
-            raise Unexpected("org.sonatype.nexus.security.user.DuplicateUserException",
-                             f"User {bean['userId']} already exists.")
-        user = {"userId": bean["userId"], "firstName": bean["firstName"], "lastName": bean["lastName"],
-                "emailAddress": bean["emailAddress"], "status": bean["status"], "roles": roles,
-                "password": hash_password(bean["password"])}
+            raise Unexpected(
+                "org.sonatype.nexus.security.user.DuplicateUserException",
+                f"User {bean['userId']} already exists.",
+            )
+        user = {
+            "userId": bean["userId"],
+            "firstName": bean["firstName"],
+            "lastName": bean["lastName"],
+            "emailAddress": bean["emailAddress"],
+            "status": bean["status"],
+            "roles": roles,
+            "password": hash_password(bean["password"]),
+        }
         data["users"][user["userId"]] = user
     return Response(200, _api_user(user))
 
@@ -388,8 +429,15 @@ def user_update(call: Call) -> Response:
             raise MessageError(404, f"User '{uid}' not found.")
         roles = unique(bean["roles"])
         _check_roles(data, roles)
-        user.update({"firstName": bean["firstName"], "lastName": bean["lastName"],
-                     "emailAddress": bean["emailAddress"], "status": bean["status"], "roles": roles})
+        user.update(
+            {
+                "firstName": bean["firstName"],
+                "lastName": bean["lastName"],
+                "emailAddress": bean["emailAddress"],
+                "status": bean["status"],
+                "roles": roles,
+            }
+        )
     return Response(204)
 
 

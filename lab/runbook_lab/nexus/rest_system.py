@@ -55,23 +55,38 @@ def status_check(call: Call) -> Response:
         admin_default = data["users"]["admin"]["password"]
 
     def result(healthy: bool, message: str | None) -> dict[str, Any]:
-        return {"healthy": healthy, "message": message, "error": None, "details": None, "duration": 0,
-                "timestamp": now_iso(), "time": stamp_ms}
+        return {
+            "healthy": healthy,
+            "message": message,
+            "error": None,
+            "details": None,
+            "duration": 0,
+            "timestamp": now_iso(),
+            "time": stamp_ms,
+        }
 
     default_creds = password_matches("admin123", admin_default)
-    return Response(200, {
-        "Available CPUs": result(True, f"The host system is allocating a maximum of {os.cpu_count()} cores to "
-                                       "the application."),
-        "Blob Stores": result(True, None),
-        "Default Admin Credentials": result(not default_creds, "The default admin credentials have been changed."
-                                            if not default_creds else "The default admin credentials are in use."),
-        "File Blob Stores Path": result(True, "All file blob stores are configured with relative paths."),
-        "Lifecycle Phase": result(True, "Lifecycle phase is TASKS"),
-        "Read-Only Detector": result(True, "Nexus Repository is not in read-only mode"),
-        "Scheduler": result(True, None),
-        "Thread Deadlock Detector": result(True, None),
-        "Transactions": result(True, "Transaction status"),
-    })
+    return Response(
+        200,
+        {
+            "Available CPUs": result(
+                True, f"The host system is allocating a maximum of {os.cpu_count()} cores to the application."
+            ),
+            "Blob Stores": result(True, None),
+            "Default Admin Credentials": result(
+                not default_creds,
+                "The default admin credentials have been changed."
+                if not default_creds
+                else "The default admin credentials are in use.",
+            ),
+            "File Blob Stores Path": result(True, "All file blob stores are configured with relative paths."),
+            "Lifecycle Phase": result(True, "Lifecycle phase is TASKS"),
+            "Read-Only Detector": result(True, "Nexus Repository is not in read-only mode"),
+            "Scheduler": result(True, None),
+            "Thread Deadlock Detector": result(True, None),
+            "Transactions": result(True, "Transaction status"),
+        },
+    )
 
 
 # ------------------------------------------------------------------------------------ blob stores
@@ -89,8 +104,17 @@ def blobstores(call: Call) -> Response:
                 for component in components:
                     count += len(component["assets"])
                     size += sum(int(a.get("fileSize") or 0) for a in component["assets"])
-            out.append({"softQuota": None, "name": name, "type": store["type"], "unavailable": False,
-                        "blobCount": count, "totalSizeInBytes": size, "availableSpaceInBytes": free})
+            out.append(
+                {
+                    "softQuota": None,
+                    "name": name,
+                    "type": store["type"],
+                    "unavailable": False,
+                    "blobCount": count,
+                    "totalSizeInBytes": size,
+                    "availableSpaceInBytes": free,
+                }
+            )
     return Response(200, out)
 
 
@@ -125,20 +149,36 @@ def eula_post(call: Call) -> Response:
 def _asset_xo(call: Call, repo: str, fmt: str, blob_store: str, asset: dict[str, Any]) -> dict[str, Any]:
     return {
         "downloadUrl": f"{call.base_url}/repository/{repo}/{asset['path'].lstrip('/')}",
-        "path": asset["path"], "id": asset["id"], "repository": repo, "format": fmt,
-        "checksum": asset.get("checksum") or {}, "contentType": asset.get("contentType") or "application/octet-stream",
-        "lastModified": asset.get("lastModified"), "lastDownloaded": asset.get("lastDownloaded"),
-        "uploader": asset.get("uploader"), "uploaderIp": asset.get("uploaderIp"),
-        "fileSize": int(asset.get("fileSize") or 0), "blobCreated": asset.get("blobCreated"),
+        "path": asset["path"],
+        "id": asset["id"],
+        "repository": repo,
+        "format": fmt,
+        "checksum": asset.get("checksum") or {},
+        "contentType": asset.get("contentType") or "application/octet-stream",
+        "lastModified": asset.get("lastModified"),
+        "lastDownloaded": asset.get("lastDownloaded"),
+        "uploader": asset.get("uploader"),
+        "uploaderIp": asset.get("uploaderIp"),
+        "fileSize": int(asset.get("fileSize") or 0),
+        "blobCreated": asset.get("blobCreated"),
         "blobStoreName": blob_store,
     }
 
 
 def _component_xo(call: Call, data: dict[str, Any], repo: str, component: dict[str, Any]) -> dict[str, Any]:
     doc = data["repositories"][repo]
-    assets = [_asset_xo(call, repo, doc["format"], doc["storage"]["blobStoreName"], a) for a in component["assets"]]
-    return {"id": component["id"], "repository": repo, "format": doc["format"], "group": None,
-            "name": component["name"], "version": component["version"], "assets": assets}
+    assets = [
+        _asset_xo(call, repo, doc["format"], doc["storage"]["blobStoreName"], a) for a in component["assets"]
+    ]
+    return {
+        "id": component["id"],
+        "repository": repo,
+        "format": doc["format"],
+        "group": None,
+        "name": component["name"],
+        "version": component["version"],
+        "assets": assets,
+    }
 
 
 def _content_of(data: dict[str, Any], repo: str, seen: set[str] | None = None) -> list[tuple[str, dict]]:
@@ -174,7 +214,7 @@ def _offset(key: str, token: str | None) -> int:
 
 def _page(items: list[Any], key: str, token: str | None, size: int) -> tuple[list[Any], str | None]:
     start = _offset(key, token)
-    page = items[start:start + size]
+    page = items[start : start + size]
     return page, (_token(key, start + size) if len(page) == size else None)
 
 
@@ -207,11 +247,19 @@ def search(call: Call) -> Response:
     for value in (name, version, call.q("group"), call.q("q")):
         if value and value.startswith("*"):
             raise ValidationFailed([("*", "Leading wildcards are prohibited")])
-    fmt, repo_filter, keyword = call.q("format"), call.q("repository") or call.q("repositoryName"), call.q("q")
+    fmt, repo_filter, keyword = (
+        call.q("format"),
+        call.q("repository") or call.q("repositoryName"),
+        call.q("q"),
+    )
     with call.state.read() as data:
         found: list[tuple[str, dict]] = []
         for repo, doc in data["repositories"].items():
-            if doc["type"] == "group" or (repo_filter and repo != repo_filter) or (fmt and doc["format"] != fmt):
+            if (
+                doc["type"] == "group"
+                or (repo_filter and repo != repo_filter)
+                or (fmt and doc["format"] != fmt)
+            ):
                 continue
             if not (call.state.can(call.user, repo, "browse") or call.state.can(call.user, repo, "read")):
                 continue
@@ -226,10 +274,13 @@ def search(call: Call) -> Response:
         sort = call.q("sort")
         if sort in ("name", "version", "repository", "group"):
             field = {"repository": 0}.get(sort)
-            found.sort(key=lambda rc: rc[0] if field == 0 else (rc[1].get(sort) or ""),
-                       reverse=(call.q("direction") or "asc").lower() == "desc")
-        key = "search:" + "&".join(f"{k}={v}" for k, v in sorted(call.handler.query.items())
-                                   if k != "continuationToken")
+            found.sort(
+                key=lambda rc: rc[0] if field == 0 else (rc[1].get(sort) or ""),
+                reverse=(call.q("direction") or "asc").lower() == "desc",
+            )
+        key = "search:" + "&".join(
+            f"{k}={v}" for k, v in sorted(call.handler.query.items()) if k != "continuationToken"
+        )
         page, token = _page(found, key, call.q("continuationToken"), SEARCH_PAGE)
         items = [_component_xo(call, data, r, c) for r, c in page]
     return Response(200, {"items": items, "continuationToken": token})

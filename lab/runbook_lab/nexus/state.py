@@ -50,8 +50,12 @@ AUTHENTICATING_REALM = "NexusAuthenticatingRealm"
 AUTHORIZING_REALM = "NexusAuthorizingRealm"
 ACTIVE_STATUSES = ("active", "changepassword")  # CUser.isActive
 
-ANONYMOUS_ROLE_PRIVILEGES = ["nx-healthcheck-read", "nx-search-read", "nx-repository-view-*-*-read",
-                             "nx-repository-view-*-*-browse"]
+ANONYMOUS_ROLE_PRIVILEGES = [
+    "nx-healthcheck-read",
+    "nx-search-read",
+    "nx-repository-view-*-*-read",
+    "nx-repository-view-*-*-browse",
+]
 
 
 def hash_password(password: str) -> str:
@@ -77,8 +81,13 @@ def now_iso() -> str:
 class NexusState:
     """Configuration and content metadata of one emulated Nexus; thread-safe."""
 
-    def __init__(self, data_dir: Path | str, version: str = "3.94.0-01", edition: str | None = None,
-                 environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path | str,
+        version: str = "3.94.0-01",
+        edition: str | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.release = Release.parse(version)
@@ -116,23 +125,48 @@ class NexusState:
 
     def _first_start(self, environ: Mapping[str, str]) -> dict[str, Any]:
         password, status = self._initial_admin_password(environ)
-        realms = [AUTHENTICATING_REALM] if self.release.at_least("3.60") else [AUTHENTICATING_REALM,
-                                                                               AUTHORIZING_REALM]
+        realms = (
+            [AUTHENTICATING_REALM]
+            if self.release.at_least("3.60")
+            else [AUTHENTICATING_REALM, AUTHORIZING_REALM]
+        )
         return {
             "schema": SCHEMA,
             "users": {
-                "admin": {"userId": "admin", "firstName": "Administrator", "lastName": "User",
-                          "emailAddress": "admin@example.org", "status": status, "roles": ["nx-admin"],
-                          "password": hash_password(password)},
-                "anonymous": {"userId": "anonymous", "firstName": "Anonymous", "lastName": "User",
-                              "emailAddress": "anonymous@example.org", "status": "active",
-                              "roles": ["nx-anonymous"], "password": hash_password("anonymous")},
+                "admin": {
+                    "userId": "admin",
+                    "firstName": "Administrator",
+                    "lastName": "User",
+                    "emailAddress": "admin@example.org",
+                    "status": status,
+                    "roles": ["nx-admin"],
+                    "password": hash_password(password),
+                },
+                "anonymous": {
+                    "userId": "anonymous",
+                    "firstName": "Anonymous",
+                    "lastName": "User",
+                    "emailAddress": "anonymous@example.org",
+                    "status": "active",
+                    "roles": ["nx-anonymous"],
+                    "password": hash_password("anonymous"),
+                },
             },
             "roles": {
-                "nx-admin": {"id": "nx-admin", "name": "nx-admin", "description": "Administrator Role",
-                             "privileges": ["nx-all"], "roles": []},
-                "nx-anonymous": {"id": "nx-anonymous", "name": "nx-anonymous", "description": "Anonymous Role",
-                                 "privileges": list(ANONYMOUS_ROLE_PRIVILEGES), "roles": []},
+                "nx-admin": {
+                    "id": "nx-admin",
+                    "name": "nx-admin",
+                    "description": "Administrator Role",
+                    "privileges": ["nx-all"],
+                    "roles": [],
+                },
+                "nx-anonymous": {
+                    "id": "nx-anonymous",
+                    "name": "nx-anonymous",
+                    "description": "Anonymous Role",
+                    "privileges": list(ANONYMOUS_ROLE_PRIVILEGES),
+                    "roles": [],
+                },
             },
             "privileges": {},
             "realms": realms,
@@ -254,7 +288,9 @@ class NexusState:
     def docker_repos(self) -> list[dict]:
         """Full stored documents (proxy and group) of docker repositories, secrets included."""
         with self._lock:
-            return [copy.deepcopy(r) for r in self._data["repositories"].values() if r.get("format") == "docker"]
+            return [
+                copy.deepcopy(r) for r in self._data["repositories"].values() if r.get("format") == "docker"
+            ]
 
     def repo_config(self, name: str) -> dict | None:
         """The stored document (API request shape plus format/type), incl. upstream credentials."""
@@ -299,8 +335,11 @@ class NexusState:
     def eula_blocks_access(self) -> bool:
         """Community Edition 3.77+ blocks repository access until the EULA is accepted (AzureTRE#4842)."""
         with self._lock:
-            return (self.edition == "COMMUNITY" and self.release.at_least("3.77")
-                    and not self._data["eulaAccepted"])
+            return (
+                self.edition == "COMMUNITY"
+                and self.release.at_least("3.77")
+                and not self._data["eulaAccepted"]
+            )
 
     def record_component(self, repo: str, name: str, version: str, assets: list[dict]) -> None:
         """Remember a component (docker: image name + tag) so the components/search APIs show it.
@@ -312,8 +351,12 @@ class NexusState:
             components = data["components"].setdefault(repo, [])
             found = next((c for c in components if c["name"] == name and c["version"] == version), None)
             if found is None:
-                found = {"id": _opaque_id(repo, f"{name}:{version}"), "name": name, "version": version,
-                         "assets": []}
+                found = {
+                    "id": _opaque_id(repo, f"{name}:{version}"),
+                    "name": name,
+                    "version": version,
+                    "assets": [],
+                }
                 components.append(found)
             by_path = {a["path"]: a for a in found["assets"]}
             for asset in assets:

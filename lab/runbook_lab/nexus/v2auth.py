@@ -144,9 +144,7 @@ def bearer_mode(state: AuthState, repo_config: dict[str, Any]) -> bool:
 def anonymous_pull_allowed(state: AuthState, repo_name: str, repo_config: dict[str, Any]) -> bool:
     """All four conditions for an anonymous docker pull (help.sonatype.com, "Docker Authentication")."""
     return (
-        state.anonymous_enabled()
-        and bearer_mode(state, repo_config)
-        and state.can(None, repo_name, "read")
+        state.anonymous_enabled() and bearer_mode(state, repo_config) and state.can(None, repo_name, "read")
     )
 
 

@@ -22,8 +22,10 @@ from typing import Any
 from runbook_lab.nexus.errors import ValidationFailed
 
 NAME_REGEX = re.compile(r"^[a-zA-Z0-9\-]{1}[a-zA-Z0-9_\-\.]*$")  # NP NamePatternConstants.REGEX
-NAME_MESSAGE = ("Only letters, digits, underscores(_), hyphens(-), and dots(.) are allowed and may not start "
-                "with underscore or dot.")
+NAME_MESSAGE = (
+    "Only letters, digits, underscores(_), hyphens(-), and dots(.) are allowed and may not start "
+    "with underscore or dot."
+)
 EMAIL_REGEX = re.compile(r"^[^@\s]+@[^@\s]+$")  # Hibernate @Email is lenient: local@domain
 
 
@@ -90,9 +92,12 @@ def bind(value: Any, spec: Spec, path: list[str | None] | None = None) -> Any:
         return None
     if spec.kind == "obj":
         if not isinstance(value, dict):
-            raise MappingError(path, f"Cannot construct instance of `{spec.java}` (although at least one "
-                                     f"Creator exists): no {type(value).__name__}-argument constructor/factory "
-                                     f"method to deserialize from {_token(value)}")
+            raise MappingError(
+                path,
+                f"Cannot construct instance of `{spec.java}` (although at least one "
+                f"Creator exists): no {type(value).__name__}-argument constructor/factory "
+                f"method to deserialize from {_token(value)}",
+            )
         return {k: bind(value.get(k), sub, [*path, k]) for k, sub in spec.fields.items()}
     if spec.kind == "list":
         if not isinstance(value, list):
@@ -101,7 +106,9 @@ def bind(value: Any, spec: Spec, path: list[str | None] | None = None) -> Any:
         return [bind(v, spec.item, [*path, None]) for v in value]
     if spec.kind == "str":
         if isinstance(value, (dict, list)):
-            raise MappingError(path, f"Cannot deserialize value of type `java.lang.String` from {_token(value)}")
+            raise MappingError(
+                path, f"Cannot deserialize value of type `java.lang.String` from {_token(value)}"
+            )
         if isinstance(value, bool):
             return "true" if value else "false"
         return value if isinstance(value, str) else str(value)
@@ -115,12 +122,17 @@ def bind(value: Any, spec: Spec, path: list[str | None] | None = None) -> Any:
                 return value.strip().lower() == "true"
             if value == "":
                 return None
-            raise MappingError(path, f'Cannot deserialize value of type `java.lang.Boolean` from String "{value}": '
-                                     'only "true" or "false" recognized')
+            raise MappingError(
+                path,
+                f'Cannot deserialize value of type `java.lang.Boolean` from String "{value}": '
+                'only "true" or "false" recognized',
+            )
         raise MappingError(path, f"Cannot deserialize value of type `java.lang.Boolean` from {_token(value)}")
     if spec.kind == "int":
         if isinstance(value, (bool, dict, list)):
-            raise MappingError(path, f"Cannot deserialize value of type `java.lang.Integer` from {_token(value)}")
+            raise MappingError(
+                path, f"Cannot deserialize value of type `java.lang.Integer` from {_token(value)}"
+            )
         if isinstance(value, int):
             return value
         if isinstance(value, float):
@@ -131,15 +143,21 @@ def bind(value: Any, spec: Spec, path: list[str | None] | None = None) -> Any:
         try:
             return int(text)
         except ValueError:
-            raise MappingError(path, f'Cannot deserialize value of type `java.lang.Integer` from String "{value}": '
-                                     "not a valid `java.lang.Integer` value") from None
+            raise MappingError(
+                path,
+                f'Cannot deserialize value of type `java.lang.Integer` from String "{value}": '
+                "not a valid `java.lang.Integer` value",
+            ) from None
     if spec.kind == "enum":
         if isinstance(value, str):
             for v in spec.values:
                 if v.lower() == value.lower():
                     return v
-        raise MappingError(path, f"Cannot deserialize value of type `{spec.java}` from {_token(value)}: not one "
-                                 f"of the values accepted for Enum class: [{', '.join(spec.values)}]")
+        raise MappingError(
+            path,
+            f"Cannot deserialize value of type `{spec.java}` from {_token(value)}: not one "
+            f"of the values accepted for Enum class: [{', '.join(spec.values)}]",
+        )
     raise AssertionError(spec.kind)
 
 
@@ -210,77 +228,177 @@ class Violations:
 
 # ------------------------------------------------------------------------------- request specs
 def _storage() -> Spec:
-    return Obj("org.sonatype.nexus.repository.rest.api.model.StorageAttributes",
-             blobStoreName=Str(), strictContentTypeValidation=Bool(), writePolicy=Str())
+    return Obj(
+        "org.sonatype.nexus.repository.rest.api.model.StorageAttributes",
+        blobStoreName=Str(),
+        strictContentTypeValidation=Bool(),
+        writePolicy=Str(),
+    )
 
 
 def _docker() -> Spec:
-    return Obj("org.sonatype.nexus.repository.docker.rest.api.model.DockerAttributes",
-             v1Enabled=Bool(), forceBasicAuth=Bool(), httpPort=Int(), httpsPort=Int(), subdomain=Str(), pathEnabled=Bool())
+    return Obj(
+        "org.sonatype.nexus.repository.docker.rest.api.model.DockerAttributes",
+        v1Enabled=Bool(),
+        forceBasicAuth=Bool(),
+        httpPort=Int(),
+        httpsPort=Int(),
+        subdomain=Str(),
+        pathEnabled=Bool(),
+    )
 
 
 def docker_proxy_spec(routing_field: str) -> Spec:
     return Obj(
         "org.sonatype.nexus.repository.docker.rest.api.model.DockerProxyRepositoryApiRequest",
-        name=Str(), online=Bool(), storage=_storage(),
-        cleanup=Obj("org.sonatype.nexus.repository.rest.api.model.CleanupPolicyAttributes", policyNames=ListOf(Str())),
-        proxy=Obj("org.sonatype.nexus.repository.rest.api.model.ProxyAttributes",
-                remoteUrl=Str(), contentMaxAge=Int(), metadataMaxAge=Int(), preserveEncodedCharacters=Bool()),
-        negativeCache=Obj("org.sonatype.nexus.repository.rest.api.model.NegativeCacheAttributes",
-                        enabled=Bool(), timeToLive=Int()),
-        httpClient=Obj("org.sonatype.nexus.repository.rest.api.model.HttpClientAttributes",
-                     blocked=Bool(), autoBlock=Bool(),
-                     connection=Obj("org.sonatype.nexus.repository.rest.api.model.HttpClientConnectionAttributes",
-                                  retries=Int(), userAgentSuffix=Str(), timeout=Int(), enableCircularRedirects=Bool(),
-                                  enableCookies=Bool(), useTrustStore=Bool()),
-                     authentication=Obj("org.sonatype.nexus.repository.rest.api.model."
-                                      "HttpClientConnectionAuthenticationAttributes",
-                                      type=Str(), username=Str(), password=Str(), ntlmHost=Str(), ntlmDomain=Str(),
-                                      bearerToken=Str(), preemptive=Bool())),
+        name=Str(),
+        online=Bool(),
+        storage=_storage(),
+        cleanup=Obj(
+            "org.sonatype.nexus.repository.rest.api.model.CleanupPolicyAttributes", policyNames=ListOf(Str())
+        ),
+        proxy=Obj(
+            "org.sonatype.nexus.repository.rest.api.model.ProxyAttributes",
+            remoteUrl=Str(),
+            contentMaxAge=Int(),
+            metadataMaxAge=Int(),
+            preserveEncodedCharacters=Bool(),
+        ),
+        negativeCache=Obj(
+            "org.sonatype.nexus.repository.rest.api.model.NegativeCacheAttributes",
+            enabled=Bool(),
+            timeToLive=Int(),
+        ),
+        httpClient=Obj(
+            "org.sonatype.nexus.repository.rest.api.model.HttpClientAttributes",
+            blocked=Bool(),
+            autoBlock=Bool(),
+            connection=Obj(
+                "org.sonatype.nexus.repository.rest.api.model.HttpClientConnectionAttributes",
+                retries=Int(),
+                userAgentSuffix=Str(),
+                timeout=Int(),
+                enableCircularRedirects=Bool(),
+                enableCookies=Bool(),
+                useTrustStore=Bool(),
+            ),
+            authentication=Obj(
+                "org.sonatype.nexus.repository.rest.api.model.HttpClientConnectionAuthenticationAttributes",
+                type=Str(),
+                username=Str(),
+                password=Str(),
+                ntlmHost=Str(),
+                ntlmDomain=Str(),
+                bearerToken=Str(),
+                preemptive=Bool(),
+            ),
+        ),
         **{routing_field: Str()},
-        replication=Obj("org.sonatype.nexus.repository.rest.api.model.ReplicationAttributes",
-                      preemptivePullEnabled=Bool(), assetPathRegex=Str()),
+        replication=Obj(
+            "org.sonatype.nexus.repository.rest.api.model.ReplicationAttributes",
+            preemptivePullEnabled=Bool(),
+            assetPathRegex=Str(),
+        ),
         docker=_docker(),
-        dockerProxy=Obj("org.sonatype.nexus.repository.docker.rest.api.model.DockerProxyAttributes",
-                      indexType=Str(), indexUrl=Str(), cacheForeignLayers=Bool(), foreignLayerUrlWhitelist=ListOf(Str()),
-                      ecrAuth=Obj("org.sonatype.nexus.repository.docker.rest.api.model.EcrAuthAttributes",
-                                enabled=Bool(), awsRegion=Str(), registryId=Str(), accessKeyId=Str(),
-                                secretAccessKey=Str())),
+        dockerProxy=Obj(
+            "org.sonatype.nexus.repository.docker.rest.api.model.DockerProxyAttributes",
+            indexType=Str(),
+            indexUrl=Str(),
+            cacheForeignLayers=Bool(),
+            foreignLayerUrlWhitelist=ListOf(Str()),
+            ecrAuth=Obj(
+                "org.sonatype.nexus.repository.docker.rest.api.model.EcrAuthAttributes",
+                enabled=Bool(),
+                awsRegion=Str(),
+                registryId=Str(),
+                accessKeyId=Str(),
+                secretAccessKey=Str(),
+            ),
+        ),
     )
 
 
 DOCKER_GROUP = Obj(
     "org.sonatype.nexus.repository.docker.rest.api.model.DockerGroupRepositoryApiRequest",
-    name=Str(), online=Bool(), storage=_storage(),
-    group=Obj("org.sonatype.nexus.repository.rest.api.model.GroupDeployAttributes",
-            memberNames=ListOf(Str()), writableMember=Str()),
+    name=Str(),
+    online=Bool(),
+    storage=_storage(),
+    group=Obj(
+        "org.sonatype.nexus.repository.rest.api.model.GroupDeployAttributes",
+        memberNames=ListOf(Str()),
+        writableMember=Str(),
+    ),
     docker=_docker(),
 )
 
-PRIVILEGE_ACTION = Enum("org.sonatype.nexus.security.privilege.rest.PrivilegeAction",
-                     "READ", "BROWSE", "EDIT", "ADD", "DELETE", "RUN", "START", "STOP", "ASSOCIATE",
-                     "DISASSOCIATE", "ALL")
+PRIVILEGE_ACTION = Enum(
+    "org.sonatype.nexus.security.privilege.rest.PrivilegeAction",
+    "READ",
+    "BROWSE",
+    "EDIT",
+    "ADD",
+    "DELETE",
+    "RUN",
+    "START",
+    "STOP",
+    "ASSOCIATE",
+    "DISASSOCIATE",
+    "ALL",
+)
 REPOSITORY_VIEW_PRIVILEGE = Obj(
     "org.sonatype.nexus.repository.security.rest.ApiPrivilegeRepositoryViewRequest",
-    name=Str(), description=Str(), actions=ListOf(PRIVILEGE_ACTION, "java.util.Collection<PrivilegeAction>"),
-    format=Str(), repository=Str())
+    name=Str(),
+    description=Str(),
+    actions=ListOf(PRIVILEGE_ACTION, "java.util.Collection<PrivilegeAction>"),
+    format=Str(),
+    repository=Str(),
+)
 
-ROLE = Obj("org.sonatype.nexus.security.role.rest.RoleXORequest",
-         id=Str(), name=Str(), description=Str(), privileges=ListOf(Str(), "java.util.Set<java.lang.String>"),
-         roles=ListOf(Str(), "java.util.Set<java.lang.String>"))
+ROLE = Obj(
+    "org.sonatype.nexus.security.role.rest.RoleXORequest",
+    id=Str(),
+    name=Str(),
+    description=Str(),
+    privileges=ListOf(Str(), "java.util.Set<java.lang.String>"),
+    roles=ListOf(Str(), "java.util.Set<java.lang.String>"),
+)
 
-USER_STATUS = Enum("org.sonatype.nexus.security.internal.rest.ApiUserStatus",
-                "active", "locked", "disabled", "changepassword")
-CREATE_USER = Obj("org.sonatype.nexus.security.internal.rest.ApiCreateUser",
-                userId=Str(), firstName=Str(), lastName=Str(), emailAddress=Str(), password=Str(), status=USER_STATUS,
-                roles=ListOf(Str(), "java.util.Set<java.lang.String>"))
-USER = Obj("org.sonatype.nexus.security.internal.rest.ApiUser",
-         userId=Str(), firstName=Str(), lastName=Str(), emailAddress=Str(), source=Str(), status=USER_STATUS,
-         readOnly=Bool(), roles=ListOf(Str(), "java.util.Set<java.lang.String>"),
-         externalRoles=ListOf(Str(), "java.util.Set<java.lang.String>"))
+USER_STATUS = Enum(
+    "org.sonatype.nexus.security.internal.rest.ApiUserStatus",
+    "active",
+    "locked",
+    "disabled",
+    "changepassword",
+)
+CREATE_USER = Obj(
+    "org.sonatype.nexus.security.internal.rest.ApiCreateUser",
+    userId=Str(),
+    firstName=Str(),
+    lastName=Str(),
+    emailAddress=Str(),
+    password=Str(),
+    status=USER_STATUS,
+    roles=ListOf(Str(), "java.util.Set<java.lang.String>"),
+)
+USER = Obj(
+    "org.sonatype.nexus.security.internal.rest.ApiUser",
+    userId=Str(),
+    firstName=Str(),
+    lastName=Str(),
+    emailAddress=Str(),
+    source=Str(),
+    status=USER_STATUS,
+    readOnly=Bool(),
+    roles=ListOf(Str(), "java.util.Set<java.lang.String>"),
+    externalRoles=ListOf(Str(), "java.util.Set<java.lang.String>"),
+)
 
-ANONYMOUS = Obj("org.sonatype.nexus.security.anonymous.rest.AnonymousAccessSettingsXO",
-              enabled=Bool(), userId=Str(), realmName=Str())
+ANONYMOUS = Obj(
+    "org.sonatype.nexus.security.anonymous.rest.AnonymousAccessSettingsXO",
+    enabled=Bool(),
+    userId=Str(),
+    realmName=Str(),
+)
 EULA = Obj("org.sonatype.nexus.internal.security.rest.EulaStatus", accepted=Bool(), disclaimer=Str())
 REALM_IDS = ListOf(Str(), "java.util.List<java.lang.String>")
 

@@ -19,7 +19,6 @@ from pathlib import Path
 from runbook_lib import params as params_mod
 from runbook_lib.params import STAGES, ParamsError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_LAB_PARAMS = Path("parameters/lab.yaml")
 
 
@@ -88,7 +87,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from runbook_lib import runner
 
-    out = Path(args.output_dir) if args.output_dir else REPO_ROOT / "outputs"
+    # the folder `runbook run` writes to by default, as seen from where the command runs (a checkout's
+    # root for `make demo`); never a path inside the installed package
+    out = Path(args.output_dir or "outputs")
     index = runner.report(out.resolve())
     print(f"report: {index}")
     return 0
@@ -97,8 +98,6 @@ def cmd_report(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------ lab
 def _lab_params(args: argparse.Namespace) -> tuple[params_mod.RunbookParams, Path]:
     path = Path(args.params)
-    if not path.exists() and not path.is_absolute() and (REPO_ROOT / path).exists():
-        path = REPO_ROOT / path
     p = params_mod.load(path)
     if p.lab is None:
         raise ParamsError(str(path), [("lab", "this parameters file has no lab section")])

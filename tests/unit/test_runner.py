@@ -325,3 +325,16 @@ def test_resolve_context_builds_a_kube_client_only_for_k8s_refs(tmp_path: Path) 
         "http://127.0.0.1:3",
     )
     assert resolve_context(params, parse_ref("env:X")).kube_api is None
+
+
+def test_report_without_output_dir_uses_outputs_where_it_runs(
+    two_runs: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`runbook report` alone indexes ./outputs (what `make demo` writes), never a folder of the package."""
+    from runbook_lib import cli
+
+    shutil.copytree(two_runs["tmp"] / "runs", tmp_path / "outputs")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["report"]) == 0
+    assert (tmp_path / "outputs" / "index.html").is_file()
+    assert str(tmp_path / "outputs" / "index.html") in capsys.readouterr().out

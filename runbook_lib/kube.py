@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -14,6 +16,21 @@ class KubeConfigError(Exception):
     pass
 
 
+def _use_in_cluster(params: RunbookParams) -> bool:
+    """In a pod (KUBERNETES_SERVICE_HOST set) with no kubeconfig anywhere, use the service account.
+
+    Without this, a CronJob with no kubeconfig fails in load_kube_config (~/.kube/config missing) although
+    the pod's own token and CA are mounted; a kubeconfig given explicitly (parameter, KUBECONFIG or the
+    default file) still wins, as with kubectl.
+    """
+    k = params.kubernetes
+    if k.in_cluster:
+        return True
+    if k.kubeconfig or not os.environ.get("KUBERNETES_SERVICE_HOST") or os.environ.get("KUBECONFIG"):
+        return False
+    return not Path(os.path.expanduser("~/.kube/config")).exists()
+
+
 def api_client(params: RunbookParams) -> ApiClient:
     import yaml
     from kubernetes import client, config
@@ -22,7 +39,7 @@ def api_client(params: RunbookParams) -> ApiClient:
     k = params.kubernetes
     configuration = client.Configuration()
     try:
-        if k.in_cluster:
+        if _use_in_cluster(params):
             config.load_incluster_config(client_configuration=configuration)
         else:
             path = params.path(k.kubeconfig)

@@ -177,3 +177,38 @@ def test_in_cluster_reads_service_account(monkeypatch: pytest.MonkeyPatch, tmp_p
         assert api.configuration.ssl_ca_cert == str(cert)
         # the auth scheme is case-insensitive (RFC 9110); the in-cluster loader writes "bearer"
         assert api.configuration.auth_settings()["BearerToken"]["value"].lower() == "bearer pod-token-value"
+
+
+def _pod_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """A pod's service environment and service-account files, and a HOME with no ~/.kube/config."""
+    from kubernetes.config import incluster_config
+
+    token, cert = tmp_path / "token", tmp_path / "ca.crt"
+    token.write_text("pod-token-value")
+    cert.write_text("-----BEGIN CERTIFICATE-----\n")
+    monkeypatch.setattr(incluster_config, "SERVICE_TOKEN_FILENAME", str(token))
+    monkeypatch.setattr(incluster_config, "SERVICE_CERT_FILENAME", str(cert))
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", "6443")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    return cert
+
+
+def test_no_kubeconfig_in_a_pod_falls_back_to_in_cluster(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A CronJob's pod sets no kubeconfig and no in_cluster: the service account is used."""
+    cert = _pod_environment(monkeypatch, tmp_path)
+    with api_client(make_params({})) as api:
+        assert api.configuration.host == "https://127.0.0.1:6443"
+        assert api.configuration.ssl_ca_cert == str(cert)
+        assert api.configuration.auth_settings()["BearerToken"]["value"].lower() == "bearer pod-token-value"
+
+
+def test_a_kubeconfig_given_in_a_pod_still_wins(
+    kube, kubeconfig: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _pod_environment(monkeypatch, tmp_path)
+    with api_client(make_params({"kubeconfig": str(kubeconfig)})) as api:
+        assert api.configuration.host == kube.url

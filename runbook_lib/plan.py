@@ -218,26 +218,59 @@ def _short(value: Any, limit: int = 60) -> str:
 Recorder = Callable[[str, Any], None]
 
 
-@dataclass
+CheckStatus = Literal["ok", "warn", "fail", "skipped"]
+
+
+@dataclass(frozen=True)
 class Check:
-    """One verified fact of a stage: what was checked, whether it holds, and what was seen."""
+    """One verified fact of a stage: what was checked, whether it holds, and what was seen.
+
+    The one check type of every stage (preflight endpoints, node preflight, access model, exposure,
+    verification thresholds). ``status`` grades it: only ``fail`` fails the stage; ``warn`` and
+    ``skipped`` are shown and recorded. Built from a yes/no (``Check(name, ok, detail)``) or from a
+    grade (``Check.graded(name, status, detail)``).
+    """
 
     name: str
     ok: bool
     detail: str = ""
+    status: CheckStatus | None = None
+
+    def __post_init__(self) -> None:
+        if self.status is None:
+            object.__setattr__(self, "status", "ok" if self.ok else "fail")
+        elif (self.status == "fail") == self.ok:
+            raise ValueError(f"check {self.name!r}: status {self.status} contradicts ok={self.ok}")
+
+    @classmethod
+    def graded(cls, name: str, status: CheckStatus, detail: str = "") -> Check:
+        return cls(name, status != "fail", detail, status)
 
     def record(self) -> dict[str, Any]:
-        return {"name": self.name, "ok": self.ok, "detail": self.detail}
+        return {"name": self.name, "ok": self.ok, "status": self.status, "detail": self.detail}
+
+
+def checks_table(checks: Iterable[Check]) -> Any:
+    """The checks as a table for the notebook, results coloured (FAIL stands out)."""
+    from runbook_lib.display import styled
+
+    return styled(
+        [
+            {"check": c.name, "result": "FAIL" if c.status == "fail" else c.status, "detail": c.detail}
+            for c in checks
+        ],
+        "result",
+    )
 
 
 def fail_on(
-    checks: Iterable[Any],
+    checks: Iterable[Check],
     record: Recorder,
     what: str,
     step: str,
     describe: Callable[[Any], str] = lambda c: f"{c.name}: {c.detail}",
 ) -> None:
-    """Fail the stage when any check (anything with `.ok`) failed: record why, then raise StageFailed."""
+    """Fail the stage when any check failed: record why, then raise StageFailed."""
     failed = [c for c in checks if not c.ok]
     if not failed:
         return

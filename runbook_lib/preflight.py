@@ -18,12 +18,14 @@ import httpx
 from runbook_lib import net
 from runbook_lib.nexus.version import NexusVersion, parse_server_header
 from runbook_lib.params import RunbookParams
-from runbook_lib.plan import StageFailed
+from runbook_lib.plan import Check, StageFailed
 from runbook_lib.secrets import REDACTOR
 
 
 @dataclass
-class Check:
+class Probe:
+    """One endpoint being probed (filled in by its probe); ``as_check`` gives the stage's Check."""
+
     name: str
     target: str
     required: bool
@@ -33,6 +35,15 @@ class Check:
     latency_ms: float | None = None
     warnings: list[str] = field(default_factory=list)
 
+    def as_check(self) -> Check:
+        """ok (warn when there are warnings); down: fail when required, warn when optional."""
+        detail = "; ".join([self.detail, *self.warnings]).strip("; ")
+        if self.ok:
+            return Check.graded(self.name, "warn" if self.warnings else "ok", detail)
+        if self.required:
+            return Check.graded(self.name, "fail", detail)
+        return Check.graded(self.name, "warn", f"unreachable (optional): {detail}")
+
     @property
     def status(self) -> str:
         if self.ok:
@@ -40,7 +51,7 @@ class Check:
         return "FAIL" if self.required else "unreachable (optional)"
 
 
-def _timed(check: Check, probe: Callable[[Check], None]) -> Check:
+def _timed(check: Probe, probe: Callable[[Probe], None]) -> Probe:
     start = time.perf_counter()
     try:
         probe(check)
@@ -56,10 +67,10 @@ def _timed(check: Check, probe: Callable[[Check], None]) -> Check:
 
 
 # ------------------------------------------------------------------------------------------- probes
-def probe_nexus(params: RunbookParams) -> Callable[[Check], None]:
+def probe_nexus(params: RunbookParams) -> Callable[[Probe], None]:
     n = params.nexus
 
-    def probe(check: Check) -> None:
+    def probe(check: Probe) -> None:
         with net.client(params.resolve, timeout=n.timeout_s) as http:
             resp = http.get(f"{n.url}/service/rest/v1/status")
             info = parse_server_header(resp.headers.get("server"))
@@ -88,10 +99,10 @@ def probe_nexus(params: RunbookParams) -> Callable[[Check], None]:
     return probe
 
 
-def probe_registry(url: str, overrides: dict[str, str] | None = None) -> Callable[[Check], None]:
+def probe_registry(url: str, overrides: dict[str, str] | None = None) -> Callable[[Probe], None]:
     """A Registry API v2 endpoint answers /v2/ with 200, or 401 plus an auth challenge."""
 
-    def probe(check: Check) -> None:
+    def probe(check: Probe) -> None:
         with net.client(overrides, timeout=10.0) as http:
             resp = http.get(f"{url}/v2/")
         api = resp.headers.get("docker-distribution-api-version", "")
@@ -109,8 +120,8 @@ def probe_registry(url: str, overrides: dict[str, str] | None = None) -> Callabl
     return probe
 
 
-def probe_kubernetes(params: RunbookParams) -> Callable[[Check], None]:
-    def probe(check: Check) -> None:
+def probe_kubernetes(params: RunbookParams) -> Callable[[Probe], None]:
+    def probe(check: Probe) -> None:
         from kubernetes import client
 
         from runbook_lib.kube import api_client
@@ -126,8 +137,8 @@ def probe_kubernetes(params: RunbookParams) -> Callable[[Check], None]:
     return probe
 
 
-def probe_aws(params: RunbookParams) -> Callable[[Check], None]:
-    def probe(check: Check) -> None:
+def probe_aws(params: RunbookParams) -> Callable[[Probe], None]:
+    def probe(check: Probe) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         from runbook_lib import aws
@@ -153,10 +164,10 @@ def probe_aws(params: RunbookParams) -> Callable[[Check], None]:
 # ------------------------------------------------------------------------------------------- report
 @dataclass
 class PreflightReport:
-    checks: list[Check]
+    checks: list[Probe]
 
     @property
-    def failed(self) -> list[Check]:
+    def failed(self) -> list[Probe]:
         return [c for c in self.checks if c.required and not c.ok]
 
     def rows(self) -> list[dict[str, Any]]:
@@ -187,7 +198,7 @@ class PreflightReport:
         }
 
     def check_records(self) -> list[dict[str, Any]]:
-        return [{"name": c.name, "ok": c.ok, "required": c.required, "detail": c.detail} for c in self.checks]
+        return [{**c.as_check().record(), "required": c.required} for c in self.checks]
 
     def record(self, ctx: Any) -> None:
         """Store checks and figures in the run record; fail the stage if a required endpoint is down."""
@@ -210,14 +221,14 @@ class PreflightReport:
         return {"checks": [asdict(c) for c in self.checks]}
 
 
-def plan_checks(params: RunbookParams) -> list[tuple[Check, Callable[[Check], None]]]:
-    checks: list[tuple[Check, Callable[[Check], None]]] = [
-        (Check("nexus", params.nexus.url, True), probe_nexus(params))
+def plan_checks(params: RunbookParams) -> list[tuple[Probe, Callable[[Probe], None]]]:
+    checks: list[tuple[Probe, Callable[[Probe], None]]] = [
+        (Probe("nexus", params.nexus.url, True), probe_nexus(params))
     ]
     for up in params.upstreams:
         checks.append(
             (
-                Check(f"upstream {up.registry}", up.remote_url, True),
+                Probe(f"upstream {up.registry}", up.remote_url, True),
                 probe_registry(up.remote_url, params.resolve),
             )
         )
@@ -226,7 +237,7 @@ def plan_checks(params: RunbookParams) -> list[tuple[Check, Callable[[Check], No
             # Optional: the mirror endpoints appear only once the Nexus and Helm stages have run.
             checks.append(
                 (
-                    Check(f"mirror {up.registry}", up.mirror_url, False),
+                    Probe(f"mirror {up.registry}", up.mirror_url, False),
                     probe_registry(up.mirror_url, params.resolve),
                 )
             )
@@ -234,9 +245,9 @@ def plan_checks(params: RunbookParams) -> list[tuple[Check, Callable[[Check], No
     kube_target = k.api_host or (
         "in-cluster" if k.in_cluster else str(params.path(k.kubeconfig) or "~/.kube/config")
     )
-    checks.append((Check("kubernetes", kube_target, k.required), probe_kubernetes(params)))
+    checks.append((Probe("kubernetes", kube_target, k.required), probe_kubernetes(params)))
     aws_target = params.aws.endpoint_url or f"AWS {params.aws.region}"
-    checks.append((Check("aws", aws_target, params.aws.required), probe_aws(params)))
+    checks.append((Probe("aws", aws_target, params.aws.required), probe_aws(params)))
     return checks
 
 

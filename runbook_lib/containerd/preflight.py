@@ -25,24 +25,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from runbook_lib.containerd.hosts import ContainerdVersion
+from runbook_lib.plan import Check
 
 CRI_V2 = "io.containerd.grpc.v1.cri"
 CRI_IMAGES_V3 = "io.containerd.cri.v1.images"
 DEFAULT_MAX_CONCURRENT_DOWNLOADS = 3  # containerd's default (CRI config DefaultImageConfig / DefaultConfig)
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str
-    status: str  # ok | warn | fail | skipped
-    detail: str
-
-    @property
-    def ok(self) -> bool:
-        return self.status != "fail"
-
-    def record(self) -> dict[str, Any]:
-        return {"name": self.name, "ok": self.ok, "status": self.status, "detail": self.detail}
 
 
 @dataclass(frozen=True)
@@ -119,13 +106,13 @@ def check_config(
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        return [Check("containerd config.toml parses", "fail", f"not valid TOML: {err}")]
+        return [Check.graded("containerd config.toml parses", "fail", f"not valid TOML: {err}")]
     s = registry_settings(doc)
     checks = []
     dirs = [d for d in s.config_path.split(":") if d]
     if not s.config_path:
         checks.append(
-            Check(
+            Check.graded(
                 "config_path set",
                 "fail",
                 "the CRI registry has no config_path: containerd ignores "
@@ -134,7 +121,7 @@ def check_config(
         )
     elif certs_dir not in dirs:
         checks.append(
-            Check(
+            Check.graded(
                 "config_path set",
                 "fail",
                 f"config_path is {s.config_path!r}, which does not include "
@@ -142,10 +129,10 @@ def check_config(
             )
         )
     else:
-        checks.append(Check("config_path set", "ok", f"config_path = {s.config_path!r}"))
+        checks.append(Check.graded("config_path set", "ok", f"config_path = {s.config_path!r}"))
     if s.mirrors and s.config_path:
         checks.append(
-            Check(
+            Check.graded(
                 "no legacy registry.mirrors beside config_path",
                 "fail",
                 "legacy registry.mirrors together with config_path: the CRI plugin fails to load "
@@ -154,7 +141,7 @@ def check_config(
         )
     elif s.mirrors:
         checks.append(
-            Check(
+            Check.graded(
                 "no legacy registry.mirrors beside config_path",
                 "warn",
                 "legacy registry.mirrors without config_path: hosts.toml files are not read; "
@@ -162,10 +149,12 @@ def check_config(
             )
         )
     else:
-        checks.append(Check("no legacy registry.mirrors beside config_path", "ok", "no legacy mirrors"))
+        checks.append(
+            Check.graded("no legacy registry.mirrors beside config_path", "ok", "no legacy mirrors")
+        )
     if s.configs_or_auths:
         checks.append(
-            Check(
+            Check.graded(
                 "no legacy registry.configs/auths",
                 "warn",
                 "legacy registry.configs/auths are deprecated (removal targeted for 2.4) and switch "
@@ -180,23 +169,23 @@ def transfer_service_check(s: RegistrySettings, version: ContainerdVersion | Non
     name = "containerd >= 2.1 transfer service finds hosts.toml"
     colon = ":" in s.config_path
     if not colon:
-        return Check(name, "ok", "config_path is one folder: the transfer service reads it as is")
+        return Check.graded(name, "ok", "config_path is one folder: the transfer service reads it as is")
     if uses_local_pull(s):
-        return Check(
+        return Check.graded(
             name,
             "ok",
             "a local-pull setting (e.g. discard_unpacked_layers = true) keeps the pull path "
             "that splits the colon-separated config_path",
         )
     if version is None:
-        return Check(
+        return Check.graded(
             name,
             "warn",
             "colon-separated config_path and no local-pull setting; containerd version "
             "unknown (set karpenter.containerd_version): on >= 2.1 hosts.toml is never found",
         )
     if (version.major, version.minor) >= (2, 1):
-        return Check(
+        return Check.graded(
             name,
             "fail",
             f"containerd {version.major}.{version.minor}: the transfer service takes "
@@ -204,13 +193,15 @@ def transfer_service_check(s: RegistrySettings, version: ContainerdVersion | Non
             "pull goes upstream; keep discard_unpacked_layers = true (the AL2023 default), set "
             "use_local_image_pull = true, or use a single folder",
         )
-    return Check(name, "ok", f"containerd {version.major}.{version.minor} has no transfer-service CRI pulls")
+    return Check.graded(
+        name, "ok", f"containerd {version.major}.{version.minor} has no transfer-service CRI pulls"
+    )
 
 
 def check_version(version: ContainerdVersion | None) -> list[Check]:
     if version is None:
         return [
-            Check(
+            Check.graded(
                 "containerd version known",
                 "skipped",
                 "karpenter.containerd_version not set: dial_timeout is not written; the empty [host] workaround "
@@ -223,7 +214,7 @@ def check_version(version: ContainerdVersion | None) -> list[Check]:
         notes.append("no certs.d/_default support (< 1.6.17)")
     if version.needs_empty_host_table():
         notes.append("a hosts.toml without [host] is ignored (< 1.7): the empty [host] workaround applies")
-    return [Check("containerd version known", "ok", f"containerd {text}: " + "; ".join(notes))]
+    return [Check.graded("containerd version known", "ok", f"containerd {text}: " + "; ".join(notes))]
 
 
 def check_nodeconfig_fragment(text: str, version: ContainerdVersion | None, source: str) -> list[Check]:
@@ -234,12 +225,14 @@ def check_nodeconfig_fragment(text: str, version: ContainerdVersion | None, sour
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        return [Check(f"{source}: NodeConfig containerd.config parses", "fail", f"not valid TOML: {err}")]
+        return [
+            Check.graded(f"{source}: NodeConfig containerd.config parses", "fail", f"not valid TOML: {err}")
+        ]
     s = registry_settings(doc)
     checks = []
     if s.mirrors:
         checks.append(
-            Check(
+            Check.graded(
                 f"{source}: no legacy registry.mirrors",
                 "fail",
                 "NodeConfig adds legacy registry.mirrors; nodeadm's template sets config_path, so the CRI "
@@ -249,7 +242,7 @@ def check_nodeconfig_fragment(text: str, version: ContainerdVersion | None, sour
     if s.discard_unpacked_layers is False and (version is None or (version.major, version.minor) >= (2, 1)):
         status = "fail" if version is not None else "warn"
         checks.append(
-            Check(
+            Check.graded(
                 f"{source}: discard_unpacked_layers kept",
                 status,
                 "NodeConfig sets discard_unpacked_layers = false: on containerd >= 2.1 that enables the "
@@ -259,7 +252,7 @@ def check_nodeconfig_fragment(text: str, version: ContainerdVersion | None, sour
         )
     if s.config_path:
         checks.append(
-            Check(
+            Check.graded(
                 f"{source}: config_path",
                 "ok" if "/etc/containerd/certs.d" in s.config_path.split(":") else "fail",
                 f"NodeConfig sets config_path = {s.config_path!r}",
@@ -267,6 +260,8 @@ def check_nodeconfig_fragment(text: str, version: ContainerdVersion | None, sour
         )
     if not checks:
         checks.append(
-            Check(f"{source}: NodeConfig containerd.config", "ok", "nothing that affects registry hosts")
+            Check.graded(
+                f"{source}: NodeConfig containerd.config", "ok", "nothing that affects registry hosts"
+            )
         )
     return checks

@@ -25,7 +25,7 @@ from runbook_lib.helm.exposure import Objects, desired_objects
 from runbook_lib.helm.release import Release
 from runbook_lib.helm.values import Endpoint, Overlay
 from runbook_lib.params import RunbookParams
-from runbook_lib.plan import Check, Plan, fail_on
+from runbook_lib.plan import Check, Plan, checks_table, fail_on
 from runbook_lib.registry.client import Challenge, ImageRef, RegistryClient, RegistryError
 from runbook_lib.secrets import SecretResolver
 
@@ -197,12 +197,7 @@ def verify(
     return checks
 
 
-def table(checks: list[Check]):
-    import pandas as pd
-
-    return pd.DataFrame(
-        [{"check": c.name, "result": "ok" if c.ok else "FAIL", "detail": c.detail} for c in checks]
-    )
+table = checks_table
 
 
 def raise_for_failures(checks: list[Check], record: Callable[[str, Any], None]) -> None:

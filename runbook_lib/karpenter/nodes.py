@@ -26,7 +26,7 @@ from runbook_lib.karpenter import (
 )
 from runbook_lib.karpenter.nodeclass import Generated, NodeClassState
 from runbook_lib.params import RunbookParams
-from runbook_lib.plan import Plan, StageFailed, fail_on
+from runbook_lib.plan import Check, Plan, StageFailed, fail_on
 from runbook_lib.secrets import REDACTOR, SecretResolver
 
 STAGE = "karpenter"
@@ -148,15 +148,13 @@ def _nodeconfig_fragments(state: NodeClassState) -> list[str]:
     return out
 
 
-def node_preflight(
-    params: RunbookParams, states: list[NodeClassState], rendered: Rendered
-) -> list[ctd.Check]:
+def node_preflight(params: RunbookParams, states: list[NodeClassState], rendered: Rendered) -> list[Check]:
     k = params.karpenter
     version = mirrors.containerd_version(params)
     checks = ctd.check_version(version)
     if k.ami_family == "Bottlerocket":
         checks.append(
-            ctd.Check(
+            Check.graded(
                 "node containerd config",
                 "skipped",
                 "Bottlerocket renders containerd's config from settings; nothing to check here",
@@ -168,11 +166,11 @@ def node_preflight(
         else:
             model = "AL2023-2.x" if version and version.major >= 2 else "AL2023-1.7"
         for c in ctd.check_config(AMI_CONFIGS[model], version):
-            checks.append(ctd.Check(f"EKS {model} AMI config: {c.name}", c.status, c.detail))
+            checks.append(Check.graded(f"EKS {model} AMI config: {c.name}", c.status, c.detail))
         path = params.path(k.node_containerd_config)
         if path is None:
             checks.append(
-                ctd.Check(
+                Check.graded(
                     "node containerd config",
                     "skipped",
                     "no karpenter.node_containerd_config given; on a node: `containerd config dump "
@@ -180,31 +178,27 @@ def node_preflight(
                 )
             )
         elif not path.is_file():
-            checks.append(ctd.Check("node containerd config", "fail", f"{path} not found"))
+            checks.append(Check.graded("node containerd config", "fail", f"{path} not found"))
         else:
             for c in ctd.check_config(path.read_text(), version):
-                checks.append(ctd.Check(f"{path.name}: {c.name}", c.status, c.detail))
+                checks.append(Check.graded(f"{path.name}: {c.name}", c.status, c.detail))
         for state in states:
             for fragment in _nodeconfig_fragments(state):
                 checks += ctd.check_nodeconfig_fragment(fragment, version, f"node class {state.name}")
     for c in credentials.consistency(params):
-        checks.append(ctd.Check(c["name"], "ok" if c["ok"] else "fail", c["detail"]))
+        checks.append(Check.graded(c["name"], "ok" if c["ok"] else "fail", c["detail"]))
     size = userdata.size_report(rendered.new_class_user_data)
-    checks.append(ctd.Check("userData size (our part alone)", "ok" if size["ok"] else "fail", size["detail"]))
+    checks.append(
+        Check.graded("userData size (our part alone)", "ok" if size["ok"] else "fail", size["detail"])
+    )
     return checks
 
 
-def check_records(checks: list[ctd.Check]) -> list[dict[str, Any]]:
+def check_records(checks: list[Check]) -> list[dict[str, Any]]:
     return [c.record() for c in checks]
 
 
-def checks_table(checks: list[ctd.Check]) -> Any:
-    import pandas as pd
-
-    return pd.DataFrame(check_records(checks), columns=["name", "status", "detail", "ok"])
-
-
-def raise_for_failed_checks(checks: list[ctd.Check], record: Any) -> None:
+def raise_for_failed_checks(checks: list[Check], record: Any) -> None:
     fail_on(checks, record, "node preflight failed", "node preflight")
 
 

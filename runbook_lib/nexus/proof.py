@@ -8,32 +8,18 @@ tried at its mirror URL when that answers, otherwise through Nexus's main port
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import httpx
 
 from runbook_lib import net
 from runbook_lib.params import RunbookParams
-from runbook_lib.plan import fail_on
+from runbook_lib.plan import Check, checks_table, fail_on
 from runbook_lib.registry.client import ImageRef, RegistryClient, RegistryError
 from runbook_lib.secrets import SecretResolver
 
 
-@dataclass
-class AccessCheck:
-    endpoint: str
-    url: str
-    who: str
-    expect: str
-    got: str
-    ok: bool
-
-    def record(self) -> dict:
-        return {
-            "name": f"{self.endpoint}: {self.who} {self.expect}",
-            "ok": self.ok,
-            "detail": f"{self.url}: {self.got}",
-        }
+def access_check(endpoint: str, url: str, who: str, expect: str, got: str, ok: bool) -> Check:
+    """One line of the access model: `who` `expect` (can pull / is refused) at an endpoint, and what it got."""
+    return Check(f"{endpoint}: {who} {expect}", ok, f"{url}: {got}")
 
 
 def endpoint_url(params: RunbookParams, repo: str, mirror_url: str | None) -> str:
@@ -65,10 +51,10 @@ def _attempt(
         return False, f"{type(err).__name__}: {err}"
 
 
-def prove(params: RunbookParams, secret: SecretResolver) -> list[AccessCheck]:
+def prove(params: RunbookParams, secret: SecretResolver) -> list[Check]:
     sec = params.security
     images = [ImageRef.parse(i) for i in params.verification.images]
-    checks: list[AccessCheck] = []
+    checks: list[Check] = []
     done: set[str] = set()
     for up in params.upstreams:
         repo = up.endpoint_repository
@@ -79,43 +65,27 @@ def prove(params: RunbookParams, secret: SecretResolver) -> list[AccessCheck]:
         url = endpoint_url(params, repo, up.mirror_url)
         served, got = _attempt(params, url, image, None, None)
         if sec.mode == "anonymous":
-            checks.append(AccessCheck(repo, url, "anonymous", "can pull", got, served))
+            checks.append(access_check(repo, url, "anonymous", "can pull", got, served))
             continue
-        checks.append(AccessCheck(repo, url, "anonymous", "is refused", got, not served))
+        checks.append(access_check(repo, url, "anonymous", "is refused", got, not served))
         password = secret(sec.pull_password, sec.user)
         served, got = _attempt(params, url, image, sec.user, password)
-        checks.append(AccessCheck(repo, url, f"user {sec.user}", "can pull", got, served))
+        checks.append(access_check(repo, url, f"user {sec.user}", "can pull", got, served))
         served, got = _attempt(params, url, image, sec.user, password + "-wrong")
         checks.append(
-            AccessCheck(repo, url, f"user {sec.user} with a wrong password", "is refused", got, not served)
+            access_check(repo, url, f"user {sec.user} with a wrong password", "is refused", got, not served)
         )
     return checks
 
 
-def table(checks: list[AccessCheck]):
-    from runbook_lib.display import styled
-
-    return styled(
-        [
-            {
-                "endpoint": c.endpoint,
-                "who": c.who,
-                "expected": c.expect,
-                "result": "ok" if c.ok else "FAIL",
-                "answer": c.got,
-                "url": c.url,
-            }
-            for c in checks
-        ],
-        "result",
-    )
+table = checks_table
 
 
-def raise_for_failures(checks: list[AccessCheck], record) -> None:
+def raise_for_failures(checks: list[Check], record) -> None:
     fail_on(
         checks,
         record,
         "the access model does not hold",
         "prove access model",
-        lambda c: f"{c.endpoint}: {c.who} {c.expect}, but {c.got}",
+        lambda c: f"{c.name}, but {c.detail}",
     )

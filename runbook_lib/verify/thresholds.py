@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from runbook_lib.params import RunbookParams
-from runbook_lib.plan import Check, fail_on
+from runbook_lib.plan import Check, checks_table, fail_on
 from runbook_lib.verify import nodepull
 from runbook_lib.verify.hostpull import HostComparison
 from runbook_lib.verify.nodepull import NodeComparison
@@ -158,10 +158,7 @@ def _warm_medians(fig: dict[str, Any], scope: str) -> dict[str, dict[str, float 
     return worst
 
 
-def table(checks: list[Check]) -> pd.DataFrame:
-    return pd.DataFrame(
-        [{"check": c.name, "result": "ok" if c.ok else "FAIL", "detail": c.detail} for c in checks]
-    )
+table = checks_table
 
 
 def enforce(checks: list[Check], record: Callable[[str, Any], None]) -> None:

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from runbook_lib.display import COLOURS, styled
-from runbook_lib.preflight import Check, PreflightReport
+from runbook_lib.preflight import PreflightReport, Probe
 
 _BLOCK = re.compile(r"([^{}]+)\{([^{}]*)\}")
 _CELL = re.compile(r"_row(\d+)_col(\d+)$")
@@ -103,7 +103,7 @@ def test_empty_rows_or_missing_column_give_a_plain_dataframe(rows: list[dict[str
 
 def test_preflight_table_colours_the_status_column() -> None:
     """A stage table (preflight) renders through styled(): a failed required endpoint's status is red."""
-    report = PreflightReport([Check("nexus", "n", True, ok=True), Check("aws", "a", True, detail="down")])
+    report = PreflightReport([Probe("nexus", "n", True, ok=True), Probe("aws", "a", True, detail="down")])
     html = report.table().to_html()
     texts, styles = cell_texts(html), cell_styles(html)
     status_col = list(report.rows()[0]).index("status")

@@ -86,3 +86,31 @@ def test_table_colours_actions_for_the_html_report() -> None:
     assert "color: #1a7f37;\n  font-weight: bold" in html  # create
     assert "color: #6e7781;\n  font-weight: normal" in html  # unchanged
     assert ">new<" in html and ">same<" in html
+
+
+def test_one_check_type_for_every_stage() -> None:
+    """Every stage reports plan.Check (no stage defines its own check class)."""
+    import ast
+    from pathlib import Path
+
+    import runbook_lib
+
+    root = Path(runbook_lib.__file__).parent
+    own = [
+        f"{path.relative_to(root)}:{node.name}"
+        for path in root.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ClassDef) and node.name.endswith("Check") and path.name != "plan.py"
+    ]
+    assert own == []
+
+
+def test_check_grades_and_ok_agree() -> None:
+    from runbook_lib.plan import Check
+
+    assert Check("a", True).status == "ok" and Check("a", False).status == "fail"
+    assert Check.graded("b", "warn", "x").ok and Check.graded("b", "skipped").ok
+    assert not Check.graded("b", "fail").ok
+    assert Check.graded("b", "warn", "x").record() == {"name": "b", "ok": True, "status": "warn", "detail": "x"}
+    with pytest.raises(ValueError):
+        Check("c", True, "", "fail")

@@ -18,7 +18,7 @@ import pytest
 from runbook_lib import params as params_mod
 from runbook_lib import preflight
 from runbook_lib.plan import StageFailed
-from runbook_lib.preflight import Check, PreflightReport
+from runbook_lib.preflight import PreflightReport, Probe
 from runbook_lib.secrets import Redactor
 
 Routes = dict[str, tuple[int, dict[str, str]]]
@@ -98,8 +98,8 @@ def make_params(
 NEXUS_HEADER = {"Server": "Nexus/3.80.0-06 (COMMUNITY)"}
 
 
-def nexus_check(params: params_mod.RunbookParams) -> Check:
-    return preflight._timed(Check("nexus", params.nexus.url, True), preflight.probe_nexus(params))
+def nexus_check(params: params_mod.RunbookParams) -> Probe:
+    return preflight._timed(Probe("nexus", params.nexus.url, True), preflight.probe_nexus(params))
 
 
 # ------------------------------------------------------------------------------------------ Check
@@ -118,18 +118,18 @@ def test_check_status_reflects_ok_warnings_and_required(
     ok: bool, warnings: list[str], required: bool, status: str
 ) -> None:
     """ok with warnings is 'warn'; a down endpoint is FAIL only when it is required."""
-    assert Check("x", "t", required, ok=ok, warnings=list(warnings)).status == status
+    assert Probe("x", "t", required, ok=ok, warnings=list(warnings)).status == status
 
 
 def test_timed_turns_exceptions_into_failed_check_with_latency() -> None:
     """A probe that raises yields a failed check naming the error type and message, never a crash."""
 
-    def boom(check: Check) -> None:
+    def boom(check: Probe) -> None:
         time.sleep(0.02)
         check.ok = True
         raise ValueError("bad answer")
 
-    c = preflight._timed(Check("x", "t", True), boom)
+    c = preflight._timed(Probe("x", "t", True), boom)
     assert (c.ok, c.detail) == (False, "ValueError: bad answer")
     assert c.latency_ms is not None and c.latency_ms >= 20
 
@@ -137,10 +137,10 @@ def test_timed_turns_exceptions_into_failed_check_with_latency() -> None:
 def test_timed_names_httpx_error_without_message_by_type() -> None:
     """An httpx error with an empty message is reported by its type alone, not 'Type: '."""
 
-    def probe(check: Check) -> None:
+    def probe(check: Probe) -> None:
         raise httpx.ReadTimeout("")
 
-    assert preflight._timed(Check("x", "t", True), probe).detail == "ReadTimeout"
+    assert preflight._timed(Probe("x", "t", True), probe).detail == "ReadTimeout"
 
 
 def test_timed_scrubs_secrets_from_detail(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -149,10 +149,10 @@ def test_timed_scrubs_secrets_from_detail(monkeypatch: pytest.MonkeyPatch) -> No
     redactor.add("s3cr3t-value")
     monkeypatch.setattr(preflight, "REDACTOR", redactor)
 
-    def probe(check: Check) -> None:
+    def probe(check: Probe) -> None:
         raise RuntimeError("login with s3cr3t-value refused")
 
-    detail = preflight._timed(Check("x", "t", True), probe).detail
+    detail = preflight._timed(Probe("x", "t", True), probe).detail
     assert "s3cr3t-value" not in detail and detail.startswith("RuntimeError: login with ")
 
 
@@ -248,8 +248,8 @@ def test_nexus_down_is_a_failed_check_naming_the_connect_error() -> None:
 
 
 # --------------------------------------------------------------------------------------- registry
-def registry_check(url: str, overrides: dict[str, str] | None = None) -> Check:
-    return preflight._timed(Check("r", url, True), preflight.probe_registry(url, overrides))
+def registry_check(url: str, overrides: dict[str, str] | None = None) -> Probe:
+    return preflight._timed(Probe("r", url, True), preflight.probe_registry(url, overrides))
 
 
 def test_registry_200_is_ok_with_api_version(endpoint: Endpoint) -> None:
@@ -297,7 +297,7 @@ def test_registry_probe_honours_resolve_overrides(endpoint: Endpoint) -> None:
 def test_kubernetes_probe_reports_stand_in_version(kube, kubeconfig) -> None:
     """The probe reports the API server's gitVersion and platform and the host it reached."""
     p = make_params(kubernetes={"kubeconfig": str(kubeconfig)})
-    c = preflight._timed(Check("kubernetes", "?", True), preflight.probe_kubernetes(p))
+    c = preflight._timed(Probe("kubernetes", "?", True), preflight.probe_kubernetes(p))
     info = kube.version_info
     assert c.ok, c.detail
     assert c.version == info["gitVersion"]
@@ -311,7 +311,7 @@ def test_kubernetes_probe_down_fails(tmp_path) -> None:
 
     path = write_kubeconfig(tmp_path / "kc", closed_port_url())
     p = make_params(kubernetes={"kubeconfig": str(path)})
-    c = preflight._timed(Check("kubernetes", "?", True), preflight.probe_kubernetes(p))
+    c = preflight._timed(Probe("kubernetes", "?", True), preflight.probe_kubernetes(p))
     assert not c.ok and c.detail and c.status == "FAIL"
 
 
@@ -338,7 +338,7 @@ def test_aws_probe_reports_account_and_cluster(aws_env: None) -> None:
         ident = boto3.client("sts", region_name="us-east-1").get_caller_identity()
         status = eks.describe_cluster(name="lab")["cluster"]["status"]
         p = make_params(aws={"cluster_name": "lab"})
-        c = preflight._timed(Check("aws", "AWS", True), preflight.probe_aws(p))
+        c = preflight._timed(Probe("aws", "AWS", True), preflight.probe_aws(p))
     assert c.ok, c.detail
     assert c.version == "EKS 1.31"
     assert c.detail == f"account {ident['Account']}, {ident['Arn']}; cluster lab {status}"
@@ -350,7 +350,7 @@ def test_aws_probe_missing_cluster_fails_with_error_code(aws_env: None) -> None:
 
     with mock_aws():
         c = preflight._timed(
-            Check("aws", "AWS", True), preflight.probe_aws(make_params(aws={"cluster_name": "nope"}))
+            Probe("aws", "AWS", True), preflight.probe_aws(make_params(aws={"cluster_name": "nope"}))
         )
     assert not c.ok
     assert c.detail.startswith("ResourceNotFoundException: ")
@@ -363,7 +363,7 @@ def test_aws_probe_unknown_profile_is_a_failed_check(
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
     c = preflight._timed(
-        Check("aws", "AWS", True), preflight.probe_aws(make_params(aws={"profile": "ghost"}))
+        Probe("aws", "AWS", True), preflight.probe_aws(make_params(aws={"profile": "ghost"}))
     )
     assert not c.ok and c.detail.startswith("ProfileNotFound") and "ghost" in c.detail
 
@@ -426,7 +426,7 @@ class Ctx:
 def sample_report() -> PreflightReport:
     return PreflightReport(
         [
-            Check(
+            Probe(
                 "nexus",
                 "n",
                 True,
@@ -436,9 +436,9 @@ def sample_report() -> PreflightReport:
                 latency_ms=1.0,
                 warnings=["w1"],
             ),
-            Check("upstream docker.io", "u", True, ok=False, detail="ConnectError: refused", latency_ms=2.0),
-            Check("mirror docker.io", "m", False, ok=False, detail="ConnectError: refused", latency_ms=3.0),
-            Check("aws", "a", True, ok=False, detail="", latency_ms=4.0, warnings=["only a warning"]),
+            Probe("upstream docker.io", "u", True, ok=False, detail="ConnectError: refused", latency_ms=2.0),
+            Probe("mirror docker.io", "m", False, ok=False, detail="ConnectError: refused", latency_ms=3.0),
+            Probe("aws", "a", True, ok=False, detail="", latency_ms=4.0, warnings=["only a warning"]),
         ]
     )
 
@@ -480,7 +480,7 @@ def test_report_record_stores_checks_and_raises_naming_failures() -> None:
 
 def test_report_record_passes_when_only_optional_endpoints_are_down() -> None:
     """No required failure: checks and results are recorded, no failure, no exception."""
-    report = PreflightReport([Check("nexus", "n", True, ok=True), Check("mirror x", "m", False)])
+    report = PreflightReport([Probe("nexus", "n", True, ok=True), Probe("mirror x", "m", False)])
     ctx = Ctx()
     report.record(ctx)
     assert set(ctx.records) == {"checks", "results"} and ctx.records["results"]["failed"] == []

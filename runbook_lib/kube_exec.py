@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
 
 
 class PodExecError(Exception):
     pass
 
 
-def read_file_in_pod(api: Any, pod: str, path: str, container: str | None = None) -> str | None:
+def read_file_in_pod(api_client: ApiClient, pod: str, path: str, container: str | None = None) -> str | None:
     """Content of *path* in NAMESPACE/POD, or None when the file does not exist (already bootstrapped)."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
@@ -18,7 +21,7 @@ def read_file_in_pod(api: Any, pod: str, path: str, container: str | None = None
     namespace, _, name = pod.partition("/")
     if not name:
         raise PodExecError(f"pod must be NAMESPACE/NAME, got {pod!r}")
-    core = client.CoreV1Api(api)
+    core = client.CoreV1Api(api_client)
     marker = "__runbook_no_such_file__"
     try:
         out = stream(

@@ -24,13 +24,17 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runbook_lib import params as params_mod
 from runbook_lib.audit.record import StageRecords, record_bundle
 from runbook_lib.audit.redact_io import register_secret
 from runbook_lib.secrets import REDACTOR, ResolveContext, SecretRef, parse_ref
 from runbook_lib.secrets import resolve as resolve_ref
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
 
 _MARK = "_runbook_scrubbed"
 _HOLD_LIMIT = 1 << 16  # release held text without a newline beyond this size
@@ -161,7 +165,7 @@ def _inline_png() -> None:
         pass
 
 
-def kube_api_client(params: params_mod.RunbookParams) -> Any:
+def build_api_client(params: params_mod.RunbookParams) -> ApiClient:
     """A kubernetes ApiClient for the run's cluster (kubeconfig, context, in-cluster or API host override)."""
     from runbook_lib.kube import api_client
 
@@ -172,12 +176,12 @@ def resolve_context(params: params_mod.RunbookParams, ref: SecretRef | None = No
     """The ResolveContext for a run; the Kubernetes client is built only for ``k8s:`` references."""
     from runbook_lib import aws
 
-    kube = kube_api_client(params) if ref is not None and ref.scheme == "k8s" else None
+    kube = build_api_client(params) if ref is not None and ref.scheme == "k8s" else None
     return ResolveContext(
         base_dir=params.base_dir,
         aws_region=params.aws.region,
         aws_endpoint_url=params.aws.endpoint_url,
-        kube_api=kube,
+        api_client=kube,
         aws_client=lambda service: aws.client(params, service),
     )
 
@@ -202,24 +206,24 @@ class StageContext:
     apply: bool
     run_dir: Path
     records: StageRecords = field(default_factory=StageRecords)
-    _kube_api: Any = field(default=None, repr=False)
+    _api_client: ApiClient = field(default=None, repr=False)
 
     @property
     def mode(self) -> str:
         return "apply" if self.apply else "plan"
 
     @property
-    def kube_api(self) -> Any:
-        if self._kube_api is None:
-            self._kube_api = kube_api_client(self.params)
-        return self._kube_api
+    def api_client(self) -> ApiClient:
+        if self._api_client is None:
+            self._api_client = build_api_client(self.params)
+        return self._api_client
 
     def resolve(self, ref: str | SecretRef, user: str | None = None) -> str:
         """Resolve a secret reference; the value is registered with the redactor before it is returned."""
         parsed = parse_ref(ref) if isinstance(ref, str) else ref
         ctx = resolve_context(self.params)
         if parsed.scheme == "k8s":
-            ctx.kube_api = self.kube_api
+            ctx.api_client = self.api_client
         return resolve_ref(parsed, ctx, user=user)  # registered with the redactor by resolve
 
     def record(self, key: str, value: Any) -> None:

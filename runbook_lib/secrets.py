@@ -24,7 +24,11 @@ import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
 
 MASK = "***"
 
@@ -164,7 +168,7 @@ class ResolveContext:
     base_dir: Path = Path(".")
     aws_region: str | None = None
     aws_endpoint_url: str | None = None
-    kube_api: Any = None  # a kubernetes.client.ApiClient, when the run has one
+    api_client: ApiClient | None = None  # a kubernetes.client.ApiClient, when the run has one
     aws_client: Callable[[str], Any] | None = None  # service name -> boto3 client (region, endpoint, creds)
 
 
@@ -229,11 +233,11 @@ def _k8s(ref: SecretRef, ctx: ResolveContext) -> str:
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
-    if ctx.kube_api is None:
+    if ctx.api_client is None:
         raise SecretError(f"{ref}: no Kubernetes connection configured for this run")
     ns, name = ref.target.split("/", 1)
     try:
-        secret = client.CoreV1Api(ctx.kube_api).read_namespaced_secret(name, ns)
+        secret = client.CoreV1Api(ctx.api_client).read_namespaced_secret(name, ns)
     except ApiException as err:
         raise SecretError(f"{ref}: Kubernetes answered {err.status} {err.reason}") from None
     data = (secret.data or {}) if secret else {}

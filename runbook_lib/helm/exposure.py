@@ -20,7 +20,7 @@ import json
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
@@ -29,6 +29,10 @@ from runbook_lib.helm.release import Release, helm_binary, kube_flags
 from runbook_lib.helm.values import Overlay, coalesce
 from runbook_lib.params import RunbookParams
 from runbook_lib.plan import Plan, StageFailed
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
 
 Mode = Literal["helm", "manifests"]
 MANIFESTS_FILE = "helm-docker-objects.yaml"
@@ -112,7 +116,7 @@ def _owned_fields(obj: dict[str, Any]) -> dict[str, Any]:
 class Objects:
     """Reads and writes Services and Ingresses through the kubernetes client (raw JSON, camelCase)."""
 
-    def __init__(self, api_client: Any):
+    def __init__(self, api_client: ApiClient):
         from kubernetes import client
 
         self.core = client.CoreV1Api(api_client)
@@ -164,7 +168,7 @@ class Objects:
 
 
 def _manifests_plan(
-    plan: Plan, params: RunbookParams, api_client: Any, objects: list[dict[str, Any]], release: Release
+    plan: Plan, params: RunbookParams, api_client: ApiClient, objects: list[dict[str, Any]], release: Release
 ) -> None:
     store = Objects(api_client)
     for ns in sorted({render.namespace_of(o, release.namespace) for o in objects}):
@@ -199,7 +203,7 @@ def _manifests_plan(
 
 def build_plan(
     params: RunbookParams,
-    api_client: Any,
+    api_client: ApiClient,
     apply: bool,
     release: Release,
     overlay: Overlay,
@@ -226,7 +230,7 @@ def build_plan(
 
 def rebuild(
     params: RunbookParams,
-    api_client: Any,
+    api_client: ApiClient,
     release_reader: Callable[[], Release],
     overlay: Overlay,
     overlay_path: Path | str,

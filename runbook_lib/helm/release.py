@@ -16,11 +16,15 @@ import json
 import shutil
 import subprocess
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runbook_lib.helm.values import coalesce
 from runbook_lib.params import RunbookParams
 from runbook_lib.plan import StageFailed
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
 
 RELEASE_TYPE = "helm.sh/release.v1"
 _GZIP_MAGIC = b"\x1f\x8b\x08"
@@ -109,7 +113,7 @@ class Release:
         )
 
 
-def _secrets(api_client: Any, namespace: str, release: str) -> list[dict[str, Any]]:
+def _secrets(api_client: ApiClient, namespace: str, release: str) -> list[dict[str, Any]]:
     from kubernetes import client
 
     resp = client.CoreV1Api(api_client).list_namespaced_secret(
@@ -119,7 +123,7 @@ def _secrets(api_client: Any, namespace: str, release: str) -> list[dict[str, An
     return [s for s in items if s.get("type") == RELEASE_TYPE]
 
 
-def read_from_secrets(api_client: Any, namespace: str, release: str) -> Release:
+def read_from_secrets(api_client: ApiClient, namespace: str, release: str) -> Release:
     """The release as `helm upgrade --reuse-values` sees it: the deployed revision (the newest one when none
     is deployed, as Helm does after a failed first install)."""
     secrets = _secrets(api_client, namespace, release)
@@ -196,7 +200,7 @@ def read_with_helm(params: RunbookParams, helm: str) -> Release:
     return rel
 
 
-def current(params: RunbookParams, api_client: Any, use_helm: bool = False) -> Release:
+def current(params: RunbookParams, api_client: ApiClient, use_helm: bool = False) -> Release:
     """The deployed release; checks it was installed from the chart the parameters name."""
     helm = helm_binary() if use_helm else None
     rel = (

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -29,6 +29,10 @@ from runbook_lib.plan import Check, Plan, checks_table, fail_on
 from runbook_lib.registry.client import Challenge, ImageRef, RegistryClient, RegistryError
 from runbook_lib.secrets import SecretResolver
 
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
+
 NOT_READY = (404, 502, 503, 504)
 
 
@@ -36,7 +40,9 @@ def _service_port(svc: dict[str, Any], port: int) -> dict[str, Any] | None:
     return next((p for p in (svc.get("spec") or {}).get("ports") or [] if p.get("port") == port), None)
 
 
-def check_objects(params: RunbookParams, api_client: Any, release: Release, overlay: Overlay) -> list[Check]:
+def check_objects(
+    params: RunbookParams, api_client: ApiClient, release: Release, overlay: Overlay
+) -> list[Check]:
     """The rendered docker objects exist with the expected ports, hosts and TLS."""
     store = Objects(api_client)
     checks = []
@@ -186,7 +192,7 @@ def _pull(params: RunbookParams, ep: Endpoint, image: ImageRef, secret: SecretRe
 
 def verify(
     params: RunbookParams,
-    api_client: Any,
+    api_client: ApiClient,
     release: Release,
     overlay: Overlay,
     secret: SecretResolver | None = None,
@@ -207,7 +213,7 @@ def raise_for_failures(checks: list[Check], record: Callable[[str, Any], None]) 
 def run_after(
     plan: Plan,
     params: RunbookParams,
-    api_client: Any,
+    api_client: ApiClient,
     release: Release,
     overlay: Overlay,
     secret: SecretResolver | None = None,

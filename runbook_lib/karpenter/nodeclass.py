@@ -18,11 +18,14 @@ from __future__ import annotations
 import copy
 import difflib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runbook_lib.karpenter import bottlerocket, schemas, userdata
 from runbook_lib.params import RunbookParams
 from runbook_lib.plan import Change, Plan
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
 
 
 @dataclass(frozen=True)
@@ -79,13 +82,13 @@ def kind_for(params: RunbookParams) -> NodeClassKind:
     return KINDS[params.karpenter.api_version]
 
 
-def _custom(api_client: Any) -> Any:
+def _custom(api_client: ApiClient) -> Any:
     from kubernetes import client
 
     return client.CustomObjectsApi(api_client)
 
 
-def read(api_client: Any, kind: NodeClassKind, name: str) -> dict[str, Any] | None:
+def read(api_client: ApiClient, kind: NodeClassKind, name: str) -> dict[str, Any] | None:
     from kubernetes.client.rest import ApiException
 
     try:
@@ -97,7 +100,7 @@ def read(api_client: Any, kind: NodeClassKind, name: str) -> dict[str, Any] | No
 
 
 def patch_user_data(
-    api_client: Any, kind: NodeClassKind, name: str, user_data: str, resource_version: str | None
+    api_client: ApiClient, kind: NodeClassKind, name: str, user_data: str, resource_version: str | None
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"spec": {"userData": user_data}}
     if resource_version:
@@ -198,7 +201,7 @@ class NodeClassState:
         }
 
 
-def inspect(params: RunbookParams, api_client: Any, name: str, generated: Generated) -> NodeClassState:
+def inspect(params: RunbookParams, api_client: ApiClient, name: str, generated: Generated) -> NodeClassState:
     """Read one node class and work out its desired userData, with every reason it cannot be changed."""
     kind = kind_for(params)
     obj = read(api_client, kind, name)
@@ -235,7 +238,7 @@ def inspect(params: RunbookParams, api_client: Any, name: str, generated: Genera
 
 
 def plan_changes(
-    plan: Plan, params: RunbookParams, api_client: Any, generated: Generated
+    plan: Plan, params: RunbookParams, api_client: ApiClient, generated: Generated
 ) -> list[NodeClassState]:
     """One change per node class: update of spec.userData, or unchanged. Missing or blocked classes add no
     change; the caller reports them (states[i].problems)."""
@@ -262,7 +265,7 @@ def plan_changes(
 
 
 def rollback_change(
-    params: RunbookParams, api_client: Any, name: str, previous_user_data: str, apply: bool
+    params: RunbookParams, api_client: ApiClient, name: str, previous_user_data: str, apply: bool
 ) -> Change:
     """Put back a node class's previous userData (from the run folder of an earlier run): this drifts the
     nodes back just as the forward change did."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -28,6 +28,10 @@ from runbook_lib.karpenter.nodeclass import Generated, NodeClassState
 from runbook_lib.params import RunbookParams
 from runbook_lib.plan import Check, Plan, StageFailed, fail_on
 from runbook_lib.secrets import REDACTOR, SecretResolver
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
 
 STAGE = "karpenter"
 
@@ -220,7 +224,7 @@ class StagePlan:
 
 def build_plan(
     params: RunbookParams,
-    api_client: Any,
+    api_client: ApiClient,
     apply: bool,
     rendered: Rendered,
     resolve: SecretResolver,
@@ -273,14 +277,14 @@ def require_ready(sp: StagePlan, record: Any) -> None:
 
 
 # -- rollout ---------------------------------------------------------------------------------------------
-def start_rollout(params: RunbookParams, api_client: Any, sp: StagePlan) -> rollout.Baseline:
+def start_rollout(params: RunbookParams, api_client: ApiClient, sp: StagePlan) -> rollout.Baseline:
     """Taken before the apply: the hashes Karpenter has now, to tell old NodeClaims from new ones later."""
     return rollout.baseline(params, api_client, sp.states, sp.plan, sp.rolled_pools)
 
 
 def run_rollout(
     params: RunbookParams,
-    api_client: Any,
+    api_client: ApiClient,
     base: rollout.Baseline,
     apply: bool,
     out: Any = print,

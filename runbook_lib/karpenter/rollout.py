@@ -26,12 +26,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runbook_lib.karpenter.nodeclass import KINDS, NodeClassState
 from runbook_lib.params import RunbookParams
 from runbook_lib.plan import Plan, StageFailed
 from runbook_lib.versions import numeric_release
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
 
 FORCE_ROLL_ANNOTATION = "eks-mirror-runbook/rollout"
 HASH_VERSION_SUFFIX = (
@@ -87,7 +91,7 @@ def _release(version: str | None) -> tuple[int, ...] | None:
     return numeric_release(version) if version else None
 
 
-def _custom(api_client: Any) -> Any:
+def _custom(api_client: ApiClient) -> Any:
     from kubernetes import client
 
     return client.CustomObjectsApi(api_client)
@@ -113,7 +117,7 @@ class DriftMode:
         ]
 
 
-def _feature_gates(api_client: Any, namespace: str) -> str | None:
+def _feature_gates(api_client: ApiClient, namespace: str) -> str | None:
     """FEATURE_GATES of the Karpenter deployment (v0.32-v0.37), None when it cannot be read."""
     from kubernetes import client
     from kubernetes.client.rest import ApiException
@@ -132,7 +136,7 @@ def _feature_gates(api_client: Any, namespace: str) -> str | None:
     return None
 
 
-def _drift_enabled_v031(api_client: Any, namespace: str) -> bool | None:
+def _drift_enabled_v031(api_client: ApiClient, namespace: str) -> bool | None:
     from kubernetes import client
     from kubernetes.client.rest import ApiException
 
@@ -143,7 +147,7 @@ def _drift_enabled_v031(api_client: Any, namespace: str) -> bool | None:
     return str((cm.data or {}).get("featureGates.driftEnabled", "false")).lower() == "true"
 
 
-def drift_mode(params: RunbookParams, api_client: Any = None) -> DriftMode:
+def drift_mode(params: RunbookParams, api_client: ApiClient | None = None) -> DriftMode:
     k = params.karpenter
     release = _release(k.version)
     force = (
@@ -214,7 +218,7 @@ def drift_mode(params: RunbookParams, api_client: Any = None) -> DriftMode:
 
 
 # -- pools and budgets -----------------------------------------------------------------------------------
-def _list(api_client: Any, group: str, version: str, plural: str) -> list[dict[str, Any]]:
+def _list(api_client: ApiClient, group: str, version: str, plural: str) -> list[dict[str, Any]]:
     """Every object of a cluster-scoped custom kind; none when the CRD is not installed (404)."""
     from kubernetes.client.rest import ApiException
 
@@ -226,7 +230,7 @@ def _list(api_client: Any, group: str, version: str, plural: str) -> list[dict[s
         raise
 
 
-def list_pools(params: RunbookParams, api_client: Any) -> list[dict[str, Any]]:
+def list_pools(params: RunbookParams, api_client: ApiClient) -> list[dict[str, Any]]:
     pk = POOLS[params.karpenter.api_version]
     return _list(api_client, pk.group, pk.version, pk.plural)
 
@@ -310,7 +314,7 @@ def _pool_annotation(pool: dict[str, Any], api_version: str) -> str | None:
     return (annotations or {}).get(FORCE_ROLL_ANNOTATION)
 
 
-def plan_force_roll(plan: Plan, params: RunbookParams, api_client: Any, token: str | None) -> list[str]:
+def plan_force_roll(plan: Plan, params: RunbookParams, api_client: ApiClient, token: str | None) -> list[str]:
     """A change per NodePool of `karpenter.node_pools` whose roll annotation differs from the token."""
     if token is None:
         return []
@@ -376,7 +380,11 @@ class Baseline:
 
 
 def baseline(
-    params: RunbookParams, api_client: Any, states: list[NodeClassState], plan: Plan, rolled_pools: list[str]
+    params: RunbookParams,
+    api_client: ApiClient,
+    states: list[NodeClassState],
+    plan: Plan,
+    rolled_pools: list[str],
 ) -> Baseline:
     pk = POOLS[params.karpenter.api_version]
     pending = {(c.kind, c.name) for c in plan.pending}
@@ -443,7 +451,7 @@ class ClassProgress:
         }
 
 
-def _claims(api_client: Any, params: RunbookParams) -> list[dict[str, Any]]:
+def _claims(api_client: ApiClient, params: RunbookParams) -> list[dict[str, Any]]:
     pk = POOLS[params.karpenter.api_version]
     return _list(api_client, pk.group, pk.version, pk.claim_plural)
 
@@ -454,7 +462,7 @@ def _claim_class(claim: dict[str, Any], api_version: str) -> str | None:
     return (ref or {}).get("name")
 
 
-def _nodes(api_client: Any) -> dict[str, dict[str, Any]]:
+def _nodes(api_client: ApiClient) -> dict[str, dict[str, Any]]:
     from kubernetes import client
 
     items = client.CoreV1Api(api_client).list_node().to_dict().get("items") or []
@@ -467,7 +475,7 @@ def _nodes(api_client: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
-def snapshot(params: RunbookParams, api_client: Any, base: Baseline) -> list[ClassProgress]:
+def snapshot(params: RunbookParams, api_client: ApiClient, base: Baseline) -> list[ClassProgress]:
     api = params.karpenter.api_version
     kind, pk = KINDS[api], POOLS[api]
     custom = _custom(api_client)
@@ -568,7 +576,7 @@ def _is_new(
 
 def watch(
     params: RunbookParams,
-    api_client: Any,
+    api_client: ApiClient,
     base: Baseline,
     timeout_s: float | None = None,
     poll_s: float | None = None,

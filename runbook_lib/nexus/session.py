@@ -9,12 +9,15 @@ say so.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from runbook_lib import net
 from runbook_lib.nexus.client import NexusAuthError, NexusClient
 from runbook_lib.params import RunbookParams
 from runbook_lib.secrets import REDACTOR, SecretError, SecretResolver
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
 
 
 @dataclass
@@ -24,7 +27,7 @@ class AdminLogin:
     note: str = ""
 
 
-def read_initial_password(params: RunbookParams, kube_api: Any = None) -> str | None:
+def read_initial_password(params: RunbookParams, api_client: ApiClient | None = None) -> str | None:
     """The generated admin password, if Nexus still has it (file path or the Nexus pod)."""
     path = params.path(params.nexus.initial_password_file)
     if path is not None and path.exists():
@@ -32,10 +35,10 @@ def read_initial_password(params: RunbookParams, kube_api: Any = None) -> str | 
         REDACTOR.add_pair(params.nexus.admin_user, value)
         return value or None
     pod = params.nexus.initial_password_pod
-    if pod and kube_api is not None:
+    if pod and api_client is not None:
         from runbook_lib.kube_exec import read_file_in_pod
 
-        value = read_file_in_pod(kube_api, pod, "/nexus-data/admin.password")
+        value = read_file_in_pod(api_client, pod, "/nexus-data/admin.password")
         if value:
             REDACTOR.add_pair(params.nexus.admin_user, value.strip())
             return value.strip()
@@ -50,7 +53,9 @@ def _works(client: NexusClient) -> bool:
         return False
 
 
-def admin_login(params: RunbookParams, secret: SecretResolver, kube_api: Any = None) -> AdminLogin:
+def admin_login(
+    params: RunbookParams, secret: SecretResolver, api_client: ApiClient | None = None
+) -> AdminLogin:
     n = params.nexus
     problems = []
     try:
@@ -66,7 +71,7 @@ def admin_login(params: RunbookParams, secret: SecretResolver, kube_api: Any = N
             return AdminLogin(client, "managed")
         client.close()
         problems.append("the managed admin password was refused")
-    initial = read_initial_password(params, kube_api)
+    initial = read_initial_password(params, api_client)
     if initial:
         client = NexusClient(
             n.url, n.admin_user, initial, timeout=n.timeout_s, transport=net.transport(params.resolve)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -31,6 +31,10 @@ from runbook_lib.params import RunbookParams, Upstream
 from runbook_lib.registry.client import ImageRef
 from runbook_lib.secrets import REDACTOR, SecretResolver
 from runbook_lib.verify import endpoints
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
 
 REQUEST_GAUGE = "nexus.analytics.content_request_count"
 COMPONENT_GAUGE = "nexus.analytics.component_total_count"
@@ -46,15 +50,20 @@ class NexusContent:
         self.problem = problem
 
     @classmethod
-    def connect(cls, params: RunbookParams, secret: SecretResolver, kube_api: Any = None) -> NexusContent:
-        """Admin login; `kube_api` (a client, or a callable making one) is only needed to read the generated
+    def connect(
+        cls,
+        params: RunbookParams,
+        secret: SecretResolver,
+        api_client: ApiClient | Callable[[], ApiClient] | None = None,
+    ) -> NexusContent:
+        """Admin login; `api_client` (a client, or a callable making one) is only needed to read the generated
         password from the Nexus pod, so a callable is not called otherwise."""
         from runbook_lib.nexus import session
 
         try:
-            if callable(kube_api):
-                kube_api = kube_api() if params.nexus.initial_password_pod else None
-            return cls(session.admin_login(params, secret, kube_api).client)
+            if callable(api_client):
+                api_client = api_client() if params.nexus.initial_password_pod else None
+            return cls(session.admin_login(params, secret, api_client).client)
         except Exception as err:  # noqa: BLE001 - NexusError, unreachable, secret or kubeconfig problems
             return cls(None, REDACTOR.scrub(f"cannot log in to Nexus: {type(err).__name__}: {err}"))
 

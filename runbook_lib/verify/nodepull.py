@@ -37,7 +37,7 @@ import secrets as pysecrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -48,6 +48,10 @@ from runbook_lib.verify import endpoints, samples
 from runbook_lib.verify.hostpull import docker_hub_budget_note
 from runbook_lib.verify.mirrorproof import CounterSource, NexusContent, delta
 from runbook_lib.verify.ratelimit import Headroom
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
 
 POOL_LABEL = "karpenter.sh/nodepool"
 APP_LABEL = "app.kubernetes.io/name"
@@ -352,7 +356,7 @@ def _served_by(
 def compare(
     params: RunbookParams,
     secret: SecretResolver,
-    kube_api: Any,
+    api_client: ApiClient | Callable[[], ApiClient],
     content: NexusContent,
     counters: CounterSource | None,
     headroom: list[Headroom] | None = None,
@@ -365,8 +369,8 @@ def compare(
     if not v.node_pull:
         result.notes.append("node path off (verification.node_pull: false)")
         return result
-    try:  # kube_api may be a callable building the client: a missing kubeconfig is a note, not a crash
-        core = k8s.CoreV1Api(kube_api() if callable(kube_api) else kube_api)
+    try:  # api_client may be a callable building the client: a missing kubeconfig is a note, not a crash
+        core = k8s.CoreV1Api(api_client() if callable(api_client) else api_client)
         pools = nodes_by_pool(core, list(params.karpenter.node_pools))
     except Exception as err:  # noqa: BLE001 - config errors, ApiException, urllib3 connection errors
         result.notes.append(REDACTOR.scrub(f"cannot list nodes: {type(err).__name__}: {err}"[:500]))

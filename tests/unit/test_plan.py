@@ -111,6 +111,36 @@ def test_check_grades_and_ok_agree() -> None:
     assert Check("a", True).status == "ok" and Check("a", False).status == "fail"
     assert Check.graded("b", "warn", "x").ok and Check.graded("b", "skipped").ok
     assert not Check.graded("b", "fail").ok
-    assert Check.graded("b", "warn", "x").record() == {"name": "b", "ok": True, "status": "warn", "detail": "x"}
+    assert Check.graded("b", "warn", "x").record() == {
+        "name": "b",
+        "ok": True,
+        "status": "warn",
+        "detail": "x",
+    }
     with pytest.raises(ValueError):
         Check("c", True, "", "fail")
+
+
+def test_one_name_for_the_kubernetes_client_argument() -> None:
+    """Every function taking the Kubernetes client names it `api_client` (never kube_api, kube, core...)."""
+    import ast
+    from pathlib import Path
+
+    import runbook_lib
+
+    root = Path(runbook_lib.__file__).parent
+    other_names = {"kube_api", "kube", "api", "k8s_api", "client_api", "kube_client"}
+    found = [
+        f"{path.relative_to(root)}:{node.name}({arg.arg})"
+        for path in root.rglob("*.py")
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        for arg in node.args.args + node.args.kwonlyargs
+        if arg.arg in other_names
+        or (
+            arg.annotation is not None
+            and "ApiClient" in ast.unparse(arg.annotation)
+            and arg.arg != "api_client"
+        )
+    ]
+    assert found == []

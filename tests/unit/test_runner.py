@@ -318,13 +318,13 @@ def test_resolve_context_builds_a_kube_client_only_for_k8s_refs(tmp_path: Path) 
         base_dir=tmp_path,
     )
     ctx = resolve_context(params, parse_ref("k8s:ns/s#k"))
-    assert ctx.kube_api.configuration.host == "http://127.0.0.1:2"  # api_host overrides the kubeconfig
+    assert ctx.api_client.configuration.host == "http://127.0.0.1:2"  # api_host overrides the kubeconfig
     assert (ctx.base_dir, ctx.aws_region, ctx.aws_endpoint_url) == (
         tmp_path,
         "eu-west-1",
         "http://127.0.0.1:3",
     )
-    assert resolve_context(params, parse_ref("env:X")).kube_api is None
+    assert resolve_context(params, parse_ref("env:X")).api_client is None
 
 
 def test_report_without_output_dir_uses_outputs_where_it_runs(

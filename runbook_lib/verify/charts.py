@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 
 from runbook_lib.verify import samples
 from runbook_lib.verify.ratelimit import Headroom
+from runbook_lib.verify.report import Figures
 
 COLORS = {
     samples.DIRECT: "#c0504d",
@@ -118,10 +119,10 @@ def node_times(df: pd.DataFrame) -> Figure:
     return fig
 
 
-def speedups(fig_data: dict[str, Any], threshold: float | None = None) -> Figure:
+def speedups(fig_data: Figures, threshold: float | None = None) -> Figure:
     """Warm mirror vs direct per image (median direct / median warm), runbook host and nodes side by side."""
     title = "Speed-up of the warm mirror over direct pulls"
-    host, node = fig_data["host"]["speedup"], fig_data["node"]["speedup"]
+    host, node = fig_data.host.speedup, fig_data.node.speedup
     images = [i for i in dict.fromkeys(list(host) + list(node)) if host.get(i) or node.get(i)]
     if not images:
         return _empty(title, "no image was measured both directly and through the warm mirror")

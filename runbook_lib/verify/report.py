@@ -45,13 +45,90 @@ def _medians_by_image(df: pd.DataFrame) -> dict[str, dict[str, float | None]]:
     return {image: samples.medians(group) for image, group in df.groupby("image", sort=False)}
 
 
+Medians = dict[str, dict[str, float | None]]  # image -> sample label (direct, mirror-cold ...) -> seconds
+
+
+@dataclass(frozen=True)
+class HostFigures:
+    """Pulls from the runbook host."""
+
+    medians_s: Medians
+    speedup: dict[str, float | None]  # image -> median direct / median warm mirror
+    set_speedup: float | None  # over the whole image set
+    failed: int
+    samples: int
+    notes: list[str]
+
+
+@dataclass(frozen=True)
+class NodeFigures:
+    """Pulls on the nodes of each NodePool (kubelet events)."""
+
+    measured: bool
+    pools: dict[str, list[str]]  # NodePool -> Ready nodes used
+    medians_s: dict[str, Medians]  # NodePool -> image -> label -> seconds
+    speedup: dict[str, float | None]
+    speedup_by_pool: dict[str, dict[str, float | None]]
+    set_speedup: float | None
+    failed: int
+    samples: int
+    notes: list[str]
+
+
+@dataclass(frozen=True)
+class BypassedPull:
+    pool: str
+    node: str
+    image: str
+    served_by: str
+
+
+@dataclass(frozen=True)
+class RateLimitFigures:
+    checks: list[dict[str, Any]]  # Headroom records
+    anonymous_remaining: int | None  # None: unknown or unlimited
+    anonymous_limit: int | None
+    window_s: int | None
+    source: str | None
+    unlimited: bool
+
+
+@dataclass(frozen=True)
+class Figures:
+    """The run's figures: read by the thresholds, the charts and the history; ``record()`` is run.json's."""
+
+    host: HostFigures
+    node: NodeFigures
+    bypassed: int
+    bypassed_pulls: list[BypassedPull]
+    ratelimit: RateLimitFigures
+    proof: dict[str, Any] | None  # Proof.record()
+
+    def path(self, scope: str) -> HostFigures | NodeFigures:
+        return self.node if scope == "node" else self.host
+
+    def record(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_record(cls, d: dict[str, Any]) -> Figures:
+        return cls(
+            host=HostFigures(**d["host"]),
+            node=NodeFigures(**d["node"]),
+            bypassed=d["bypassed"],
+            bypassed_pulls=[BypassedPull(**b) for b in d["bypassed_pulls"]],
+            ratelimit=RateLimitFigures(**d["ratelimit"]),
+            proof=d["proof"],
+        )
+
+
 def figures(
     params: RunbookParams,
     host: HostComparison,
     node: NodeComparison,
     proof: Proof | None,
     headroom: list[Headroom],
-) -> dict[str, Any]:
+) -> Figures:
     n = node.samples
     node_medians = (
         {pool: _medians_by_image(group) for pool, group in n.groupby("pool", sort=False)}
@@ -59,7 +136,7 @@ def figures(
         else {}
     )
     anon = anonymous(headroom)
-    return _clean(
+    record = _clean(
         {
             "host": {
                 "medians_s": _medians_by_image(host.samples),
@@ -98,22 +175,23 @@ def figures(
             "proof": proof.record() if proof else None,
         }
     )
+    return Figures.from_record(record)
 
 
-def headline(fig: dict[str, Any]) -> dict[str, Any]:
+def headline(fig: Figures) -> dict[str, Any]:
     """The speed-up that counts: the node path when it was measured, else the runbook host's."""
-    node_set = fig["node"]["set_speedup"]
+    node_set = fig.node.set_speedup
     return {
         "speedup_scope": "node" if node_set is not None else "host",
-        "set_speedup": node_set if node_set is not None else fig["host"]["set_speedup"],
+        "set_speedup": node_set if node_set is not None else fig.host.set_speedup,
     }
 
 
-def results(fig: dict[str, Any], use: Usage | None, demo: Any = None) -> dict[str, Any]:
+def results(fig: Figures, use: Usage | None, demo: Any = None) -> dict[str, Any]:
     """run.json ``results`` of the stage: the figures, the headline speed-up, usage and the demonstration."""
     return _clean(
         {
-            **fig,
+            **fig.record(),
             **headline(fig),
             "usage": use.record() if use else None,
             "rate_limit_demonstration": demo.record() if demo is not None else None,
@@ -263,12 +341,12 @@ def history_rows(host: HostComparison, node: NodeComparison) -> list[dict[str, A
     return rows
 
 
-def history_metrics(fig: dict[str, Any], use: Usage | None) -> dict[str, float | None]:
+def history_metrics(fig: Figures, use: Usage | None) -> dict[str, float | None]:
     out: dict[str, float | None] = {
-        "host.set_speedup": fig["host"]["set_speedup"],
-        "node.set_speedup": fig["node"]["set_speedup"],
-        "bypassed": fig["bypassed"],
-        "ratelimit.remaining": fig["ratelimit"]["anonymous_remaining"],
+        "host.set_speedup": fig.host.set_speedup,
+        "node.set_speedup": fig.node.set_speedup,
+        "bypassed": fig.bypassed,
+        "ratelimit.remaining": fig.ratelimit.anonymous_remaining,
     }
     if use is not None:
         out.update(

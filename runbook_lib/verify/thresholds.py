@@ -24,6 +24,7 @@ from runbook_lib.verify import nodepull
 from runbook_lib.verify.hostpull import HostComparison
 from runbook_lib.verify.nodepull import NodeComparison
 from runbook_lib.verify.ratelimit import Demonstration
+from runbook_lib.verify.report import Figures
 
 
 def _failed_mirror_pulls(df: pd.DataFrame) -> list[str]:
@@ -37,7 +38,7 @@ def _failed_mirror_pulls(df: pd.DataFrame) -> list[str]:
 
 def evaluate(
     params: RunbookParams,
-    fig: dict[str, Any],
+    fig: Figures,
     host: HostComparison,
     node: NodeComparison,
     demo: Demonstration | None = None,
@@ -45,9 +46,9 @@ def evaluate(
     t = params.verification.thresholds
     checks: list[Check] = []
 
-    bypassed = fig["bypassed"]
+    bypassed = fig.bypassed
     if bypassed:
-        listed = [f"{b['pool']}/{b['node']} {b['image']}: {b['served_by']}" for b in fig["bypassed_pulls"]]
+        listed = [f"{b.pool}/{b.node} {b.image}: {b.served_by}" for b in fig.bypassed_pulls]
         where = "; ".join(listed[:5]) + (f" (+{len(listed) - 5} more)" if len(listed) > 5 else "")
         detail = f"{bypassed} node pull(s) of mirrored names bypassed the mirror ({where})"
         detail += " — tolerated (thresholds.allow_bypass)" if t.allow_bypass else ""
@@ -66,7 +67,7 @@ def evaluate(
         )
     )
 
-    proof = fig.get("proof") or {"images": []}
+    proof = fig.proof or {"images": []}
     missing = [p for p in proof["images"] if p["present"] is not True and p["repository"] != "-"]
     checks.append(
         Check(
@@ -89,8 +90,8 @@ def evaluate(
             )
         )
 
-    scope = "node" if fig["node"]["set_speedup"] is not None else "host"
-    speed = fig[scope]["set_speedup"]
+    scope = "node" if fig.node.set_speedup is not None else "host"
+    speed = fig.path(scope).set_speedup
     if t.min_warm_speedup is not None:
         checks.append(
             Check(
@@ -118,19 +119,19 @@ def evaluate(
             )
         )
 
-    rl = fig["ratelimit"]
+    rl = fig.ratelimit
     if t.min_ratelimit_remaining is not None:
-        remaining = rl["anonymous_remaining"]
-        ok = rl["unlimited"] or (remaining is not None and remaining >= t.min_ratelimit_remaining)
+        remaining = rl.anonymous_remaining
+        ok = rl.unlimited or (remaining is not None and remaining >= t.min_ratelimit_remaining)
         checks.append(
             Check(
                 f"Docker Hub pulls remaining ≥ {t.min_ratelimit_remaining}",
                 ok,
                 "unlimited (no rate-limit headers)"
-                if rl["unlimited"]
-                else f"{remaining} of {rl['anonymous_limit']} left for {rl['source']}"
+                if rl.unlimited
+                else f"{remaining} of {rl.anonymous_limit} left for {rl.source}"
                 if remaining is not None
-                else "headroom unknown: " + "; ".join(c.get("error") or "" for c in rl["checks"]),
+                else "headroom unknown: " + "; ".join(c.get("error") or "" for c in rl.checks),
             )
         )
 
@@ -146,11 +147,11 @@ def evaluate(
     return checks
 
 
-def _warm_medians(fig: dict[str, Any], scope: str) -> dict[str, dict[str, float | None]]:
+def _warm_medians(fig: Figures, scope: str) -> dict[str, dict[str, float | None]]:
     if scope == "host":
-        return fig["host"]["medians_s"]
+        return fig.host.medians_s
     worst: dict[str, dict[str, float | None]] = {}
-    for per_image in fig["node"]["medians_s"].values():  # the slowest pool counts
+    for per_image in fig.node.medians_s.values():  # the slowest pool counts
         for image, m in per_image.items():
             w = m.get("warm")
             if w is not None and (image not in worst or (worst[image].get("warm") or 0) < w):

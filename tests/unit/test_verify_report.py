@@ -205,10 +205,10 @@ def test_figures_are_json_clean_and_headline_prefers_the_node_path() -> None:
     import json
 
     fig = report.figures(params(), host_comparison(), node_comparison(), proof(), HEADROOM)
-    json.dumps(fig, allow_nan=False)
-    assert fig["node"]["speedup"][BIG] == pytest.approx(5.0)
-    assert fig["host"]["medians_s"][SMALL][samples.MIRROR_WARM] is None
-    assert fig["ratelimit"]["anonymous_remaining"] == 80 and fig["ratelimit"]["window_s"] == 21600
+    json.dumps(fig.record(), allow_nan=False)
+    assert fig.node.speedup[BIG] == pytest.approx(5.0)
+    assert fig.host.medians_s[SMALL][samples.MIRROR_WARM] is None
+    assert fig.ratelimit.anonymous_remaining == 80 and fig.ratelimit.window_s == 21600
     assert report.headline(fig) == {"speedup_scope": "node", "set_speedup": pytest.approx(5.0)}
     no_node = report.figures(
         params(), host_comparison(), NodeComparison(samples.frame([])), proof(), HEADROOM
@@ -380,7 +380,11 @@ def test_charts_without_data_explain_themselves() -> None:
         charts.node_times(empty),
         charts.ratelimit([Headroom("anonymous", "h", unlimited=True)]),
         charts.trend(pd.DataFrame(columns=["scope"]), pd.DataFrame()),
-        charts.speedups({"host": {"speedup": {}}, "node": {"speedup": {}}}),
+        charts.speedups(
+            report.figures(
+                params(), HostComparison(samples.frame([])), NodeComparison(samples.frame([])), None, []
+            )
+        ),
     ):
         texts = [t.get_text() for ax in f.axes for t in ax.texts]
         assert texts and texts[0]
@@ -398,3 +402,15 @@ def test_history_follows_the_run_folders(tmp_path) -> None:
     assert history.path_for(p) == (REPO / "outputs" / "history.sqlite").resolve()
     p.outputs.history = str(tmp_path / "h.sqlite")
     assert history.path_for(p, run_dir) == tmp_path / "h.sqlite"
+
+
+def test_figures_are_a_typed_record_whose_record_round_trips() -> None:
+    """Thresholds and charts read attributes; run.json gets the same figures as plain JSON."""
+    import json
+
+    fig = report.figures(params(), host_comparison(), node_comparison(), proof(), HEADROOM)
+    assert isinstance(fig.host, report.HostFigures) and isinstance(fig.node, report.NodeFigures)
+    assert report.Figures.from_record(json.loads(json.dumps(fig.record()))) == fig
+    assert fig.path("node") is fig.node and fig.path("host") is fig.host
+    results = report.results(fig, None)
+    assert results["node"]["speedup"][BIG] == pytest.approx(5.0) and results["speedup_scope"] == "node"

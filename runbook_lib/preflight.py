@@ -18,7 +18,7 @@ import httpx
 from runbook_lib import net
 from runbook_lib.nexus.version import NexusVersion, parse_server_header
 from runbook_lib.params import RunbookParams
-from runbook_lib.plan import Check, StageFailed
+from runbook_lib.plan import Check, fail_on
 from runbook_lib.secrets import REDACTOR
 
 
@@ -204,17 +204,12 @@ class PreflightReport:
         """Store checks and figures in the run record; fail the stage if a required endpoint is down."""
         ctx.record("checks", self.check_records())
         ctx.record("results", self.results())
-        if self.failed:
-            err = self.failure()
-            ctx.record("failure", err.failure_record())
-            raise err
-
-    def failure(self) -> StageFailed:
-        names = ", ".join(f"{c.name} ({c.detail})" for c in self.failed)
-        return StageFailed(
-            f"required endpoint(s) not usable: {names}",
-            step="preflight checks",
-            not_applied=["(preflight changes nothing)"],
+        fail_on(
+            [c.as_check() for c in self.checks],
+            ctx.record,
+            "required endpoint(s) not usable",
+            "preflight checks",
+            lambda c: f"{c.name} ({c.detail})",
         )
 
     def as_dict(self) -> dict[str, Any]:

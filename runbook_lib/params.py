@@ -9,21 +9,25 @@ folder so a file behaves the same whatever the caller's working directory.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictInt,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from runbook_lib import imageref, paramfile
 from runbook_lib.secrets import SecretRef, parse_ref
 from runbook_lib.versions import numeric_release
 
@@ -31,9 +35,6 @@ STAGES: tuple[str, ...] = ("preflight", "nexus-repos", "nexus-security", "helm",
 
 # Nexus repository names (NamePatternConstants); docker names must be lowercase from 3.89.
 _REPO_NAME = re.compile(r"^[a-z0-9\-][a-z0-9_\-\.]*$")
-_HOSTNAME = re.compile(
-    r"^(?=.{1,253}$)[a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?)*(:\d{1,5})?$"
-)
 
 
 def _check_ref(value: str) -> str:
@@ -54,7 +55,146 @@ def _repo_name(value: str) -> str:
 
 
 RepoName = Annotated[str, AfterValidator(_repo_name)]
-Port = Annotated[int, Field(ge=1, le=65535)]
+# StrictInt: YAML `true` is a bool, and pydantic's lax mode would take it as 1
+Port = Annotated[StrictInt, Field(ge=1, le=65535)]
+
+# Kubernetes names (apimachinery validation: RFC 1123 label for namespaces, subdomain for most objects)
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def _k8s_label(value: str) -> str:
+    if not _DNS_LABEL.match(value):
+        raise ValueError("must be a Kubernetes namespace name (RFC 1123 label: a-z, 0-9, '-', at most 63)")
+    return value
+
+
+def _k8s_name(value: str) -> str:
+    if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
+        raise ValueError(
+            "must be a Kubernetes object name (RFC 1123 subdomain: a-z, 0-9, '-', '.', at most 253)"
+        )
+    return value
+
+
+def _helm_release(value: str) -> str:
+    # Helm: release names are DNS-1123 subdomains of at most 53 characters (object names get suffixes)
+    if len(value) > 53 or not _DNS_SUBDOMAIN.match(value):
+        raise ValueError("must be a Helm release name: a-z, 0-9, '-', '.', at most 53 characters")
+    return value
+
+
+def _is_dns_host(value: str) -> bool:
+    if not value.isascii() or len(value) > 253:
+        return False
+    labels = value.split(".")
+    return all(_DNS_LABEL.match(label) for label in labels)
+
+
+def _dns_host(value: str) -> str:
+    if not value.isascii():
+        raise ValueError("non-ASCII host name: write its IDNA form (xn--...)")
+    if not _is_dns_host(value):
+        raise ValueError(
+            "must be a lowercase DNS host name (labels a-z, 0-9, '-', at most 63 each, 253 in all)"
+        )
+    return value
+
+
+def _host_port(host: str) -> None:
+    """A URL or registry host: an IP address or a DNS name; never echoes the value."""
+    if host.startswith("["):
+        try:
+            ipaddress.IPv6Address(host.strip("[]"))
+        except ValueError:
+            raise ValueError("host is not a valid IPv6 address") from None
+        return
+    if not host:
+        raise ValueError("has no host")
+    if not host.isascii():
+        raise ValueError("non-ASCII host name: write its IDNA form (xn--...)")
+    try:
+        ipaddress.IPv4Address(host)
+        return
+    except ValueError:
+        pass
+    if re.fullmatch(r"[0-9.]+", host):
+        raise ValueError("host is not a valid IPv4 address")
+    if any(len(label) > 63 for label in host.split(".")):
+        raise ValueError("host has a label longer than 63 characters")
+    if not _is_dns_host(host.lower()):
+        raise ValueError("host is not a DNS name (labels a-z, 0-9, '-', 253 characters in all)")
+
+
+def _port_of(netloc: str) -> tuple[str, int | None]:
+    host, port = netloc, None
+    if netloc.startswith("["):
+        end = netloc.find("]")
+        if end < 0:
+            raise ValueError("host has an unclosed '['")
+        host, rest = netloc[: end + 1], netloc[end + 1 :]
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError("unexpected text after the IPv6 host")
+            port = rest[1:]
+    elif ":" in netloc:
+        host, port = netloc.rsplit(":", 1)
+    if port is None:
+        return host, None
+    if not port.isdigit() or not port.isascii() or not 1 <= int(port) <= 65535:
+        raise ValueError("port must be a number from 1 to 65535")
+    return host, int(port)
+
+
+def check_url(value: str, *, path_ok: StrictBool = True) -> str:
+    """An http(s) URL parsed in full: scheme, host grammar, port range, no userinfo, no query/fragment.
+
+    Messages never quote the value: a URL with `user:password@` holds a secret."""
+    if not isinstance(value, str) or not value.isprintable() or any(c.isspace() for c in value):
+        raise ValueError("must be a URL without spaces or control characters")
+    if not value.isascii():
+        raise ValueError(
+            "non-ASCII URL: write the host in its IDNA form (xn--...) and percent-encode the path"
+        )
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not value.lower().startswith(parts.scheme + "://"):
+        raise ValueError("must be an http:// or https:// URL")
+    if "@" in parts.netloc:
+        raise ValueError("must not carry user:password@ (a secret in the file); use a secret reference field")
+    if parts.query or parts.fragment or "?" in value or "#" in value:
+        raise ValueError("must not have a query or fragment")
+    if not path_ok and parts.path not in ("", "/"):
+        raise ValueError("must be scheme://host[:port] without a path")
+    host, _port = _port_of(parts.netloc)
+    _host_port(host)
+    return value
+
+
+def url_endpoint(value: str) -> tuple[str, str, int, str]:
+    """(scheme, host, port, path) of a checked URL, for comparing endpoints."""
+    parts = urlsplit(value)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return parts.scheme, (parts.hostname or "").lower(), port, parts.path.rstrip("/")
+
+
+def _registry(value: str) -> str:
+    host, _port = _port_of(value)
+    if value != value.lower():
+        raise ValueError("must be a lowercase registry host such as docker.io or registry.k8s.io")
+    _host_port(host)
+    return value
+
+
+def _image(value: str) -> str:
+    imageref.check(value)
+    return value
+
+
+K8sNamespace = Annotated[str, AfterValidator(_k8s_label)]
+K8sName = Annotated[str, AfterValidator(_k8s_name)]
+DnsHost = Annotated[str, AfterValidator(_dns_host)]
+RegistryHost = Annotated[str, AfterValidator(_registry)]
+ImageRef = Annotated[str, AfterValidator(_image)]
 
 
 class Strict(BaseModel):
@@ -77,16 +217,14 @@ class Nexus(Strict):
     )
     expect_edition: Literal["OSS", "COMMUNITY", "PRO"] | None = None
     min_version: str = "3.60.0"
-    accept_eula: bool = False
+    accept_eula: StrictBool = False
     blob_store: str = "default"
     timeout_s: float = Field(15.0, gt=0)
 
     @field_validator("url")
     @classmethod
     def _http_url(cls, v: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", v):
-            raise ValueError("must be an http:// or https:// URL")
-        return v.rstrip("/")
+        return check_url(v).rstrip("/")
 
 
 class Credentials(Strict):
@@ -116,24 +254,20 @@ class Upstream(Strict):
         None, description="URL nodes use for this endpoint (ingress host or load balancer); default from Helm"
     )
     credentials: Credentials | None = None
-    content_max_age: int = Field(1440, ge=-1, description="minutes; -1 never expires")
-    metadata_max_age: int = Field(1440, ge=-1, description="minutes; -1 never expires")
-    negative_cache: bool = True
-    negative_cache_ttl: int = Field(1440, ge=0, description="minutes")
+    content_max_age: StrictInt = Field(1440, ge=-1, description="minutes; -1 never expires")
+    metadata_max_age: StrictInt = Field(1440, ge=-1, description="minutes; -1 never expires")
+    negative_cache: StrictBool = True
+    negative_cache_ttl: StrictInt = Field(1440, ge=0, description="minutes")
 
     @field_validator("registry")
     @classmethod
     def _registry_host(cls, v: str) -> str:
-        if not _HOSTNAME.match(v):
-            raise ValueError("must be a registry host name such as docker.io or registry.k8s.io")
-        return v
+        return _registry(v)
 
     @field_validator("remote_url", "mirror_url", "index_url")
     @classmethod
     def _url(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^https?://[^/\s]+", v):
-            raise ValueError("must be an http:// or https:// URL")
-        return v.rstrip("/") if v else v
+        return check_url(v).rstrip("/") if v is not None else v
 
     @model_validator(mode="after")
     def _defaults(self) -> Upstream:
@@ -158,8 +292,10 @@ class Security(Strict):
     pull_password: SecretRefStr | None = Field(
         None, description="Secret reference to the pull user's password"
     )
-    rotate_password: bool = Field(False, description="Send the pull user's password even if the user exists")
-    browse: bool = Field(False, description="Also grant browse (tag listing) besides read")
+    rotate_password: StrictBool = Field(
+        False, description="Send the pull user's password even if the user exists"
+    )
+    browse: StrictBool = Field(False, description="Also grant browse (tag listing) besides read")
 
     @model_validator(mode="after")
     def _auth_needs_password(self) -> Security:
@@ -175,8 +311,8 @@ class Helm(Strict):
     flavour: Literal["nxrm-ha", "nxrm-aws-resiliency", "nexus-repository-manager"] = Field(
         "nxrm-ha", description="Chart the release was installed from; nxrm-ha is the maintained one"
     )
-    release: str = "nxrm"
-    namespace: str = "nexusrepo"
+    release: Annotated[str, AfterValidator(_helm_release)] = "nxrm"
+    namespace: K8sNamespace = "nexusrepo"
     chart: str = Field(
         "sonatype/nxrm-ha", description="Chart reference for `helm upgrade` (repo/name or path)"
     )
@@ -188,12 +324,14 @@ class Helm(Strict):
         "auto",
         description="auto: the helm CLI when installed, else manifests (Service/Ingress applied directly)",
     )
-    ingress_class: str | None = "nginx"
-    host_suffix: str | None = Field(
+    ingress_class: K8sName | None = "nginx"
+    host_suffix: DnsHost | None = Field(
         None, description="Ingress hosts are <registry-label>.<host_suffix> unless set"
     )
-    hosts: dict[str, str] = Field(default_factory=dict, description="registry host -> ingress host")
-    tls_secret: str | None = Field(
+    hosts: dict[RegistryHost, DnsHost] = Field(
+        default_factory=dict, description="registry host -> ingress host"
+    )
+    tls_secret: K8sName | None = Field(
         None, description="TLS Secret of the docker Ingresses (e.g. a wildcard certificate)"
     )
     annotations: dict[str, str] = Field(
@@ -220,11 +358,11 @@ class Karpenter(Strict):
         None,
         description="Karpenter release in the cluster, e.g. 1.14.1; drift, budgets and AL2023 depend on it",
     )
-    namespace: str = Field(
+    namespace: K8sNamespace = Field(
         "karpenter", description="Karpenter's namespace (v0.31: karpenter-global-settings)"
     )
-    node_classes: list[str] = Field(default_factory=lambda: ["default"], min_length=1)
-    node_pools: list[str] = Field(default_factory=lambda: ["default"])
+    node_classes: list[K8sName] = Field(default_factory=lambda: ["default"], min_length=1)
+    node_pools: list[K8sName] = Field(default_factory=lambda: ["default"])
     ami_family: Literal["AL2", "AL2023", "Bottlerocket"] = "AL2023"
     bottlerocket_version: str | None = Field(
         None, description="Bottlerocket release of the nodes, e.g. 1.20.0 (chooses the mirror settings form)"
@@ -241,7 +379,7 @@ class Karpenter(Strict):
         None,
         description="PEM CA bundle nodes trust for the mirror endpoints (private CA); relative to this file",
     )
-    mirror_skip_verify: bool = Field(
+    mirror_skip_verify: StrictBool = Field(
         False, description="Nodes skip TLS verification of the mirror (testing only)"
     )
     dial_timeout: str = Field(
@@ -249,8 +387,8 @@ class Karpenter(Strict):
         pattern=r"^[0-9]+(ms|s|m)$",
         description="hosts.toml dial_timeout, written only for containerd >= 2.0.7",
     )
-    probe_mirror_at_boot: bool = True
-    probe_timeout_s: int = Field(
+    probe_mirror_at_boot: StrictBool = True
+    probe_timeout_s: StrictInt = Field(
         3, ge=1, le=30, description="Boot probe of each mirror's /v2/ (curl --max-time)"
     )
     force_roll: bool | str = Field(
@@ -258,7 +396,7 @@ class Karpenter(Strict):
         description="Roll nodes by a NodePool template annotation: true = once per userData content, "
         "a string = once per distinct string",
     )
-    rollout_timeout_s: int = Field(1800, gt=0)
+    rollout_timeout_s: StrictInt = Field(1800, gt=0)
     rollout_poll_s: float = Field(10.0, gt=0, description="Seconds between two looks at NodeClaims and Nodes")
 
     @model_validator(mode="after")
@@ -305,9 +443,15 @@ class Karpenter(Strict):
 class Kubernetes(Strict):
     kubeconfig: str | None = Field(None, description="Path to a kubeconfig; relative to this file")
     context: str | None = None
-    in_cluster: bool = False
+    in_cluster: StrictBool = False
     api_host: str | None = Field(None, description="Override of the API server URL (stand-ins, tunnels)")
-    required: bool = True
+
+    @field_validator("api_host")
+    @classmethod
+    def _api_host(cls, v: str | None) -> str | None:
+        return check_url(v) if v is not None else v
+
+    required: StrictBool = True
 
     @model_validator(mode="after")
     def _one_source(self) -> Kubernetes:
@@ -319,12 +463,18 @@ class Kubernetes(Strict):
 class Aws(Strict):
     region: str = "us-east-1"
     endpoint_url: str | None = Field(None, description="AWS endpoint override (moto in the lab)")
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        return check_url(v) if v is not None else v
+
     profile: str | None = Field(None, description="AWS profile name; default: the standard credential chain")
-    stand_in_credentials: bool = Field(
+    stand_in_credentials: StrictBool = Field(
         False, description="Use fixed dummy credentials: only for stand-ins such as the lab's moto server"
     )
     cluster_name: str | None = None
-    required: bool = True
+    required: StrictBool = True
 
 
 # ------------------------------------------------------------------------------------- Verification
@@ -340,26 +490,26 @@ class Thresholds(Strict):
     max_warm_pull_s: float | None = Field(
         None, gt=0, description="maximum median warm-mirror pull time of any image"
     )
-    min_ratelimit_remaining: int | None = Field(
+    min_ratelimit_remaining: StrictInt | None = Field(
         None,
         ge=0,
         description="minimum Docker Hub pulls left in the window (anonymous, from the runbook host)",
     )
-    allow_bypass: bool = Field(
+    allow_bypass: StrictBool = Field(
         False, description="tolerate node pulls of mirrored names that bypassed the mirror"
     )
 
 
 class Verification(Strict):
-    images: list[str] = Field(default_factory=list)
-    repetitions: int = Field(3, ge=1, le=50)
+    images: list[ImageRef] = Field(default_factory=list)
+    repetitions: StrictInt = Field(3, ge=1, le=50)
     platform: str = "linux/amd64"
-    node_pull: bool = True
+    node_pull: StrictBool = True
     thresholds: Thresholds = Field(default_factory=Thresholds)
-    max_parallel_layers: int = Field(4, ge=1, le=32, description="concurrent blob downloads per pull")
+    max_parallel_layers: StrictInt = Field(4, ge=1, le=32, description="concurrent blob downloads per pull")
     pull_timeout_s: float = Field(600.0, gt=0, description="per pull (runbook host) and per pod (nodes)")
-    namespace: str = Field("default", description="namespace of the short-lived node pull pods")
-    bypass_aliases: dict[str, str] = Field(
+    namespace: K8sNamespace = Field("default", description="namespace of the short-lived node pull pods")
+    bypass_aliases: dict[RegistryHost, RegistryHost] = Field(
         default_factory=lambda: {"docker.io": "registry-1.docker.io"},
         description="registry -> another name of the same registry that nodes have no mirror for: the node "
         "path pulls it to measure the direct route",
@@ -369,15 +519,15 @@ class Verification(Strict):
         description="optional per-repository request counters (JSON {repo: {requests: N}}); the lab's "
         "Nexus emulator serves them at /_lab/counters. Real Nexus has no such endpoint",
     )
-    nexus_metrics: bool = Field(
+    nexus_metrics: StrictBool = Field(
         True, description="read request/component totals from Nexus's /service/metrics/data (nx-metrics-all)"
     )
-    ratelimit_reserve: int = Field(
+    ratelimit_reserve: StrictInt = Field(
         10,
         ge=0,
         description="skip direct Docker Hub pulls that would leave fewer pulls than this in the window",
     )
-    demonstrate_rate_limit: bool = Field(
+    demonstrate_rate_limit: StrictBool = Field(
         False,
         description="exhaust the Docker Hub budget with direct manifest GETs, then pull through the "
         "warm mirror. Burns real quota: never on in production",
@@ -387,24 +537,20 @@ class Verification(Strict):
         description="local address the demonstration connects from (Docker Hub charges per source IP; "
         "the lab uses 127.0.0.2 so the runbook host's own budget stays intact)",
     )
-    ce_requests_per_day: int = Field(100_000, gt=0, description="Community Edition request cap (3.87+)")
-    ce_components: int = Field(40_000, gt=0, description="Community Edition component cap (3.87+)")
-    expected_pulls_per_day: int | None = Field(
+    ce_requests_per_day: StrictInt = Field(100_000, gt=0, description="Community Edition request cap (3.87+)")
+    ce_components: StrictInt = Field(40_000, gt=0, description="Community Edition component cap (3.87+)")
+    expected_pulls_per_day: StrictInt | None = Field(
         None, ge=0, description="node image pulls per day, for the Community Edition requests forecast"
     )
 
     @field_validator("counters_url")
     @classmethod
     def _counters_url(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^https?://[^/\s]+", v):
-            raise ValueError("must be an http:// or https:// URL")
-        return v
+        return check_url(v) if v is not None else v
 
     @field_validator("demo_source_address")
     @classmethod
     def _address(cls, v: str | None) -> str | None:
-        import ipaddress
-
         if v is not None:
             try:
                 ipaddress.ip_address(v)
@@ -426,10 +572,10 @@ class LabRegistry(Strict):
 class LabDockerHub(Strict):
     port: Port = Field(description="Docker Hub-like front of the docker.io stand-in (registry API)")
     token_port: Port = Field(description="auth.docker.io-like token service")
-    limit: int = Field(100, ge=1, description="manifest GETs per window")
-    window_s: int = Field(21600, ge=1)
-    throttle_bytes_per_s: int | None = Field(None, ge=1024)
-    latency_ms: int = Field(0, ge=0)
+    limit: StrictInt = Field(100, ge=1, description="manifest GETs per window")
+    window_s: StrictInt = Field(21600, ge=1)
+    throttle_bytes_per_s: StrictInt | None = Field(None, ge=1024)
+    latency_ms: StrictInt = Field(0, ge=0)
 
 
 class LabNexus(Strict):
@@ -451,18 +597,20 @@ class Lab(Strict):
         ge=0,
         description="lab nodes free unused images after this many seconds (kubelet imageMaximumGCAge; 0 = never)",
     )
-    node_pools: dict[str, int] = Field(
+    node_pools: dict[K8sName, Annotated[StrictInt, Field(ge=0)]] = Field(
         default_factory=lambda: {"default": 2}, description="NodePool name -> initial number of lab nodes"
     )
 
     dir: str = Field("../.lab", description="State, logs and data of the lab; relative to this file")
-    registries: dict[str, LabRegistry] = Field(description="registry host (docker.io, ...) -> stand-in")
+    registries: dict[RegistryHost, LabRegistry] = Field(
+        description="registry host (docker.io, ...) -> stand-in"
+    )
     dockerhub: LabDockerHub
     nexus: LabNexus = Field(default_factory=LabNexus)
     kube_port: Port
     moto_port: Port
-    image_mb: int = Field(50, ge=1, le=2048, description="size of the single-layer big image")
-    multilayer_mb: int = Field(40, ge=4, le=4096, description="total size of the 4-layer image")
+    image_mb: StrictInt = Field(50, ge=1, le=2048, description="size of the single-layer big image")
+    multilayer_mb: StrictInt = Field(40, ge=4, le=4096, description="total size of the 4-layer image")
 
 
 # --------------------------------------------------------------------------------------------- Root
@@ -496,16 +644,50 @@ class RunbookParams(Strict):
     @field_validator("resolve")
     @classmethod
     def _addresses(cls, v: dict[str, str]) -> dict[str, str]:
-        import ipaddress
-
         for host, address in v.items():
-            if not _HOSTNAME.match(host.lower()):
-                raise ValueError(f"{host!r} is not a host name")
+            if not _is_dns_host(host.lower()):
+                raise ValueError(f"{host!r} is not a DNS host name")
             try:
                 ipaddress.ip_address(address)
             except ValueError:
                 raise ValueError(f"{host}: {address!r} is not an IP address") from None
         return v
+
+    @model_validator(mode="after")
+    def _endpoints_distinct(self) -> RunbookParams:
+        """Every pair of upstreams: distinct name, mirror_url, ingress host; no port Nexus itself uses."""
+        from runbook_lib.helm.values import registry_label  # lazy: helm imports this module
+
+        names: dict[str, int] = {}
+        mirrors: dict[tuple[str, str, int, str], int] = {}
+        hosts: dict[str, int] = {}
+        nexus_port = url_endpoint(self.nexus.url)[2]
+        reserved = {nexus_port: "the Nexus URL's port"}
+        if self.lab:
+            reserved[self.lab.ingress_port] = "lab.ingress_port"
+        for i, up in enumerate(self.upstreams):
+            if up.name in names:
+                raise ValueError(f"upstreams[{i}].name: the same name as upstreams[{names[up.name]}]")
+            names[up.name] = i
+            if up.connector_port in reserved:
+                raise ValueError(f"upstreams[{i}].connector_port: already {reserved[up.connector_port]}")
+            if up.mirror_url:
+                key = url_endpoint(up.mirror_url)
+                if key in mirrors:
+                    raise ValueError(
+                        f"upstreams[{i}].mirror_url: the same endpoint as upstreams[{mirrors[key]}]"
+                    )
+                mirrors[key] = i
+            host = self.helm.hosts.get(up.registry) or (
+                f"{registry_label(up.registry)}.{self.helm.host_suffix}" if self.helm.host_suffix else None
+            )
+            if host:
+                if host in hosts:
+                    raise ValueError(
+                        f"upstreams[{i}].registry: its ingress host is upstreams[{hosts[host]}]'s too"
+                    )
+                hosts[host] = i
+        return self
 
     @model_validator(mode="after")
     def _cross_checks(self) -> RunbookParams:
@@ -514,23 +696,23 @@ class RunbookParams(Strict):
         for i, up in enumerate(self.upstreams):
             if up.registry in seen:
                 raise ValueError(
-                    f"upstreams[{i}]: registry {up.registry} is already mirrored by {seen[up.registry]}"
+                    f"upstreams[{i}].registry: {up.registry} is already mirrored by {seen[up.registry]}"
                 )
             seen[up.registry] = up.name
             if up.connector_port is not None:
                 owner = ports.get(up.connector_port)
                 if owner and owner != up.endpoint_repository:
                     raise ValueError(
-                        f"upstreams[{i}]: connector_port {up.connector_port} is already used by {owner}; "
+                        f"upstreams[{i}].connector_port: {up.connector_port} is already used by {owner}; "
                         "Nexus ignores containerd's ?ns=, so each upstream needs its own endpoint"
                     )
                 ports[up.connector_port] = up.endpoint_repository
         groups: dict[str, str] = {}
-        for up in self.upstreams:
+        for i, up in enumerate(self.upstreams):
             if up.group:
                 if up.group in groups and groups[up.group] != up.registry:
                     raise ValueError(
-                        f"group {up.group} would serve both {groups[up.group]} and {up.registry}: Nexus ignores "
+                        f"upstreams[{i}].group: group {up.group} would serve both {groups[up.group]} and {up.registry}: Nexus ignores "
                         "containerd's ?ns=, so one group for several upstreams serves paths from the wrong member"
                     )
                 groups[up.group] = up.registry
@@ -587,6 +769,10 @@ def _loc(loc: tuple[Any, ...]) -> str:
     return out or "(top level)"
 
 
+# cross-field checks raise at the top level; their message starts with the field path they blame
+_BLAME = re.compile(r"^((?:upstreams|helm|lab|nexus)(?:\[\d+\])?(?:\.[a-z_]+)*): (.*)$", re.S)
+
+
 def _problems(err: ValidationError) -> list[tuple[str, str]]:
     problems = []
     for e in err.errors():
@@ -595,7 +781,11 @@ def _problems(err: ValidationError) -> list[tuple[str, str]]:
             msg = "unknown key (not a runbook parameter)"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
-        problems.append((_loc(tuple(x for x in e["loc"] if not str(x).startswith("function-"))), msg))
+        loc = _loc(tuple(x for x in e["loc"] if not str(x).startswith("function-")))
+        blamed = _BLAME.match(msg) if loc == "(top level)" else None
+        if blamed:
+            loc, msg = blamed.group(1), blamed.group(2)
+        problems.append((loc, msg))
     return problems
 
 
@@ -611,19 +801,18 @@ def parse(data: Any, source: str = "<parameters>", base_dir: Path | None = None)
 
 
 def load(path: str | Path) -> RunbookParams:
-    """Read and validate a parameters file. Makes no network request."""
+    """Read and validate a parameters file. Makes no network request. Any bad input is a ParamsError."""
     path = Path(path)
     try:
-        text = path.read_text()
-    except OSError as err:
-        raise ParamsError(str(path), [("(file)", err.strerror or str(err))]) from None
+        data = paramfile.read(path)
+    except paramfile.FileProblem as err:
+        raise ParamsError(str(path), [(err.where, err.reason)]) from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
-        raise ParamsError(str(path), [(where, f"not valid YAML: {getattr(err, 'problem', err)}")]) from None
-    return parse(data, str(path), path.parent)
+        return parse(data, str(path), path.parent)
+    except ParamsError:
+        raise
+    except Exception as err:  # a validator tripped on an input shape nobody foresaw: still bad input
+        raise ParamsError(str(path), [("(file)", f"cannot be validated ({type(err).__name__})")]) from None
 
 
 def digest(path: str | Path) -> str:

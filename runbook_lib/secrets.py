@@ -58,7 +58,7 @@ def parse_ref(text: str) -> SecretRef:
     scheme, rest = text.split(":", 1)
     if scheme == "env":
         if not _ENV_NAME.match(rest):
-            raise ValueError(f"env reference needs a variable name, got {rest!r}")
+            raise ValueError("env reference needs a variable name (letters, digits, '_')")
         return SecretRef("env", rest)
     if scheme == "file":
         if not rest.strip():
@@ -75,7 +75,8 @@ def parse_ref(text: str) -> SecretRef:
         if not (key and _K8S_NAME.match(ns) and _K8S_SECRET_NAME.match(name) and _K8S_KEY.match(key)):
             raise ValueError("k8s reference is k8s:NAMESPACE/NAME#key with Kubernetes names")
         return SecretRef("k8s", f"{ns}/{name}", key)
-    raise ValueError(f"unknown secret scheme {scheme!r}: use env:, file:, aws-sm: or k8s:")
+    # never quote the scheme: in `hunter2:x` the "scheme" is part of a pasted value
+    raise ValueError("unknown secret scheme: use env:, file:, aws-sm: or k8s:")
 
 
 class SecretError(Exception):

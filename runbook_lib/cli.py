@@ -6,7 +6,9 @@
     runbook report [--output-dir DIR]    write DIR/index.html listing the runs
     runbook lab up|down|status           the built-in lab
 
-Exit codes: 0 ok, 1 a stage (or lab component) failed, 2 invalid input (nothing executed).
+Exit codes: 0 ok, 1 a stage (or lab component) failed, 2 invalid input (nothing executed), 3 `run --apply`
+refused because another apply holds the target's lock (nothing executed; see runbook_lib/lock.py: a lock
+left by a killed run is taken over, plan-only runs take none).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 from pathlib import Path
 
 from runbook_lib import params as params_mod
+from runbook_lib.lock import EXIT_LOCKED, LockHeld
 from runbook_lib.params import STAGES, ParamsError
 
 DEFAULT_LAB_PARAMS = Path("parameters/lab.yaml")
@@ -73,10 +76,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             output_dir=Path(args.output_dir).resolve() if args.output_dir else None,
             note=args.note,
             progress=progress,
+            notice=lambda line: _err(f"note: {line}"),
         )
     except FileNotFoundError as err:
         _err(f"cannot run: {err}")
         return 2
+    except LockHeld as err:
+        _err(f"runbook run --apply refused: {err}")
+        return EXIT_LOCKED
     status = "ok" if result.exit_code == 0 else "FAILED"
     print(f"run {status}: {result.run_dir}")
     print(f"  record: {result.run_dir / 'run.json'}")

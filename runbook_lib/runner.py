@@ -2,7 +2,8 @@
 
 The job reads top to bottom as ``run()``; each step is a small function that can be tested alone:
 
-    load_params -> register_param_secrets -> create_run_dir
+    load_params -> lock.acquire (apply only: one writer per target) -> register_param_secrets
+    -> create_run_dir
     -> for each stage: execute_stage (papermill, saves through the redact:// handler) -> read_stage
        (stop at the first failed stage; the rest are skipped)
     -> annotate_and_render (banner cell, HTML) -> write_run_record (run.json) -> report (index.html)
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runbook_lib import lock as lock_mod
 from runbook_lib import params as params_mod
 from runbook_lib.audit.banner import add_banner, banner_markdown, change_summary
 from runbook_lib.audit.destinations import DESTINATIONS, join
@@ -232,6 +234,10 @@ def stage_parameters(stage: str, params_file: Path, apply: bool, run_dir: str) -
     return {"params_file": str(params_file), "apply": bool(apply), "run_dir": str(run_dir), "stage": stage}
 
 
+# Descriptors every kernel started by this process inherits: the held target lock during an apply.
+_KERNEL_PASS_FDS: tuple[int, ...] = ()
+
+
 def ipc_kernel_manager_class() -> type | None:
     """A kernel manager using IPC sockets: no ``running over TCP without encryption`` warning on every
     kernel (ipykernel 7; checked with this lock). None falls back to nbclient's default."""
@@ -243,6 +249,12 @@ def ipc_kernel_manager_class() -> type | None:
 
     class IPCKernelManager(AsyncKernelManager):
         transport = CaselessStrEnum(["tcp", "ipc"], default_value="ipc", config=True)
+
+        async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+            # the kernel inherits the target lock's descriptor: the lock lasts while the kernel does
+            if _KERNEL_PASS_FDS:
+                kw.setdefault("pass_fds", _KERNEL_PASS_FDS)
+            await super()._async_launch_kernel(kernel_cmd, **kw)
 
     return IPCKernelManager
 
@@ -551,19 +563,77 @@ def run(
     progress: Callable[[ProgressEvent], None] | None = None,
     *,
     cell_timeout_s: float | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Run the stages in order and write the run folder. Raises ParamsError (invalid parameters),
-    ValueError (unknown stage) or FileNotFoundError (missing notebook) before executing anything."""
+    ValueError (unknown stage), FileNotFoundError (missing notebook) or lock.LockHeld (an apply of the
+    same target is running) before executing anything. ``notice`` gets lines for the operator (a lock
+    taken over from a killed run, an apply running while this plan reads)."""
     params_file = Path(params_file).resolve()
     params = load_params(params_file)
     selected = select_stages(stages)
     notebooks = stage_notebook_paths(
         selected, Path(notebooks_dir) if notebooks_dir else default_notebooks_dir()
     )
+    out_dir = str(Path(output_dir).resolve() if output_dir else params.path(params.outputs.dir))
+    tell = notice or (lambda line: None)
+    notes: list[str] = []
+    locks_at = lock_mod.lock_dir(out_dir)
+    target_lock = None
+    if apply:  # before anything is resolved or sent
+        target_lock = lock_mod.acquire(params.target, locks_at, params_file=str(params_file))
+        if target_lock.stale is not None:
+            notes.append(
+                f"took over the lock of target {params.target!r} left by a run that did not finish "
+                f"({target_lock.stale.describe()}): check that run's record"
+            )
+    else:
+        busy = lock_mod.holder(params.target, locks_at)
+        if busy is not None:
+            notes.append(
+                f"an apply of target {params.target!r} is running ({busy.describe()}): this plan reads "
+                "the state while it changes"
+            )
+    for line in notes:
+        tell(line)
+    global _KERNEL_PASS_FDS
+    _KERNEL_PASS_FDS = (target_lock.fileno(),) if target_lock else ()
+    try:
+        return _run_locked(
+            params_file,
+            params,
+            selected,
+            notebooks,
+            apply,
+            out_dir,
+            note,
+            progress,
+            cell_timeout_s,
+            target_lock,
+            notes,
+        )
+    finally:
+        _KERNEL_PASS_FDS = ()
+        if target_lock is not None:
+            target_lock.release()
+
+
+def _run_locked(
+    params_file: Path,
+    params: RunbookParams,
+    selected: list[str],
+    notebooks: dict[str, Path],
+    apply: bool,
+    out_dir: str,
+    note: str | None,
+    progress: Callable[[ProgressEvent], None] | None,
+    cell_timeout_s: float | None,
+    target_lock: lock_mod.TargetLock | None,
+    notes: list[str],
+) -> RunResult:
     register_param_secrets(params)
     if cell_timeout_s is None:  # a cell may wait for a whole Karpenter node rollout
         cell_timeout_s = max(DEFAULT_CELL_TIMEOUT_S, params.karpenter.rollout_timeout_s + 600.0)
-    out_dir = str(Path(output_dir).resolve() if output_dir else params.path(params.outputs.dir))
     commit = runbook_commit()
     modified = runbook_modified() if commit != "unknown" else None
 
@@ -572,6 +642,11 @@ def run(
     log = RunLog(run_dir)
     mode = "apply" if apply else "plan"
     log(f"run {run_id}: {mode} of {', '.join(selected)} with {params_file} by {operator()}")
+    if target_lock is not None:
+        target_lock.update(run_dir=str(run_dir))
+        log(f"holding the lock of target {params.target!r}: {target_lock.path}")
+    for line in notes:
+        log(line)
     notify = progress or (lambda event: None)
     outcomes: list[StageOutcome] = []
 

@@ -6,7 +6,8 @@ import re
 
 
 def numeric_release(text: str) -> tuple[int, ...]:
-    """``v1.14.1``, ``1.7.27-1``, ``1.6.2~rc1`` or ``2.0.0+azure`` -> its numeric core: (1, 14, 1), (1, 7, 27) ...
+    """``v1.14.1``, ``1.7.27-1``, ``1.6.2~rc1`` or ``2.0.0+azure`` -> its numeric core: (1, 14, 1), (1, 7,
+    27) ...
 
     Pre-release and build suffixes are dropped: the runbook compares against released feature versions.
     """

@@ -246,7 +246,8 @@ class TokenClaims:
 
 
 class TokenIssuer:
-    """auth.docker.io-shaped bearer tokens: JWTs with an `access` claim, HMAC-signed with a per-process key."""
+    """auth.docker.io-shaped bearer tokens: JWTs with an `access` claim, HMAC-signed with a per-process
+    key."""
 
     def __init__(
         self, service: str = SERVICE, ttl_s: int = TOKEN_TTL_S, wall_clock: Callable[[], float] = time.time

@@ -2,7 +2,8 @@
 
 Creates the release namespace and the release Secret Helm 3's default storage driver writes
 (helm pkg/storage/driver/secrets.go): name ``sh.helm.release.v1.<release>.v1``, type ``helm.sh/release.v1``,
-labels ``name``, ``owner=helm``, ``status=deployed``, ``version=1``, ``createdAt``; data ``release`` = the release
+labels ``name``, ``owner=helm``, ``status=deployed``, ``version=1``, ``createdAt``; data ``release`` = the
+release
 JSON gzipped and base64-encoded (the API base64-encodes it once more). The release carries the chart metadata
 of the chosen flavour, the docker-related subset of the chart's default values (templates are not stored:
 they are the chart's code), the install values and a manifest of the UI Services the chart renders for them.

@@ -183,7 +183,8 @@ def file_layer(files: dict[str, bytes], media: Media = "oci") -> Blob:
     dirs = {d for p in clean for d in _parents(p)} - set(clean)
     buf = io.BytesIO()
     sink = _LayerSink(buf, FILE_LAYER_GZIP_LEVEL)
-    with tarfile.open(fileobj=sink, mode="w", format=tarfile.PAX_FORMAT) as tar:  # type: ignore[call-overload]
+    tar_open: Any = tarfile.open  # typeshed has no overload for fileobj + format together
+    with tar_open(fileobj=sink, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name in sorted(dirs | set(clean)):
             if name in dirs:
                 tar.addfile(_tar_info(name, directory=True))
@@ -527,9 +528,13 @@ def _base_files(name: str) -> dict[str, bytes]:
 def _nginx(platform: str, media: Media) -> Image:
     conf = (
         b"user nginx;\nworker_processes auto;\nevents { worker_connections 1024; }\n"
-        b"http {\n  server {\n    listen 80;\n    location / { root /usr/share/nginx/html; index index.html; }\n  }\n}\n"
+        b"http {\n  server {\n    listen 80;\n    location / { root /usr/share/nginx/html; index index.html; "
+        b"}\n  }\n}\n"
     )
-    html = b"<!DOCTYPE html>\n<html><head><title>Welcome to nginx (lab)</title></head>\n<body><h1>lab</h1></body></html>\n"
+    html = (
+        b"<!DOCTYPE html>\n<html><head><title>Welcome to nginx (lab)</title></head>\n"
+        b"<body><h1>lab</h1></body></html>\n"
+    )
     return build_image(
         _base_files("nginx"),
         [

@@ -19,7 +19,8 @@ Behaviour held to ingress-nginx (kubernetes.github.io/ingress-nginx: user guide 
 - request bodies above ``proxy-body-size`` (default 1m, "0" = unlimited) -> 413, judged on Content-Length.
 - ``proxy-read-timeout`` (default 60 s) -> 504 when the backend is silent longer; unreachable backend -> 502;
   unknown Service or a port that cannot be resolved to a number -> 503.
-- upstream request headers: the client's, minus hop-by-hop ones, with Host kept and X-Real-IP, X-Forwarded-For,
+- upstream request headers: the client's, minus hop-by-hop ones, with Host kept and X-Real-IP,
+X-Forwarded-For,
   X-Forwarded-Host (the Host header, with its port), X-Forwarded-Port (this proxy's port), X-Forwarded-Proto,
   X-Forwarded-Scheme and X-Scheme set, so Nexus builds its Bearer token realm on the ingress host.
 - responses pass through with their headers (WWW-Authenticate, Docker-Content-Digest, ...), minus hop-by-hop

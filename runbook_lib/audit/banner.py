@@ -64,8 +64,9 @@ def banner_markdown(run: dict[str, Any], stage: dict[str, Any]) -> str:
     if stage.get("flags"):
         rows.append(("Flags", _cell_text(", ".join(str(f) for f in stage["flags"]))))
 
+    title = f"Stage {_cell_text(stage.get('name', ''))}: {_cell_text(status.upper())}"
     lines = [
-        f'<h2 style="color:{colour}">Stage {_cell_text(stage.get("name", ""))}: {_cell_text(status.upper())}</h2>',
+        f'<h2 style="color:{colour}">{title}</h2>',
         "",
         "| | |",
         "|---|---|",

@@ -2,7 +2,8 @@
 
 Rendered with a TOML writer from a dict, never by string templating, so a file can never carry a
 duplicated table or key — containerd ignores such a file entirely and silently pulls upstream
-(containerd logs `failed to decode hosts.toml ... duplicated tables`, then pulls upstream; remotes/docker/config/
+(containerd logs `failed to decode hosts.toml ... duplicated tables`, then pulls upstream;
+remotes/docker/config/
 hosts.go). Facts (containerd docs/hosts.md, at v1.6.38, v1.7.34 and main):
 - `server` is the upstream, tried last; `[host."<mirror>"]` entries are tried first, in file order;
 - `capabilities = ["pull", "resolve"]`: without `resolve`, tags are still looked up upstream;

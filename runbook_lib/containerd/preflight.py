@@ -1,12 +1,14 @@
 """Node-side containerd checks: will this node's containerd read the hosts.toml files we write?
 
-Checks on a containerd ``config.toml`` text and version (facts: the EKS AMIs' configs in awslabs/amazon-eks-ami
+Checks on a containerd ``config.toml`` text and version (facts: the EKS AMIs' configs in
+awslabs/amazon-eks-ami
 templates/al2/runtime/containerd-config.toml and nodeadm's; containerd docs/cri/config.md: legacy
 `registry.mirrors` beside `config_path` unloads the CRI plugin; `config_path` is empty by default):
 - ``config_path`` set in the CRI registry config (version 2: ``plugins."io.containerd.grpc.v1.cri".registry``,
   version 3+: ``plugins."io.containerd.cri.v1.images".registry``; version 1: ``plugins.cri.registry``).
   The default is empty, and then CRI ignores certs.d entirely;
-- no legacy ``registry.mirrors`` beside ``config_path``: the CRI plugin then fails to load ("`mirrors` cannot be
+- no legacy ``registry.mirrors`` beside ``config_path``: the CRI plugin then fails to load ("`mirrors` cannot
+be
   set when `config_path` is provided"), containerd keeps running and only logs a warning
   (pkg/cri/config/config.go);
 - the containerd >= 2.1 transfer-service trap: CRI pulls go through the transfer service unless a local-pull
@@ -85,7 +87,8 @@ def registry_settings(doc: dict[str, Any]) -> RegistrySettings:
 
 
 def uses_local_pull(s: RegistrySettings) -> bool:
-    """containerd >= 2.1 keeps the old local pull path (which splits config_path on ':') only with one of these
+    """containerd >= 2.1 keeps the old local pull path (which splits config_path on ':') only with one of
+    these
     (internal/cri/config/config.go CheckLocalImagePullConfigs @ v2.2.0)."""
     return bool(
         s.use_local_image_pull
@@ -204,7 +207,8 @@ def check_version(version: ContainerdVersion | None) -> list[Check]:
             Check.graded(
                 "containerd version known",
                 "skipped",
-                "karpenter.containerd_version not set: dial_timeout is not written; the empty [host] workaround "
+                "karpenter.containerd_version not set: dial_timeout is not written; the empty [host] "
+                "workaround "
                 "is kept; the transfer-service trap cannot be ruled out",
             )
         ]

@@ -53,7 +53,9 @@ NXRM_HA = Chart(
     deprecated=False,
     description="Resilient Deployment of Sonatype Nexus Repository - Universal Binary repository",
     home="https://www.sonatype.com/products/sonatype-nexus-repository",
-    docker_keys="nexus.docker.enabled + nexus.docker.registries[] {host, port, targetPort, secretName, annotations}",
+    docker_keys=(
+        "nexus.docker.enabled + nexus.docker.registries[] {host, port, targetPort, secretName, annotations}"
+    ),
     several_ports=True,
     defaults={
         "namespaces": {"nexusNs": {"enabled": True, "name": "nexusrepo"}},

@@ -2,7 +2,8 @@
 
 Written from the charts' documented behaviour (templates of sonatype/helm3-charts nxrm-ha 95.2.0 and
 sonatype/nxrm3-helm-repository 64.2.0) and pinned by the
-golden files rendered from the real charts (tests/data/reference/nexus-helm/*/rendered-docker-8082.yaml, checked in
+golden files rendered from the real charts (tests/data/reference/nexus-helm/*/rendered-docker-8082.yaml,
+checked in
 tests). Only the objects this stage cares about are built: the docker Service/Ingress per registry and the
 UI Services (for a realistic lab release manifest). Helm's ownership metadata is not part of a rendered
 template: Helm adds it when it creates an object (pkg/action/validate.go setMetadataVisitor), and so does

@@ -381,7 +381,8 @@ def _aws_resiliency(params: RunbookParams, current: dict[str, Any], overlay: Ove
             "nxrm-aws-resiliency exposes one docker port per release (service.docker.port); "
             f"only {first.registry} ({first.host} -> {first.port}) fits, not "
             + ", ".join(f"{e.registry} ({e.host} -> {e.port})" for e in rest)
-            + ". Use the nxrm-ha chart (a list of registries), expose the others with your own Service/Ingress, "
+            + ". Use the nxrm-ha chart (a list of registries), expose the others with your own "
+            + "Service/Ingress, "
             "or mirror fewer registries"
         )
     annotations = {}

@@ -1,7 +1,8 @@
 """Stage 4: Karpenter node userData that points each node's containerd at the Nexus mirrors.
 
 Modules, in the order the stage uses them:
-- ``mirrors``: one ``NodeMirror`` per upstream (registry, upstream server, mirror endpoint) and its hosts.toml;
+- ``mirrors``: one ``NodeMirror`` per upstream (registry, upstream server, mirror endpoint) and its
+hosts.toml;
 - ``credentials``: how a node authenticates to the mirror (anonymous, static header, Secrets Manager at boot);
 - ``userdata``: the AL2/AL2023 boot script (atomic writes, boot probe, root override) and the MIME merge;
 - ``mime``: a byte-preserving multipart/mixed splitter (the user's parts are never rewritten);

@@ -53,7 +53,10 @@ def choices(params: RunbookParams) -> Any:
             "AMI family",
             k.ami_family,
             {
-                "AL2": "bash part run by cloud-init before bootstrap.sh; EKS releases no AL2 AMIs after Kubernetes 1.32",
+                "AL2": (
+                    "bash part run by cloud-init before bootstrap.sh; "
+                    "EKS releases no AL2 AMIs after Kubernetes 1.32"
+                ),
                 "AL2023": "bash part in a MIME document (always MIME), beside any nodeadm NodeConfig part",
                 "Bottlerocket": "TOML settings.container-registry (no boot script on Bottlerocket)",
             }[k.ami_family],
@@ -64,7 +67,9 @@ def choices(params: RunbookParams) -> Any:
             {
                 "anonymous": "recommended: nothing secret on the nodes",
                 "static-header": "WARNING: the pull password is in userData (flagged in the run record)",
-                "secrets-manager": f"the node role reads {k.credentials_secret_id} at boot; rotation drifts no node",
+                "secrets-manager": (
+                    f"the node role reads {k.credentials_secret_id} at boot; rotation drifts no node"
+                ),
             }[k.credential_mode],
         ),
         (
@@ -75,7 +80,8 @@ def choices(params: RunbookParams) -> Any:
         (
             "node containerd",
             k.containerd_version or "unknown",
-            "decides dial_timeout (>= 2.0.7), the 1.6 empty [host] workaround and the 2.1 transfer-service check",
+            "decides dial_timeout (>= 2.0.7), the 1.6 empty [host] workaround and the 2.1 transfer-service "
+            "check",
         ),
         ("drift", "on" if drift.on else "OFF" if drift.on is False else "unknown", drift.how),
         ("forced roll", str(k.force_roll), "NodePool template annotation " + rollout.FORCE_ROLL_ANNOTATION),

@@ -289,7 +289,8 @@ def budget_rows(pools: list[dict[str, Any]], params: RunbookParams) -> list[dict
 
 # -- forced roll -----------------------------------------------------------------------------------------
 def force_roll_token(params: RunbookParams, desired_user_data: list[str]) -> str | None:
-    """True: one token per userData content (a rerun with the same content rolls nothing); a string: itself."""
+    """True: one token per userData content (a rerun with the same content rolls nothing); a string:
+    itself."""
     value = params.karpenter.force_roll
     if value is False or value is None or value == "":
         return None
@@ -370,7 +371,8 @@ def _condition(obj: dict[str, Any], kind: str) -> bool:
 
 @dataclass
 class Baseline:
-    """What the cluster looked like just before the apply, so that afterwards old and new can be told apart."""
+    """What the cluster looked like just before the apply, so that afterwards old and new can be told
+    apart."""
 
     started: datetime
     class_hashes: dict[str, str | None] = field(default_factory=dict)
@@ -610,7 +612,8 @@ def watch(
                     for p in progress
                     if not p.done
                 )
-                + ". Check that drift is on and the budgets allow it (see above); the userData change itself is "
+                + ". Check that drift is on and the budgets allow it (see above); "
+                + "the userData change itself is "
                 "applied and stays",
                 step="watch rollout",
             )

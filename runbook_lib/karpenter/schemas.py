@@ -3,7 +3,8 @@
 The CRD's ``openAPIV3Schema`` is checked with jsonschema (OpenAPI 3.0 schema objects follow JSON Schema
 draft 4: boolean ``exclusiveMaximum``), plus what the API server does beyond it: fields the schema does not
 know are *pruned* silently (structural schemas), which is reported here as a warning, because a field that
-vanishes on apply (e.g. ``disruption.budgets`` on v0.32) is a mistake. CEL rules (``x-kubernetes-validations``)
+vanishes on apply (e.g. ``disruption.budgets`` on v0.32) is a mistake. CEL rules
+(``x-kubernetes-validations``)
 are not evaluated: a server-side dry-run is the complete check.
 """
 

@@ -49,7 +49,8 @@ CERTS_DIR = "etc/containerd/certs.d"
 EKS_AL2_CONTAINERD_CONFIG = "etc/eks/containerd/containerd-config.toml"
 
 # EC2: "User data is limited to 16 KB, in raw form, before it is base64-encoded" (Amazon EC2 User Guide,
-# "Work with instance user data", docs.aws.amazon.com/AWSEC2/latest/UserGuide/instancedata-add-user-data.html).
+# "Work with instance user data",
+# docs.aws.amazon.com/AWSEC2/latest/UserGuide/instancedata-add-user-data.html).
 USERDATA_LIMIT = 16 * 1024
 # Karpenter appends its own part to ours (AL2: the bootstrap.sh call with the base64 cluster CA and kubelet
 # flags; AL2023: a NodeConfig with the same CA), and it counts against the same limit. An estimate: a

@@ -18,7 +18,8 @@ from runbook_lib.secrets import SecretResolver
 
 
 def access_check(endpoint: str, url: str, who: str, expect: str, got: str, ok: bool) -> Check:
-    """One line of the access model: `who` `expect` (can pull / is refused) at an endpoint, and what it got."""
+    """One line of the access model: `who` `expect` (can pull / is refused) at an endpoint, and what it
+    got."""
     return Check(f"{endpoint}: {who} {expect}", ok, f"{url}: {got}")
 
 

@@ -144,7 +144,8 @@ class RegistryClient:
         return {}
 
     def _authenticate(self, challenge: Challenge | None, scope: str, sent: dict[str, str]) -> bool:
-        """React to a 401 challenge to a request sent with `sent` auth headers; True if a retry may succeed."""
+        """React to a 401 challenge to a request sent with `sent` auth headers; True if a retry may
+        succeed."""
         if challenge is None:
             return False
         with self._auth_lock:

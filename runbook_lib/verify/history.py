@@ -76,7 +76,8 @@ class HistoryStore:
             db.execute("DELETE FROM runs WHERE run_id = ?", (run_id,))
             db.execute("INSERT INTO runs (run_id, target, at) VALUES (?, ?, ?)", (run_id, target, when))
             db.executemany(
-                "INSERT INTO medians (run_id, scope, pool, image, label, median_s, n) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO medians (run_id, scope, pool, image, label, median_s, n) VALUES (?, ?, ?, ?, ?, "
+                "?, ?)",
                 [
                     (
                         run_id,
@@ -99,7 +100,8 @@ class HistoryStore:
         with self._db() as db:
             df = pd.read_sql_query(
                 "SELECT r.run_id, r.at, m.scope, m.pool, m.image, m.label, m.median_s, m.n FROM medians m "
-                "JOIN runs r USING (run_id) WHERE r.target = ? ORDER BY r.at, m.scope, m.pool, m.image, m.label",
+                "JOIN runs r USING (run_id) WHERE r.target = ? ORDER BY r.at, m.scope, m.pool, m.image, "
+                "m.label",
                 db,
                 params=(target,),
             )

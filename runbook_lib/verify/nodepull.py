@@ -1,6 +1,7 @@
 """Pull-time comparison on the nodes: the path that matters, measured by the kubelet itself.
 
-For each NodePool in ``karpenter.node_pools`` the stage lists its Ready nodes (label ``karpenter.sh/nodepool``)
+For each NodePool in ``karpenter.node_pools`` the stage lists its Ready nodes (label
+``karpenter.sh/nodepool``)
 and runs short-lived Pods pinned to them with ``spec.nodeName`` — no scheduler involved, valid on any cluster
 — with ``imagePullPolicy: Always``, one Pod per pull:
 - the mirrored name (``docker.io/library/big:lab``): containerd on the node follows its hosts.toml to the
@@ -282,7 +283,8 @@ def run_pod(
                 return outcome
             waited = clock() - started
             if not events and waited >= min(start_timeout_s, timeout_s):
-                outcome.error = f"{NO_KUBELET}: no event for the Pod from {node} within {min(start_timeout_s, timeout_s):g} s"
+                waited = min(start_timeout_s, timeout_s)
+                outcome.error = f"{NO_KUBELET}: no event for the Pod from {node} within {waited:g} s"
                 return outcome
             if waited >= timeout_s:
                 outcome.error = f"no Pulled event from the kubelet on {node} within {timeout_s:g} s"

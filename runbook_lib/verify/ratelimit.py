@@ -222,7 +222,8 @@ def _outcome(p: PullResult | None) -> str:
 
 
 def demonstrate(params: RunbookParams, secret: SecretResolver, max_requests: int = 1000) -> Demonstration:
-    """Exhaust the direct budget (from verification.demo_source_address), then pull direct and via the mirror."""
+    """Exhaust the direct budget (from verification.demo_source_address), then pull direct and via the
+    mirror."""
     v = params.verification
     up = docker_hub(params)
     image = f"docker.io/{PREVIEW_REPOSITORY}:{PREVIEW_TAG}"

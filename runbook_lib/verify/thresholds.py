@@ -141,7 +141,8 @@ def evaluate(
                 "rate-limit demonstration: direct refused with 429, warm mirror served",
                 demo.shown,
                 f"direct: {demo.direct.status if demo.direct else None}, "
-                f"mirror: {'ok' if demo.mirror and demo.mirror.ok else demo.mirror.error if demo.mirror else None}",
+                "mirror: "
+                f"{'ok' if demo.mirror and demo.mirror.ok else demo.mirror.error if demo.mirror else None}",
             )
         )
     return checks

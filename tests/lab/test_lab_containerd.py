@@ -154,7 +154,10 @@ def test_run_in_private_netns_has_only_loopback_and_it_is_up() -> None:
     assert done.returncode == 0, done.stderr
     links = done.stdout.strip().splitlines()
     assert len(links) == 1 and ": lo:" in links[0] and "UP" in links[0], links
-    probe = "from runbook_lab.netns import in_private_netns, network_interfaces as n; print(in_private_netns(), n())"
+    probe = (
+        "from runbook_lab.netns import in_private_netns, network_interfaces as n; "
+        "print(in_private_netns(), n())"
+    )
     done = run_in_private_netns(
         [sys.executable, "-c", probe], timeout=30, cwd=Path(__file__).resolve().parents[2]
     )

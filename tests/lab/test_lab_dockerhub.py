@@ -66,7 +66,8 @@ class FakeTime:
 
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory: pytest.TempPathFactory):
-    """A docker.io stand-in registry with a multi-arch image, a single image with a 1 MiB layer, and the probe repo."""
+    """A docker.io stand-in registry with a multi-arch image, a single image with a 1 MiB layer, and the
+    probe repo."""
     if not Path(registries.REGISTRY_BINARY).exists() and not os.environ.get("CI"):
         pytest.skip(f"{registries.REGISTRY_BINARY} missing ({registries.INSTALL_HINT})")
     root = tmp_path_factory.mktemp("hub-backend")

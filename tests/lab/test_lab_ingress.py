@@ -1,4 +1,5 @@
-"""The lab ingress controller: routing from Ingress objects in the Kubernetes stand-in, ingress-nginx's answers
+"""The lab ingress controller: routing from Ingress objects in the Kubernetes stand-in, ingress-nginx's
+answers
 (404 default backend, 308 to https, 413, 502/503), forwarded headers, streaming, keep-alive, and its CLI."""
 
 from __future__ import annotations
@@ -186,7 +187,10 @@ def test_route_table_follows_ingress_path_matching() -> None:
             ingress("named-port", "named.example.com", "named"),
         ],
     )
-    service_of = lambda host, path: (table.match(host, path) or type("R", (), {"service": None})).service  # noqa: E731
+
+    def service_of(host: str, path: str) -> str | None:
+        return (table.match(host, path) or type("R", (), {"service": None})).service
+
     assert service_of("reg.example.com", "/") == "a"
     assert service_of("reg.example.com", "/v2/") == "b"  # longest prefix
     assert service_of("reg.example.com", "/v2") == "b"

@@ -614,7 +614,8 @@ def test_invalid_ec2nodeclass_is_rejected_with_field_causes(custom: client.Custo
         "apiVersion": "v1",
         "metadata": {},
         "status": "Failure",
-        "message": 'EC2NodeClass.karpenter.k8s.aws "default" is invalid: spec.role: Invalid value: "integer": '
+        "message": 'EC2NodeClass.karpenter.k8s.aws "default" is invalid: '
+        'spec.role: Invalid value: "integer": '
         'spec.role in body must be of type string: "integer"',
         "reason": "Invalid",
         "details": {
@@ -736,7 +737,8 @@ def test_optimistic_concurrency(custom: client.CustomObjectsApi, core: client.Co
         "apiVersion": "v1",
         "metadata": {},
         "status": "Failure",
-        "message": 'Operation cannot be fulfilled on nodepools.karpenter.sh "default": the object has been modified; '
+        "message": 'Operation cannot be fulfilled on nodepools.karpenter.sh "default": '
+        "the object has been modified; "
         "please apply your changes to the latest version and try again",
         "reason": "Conflict",
         "details": {"name": "default", "group": "karpenter.sh", "kind": "nodepools"},
@@ -834,7 +836,8 @@ def test_namespace_deletion_removes_content_and_refuses_new_content(core: client
         core.create_namespaced_config_map("tmp", client.V1ConfigMap(metadata=client.V1ObjectMeta(name="new")))
     body = status_of(err.value)
     assert err.value.status == 403 and body["message"] == (
-        'configmaps "new" is forbidden: unable to create new content in namespace tmp because it is being terminated'
+        'configmaps "new" is forbidden: unable to create new content in namespace tmp because it is being '
+        "terminated"
     )
     assert body["details"]["causes"][0]["reason"] == "NamespaceTerminating"
     core.patch_namespaced_config_map(
@@ -966,7 +969,8 @@ def test_watch_resumes_from_resource_version(custom: client.CustomObjectsApi) ->
         )
     ]
     assert events == [("ADDED", "b"), ("MODIFIED", "a")]
-    # a label selector turns objects entering/leaving the selection into ADDED/DELETED, as the watch cache does
+    # a label selector turns objects entering/leaving the selection into ADDED/DELETED, as the watch cache
+    # does
     selected = [
         (e["type"], e["object"]["metadata"]["name"])
         for e in watch.Watch().stream(

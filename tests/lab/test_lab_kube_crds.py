@@ -1,4 +1,5 @@
-"""The lab serves the runbook's one copy of the Karpenter CRDs (runbook_lib/karpenter/crds, see its PROVENANCE)."""
+"""The lab serves the runbook's one copy of the Karpenter CRDs (runbook_lib/karpenter/crds, see its
+PROVENANCE)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Unit tests of the Kubernetes stand-in's building blocks: selectors, patches, schema handling, Status bodies,
+"""Unit tests of the Kubernetes stand-in's building blocks: selectors, patches, schema handling, Status
+bodies,
 server-side apply bookkeeping and table printing. Expected strings are the apiserver's (see each module)."""
 
 from __future__ import annotations

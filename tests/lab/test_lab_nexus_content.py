@@ -1,4 +1,5 @@
-"""Components, search and blob store figures of the emulated Nexus: pages, continuation tokens, permissions."""
+"""Components, search and blob store figures of the emulated Nexus: pages, continuation tokens,
+permissions."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The emulated Nexus against tests/data/reference/nexus/contract.json: its examples, schemas and endpoint table."""
+"""The emulated Nexus against tests/data/reference/nexus/contract.json: its examples, schemas and endpoint
+table."""
 
 from __future__ import annotations
 

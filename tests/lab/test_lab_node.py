@@ -40,7 +40,7 @@ from tests.support.lab_node import (
     wait_for,
 )
 
-# -- userData as the node reads it (no namespaces needed) -------------------------------------------------------
+# -- userData as the node reads it (no namespaces needed) ---------------------------------------------------
 
 
 def test_mime_parts_run_only_shell_scripts_and_skip_karpenter_bootstrap_and_nodeconfig() -> None:
@@ -109,7 +109,7 @@ def test_overlays_never_cover_the_node_folder(tmp_path: Path) -> None:
     assert "/tmp" not in targets
 
 
-# -- a real node ------------------------------------------------------------------------------------------------
+# -- a real node --------------------------------------------------------------------------------------------
 registries = pytest.fixture(scope="module")(registries_fixture)
 
 

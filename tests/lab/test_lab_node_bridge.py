@@ -1,4 +1,5 @@
-"""Port bridge (runbook_lab.bridge): a private network namespace reaches the bridged lab ports, and only those.
+"""Port bridge (runbook_lab.bridge): a private network namespace reaches the bridged lab ports, and only
+those.
 
 The lab side runs in this process (the test's namespace plays the lab); the node side runs as
 `python -m runbook_lab.bridge node ...` in a fresh `unshare --net` namespace, probed with nsenter + curl.
@@ -45,7 +46,8 @@ def _server() -> ThreadingHTTPServer:
 
 @pytest.fixture
 def bridged() -> Iterator[tuple]:
-    """Three lab ports: `up` (bridged, served), `hidden` (served, not bridged), `down` (bridged, nothing there)."""
+    """Three lab ports: `up` (bridged, served), `hidden` (served, not bridged), `down` (bridged, nothing
+    there)."""
     up, hidden = _server(), _server()
     down = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     down_port = down.server_address[1]

@@ -183,7 +183,10 @@ def test_basic_auth_registry_and_push_answers_the_basic_challenge(tmp_path: Path
 
 
 def test_stop_process_escalates_to_sigkill() -> None:
-    ignores_term = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(30)"
+    ignores_term = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('ready', flush=True); time.sleep(30)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", ignores_term], stdout=subprocess.PIPE)
     try:
         assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"

@@ -95,7 +95,8 @@ def moto_fixture() -> Iterator[str]:
 
 
 def mirror_user_data(mirror_url: str, upstream_url: str, marker: str = "runbook") -> str:
-    """A MIME userData whose shell part writes docker.io's hosts.toml atomically (rendered by the runbook's own
+    """A MIME userData whose shell part writes docker.io's hosts.toml atomically (rendered by the runbook's
+    own
     renderer) and a marker file, as a stage-4 userData would; plus a NodeConfig part the node must skip."""
     toml = HostsToml("docker.io", upstream_url, [MirrorHost(mirror_url)]).render()
     return f"""MIME-Version: 1.0
@@ -188,7 +189,8 @@ def pids_alive(*pids: int | None) -> list[int]:
 
 
 def host_mounts_under(path: Path) -> list[str]:
-    """Mount points of THIS (the test's) mount namespace at or below `path`: a node's mounts must never be here."""
+    """Mount points of THIS (the test's) mount namespace at or below `path`: a node's mounts must never be
+    here."""
     base = str(Path(path).resolve())
     with open("/proc/self/mountinfo", encoding="utf-8") as fh:
         return [line.split()[4] for line in fh if line.split()[4].startswith(base)]

@@ -104,12 +104,14 @@ def test_validate_finds_what_containerd_would_ignore() -> None:
     assert any(
         "Authorization" in p
         for p in validate(
-            'server = "https://x"\n[host."https://m"]\ncapabilities = ["pull", "resolve"]\n[host."https://m".header]\nauthorization = "x"\n'
+            'server = "https://x"\n[host."https://m"]\ncapabilities = ["pull", '
+            '"resolve"]\n[host."https://m".header]\nauthorization = "x"\n'
         )
     )
     assert any(
         "override_path" in p
         for p in validate(
-            'server = "https://x"\n[host."https://m/repo"]\ncapabilities = ["pull", "resolve"]\noverride_path = true\n'
+            'server = "https://x"\n[host."https://m/repo"]\ncapabilities = ["pull", '
+            '"resolve"]\noverride_path = true\n'
         )
     )

@@ -72,7 +72,10 @@ def test_transfer_service_trap(extra, version, status) -> None:
 
 
 def test_single_folder_config_path_is_safe_on_21() -> None:
-    text = 'version = 3\n[plugins."io.containerd.cri.v1.images".registry]\nconfig_path = "/etc/containerd/certs.d"\n'
+    text = (
+        'version = 3\n[plugins."io.containerd.cri.v1.images".registry]\n'
+        'config_path = "/etc/containerd/certs.d"\n'
+    )
     assert all(c.status == "ok" for c in check_config(text, V("2.2.4")))
 
 

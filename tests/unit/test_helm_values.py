@@ -1,6 +1,7 @@
 """Stage 3 overlays per chart flavour, checked against the charts' own values files and rendered examples.
 
-The reference files (tests/data/reference/nexus-helm/<chart>/) are the charts' byte-identical values.yaml and the
+The reference files (tests/data/reference/nexus-helm/<chart>/) are the charts' byte-identical values.yaml and
+the
 Service/Ingress documents the real charts rendered for a docker connector on 8082 (helm-python-sdk, Helm SDK
 v4.2.3). An overlay key must exist in the chart's values (or in its commented example, or be read by the
 chart as the rendered example proves); our rendering of the overlay must have the examples' shape.
@@ -178,7 +179,8 @@ def test_rendered_overlay_has_the_shape_of_the_chart_example(reference_dir, flav
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
 def test_render_reproduces_the_chart_output_exactly(reference_dir, flavour) -> None:
-    """Our templates-in-Python against the real charts' output for the example values (docker + UI Services)."""
+    """Our templates-in-Python against the real charts' output for the example values (docker + UI
+    Services)."""
     cdir = chart_dir(reference_dir, flavour)
     meta = yaml.safe_load((cdir / "Chart.yaml").read_text())
     vals = values.coalesce(

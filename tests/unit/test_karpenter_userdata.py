@@ -200,9 +200,12 @@ def test_al2_adds_config_path_to_an_old_ami_once(tmp_path) -> None:
     "config",
     [
         # what AMIs from v20221222 ship: left exactly as it is
-        'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\nconfig_path = "/etc/containerd/certs.d:/etc/docker/certs.d"\n',
-        # a registry table without config_path (legacy mirrors): never touched, config_path beside mirrors unloads CRI
-        'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry.mirrors."docker.io"]\nendpoint = ["https://m"]\n',
+        'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\nconfig_path = '
+        '"/etc/containerd/certs.d:/etc/docker/certs.d"\n',
+        # a registry table without config_path (legacy mirrors): never touched, config_path beside mirrors
+        # unloads CRI
+        'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry.mirrors."docker.io"]\nendpoint = '
+        '["https://m"]\n',
     ],
 )
 def test_al2_leaves_a_config_with_config_path_or_a_registry_table_alone(tmp_path, config) -> None:
@@ -353,7 +356,8 @@ USER_MIME = (
     "preamble text\r\n"
     "--==USER==\r\n"
     "Content-Type: application/node.eks.aws\r\n\r\n"
-    "apiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec:\n  kubelet:\n    config:\n      maxPods: 42\n\r\n"
+    "apiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec:\n  kubelet:\n    config:\n      maxPods: "
+    "42\n\r\n"
     "--==USER==\r\n"
     'Content-Type: text/x-shellscript; charset="us-ascii"\r\n\r\n'
     "#!/bin/bash\necho user-script\n\r\n"

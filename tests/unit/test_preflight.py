@@ -449,7 +449,8 @@ def test_report_failed_counts_required_only() -> None:
 
 
 def test_report_rows_join_detail_and_warnings() -> None:
-    """Each row has the status word; detail and warnings are joined, no stray separator when detail is empty."""
+    """Each row has the status word; detail and warnings are joined, no stray separator when detail is
+    empty."""
     rows = sample_report().rows()
     assert [r["status"] for r in rows] == ["warn", "FAIL", "unreachable (optional)", "FAIL"]
     assert rows[0]["detail"] == "serving reads; w1"
@@ -494,7 +495,8 @@ def test_report_as_dict_round_trips_fields() -> None:
 
 # --------------------------------------------------------------------------------------- run()
 def test_run_checks_concurrently_and_reports_each_endpoint(endpoint: Endpoint, kube, kubeconfig) -> None:
-    """A full run against loopback endpoints: healthy ones ok, the dead upstream FAIL, dead mirror optional."""
+    """A full run against loopback endpoints: healthy ones ok, the dead upstream FAIL, dead mirror
+    optional."""
     endpoint.routes.update(
         {
             "/service/rest/v1/status": (200, NEXUS_HEADER),

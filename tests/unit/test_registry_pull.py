@@ -165,5 +165,6 @@ def test_connections_are_reused_within_a_pull(upstream) -> None:
         reg.http.event_hooks["request"] = [lambda request: request.extensions.__setitem__("trace", count)]
         result = pull(reg, "library/layers", "lab", max_parallel=2)
     assert result.ok and result.blobs == 6
-    # token service + registry: 9 requests (token, manifest, 6 blobs, + the first 401) over at most 3 connections
+    # token service + registry: 9 requests (token, manifest, 6 blobs, + the first 401) over at most 3
+    # connections
     assert 2 <= len(opened) <= 3

@@ -1,4 +1,5 @@
-"""Verification from the runbook host against the lab's real parts: the Nexus emulator configured by stages 1-2,
+"""Verification from the runbook host against the lab's real parts: the Nexus emulator configured by stages
+1-2,
 its docker connectors pulling through from a distribution registry behind the Docker Hub stand-in.
 
 Nothing asserts a duration (performance belongs to bench/); the tests check labels, routes, counts, the

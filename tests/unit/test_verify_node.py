@@ -106,7 +106,8 @@ class TestKubelet:
         )
 
     def _pull(self, image: str) -> tuple[float, int]:
-        """containerd with hosts.toml: mirror, then `server` on a connection failure; the alias goes direct."""
+        """containerd with hosts.toml: mirror, then `server` on a connection failure; the alias goes
+        direct."""
         ref = ImageRef.parse(image)
         targets = [(self.upstream_url, "upstream")]
         if ref.registry in self.mirrors:

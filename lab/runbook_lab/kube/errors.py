@@ -30,7 +30,8 @@ _NO_VALUE_TYPES = {"FieldValueRequired", "FieldValueForbidden", "FieldValueTooLo
 
 
 class GoLiteral(str):
-    """A bad value printed verbatim, for Go values whose %#v form is not a quoted string (e.g. uint64 0 -> 0x0)."""
+    """A bad value printed verbatim, for Go values whose %#v form is not a quoted string (e.g. uint64 0 ->
+    0x0)."""
 
 
 def go_value(value: Any) -> str:

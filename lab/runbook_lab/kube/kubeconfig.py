@@ -29,7 +29,8 @@ def kubeconfig_dict(server_url: str, context: str = "lab", namespace: str = "def
 def write_kubeconfig(
     path: Path | str, server_url: str, context: str = "lab", namespace: str = "default"
 ) -> Path:
-    """Write (atomically, mode 0600 like kubectl does) a kubeconfig pointing at `server_url` over plain http."""
+    """Write (atomically, mode 0600 like kubectl does) a kubeconfig pointing at `server_url` over plain
+    http."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")

@@ -1,6 +1,7 @@
 """metadata.managedFields and server-side apply: an APPROXIMATION of structured-merge-diff.
 
-What is kept from upstream (k8s.io/apiserver/pkg/endpoints/handlers/fieldmanager, sigs.k8s.io/structured-merge-diff):
+What is kept from upstream (k8s.io/apiserver/pkg/endpoints/handlers/fieldmanager,
+sigs.k8s.io/structured-merge-diff):
 - every write records a managedFields entry {manager, operation Apply|Update, apiVersion, time, fieldsType
   FieldsV1, fieldsV1, subresource}; a non-apply write without `fieldManager` is attributed to the User-Agent
   prefix before the first "/" (managerOrUserAgent), e.g. "OpenAPI-Generator" for the Python client;

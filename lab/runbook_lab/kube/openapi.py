@@ -23,7 +23,9 @@ from .resources import Registry, ResourceType
 
 _QUERY = {
     "dryRun": "When present, indicates that modifications should not be persisted.",
-    "fieldManager": "fieldManager is a name associated with the actor or entity that is making these changes.",
+    "fieldManager": (
+        "fieldManager is a name associated with the actor or entity that is making these changes."
+    ),
     "fieldValidation": "fieldValidation instructs the server on how to handle objects in the request "
     "(POST/PUT/PATCH) containing unknown or duplicate fields.",
     "force": 'Force is going to "force" Apply requests.',

@@ -113,7 +113,8 @@ def _remove(doc: Any, parts: list[str]) -> Any:
 
 
 def json_patch(doc: Any, operations: Any) -> Any:
-    """Apply an RFC 6902 patch. A malformed patch is a 400; a failing operation the apiserver's generic 422."""
+    """Apply an RFC 6902 patch. A malformed patch is a 400; a failing operation the apiserver's generic
+    422."""
     if not isinstance(operations, list) or not all(isinstance(op, dict) for op in operations):
         raise bad_request("json: cannot unmarshal object into Go value of type jsonpatch.Patch")
     doc = copy.deepcopy(doc)

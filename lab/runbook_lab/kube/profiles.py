@@ -1,4 +1,5 @@
-"""Named sets of the Karpenter CRDs (runbook_lib/karpenter/crds, see its PROVENANCE) installed on a fresh state."""
+"""Named sets of the Karpenter CRDs (runbook_lib/karpenter/crds, see its PROVENANCE) installed on a fresh
+state."""
 
 from __future__ import annotations
 

@@ -84,7 +84,8 @@ class ResourceType:
                 continue
             if self.builtin:
                 raise bad_request(f"field label not supported: {f}")
-            # apiextensions-apiserver crdhandler: only metadata.name / metadata.namespace (no selectableFields).
+            # apiextensions-apiserver crdhandler: only metadata.name / metadata.namespace (no
+            # selectableFields).
             raise bad_request(
                 f'"{f}" is not a known field selector: only "metadata.name", "metadata.namespace"'
             )

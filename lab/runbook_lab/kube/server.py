@@ -316,7 +316,8 @@ class KubeHandler(LabHandler):
         )
 
     def _finalize_namespace(self, r: Route, body: bytes) -> None:
-        """PUT namespaces/<name>/finalize: only spec.finalizers change (the namespace controller's last step)."""
+        """PUT namespaces/<name>/finalize: only spec.finalizers change (the namespace controller's last
+        step)."""
         ctx = self._context()
         store = self.store
         with store._write():

@@ -12,7 +12,8 @@ Semantics reproduced (sources: k8s.io/apiserver/pkg/registry/generic/registry/st
   resources: anything but metadata and status) changes; the main resource ignores status changes and the
   status subresource ignores everything else;
 - delete: finalizers keep the object, marked with deletionTimestamp and deletionGracePeriodSeconds 0, until an
-  update empties them; Pods bound to a node are deleted gracefully (deletionTimestamp = now + grace, kept until
+  update empties them; Pods bound to a node are deleted gracefully (deletionTimestamp = now + grace, kept
+  until
   a delete with gracePeriodSeconds=0, which a kubelet sends); the answer is the object (pods, services,
   namespaces, and any object still pending finalization) or a Status Success with details (others);
 - namespace deletion marks the namespace Terminating, deletes its content (what the namespace controller
@@ -997,7 +998,8 @@ class Store:
 
     # -- pods/binding ------------------------------------------------------------------------------
     def bind(self, rt: ResourceType, namespace: str, name: str, binding: Any, ctx: Context) -> dict[str, Any]:
-        """POST pods/<name>/binding: set spec.nodeName (the scheduler's way; a Pod's spec is otherwise immutable)."""
+        """POST pods/<name>/binding: set spec.nodeName (the scheduler's way; a Pod's spec is otherwise
+        immutable)."""
         if not isinstance(binding, dict) or not (binding.get("target") or {}).get("name"):
             raise invalid("Binding", "", name, [FieldError.required("target.name")])
         with self._write():

@@ -191,7 +191,8 @@ def _service_cells(obj: dict) -> list[Any]:
     )
     ports = (
         ",".join(
-            f"{p.get('port')}{':' + str(p['nodePort']) if p.get('nodePort') else ''}/{p.get('protocol', 'TCP')}"
+            f"{p.get('port')}{':' + str(p['nodePort']) if p.get('nodePort') else ''}"
+            f"/{p.get('protocol', 'TCP')}"
             for p in spec.get("ports") or []
         )
         or "<none>"

@@ -1,6 +1,7 @@
 """Pull-through cache of one Nexus docker proxy repository: upstream client and on-disk content.
 
-Nexus behaviour followed here (nexus-repo-api-client spec/openapi.yaml `ProxyAttributes`; Nexus docs "Proxy Repository"):
+Nexus behaviour followed here (nexus-repo-api-client spec/openapi.yaml `ProxyAttributes`; Nexus docs "Proxy
+Repository"):
 - `proxy.metadataMaxAge` (minutes, -1 = never) bounds how long a tag -> digest answer is trusted; a
   manifest or blob addressed by digest is immutable and never revalidated.
 - A stale item is revalidated upstream; when the upstream is down, errors, or no longer has it, the stale

@@ -1,6 +1,7 @@
 """Which Nexus the emulator pretends to be: version and edition, and the behaviours that hang on them.
 
-Version facts (sonatype/nexus-public release tags; tests/data/reference/nexus/contract.json `versionNotes`): message-object error bodies from
+Version facts (sonatype/nexus-public release tags; tests/data/reference/nexus/contract.json `versionNotes`):
+message-object error bodies from
 3.49, NexusAuthorizingRealm hidden from the realms API from 3.60, blob store checks from 3.68, the initial
 password env var and `changepassword` status from 3.76, Community Edition + EULA from 3.77, docker
 `pathEnabled` from 3.83, lowercase docker names from 3.89, `routingRuleName` in requests from 3.94.

@@ -1,9 +1,11 @@
 """Security resources: realms, anonymous access, privileges, roles, users.
 
 Facts (contract.json realms.*, anonymous.*, privileges.*, roles.*, users.*;
-NP components/nexus-security/.../realm/api/RealmApiResource.java, anonymous/rest/AnonymousAccessApiResource.java,
+NP components/nexus-security/.../realm/api/RealmApiResource.java,
+anonymous/rest/AnonymousAccessApiResource.java,
 privilege/rest/PrivilegeApiResourceSupport.java, role/rest/RoleApiResource.java,
-internal/rest/UserApiResource.java; components/nexus-repository-services/.../RepositoryPrivilegeDescriptorSupport):
+internal/rest/UserApiResource.java;
+components/nexus-repository-services/.../RepositoryPrivilegeDescriptorSupport):
 - realms: GET lists sorted by name; PUT replaces the ordered list (204) and rejects ids that are not
   available with 400 "Unknown realmIds: [..]" thrown as text/plain; NexusAuthorizingRealm is hidden and
   therefore unknown from 3.60.

@@ -1,6 +1,7 @@
 """System resources: status, blob stores, the Community Edition EULA, components and search.
 
-Facts (sonatype/nexus-public StatusResource, BlobStoreResource, ComponentsResource, SearchResource; contract.json endpoints status.*, blobstores.list, eula.*,
+Facts (sonatype/nexus-public StatusResource, BlobStoreResource, ComponentsResource, SearchResource;
+contract.json endpoints status.*, blobstores.list, eula.*,
 components.list, search.components):
 - `/v1/status` and `/v1/status/writable` need no authentication and answer 200 with an empty body;
   `/v1/status/check` needs `nexus:metrics:read` and maps check names to Codahale HealthCheck results.

@@ -1,6 +1,7 @@
 """Who is calling a Nexus docker endpoint, and what Nexus answers when they may not.
 
-Facts (Nexus docs "Docker Authentication" and the Docker Bearer Token realm; docker/login-action#586 for the 401
+Facts (Nexus docs "Docker Authentication" and the Docker Bearer Token realm; docker/login-action#586 for the
+401
 body; tests/data/reference/nexus/contract.json `dockerRegistry`):
 - Unauthenticated `GET /v2/` gets 401. With `forceBasicAuth=false` and the `DockerToken` realm active the
   challenge is `Bearer realm="<scheme>://<host>:<port>/v2/token",service="<same>"` (nexus-public#651, #611:

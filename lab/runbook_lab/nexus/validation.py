@@ -10,7 +10,8 @@ Binding (NP ObjectMapperProvider + JsonMappingExceptionMapper):
 Bean validation (ResteasyViolationExceptionMapper): every violated constraint becomes
 `{"id": "PARAMETER <leaf property>", "message": <Hibernate Validator 6 message>}`; constraints below a null
 object are not evaluated. Messages: "must not be null", "must not be empty", "must not be blank",
-"must be greater than or equal to N", "must be less than or equal to N", "must be a well-formed email address".
+"must be greater than or equal to N", "must be less than or equal to N", "must be a well-formed email
+address".
 """
 
 from __future__ import annotations

@@ -145,8 +145,13 @@ def cmd_lab(args: argparse.Namespace) -> int:
                 + (f": {', '.join(stopped)}" if stopped else "")
             )
         else:
-            print(lab.status_table())
-            return 0 if lab.healthy() else 1
+            # Exit 0 only when every component is up; 1 names on stderr what is down or not answering.
+            rows = lab.status_rows()
+            print(lab.status_table(rows))
+            not_up = [f"{r['component']} ({r['state']})" for r in rows if r["state"] != "up"]
+            if not_up:
+                _err(f"lab status: not all components up: {', '.join(not_up)}")
+                return 1
     except orchestrator.LabError as err:
         _err(f"lab {args.action}: {err}")
         return 1

@@ -965,6 +965,12 @@ class KarpenterSim:
             claims = self._list(CORE_GROUP, "nodeclaims")
         except Exception:
             return False
+        try:
+            # a claim counts only while its instance exists: right after moto restarted, the claims still say
+            # Initialized until the next pass garbage-collects them
+            live = self._live_instances(max_age_s=0.0)
+        except Exception:
+            return False
         for pool, wanted in self.cluster.node_pools.items():
             have = [
                 c
@@ -972,6 +978,7 @@ class KarpenterSim:
                 if (c["metadata"].get("labels") or {}).get(LABEL_NODEPOOL) == pool
                 and not c["metadata"].get("deletionTimestamp")
                 and is_true(c, "Initialized")
+                and instance_id_of((c.get("status") or {}).get("providerID", "")) in live
                 and c["metadata"]["name"] in self.nodes
                 and self.nodes[c["metadata"]["name"]].status().get("phase") == "ready"
             ]
@@ -1309,8 +1316,15 @@ class KarpenterSim:
             return
         provider_id = status["providerID"]
         if self._instance_gone(instance_id_of(provider_id)):
-            # Karpenter's garbage collection: the instance is gone (terminated, or moto restarted)
+            # Karpenter's garbage collection (kubernetes-sigs/karpenter
+            # pkg/controllers/nodeclaim/garbagecollection/controller.go): a NodeClaim whose instance the cloud
+            # provider no longer lists is deleted; termination then removes its Node, and provision() below
+            # launches a new NodeClaim for the NodePool's capacity. This is how the lab comes back after
+            # `lab down` + `lab up`: moto starts empty, so every instance is gone, and fresh nodes replace them.
+            # (Upstream spares a claim whose Node is still Ready, a kubelet still reporting; the lab's API has
+            # no node lifecycle controller to turn a silent Node Unknown, so that check is not made here.)
             self.log(f"karpenter: instance of nodeclaim {name} no longer exists; deleting the nodeclaim")
+            self._lose_machine(name, nodes_by_provider.get(provider_id))
             self._delete_claim(name, claim)
             return
         previous = self.nodes.get(name)
@@ -1373,13 +1387,35 @@ class KarpenterSim:
                 update["nodeName"] = status["nodeName"]
             self._patch_claim_status(claim, update)
 
-    def _instance_gone(self, instance_id: str, max_age_s: float = 5.0) -> bool:
-        """True when a fresh listing of the cluster's instances (at most `max_age_s` old) lacks this one."""
+    def _live_instances(self, max_age_s: float = 5.0) -> set[str]:
+        """The cluster's live instance ids, from a listing at most `max_age_s` old (one DescribeInstances)."""
         listed_at, live = self._live
         if time.monotonic() - listed_at > max_age_s:
             listed_at, live = time.monotonic(), self.ec2.live_instance_ids(self.cluster.cluster_name)
             self._live = (listed_at, live)
-        return instance_id not in live and self._launched_at.get(instance_id, 0.0) < listed_at
+        return live
+
+    def _lose_machine(self, name: str, node: dict[str, Any] | None) -> None:
+        """What a vanished instance takes with it, at once and before this pass provisions replacements: its lab
+        node (the machine: its kubelet stops reporting, its disk is gone) and so its Node and the Node's Pods.
+        At once because moto hands a new instance the private IP, and so the Node name, of a vanished one."""
+        from kubernetes.client.rest import ApiException
+
+        lab_node = self.nodes.pop(name, None)
+        if lab_node is not None:
+            lab_node.stop(timeout=2)
+            lab_node.discard_disk()
+        if node is not None:
+            node_name = node["metadata"]["name"]
+            self._merge_node(node_name, {"metadata": {"finalizers": None}})
+            with contextlib.suppress(ApiException):
+                self.core.delete_node(node_name, _preload_content=False)
+            self._collect_pods_of(node_name)
+
+    def _instance_gone(self, instance_id: str, max_age_s: float = 5.0) -> bool:
+        """True when a fresh listing of the cluster's instances (at most `max_age_s` old) lacks this one."""
+        live = self._live_instances(max_age_s)
+        return instance_id not in live and self._launched_at.get(instance_id, 0.0) < self._live[0]
 
     @staticmethod
     def _set_ready(conditions: list[dict[str, Any]], generation: int | None) -> bool:
@@ -1757,13 +1793,21 @@ class KarpenterSim:
 
         name = claim["metadata"]["name"]
         try:
-            if node is not None:
+            node = self._node_of(claim, node)
+            lab_node = self.nodes.get(name)
+            # Drain only a node whose kubelet runs (its lab node, in this process): no kubelet would confirm
+            # the evictions of a node that is not alive, and Karpenter's node termination likewise skips the
+            # graceful drain when the Node is not Ready and its instance is gone (kubernetes-sigs/karpenter
+            # pkg/controllers/node/termination/controller.go); its Pods are collected with the Node below.
+            if node is not None and lab_node is not None and lab_node.running:
                 self._taint(node, add=True)
                 self._drain(node["metadata"]["name"])
             lab_node = self.nodes.pop(name, None)
             if lab_node is not None:
                 lab_node.stop()
                 lab_node.discard_disk()  # like an instance's root volume (logs kept for the record)
+            else:
+                self._discard_stale_disk(name)
             instance_id = instance_id_of((claim.get("status") or {}).get("providerID", ""))
             if instance_id:
                 self.ec2.terminate(instance_id)
@@ -1783,6 +1827,30 @@ class KarpenterSim:
         finally:
             self._terminating.discard(name)
             self._wake.set()
+
+    def _node_of(self, claim: dict[str, Any], seen: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The claim's Node as it is now, or None: a Node is the claim's while it carries the claim's providerID
+        (Karpenter's NodeForNodeClaim matches by providerID). After moto restarted, a new instance can get a
+        terminated one's private IP, so its Node takes the old Node's name; that Node is no longer this claim's."""
+        from kubernetes.client.rest import ApiException
+
+        if seen is None:
+            return None
+        provider_id = (claim.get("status") or {}).get("providerID")
+        try:
+            node = self._core_json(self.core.read_node, seen["metadata"]["name"])
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return node if provider_id and (node.get("spec") or {}).get("providerID") == provider_id else None
+
+    def _discard_stale_disk(self, name: str) -> None:
+        """The disk of a claim's lab node left by an earlier run of this process (start() stopped its processes)."""
+        from runbook_lab.node import discard_disk
+
+        if (self.nodes_dir / name).is_dir():
+            discard_disk(self.nodes_dir / name)
 
     def _pods_on(self, node_name: str) -> list[dict[str, Any]]:
         return (

@@ -648,8 +648,7 @@ class LabNode:
         the overlays, the node root, the bridge sockets, the userData parts); keep the logs, spec and status."""
         if self.running:
             raise NodeError("stop the node first")
-        for sub in ("ctd", "overlay", "root", "br", "userdata"):
-            shutil.rmtree(self.dir / sub, ignore_errors=True)
+        discard_disk(self.dir)
 
     def exec_argv(self, argv: list[str]) -> list[str]:
         """Command line that runs `argv` inside this node's network and mount namespaces (nsenter)."""
@@ -673,6 +672,12 @@ class LabNode:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def discard_disk(node_dir: Path) -> None:
+    """What an instance loses with its disk, in a stopped node's folder (see LabNode.discard_disk)."""
+    for sub in ("ctd", "overlay", "root", "br", "userdata"):
+        shutil.rmtree(Path(node_dir) / sub, ignore_errors=True)
 
 
 def stop_stale(nodes_dir: Path) -> list[int]:

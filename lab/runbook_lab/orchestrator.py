@@ -2,8 +2,25 @@
 
 Every component is a separate background process (so `down` can stop exactly what `up` started, by
 PID) whose ports come from the lab parameters file, the one source of truth. `DIR/state.json` records
-each process (pid, command, ports, log) and `up` is idempotent: a component that already runs is
-reported, not started twice. A port taken by something else is a clear error before anything starts.
+each process (pid, command, ports, log). A port taken by something else is a clear error before anything
+starts.
+
+Lifecycle (issue #11):
+* `up` is idempotent: a component whose process still runs is reported ("already running"), not started
+  twice; when every component runs and answers, `up` starts nothing and says so. A component that died
+  (SIGKILL included) is started again by the next `up`; only it.
+* `up` ends when every component answers its health URL, the ones that were already running too (after
+  moto restarted, Karpenter replaces its nodes before it is ready again).
+* A failing `up` stops, in reverse order, what this `up` started, and names on stderr what it stopped and
+  what it left running (what was already running before it); exit status 1.
+* `status` prints one row per component: up, starting/unhealthy (the process runs but does not answer its
+  health URL) or down (no process: never started, stopped, or killed). Exit status 0 when every component
+  is up, 1 otherwise (the CLI also names the components that are not up on stderr).
+* moto keeps its state in memory, so each start of moto is an empty AWS account: right after it answers, the
+  lab puts back what the account holds outside the cluster (the subnets' and security group's Karpenter
+  discovery tags, the Secrets Manager secrets, the EKS cluster). EC2 instances are not put back: the lab
+  nodes stopped with the lab, as the instances would have, and the Karpenter simulation garbage-collects
+  the NodeClaims whose instance is gone and launches new ones (see karpenter.py).
 """
 
 from __future__ import annotations
@@ -243,7 +260,8 @@ class Lab:
         }
 
     # -- up ------------------------------------------------------------------------------------
-    def up(self, progress: Callable[[str], None] = lambda _m: None, timeout: float = 30.0) -> None:
+    def up(self, progress: Callable[[str], None] = lambda _m: None, timeout: float = 30.0) -> list[str]:
+        """Start what does not run, wait until every component answers; the names started, in order."""
         comps = self.components()
         running = self.running()
         # Refuse before starting anything if a port we need is taken by a process that is not ours.
@@ -262,7 +280,7 @@ class Lab:
         state = self.load_state()
         state["components"] = dict(running)
         state["dir"] = str(self.dir)
-        started: list[str] = []
+        started: list[Component] = []
         try:
             for c in comps:
                 if c.name in running:
@@ -271,22 +289,44 @@ class Lab:
                 self._start(c)
                 state["components"][c.name] = c.record()
                 self.save_state(state)
-                started.append(c.name)
+                started.append(c)
                 self._wait_ready(c, max(timeout, c.ready_timeout))
                 progress(f"  {c.name}: up on port {', '.join(map(str, c.ports))} (pid {c.pid})")
-        except LabError:
-            self.save_state(state)
-            raise
-        if started:
-            progress("  seeding images, secrets and cluster objects ...")
-            self.seed()
+                if c.name == "moto":
+                    self.seed_aws()  # a fresh moto is an empty account (see the module docstring)
+            if started:
+                progress("  seeding images, secrets and cluster objects ...")
+                self.seed()
+            # What was already running must answer too: e.g. Karpenter replaces its nodes after moto restarted.
+            for c in comps:
+                if c.name in running:
+                    c.pid, c.log = running[c.name]["pid"], running[c.name].get("log", "")
+                    self._wait_ready(c, max(timeout, c.ready_timeout))
+        except (Exception, KeyboardInterrupt) as err:
+            self._undo(state, started, running)
+            message = str(err) if isinstance(err, LabError) else f"{type(err).__name__}: {err}"
+            left = [c.name for c in comps if c.name in running]
+            raise LabError(message + "\n" + _left_behind([c.name for c in started], left)) from None
         if nodes_missing():
             progress(
                 "  karpenter + nodes: not started, lab nodes need "
                 + ", ".join(nodes_missing())
                 + " — stages 4 and 5 cannot prove the node path without them"
             )
+        if not started:
+            progress(f"  all {len(comps)} components already up; nothing started")
+            return []
         state["up_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.save_state(state)
+        return [c.name for c in started]
+
+    def _undo(self, state: dict, started: list[Component], running: dict[str, dict]) -> None:
+        """Stop, newest first, what this `up` started; keep in the state what ran before it."""
+        for c in reversed(started):
+            if c.pid and pid_alive(c.pid, Path(c.argv[0]).name):
+                stop_pid(c.pid)
+            state["components"].pop(c.name, None)
+        state["components"] = {n: r for n, r in state["components"].items() if n in running}
         self.save_state(state)
 
     def _write_configs(self) -> None:
@@ -362,7 +402,6 @@ class Lab:
         seed_lab_images(
             urls, self.dir / "images", image_mb=self.cfg.image_mb, multilayer_mb=self.cfg.multilayer_mb
         )
-        self.seed_aws()
         self.seed_cluster()
 
     def seed_cluster(self) -> None:
@@ -374,8 +413,16 @@ class Lab:
             seed_helm_release(api, self.params)
 
     def seed_aws(self) -> None:
+        """What the AWS account holds outside the cluster; put back after every start of moto (in memory)."""
+        from runbook_lab.karpenter import Ec2
         from runbook_lib import aws
 
+        # The discovery tags on the subnets and security group, as the Karpenter getting-started guide sets
+        # them (aws/karpenter-provider-aws website/content/en/docs/getting-started); the EC2NodeClass selects
+        # by them, so without them no NodeClaim can launch.
+        Ec2(f"http://127.0.0.1:{self.cfg.moto_port}", self.params.aws.region).tag_discovery(
+            self.params.aws.cluster_name or "lab"
+        )
         sm = aws.client(self.params, "secretsmanager")
         for secret_id, name in (("lab/nexus-admin", "nexus-admin"), ("lab/docker-pull", "docker-pull")):
             value = json.dumps(
@@ -404,7 +451,15 @@ class Lab:
     def down(self) -> list[str]:
         state = self.load_state()
         stopped = []
-        for name, rec in reversed(list(state.get("components", {}).items())):
+        # Newest dependency first (Karpenter and its nodes before the API and moto they use), whatever order
+        # restarts left in the state file.
+        try:
+            order = [c.name for c in self.components()]
+        except LabError:
+            order = []
+        records = state.get("components", {})
+        names = sorted(records, key=lambda n: order.index(n) if n in order else len(order), reverse=True)
+        for name, rec in ((n, records[n]) for n in names):
             pid = rec.get("pid")
             if pid_alive(pid, Path(rec["argv"][0]).name):
                 stop_pid(pid)
@@ -441,8 +496,8 @@ class Lab:
     def healthy(self) -> bool:
         return all(r["state"] == "up" for r in self.status_rows())
 
-    def status_table(self) -> str:
-        rows = self.status_rows()
+    def status_table(self, rows: list[dict] | None = None) -> str:
+        rows = self.status_rows() if rows is None else rows
         cols = ["component", "state", "pid", "ports", "url"]
         widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
         lines = ["  ".join(c.ljust(widths[c]) for c in cols)]
@@ -455,3 +510,17 @@ def _tail(path: str, n: int = 15) -> str:
         return "\n".join(Path(path).read_text(errors="replace").splitlines()[-n:])
     except OSError:
         return "(no log)"
+
+
+def _left_behind(stopped: list[str], left: list[str]) -> str:
+    said = (
+        f"stopped what this `lab up` had started: {', '.join(stopped)}"
+        if stopped
+        else "this `lab up` had started nothing"
+    )
+    kept = (
+        f"left running (already running before): {', '.join(left)}"
+        if left
+        else "nothing of the lab is left running"
+    )
+    return f"{said}; {kept}"

@@ -12,41 +12,14 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from runbook_lab.orchestrator import pid_alive, port_free
 from runbook_lib.cli import main
+from tests.support.labkit import lab_params_file as lab_params
+from tests.support.labkit import lab_ports as all_ports
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.netns
-
-
-def lab_params(tmp_path: Path) -> Path:
-    data = yaml.safe_load((REPO / "parameters" / "lab.yaml").read_text())
-    lab_dir = tmp_path / "lab"
-    data["lab"].update(dir=str(lab_dir), image_mb=2, multilayer_mb=4)
-    data["nexus"]["initial_password_file"] = str(lab_dir / "nexus" / "data" / "admin.password")
-    data["kubernetes"]["kubeconfig"] = str(lab_dir / "kubeconfig")
-    data["outputs"]["dir"] = str(tmp_path / "outputs")
-    path = tmp_path / "lab.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-def all_ports(params_path: Path) -> list[int]:
-    data = yaml.safe_load(params_path.read_text())
-    lab = data["lab"]
-    ports = [r["port"] for r in lab["registries"].values()]
-    ports += [
-        lab["dockerhub"]["port"],
-        lab["dockerhub"]["token_port"],
-        lab["kube_port"],
-        lab["moto_port"],
-        18081,
-        lab.get("ingress_port", 18080),
-    ]
-    ports += [u["connector_port"] for u in data["upstreams"]]
-    return ports
 
 
 def writes(lab_dir: Path) -> list[dict]:

@@ -116,3 +116,35 @@ class Lab:
             self.record,
         )
         return repos.counts(), sec.counts()
+
+
+def lab_params_file(tmp: Path) -> Path:
+    """parameters/lab.yaml with its folder, kubeconfig and outputs under `tmp` and small images: what
+    `runbook lab up --params` gets in the lab CLI tests (the lab's own ports: run them in the netns)."""
+    data = yaml.safe_load((REPO / "parameters" / "lab.yaml").read_text())
+    lab_dir = tmp / "lab"
+    data["lab"].update(dir=str(lab_dir), image_mb=2, multilayer_mb=4)
+    data["nexus"]["initial_password_file"] = str(lab_dir / "nexus" / "data" / "admin.password")
+    data["kubernetes"]["kubeconfig"] = str(lab_dir / "kubeconfig")
+    data["outputs"]["dir"] = str(tmp / "outputs")
+    path = tmp / "lab.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def lab_ports(params_path: Path) -> list[int]:
+    """Every port `runbook lab up` listens on for this parameters file."""
+    data = yaml.safe_load(params_path.read_text())
+    lab = data["lab"]
+    ports = [r["port"] for r in lab["registries"].values()]
+    ports += [
+        lab["dockerhub"]["port"],
+        lab["dockerhub"]["token_port"],
+        lab["kube_port"],
+        lab["moto_port"],
+        18081,
+        lab.get("ingress_port", 18080),
+        lab.get("karpenter_health_port", 18090),
+    ]
+    ports += [u["connector_port"] for u in data["upstreams"]]
+    return ports

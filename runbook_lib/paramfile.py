@@ -87,8 +87,9 @@ def loads(raw: bytes) -> Any:
         raise FileProblem(
             f"line {line}", f"not UTF-8 text (undecodable byte at offset {err.start})"
         ) from None
-    loader = _Loader(text)
+    loader: _Loader | None = None
     try:
+        loader = _Loader(text)  # the reader already refuses non-printable characters here
         node = loader.get_single_node()
         if node is None:
             return None
@@ -101,7 +102,8 @@ def loads(raw: bytes) -> Any:
     except RecursionError:
         raise FileProblem("(file)", "nested too deeply") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def read(path: Path) -> Any:

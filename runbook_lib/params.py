@@ -318,7 +318,8 @@ class Helm(Strict):
     )
     chart_version: str | None = Field(
         None,
-        description="`helm upgrade --version`; default: the deployed release's chart version (values change only)",
+        description="`helm upgrade --version`; default: the deployed release's chart version "
+        "(values change only)",
     )
     apply_with: Literal["auto", "helm", "manifests"] = Field(
         "auto",
@@ -340,7 +341,8 @@ class Helm(Strict):
     )
     service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] | None = Field(
         None,
-        description="Docker Service type; default ClusterIP (NodePort for nxrm-aws-resiliency: ALB instance targets)",
+        description="Docker Service type; default ClusterIP "
+        "(NodePort for nxrm-aws-resiliency: ALB instance targets)",
     )
     ready_timeout_s: float = Field(
         60.0, gt=0, description="How long verification waits for the ingress controller to route a new host"
@@ -595,7 +597,8 @@ class Lab(Strict):
     image_gc_age_s: float = Field(
         2.0,
         ge=0,
-        description="lab nodes free unused images after this many seconds (kubelet imageMaximumGCAge; 0 = never)",
+        description="lab nodes free unused images after this many seconds "
+        "(kubelet imageMaximumGCAge; 0 = never)",
     )
     node_pools: dict[K8sName, Annotated[StrictInt, Field(ge=0)]] = Field(
         default_factory=lambda: {"default": 2}, description="NodePool name -> initial number of lab nodes"
@@ -627,7 +630,8 @@ class RunbookParams(Strict):
     outputs: Outputs = Field(default_factory=Outputs)
     resolve: dict[str, str] = Field(
         default_factory=dict,
-        description="host name -> IP address overrides for the runbook's own HTTP clients (like curl --resolve)",
+        description="host name -> IP address overrides for the runbook's own HTTP clients "
+        "(like curl --resolve)",
     )
     lab: Lab | None = None
 
@@ -712,14 +716,14 @@ class RunbookParams(Strict):
             if up.group:
                 if up.group in groups and groups[up.group] != up.registry:
                     raise ValueError(
-                        f"upstreams[{i}].group: group {up.group} would serve both {groups[up.group]} and {up.registry}: Nexus ignores "
-                        "containerd's ?ns=, so one group for several upstreams serves paths from the wrong member"
+                        f"upstreams[{i}].group: group {up.group} would serve both {groups[up.group]} "
+                        f"and {up.registry}: Nexus ignores containerd's ?ns=, so one group for several "
+                        "upstreams serves paths from the wrong member"
                     )
                 groups[up.group] = up.registry
-        names = {u.name for u in self.upstreams}
-        clash = names & set(groups)
-        if clash:
-            raise ValueError(f"repository name used both as proxy and group: {sorted(clash)}")
+        for i, up in enumerate(self.upstreams):
+            if up.name in groups:
+                raise ValueError(f"upstreams[{i}].name: {up.name} is used both as proxy and group")
         return self
 
     # -- helpers -------------------------------------------------------------------------------
@@ -823,7 +827,8 @@ def summary(params: RunbookParams) -> str:
     ups = ", ".join(f"{u.registry}→{u.endpoint_repository}" for u in params.upstreams)
     return (
         f"target {params.target}: Nexus {params.nexus.url}, {len(params.upstreams)} upstream(s) ({ups}), "
-        f"security {params.security.mode}, Karpenter {params.karpenter.api_version}/{params.karpenter.ami_family}"
+        f"security {params.security.mode}, "
+        f"Karpenter {params.karpenter.api_version}/{params.karpenter.ami_family}"
         + (", lab" if params.lab else "")
     )
 

@@ -53,7 +53,8 @@ def parse_ref(text: str) -> SecretRef:
     """Parse a reference; raise ValueError saying what a valid one looks like."""
     if not isinstance(text, str) or ":" not in text:
         raise ValueError(
-            "must be a secret reference (env:NAME, file:PATH, aws-sm:ID[#key], k8s:NAMESPACE/NAME#key), not a value"
+            "must be a secret reference (env:NAME, file:PATH, aws-sm:ID[#key], "
+            "k8s:NAMESPACE/NAME#key), not a value"
         )
     scheme, rest = text.split(":", 1)
     if scheme == "env":

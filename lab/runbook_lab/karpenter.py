@@ -3,8 +3,10 @@
 A controller process that talks to the Kubernetes API stand-in through the official client and a kubeconfig,
 as Karpenter talks to an API server, and to EC2 (moto) through boto3. It reproduces the parts of Karpenter
 (kubernetes-sigs/karpenter + aws/karpenter-provider-aws, v1 API; v1beta1 when only that is served) that the
-runbook's Karpenter stage relies on; sources: kubernetes-sigs/karpenter pkg/controllers/nodeclaim/disruption/drift.go and
-aws/karpenter-provider-aws pkg/providers/amifamily/bootstrap/ (userData merge), pkg/apis/v1/ec2nodeclass_hash.go:
+runbook's Karpenter stage relies on; sources: kubernetes-sigs/karpenter
+pkg/controllers/nodeclaim/disruption/drift.go and
+aws/karpenter-provider-aws pkg/providers/amifamily/bootstrap/ (userData merge),
+pkg/apis/v1/ec2nodeclass_hash.go:
 
 * EC2NodeClass: annotated with `karpenter.k8s.aws/ec2nodeclass-hash` (+ `-hash-version`), a hash of its spec
   that ignores the selector terms and amiFamily (hash:"ignore" in pkg/apis/v1/ec2nodeclass.go) and includes
@@ -30,7 +32,8 @@ aws/karpenter-provider-aws pkg/providers/amifamily/bootstrap/ (userData merge), 
   pre-spun (Event DisruptionLaunching "Launching NodeClaim: Drifted" on it), and once the replacement is
   initialized the old one is deleted (DisruptionTerminating "Disrupting Node: Drifted" / "Disrupting
   NodeClaim: Drifted"; messages from pkg/controllers/disruption/events). A budget of 0 emits
-  DisruptionBlocked on the NodePool. `karpenter.sh/do-not-disrupt: "true"` on the Node or NodeClaim is honoured.
+  DisruptionBlocked on the NodePool. `karpenter.sh/do-not-disrupt: "true"` on the Node or NodeClaim is
+  honoured.
 * Termination (finalizer karpenter.sh/termination): taint, evict the node's Pods, stop the lab node, terminate
   the instance, delete the Node, remove the finalizer. NodeClaims whose instance no longer exists in EC2 are
   garbage-collected (Karpenter's nodeclaim GC; one tagged DescribeInstances at most every 5 s), e.g. after
@@ -45,7 +48,8 @@ aws/karpenter-provider-aws pkg/providers/amifamily/bootstrap/ (userData merge), 
 
 Deliberate approximations (the lab is not a scheduler simulation):
 * Pool size is fixed: `lab.node_pools[pool]` nodes per NodePool (like a static NodePool), instead of sizing
-  to pending Pods; pools not in that map get no nodes. A replacement is always pre-spun, even for an empty node.
+  to pending Pods; pools not in that map get no nodes. A replacement is always pre-spun, even for an empty
+  node.
 * The hash is SHA-256 over a canonical JSON (zero values dropped, lists as sets), printed as a decimal
   uint64 like Karpenter's hashstructure hash; the values differ from real Karpenter, the behaviour does not.
 * AMIs are resolved from moto's public images by name (al2023-ami-*, amzn2-ami-*, ...), not from the EKS
@@ -163,7 +167,8 @@ class Flavor:
         return {"apiVersion": f"{AWS_GROUP}/v1beta1", "kind": "EC2NodeClass", "name": name}
 
 
-# hash versions: NodePoolHashVersion v3 (v1.x), EC2NodeClassHashVersion v4 (v1.0); v1beta1 (v0.36-0.37): v2 both
+# hash versions: NodePoolHashVersion v3 (v1.x), EC2NodeClassHashVersion v4 (v1.0); v1beta1 (v0.36-0.37): v2
+# both
 FLAVORS = {
     "v1": Flavor(
         "v1",
@@ -489,7 +494,8 @@ def lab_service_ports(params: Any) -> list[int]:
 
 
 def node_role_env(aws_endpoint: str, region: str) -> dict[str, str]:
-    """The lab's stand-in for a node's instance role: userData scripts get moto's endpoint and dummy credentials
+    """The lab's stand-in for a node's instance role: userData scripts get moto's endpoint and dummy
+    credentials
     in their environment (a real node gets credentials from the instance metadata service), and the AWS CLI
     on PATH, so the secrets-manager credential mode can read its secret at boot."""
     import shutil
@@ -568,7 +574,8 @@ class Ec2:
         return filters
 
     def tag_discovery(self, cluster: str) -> None:
-        """Tag the default VPC's subnets and security group for discovery, as the getting-started guide does."""
+        """Tag the default VPC's subnets and security group for discovery, as the getting-started guide
+        does."""
         vpcs = self.client.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]
         if not vpcs:
             return
@@ -823,7 +830,8 @@ class KarpenterSim:
     def event(
         self, obj: dict[str, Any], kind: str, api_version: str, type_: str, reason: str, message: str
     ) -> None:
-        """An Event like Karpenter's recorder writes (cluster-scoped objects: namespace "default"), deduplicated."""
+        """An Event like Karpenter's recorder writes (cluster-scoped objects: namespace "default"),
+        deduplicated."""
         meta = obj.get("metadata") or {}
         key = (meta.get("uid", meta.get("name", "")), reason, message)
         if key in self._events_sent and time.monotonic() - self._events_sent[key] < 60:
@@ -926,7 +934,8 @@ class KarpenterSim:
             self._stop.wait(0.05)  # let a burst of watch events settle into one pass
 
     def stop(self, timeout: float = 40.0) -> None:
-        """End the loop; the loop thread stops the lab nodes (in parallel, SIGTERM then SIGKILL after 10 s)."""
+        """End the loop; the loop thread stops the lab nodes (in parallel, SIGTERM then SIGKILL after 10
+        s)."""
         self._stop.set()
         self._wake.set()
         for w in self._watches:
@@ -956,7 +965,8 @@ class KarpenterSim:
         return rows
 
     def ready(self) -> bool:
-        """Every NodePool of the lab has its nodes initialized, each with its lab node up in this process (after a
+        """Every NodePool of the lab has its nodes initialized, each with its lab node up in this process
+        (after a
         restart, persisted NodeClaims say Initialized before their nodes have booted again), and no disruption
         is in flight."""
         if self.last_ok is None or self.commands:
@@ -1076,7 +1086,8 @@ class KarpenterSim:
         for pool in pools:
             self.custom.create_cluster_custom_object(CORE_GROUP, self.flavor.version, "nodepools", pool)
         self.log(
-            f"karpenter: created the lab's EC2NodeClass default and NodePool(s) {', '.join(sorted(self.cluster.node_pools))}"
+            "karpenter: created the lab's EC2NodeClass default and NodePool(s) "
+            + ", ".join(sorted(self.cluster.node_pools))
         )
 
     # -- node classes and pools ----------------------------------------------------------------------------
@@ -1224,7 +1235,8 @@ class KarpenterSim:
                 )
                 for claim in extra[: len(effective) - wanted]:
                     self.log(
-                        f"karpenter: NodePool {name} wants {wanted} node(s); deleting {claim['metadata']['name']}"
+                        f"karpenter: NodePool {name} wants {wanted} node(s);"
+                        f" deleting {claim['metadata']['name']}"
                     )
                     self._delete_claim(claim["metadata"]["name"], claim)
 
@@ -1320,7 +1332,8 @@ class KarpenterSim:
             # pkg/controllers/nodeclaim/garbagecollection/controller.go): a NodeClaim whose instance the cloud
             # provider no longer lists is deleted; termination then removes its Node, and provision() below
             # launches a new NodeClaim for the NodePool's capacity. This is how the lab comes back after
-            # `lab down` + `lab up`: moto starts empty, so every instance is gone, and fresh nodes replace them.
+            # `lab down` + `lab up`: moto starts empty, so every instance is gone, and fresh nodes replace
+            # them.
             # (Upstream spares a claim whose Node is still Ready, a kubelet still reporting; the lab's API has
             # no node lifecycle controller to turn a silent Node Unknown, so that check is not made here.)
             self.log(f"karpenter: instance of nodeclaim {name} no longer exists; deleting the nodeclaim")
@@ -1356,7 +1369,8 @@ class KarpenterSim:
                     )
                 if time.monotonic() - first > self.registration_ttl_s:
                     self.log(
-                        f"karpenter: nodeclaim {name} did not register within {self.registration_ttl_s:.0f} s;"
+                        f"karpenter: nodeclaim {name} did not register within"
+                        f" {self.registration_ttl_s:.0f} s;"
                         " deleting it"
                     )
                     self._delete_claim(name)
@@ -1396,7 +1410,8 @@ class KarpenterSim:
         return live
 
     def _lose_machine(self, name: str, node: dict[str, Any] | None) -> None:
-        """What a vanished instance takes with it, at once and before this pass provisions replacements: its lab
+        """What a vanished instance takes with it, at once and before this pass provisions replacements: its
+        lab
         node (the machine: its kubelet stops reporting, its disk is gone) and so its Node and the Node's Pods.
         At once because moto hands a new instance the private IP, and so the Node name, of a vanished one."""
         from kubernetes.client.rest import ApiException
@@ -1629,7 +1644,8 @@ class KarpenterSim:
                 raise
 
     def sync_node(self, claim: dict[str, Any], node: dict[str, Any]) -> None:
-        """Registration: claim labels/annotations/taints onto the Node, finalizer and owner, unregistered taint off."""
+        """Registration: claim labels/annotations/taints onto the Node, finalizer and owner, unregistered
+        taint off."""
         meta = node["metadata"]
         labels = {**(claim["metadata"].get("labels") or {}), LABEL_REGISTERED: "true"}
         missing_labels = {k: v for k, v in labels.items() if (meta.get("labels") or {}).get(k) != v}
@@ -1774,7 +1790,8 @@ class KarpenterSim:
             node.setdefault("spec", {})["taints"] = wanted
 
     def _delete_claim(self, name: str, seen: dict[str, Any] | None = None) -> None:
-        """Delete a NodeClaim (its finalizer keeps it until terminated); `seen`, this pass's copy of it, is marked
+        """Delete a NodeClaim (its finalizer keeps it until terminated); `seen`, this pass's copy of it, is
+        marked
         too, so the rest of the pass counts it as being deleted."""
         from kubernetes.client.rest import ApiException
 
@@ -1829,9 +1846,11 @@ class KarpenterSim:
             self._wake.set()
 
     def _node_of(self, claim: dict[str, Any], seen: dict[str, Any] | None) -> dict[str, Any] | None:
-        """The claim's Node as it is now, or None: a Node is the claim's while it carries the claim's providerID
+        """The claim's Node as it is now, or None: a Node is the claim's while it carries the claim's
+        providerID
         (Karpenter's NodeForNodeClaim matches by providerID). After moto restarted, a new instance can get a
-        terminated one's private IP, so its Node takes the old Node's name; that Node is no longer this claim's."""
+        terminated one's private IP, so its Node takes the old Node's name; that Node is no longer this
+        claim's."""
         from kubernetes.client.rest import ApiException
 
         if seen is None:
@@ -1846,7 +1865,8 @@ class KarpenterSim:
         return node if provider_id and (node.get("spec") or {}).get("providerID") == provider_id else None
 
     def _discard_stale_disk(self, name: str) -> None:
-        """The disk of a claim's lab node left by an earlier run of this process (start() stopped its processes)."""
+        """The disk of a claim's lab node left by an earlier run of this process (start() stopped its
+        processes)."""
         from runbook_lab.node import discard_disk
 
         if (self.nodes_dir / name).is_dir():
@@ -1896,7 +1916,8 @@ class KarpenterSim:
                 )
 
     def collect_orphans(self, claims: list[dict[str, Any]], nodes: list[dict[str, Any]]) -> None:
-        """Nodes Karpenter owns whose NodeClaim is gone are removed (with their Pods); stray taints are dropped."""
+        """Nodes Karpenter owns whose NodeClaim is gone are removed (with their Pods); stray taints are
+        dropped."""
         providers = {(c.get("status") or {}).get("providerID") for c in claims}
         in_commands = {name for cmd in self.commands for name in cmd.candidates}
         claim_by_provider = {(c.get("status") or {}).get("providerID"): c for c in claims}
@@ -2100,7 +2121,8 @@ class LabScheduler:
 
 # -- health endpoint -------------------------------------------------------------------------------------
 def health_server(sim: KarpenterSim, port: int, host: str = "127.0.0.1") -> Any:
-    """/healthz (the loop runs and its last pass succeeded within a minute), /readyz (every lab NodePool has its
+    """/healthz (the loop runs and its last pass succeeded within a minute), /readyz (every lab NodePool has
+    its
     nodes initialized, no disruption in flight) and /_lab/nodes (the lab nodes of this process, JSON)."""
     from runbook_lab.httpbase import LabHandler, LabHTTPServer
 

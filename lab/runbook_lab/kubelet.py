@@ -12,7 +12,8 @@ real kubelet behaviour each part follows (kubernetes/kubernetes pkg/kubelet):
   first, `Always` pulls, `IfNotPresent` pulls only when CRI ImageStatus says the image is absent, `Never`
   never pulls. Pulls are serialized per node (serializeImagePulls defaults to true). Events, exact wording:
     Normal  Pulling  `Pulling image "IMG"`
-    Normal  Pulled   `Successfully pulled image "IMG" in 1.234s (1.234s including waiting). Image size: N bytes.`
+    Normal  Pulled   `Successfully pulled image "IMG" in 1.234s (1.234s including waiting). Image size: N
+    bytes.`
     Normal  Pulled   `Container image "IMG" already present on machine`
     Warning Failed   `Failed to pull image "IMG": <CRI error>` then `Error: ErrImagePull`
     Normal  BackOff  `Back-off pulling image "IMG"` and Warning Failed `Error: ImagePullBackOff`
@@ -84,7 +85,8 @@ def go_duration(seconds: float) -> str:
 
 
 def go_quote(text: str) -> str:
-    """Go's %q for the printable ASCII image names kubelet messages quote (JSON escaping is the same there)."""
+    """Go's %q for the printable ASCII image names kubelet messages quote (JSON escaping is the same
+    there)."""
     return json.dumps(text)
 
 
@@ -327,7 +329,8 @@ class Kubelet:
         }
 
     def register(self) -> None:
-        """Create the Node (or take over one left from an earlier boot of the same instance), then post status."""
+        """Create the Node (or take over one left from an earlier boot of the same instance), then post
+        status."""
         from kubernetes.client.rest import ApiException
 
         body = self.node_object()

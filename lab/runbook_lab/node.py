@@ -234,7 +234,8 @@ def user_data_parts(text: str, ami_family: str = "AL2023") -> list[UserDataPart]
 
 def run_user_data(spec: NodeSpec, log_path: Path) -> list[dict[str, Any]]:
     """Run the runnable parts in order, like cloud-init's scripts-user: executed directly (so a `#!` line such
-    as `#!/bin/bash -xe` counts), as root, from /, with cloud-init's PATH; a failure does not stop the rest."""
+    as `#!/bin/bash -xe` counts), as root, from /, with cloud-init's PATH; a failure does not stop the
+    rest."""
     results = []
     scripts = spec.path / "userdata"
     scripts.mkdir(parents=True, exist_ok=True)
@@ -322,7 +323,8 @@ def _is_within(path: Path, parent: Path) -> bool:
 
 
 def overlay_targets(keep_shared: list[Path]) -> list[str]:
-    """The protected host dirs that can be overlaid: existing, and not holding a path that must stay shared."""
+    """The protected host dirs that can be overlaid: existing, and not holding a path that must stay
+    shared."""
     targets = []
     for d in PROTECTED_DIRS:
         p = Path(d)
@@ -625,7 +627,8 @@ class LabNode:
             time.sleep(0.05)
 
     def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM the node process (it stops kubelet, containerd and the bridge), wait, SIGKILL as a fallback.
+        """SIGTERM the node process (it stops kubelet, containerd and the bridge), wait, SIGKILL as a
+        fallback.
         The node's mounts live only in its mount namespace, which goes with its last process."""
         proc, self.proc = self.proc, None
         if proc is not None:
@@ -644,8 +647,10 @@ class LabNode:
             (self.dir / "pid").unlink()
 
     def discard_disk(self) -> None:
-        """After stop(): drop what a terminated instance loses with its disk (containerd's content and snapshots,
-        the overlays, the node root, the bridge sockets, the userData parts); keep the logs, spec and status."""
+        """After stop(): drop what a terminated instance loses with its disk (containerd's content and
+        snapshots,
+        the overlays, the node root, the bridge sockets, the userData parts); keep the logs, spec and
+        status."""
         if self.running:
             raise NodeError("stop the node first")
         discard_disk(self.dir)
@@ -657,7 +662,8 @@ class LabNode:
         return ["nsenter", "-t", str(self.node_pid), "-n", "-m", "--", *argv]
 
     def node_path(self, path: str) -> Path:
-        """Where a file the node wrote at `path` (e.g. /etc/x) is on this machine (overlay upper or bind source)."""
+        """Where a file the node wrote at `path` (e.g. /etc/x) is on this machine (overlay upper or bind
+        source)."""
         p = Path(path)
         if _is_within(p, Path("/etc/containerd")):
             return self.spec.root / "etc" / "containerd" / p.relative_to("/etc/containerd")

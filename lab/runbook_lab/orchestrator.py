@@ -297,7 +297,8 @@ class Lab:
             if started:
                 progress("  seeding images, secrets and cluster objects ...")
                 self.seed()
-            # What was already running must answer too: e.g. Karpenter replaces its nodes after moto restarted.
+            # What was already running must answer too: e.g. Karpenter replaces its nodes after moto
+            # restarted.
             for c in comps:
                 if c.name in running:
                     c.pid, c.log = running[c.name]["pid"], running[c.name].get("log", "")

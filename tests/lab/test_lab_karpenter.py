@@ -32,7 +32,7 @@ from tests.support.lab_node import moto_fixture, pids_alive, registries_fixture,
 REPO = Path(__file__).resolve().parents[2]
 
 
-# -- hashes --------------------------------------------------------------------------------------------------------
+# -- hashes --------------------------------------------------------------------------------------------------
 def node_class_spec(**extra: Any) -> dict[str, Any]:
     spec = {
         "role": "KarpenterNodeRole-lab",
@@ -86,7 +86,7 @@ def test_node_pool_hash_covers_the_template_but_not_requirements_or_budgets() ->
     assert k.nodepool_hash(changed) != base
 
 
-# -- budgets ---------------------------------------------------------------------------------------------------------
+# -- budgets -------------------------------------------------------------------------------------------------
 def pool(*budgets: dict[str, Any]) -> dict[str, Any]:
     return {"spec": {"disruption": {"budgets": list(budgets)}}}
 
@@ -114,7 +114,7 @@ def test_no_budgets_is_unbounded() -> None:
     assert k.allowed_disruptions({"spec": {}}, 3, 0) >= 3
 
 
-# -- userData as Karpenter passes it -------------------------------------------------------------------------------
+# -- userData as Karpenter passes it -------------------------------------------------------------------------
 def mime(*parts: tuple[str, str], boundary: str = "B") -> str:
     out = [f'MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="{boundary}"\n']
     for headers, body in parts:
@@ -169,7 +169,7 @@ def test_bottlerocket_keeps_user_settings_and_sets_kubernetes() -> None:
     assert "other" not in doc  # only [settings] survives
 
 
-# -- scheduling stand-in -------------------------------------------------------------------------------------------
+# -- scheduling stand-in -------------------------------------------------------------------------------------
 def node(
     name: str, labels: dict[str, str], taints: list[dict[str, str]] | None = None, ready: bool = True
 ) -> dict:
@@ -217,7 +217,7 @@ def test_pod_fits_selector_affinity_and_taints() -> None:
     assert not k.pod_fits(plain, node("n3", {"karpenter.sh/nodepool": "a"}, ready=False))
 
 
-# -- lab wiring -------------------------------------------------------------------------------------------------------
+# -- lab wiring ----------------------------------------------------------------------------------------------
 def lab_params() -> Any:
     from runbook_lib import params
 
@@ -265,7 +265,7 @@ def test_default_cluster_objects_are_valid_for_the_crds(version: str, profile: s
     assert "cluster-user-data" in stored["spec"]["userData"]
 
 
-# -- the controller with real lab nodes ---------------------------------------------------------------------------
+# -- the controller with real lab nodes ----------------------------------------------------------------------
 moto = pytest.fixture(scope="module")(moto_fixture)
 
 
@@ -565,7 +565,7 @@ def test_pending_pods_are_bound_to_a_ready_node_of_their_pool(sim) -> None:
     assert scheduled[0]["source"] == {"component": "default-scheduler"}
 
 
-# -- the CLI, as the lab orchestrator runs it -------------------------------------------------------------------------
+# -- the CLI, as the lab orchestrator runs it ----------------------------------------------------------------
 def free_port() -> int:
     import socket
 
@@ -672,7 +672,7 @@ def test_v1beta1_cluster_gets_nodes_with_v1beta1_objects(moto: str) -> None:
     standin.stop()
 
 
-# -- the runbook's own stage-4 userData on lab nodes ---------------------------------------------------------------
+# -- the runbook's own stage-4 userData on lab nodes ---------------------------------------------------------
 registries = pytest.fixture(scope="module")(registries_fixture)
 
 

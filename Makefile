@@ -10,7 +10,7 @@ PY        := $(VENV)/bin/python
 STAMP     := $(VENV)/.installed
 RUNBOOK   := $(VENV)/bin/runbook
 
-.PHONY: demo test setup system-packages lint lab-down
+.PHONY: demo test bench setup system-packages lint lab-down
 
 setup: $(STAMP)
 
@@ -34,6 +34,10 @@ demo: system-packages setup
 
 test: system-packages setup
 	@bash scripts/test.sh
+
+# Benchmarks (not the test suite): bench/results.json, bench/results.md and the README's Performance table.
+bench: system-packages setup
+	$(PY) -m bench.run
 
 lint: setup
 	$(VENV)/bin/ruff check runbook_lib lab tests

@@ -1,0 +1,1 @@
+"""Benchmarks (``make bench``): ratios against same-run baselines; not part of the test suite."""

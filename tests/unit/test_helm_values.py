@@ -359,6 +359,10 @@ def test_host_problems_are_clear_failures(change, message) -> None:
     data["upstreams"][1].pop("mirror_url")
     data["helm"]["hosts"] = {"docker.io": "docker.mirror.example.com"}
     change(data["helm"], data["upstreams"])
+    if message == "share the ingress host":  # refused earlier since issue #11: at params check, exit 2
+        with pytest.raises(params_mod.ParamsError, match="ingress host"):
+            params_mod.parse(data, "test", REPO / "parameters")
+        return
     p = params_mod.parse(data, "test", REPO / "parameters")
     with pytest.raises(StageFailed, match=message):
         values.endpoints(p)

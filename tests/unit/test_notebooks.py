@@ -44,3 +44,37 @@ def test_stage_id_matches_file(path: Path) -> None:
     source = next(c.source for c in nb.cells if "parameters" in c.metadata.get("tags", []))
     stage = next(line for line in source.splitlines() if line.startswith("stage"))
     assert f'"{STAGES[int(path.name[:2])]}"' in stage
+
+
+def test_every_library_name_a_notebook_calls_exists() -> None:
+    """`module.name` in a stage notebook resolves in runbook_lib (a rename in the library cannot strand a
+    notebook until a lab run finds it)."""
+    import ast
+    import importlib
+
+    import nbformat
+
+    from runbook_lib.runner import default_notebooks_dir
+
+    missing = []
+    for path in sorted(default_notebooks_dir().glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+        tree = ast.parse(code)
+        modules: dict[str, object] = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("runbook_lib"):
+                for alias in node.names:
+                    target = f"{node.module}.{alias.name}"
+                    try:
+                        modules[alias.asname or alias.name] = importlib.import_module(target)
+                    except ModuleNotFoundError:
+                        parent = importlib.import_module(node.module)
+                        if not hasattr(parent, alias.name):
+                            missing.append(f"{path.name}: {target}")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                module = modules.get(node.value.id)
+                if module is not None and not hasattr(module, node.attr):
+                    missing.append(f"{path.name}: {node.value.id}.{node.attr}")
+    assert missing == []

@@ -316,7 +316,8 @@ def execute_stage(
     install_papermill_handler()
     engine_kwargs: dict[str, Any] = {
         "shutdown_kernel": "immediate",  # a graceful shutdown sometimes waits 2.5 s here
-        "store_widget_state": False,  # widget values would land in metadata (nbclient docs/client.rst, "Widget state")
+        # widget values would land in metadata (nbclient docs/client.rst, "Widget state")
+        "store_widget_state": False,
         "interrupt_on_timeout": True,  # a timeout becomes a recorded cell failure
         "execution_timeout": cell_timeout_s,
     }

@@ -56,7 +56,7 @@ def test_cri_errors_read_like_the_go_grpc_client() -> None:
     )
 
 
-# -- against real containerd ----------------------------------------------------------------------------------
+# -- against real containerd ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def base() -> Iterator[Path]:
     yield from short_tmp("lk")

@@ -96,8 +96,10 @@ def test_context_selects_a_non_current_context(kube, tmp_path: Path) -> None:
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "kube.api_client sets configuration.host = api_host after load_kube_config, but for a kubeconfig user "
-        "with a token the loader installs refresh_api_key_hook, which Configuration.auth_settings() runs before "
+        "kube.api_client sets configuration.host = api_host after load_kube_config, but for a kubeconfig "
+        "user "
+        "with a token the loader installs refresh_api_key_hook, which Configuration.auth_settings() runs "
+        "before "
         "every request and which re-applies the kubeconfig's host (KubeConfigLoader._set_config): the first "
         "request goes to the kubeconfig's server, not to api_host"
     ),

@@ -94,7 +94,8 @@ def target(tmp_path: Path) -> dict:
 
 
 def start_holder(t: dict) -> tuple[subprocess.Popen, int]:
-    """A runner applying the target in a subprocess, stopped inside its stage; returns it and its kernel pid."""
+    """A runner applying the target in a subprocess, stopped inside its stage; returns it and its kernel
+    pid."""
     proc = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(t["params"]), str(t["out"]), str(t["wait_nbs"]), "apply"],
         env=t["env"],

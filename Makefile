@@ -40,7 +40,8 @@ bench: system-packages setup
 	$(PY) -m bench.run
 
 lint: setup
-	$(VENV)/bin/ruff check runbook_lib lab tests
+	$(VENV)/bin/ruff check runbook_lib lab tests bench
+	$(VENV)/bin/ruff format --check runbook_lib lab tests bench
 
 lab-down:
 	$(RUNBOOK) lab down

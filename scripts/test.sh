@@ -4,7 +4,8 @@
 # with anything else on the machine.
 set -eu
 cd "$(dirname "$0")/.."
-.venv/bin/ruff check runbook_lib lab tests
+.venv/bin/ruff check runbook_lib lab tests bench
+.venv/bin/ruff format --check runbook_lib lab tests bench
 if [ "$(id -u)" = 0 ] && unshare --net true 2>/dev/null; then
   exec unshare --net -- sh -c 'ip link set lo up && exec .venv/bin/python -m pytest "$@"' pytest "$@"
 fi

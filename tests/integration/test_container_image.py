@@ -142,7 +142,8 @@ def test_image_is_non_root_without_the_lab_and_carries_the_notebooks(image) -> N
         "-c",
         "import os, importlib.util as u, runbook_lib, pathlib;"
         "print(os.getuid(), u.find_spec('runbook_lab') is None,"
-        " sorted(p.name for p in (pathlib.Path(runbook_lib.__file__).parent / 'notebooks').glob('*.ipynb'))[0])",
+        " sorted(p.name for p in (pathlib.Path(runbook_lib.__file__).parent / 'notebooks')"
+        ".glob('*.ipynb'))[0])",
     )
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["10001", "True", "00_preflight.ipynb"]

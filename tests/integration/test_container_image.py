@@ -158,16 +158,18 @@ def test_params_check_in_the_image(image, tmp_path: Path) -> None:
     assert "target my-cluster" in res.stdout and "aws-sm reference" in res.stdout
 
 
-def test_plan_only_stage_in_the_image(image, nexus, tmp_path: Path) -> None:
+def test_plan_only_stage_in_the_image(image, nexus, kubeconfig: Path, tmp_path: Path) -> None:
     """nexus-repos in plan mode against the lab's Nexus emulator on loopback: reads only, plan written."""
     params = {
         "target": "image-test",
         "nexus": {"url": nexus.url, "admin_password": "env:NEXUS_PW"},
         "upstreams": [{"name": "docker-hub", "registry": "docker.io", "remote_url": "http://127.0.0.1:1"}],
-        "kubernetes": {"required": False},
+        "kubernetes": {"kubeconfig": "kubeconfig"},  # the stage connects to Kubernetes: the lab's stand-in
         "aws": {"required": False},
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    shutil.copy(kubeconfig, tmp_path / "kubeconfig")
+    os.chmod(tmp_path / "kubeconfig", 0o644)
     with nexus.admin() as admin:
         before = admin.get("/v1/repositories").json()
     os.chmod(tmp_path, 0o777)  # uid 10001 writes the run folder here

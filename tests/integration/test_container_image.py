@@ -168,8 +168,8 @@ def test_plan_only_stage_in_the_image(image, nexus, kubeconfig: Path, tmp_path: 
         "aws": {"required": False},
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    shutil.copy(kubeconfig, tmp_path / "kubeconfig")
-    os.chmod(tmp_path / "kubeconfig", 0o644)
+    assert kubeconfig == tmp_path / "kubeconfig"  # the fixture writes it next to params.yaml
+    os.chmod(kubeconfig, 0o644)
     with nexus.admin() as admin:
         before = admin.get("/v1/repositories").json()
     os.chmod(tmp_path, 0o777)  # uid 10001 writes the run folder here

@@ -69,7 +69,7 @@ def test_apply_then_rerun_writes_nothing(lab_factory, mode, reference_dir) -> No
 
     checks = proof.prove(lab.params, lab.secret)
     assert checks and all(c.ok for c in checks), [c.record() for c in checks]
-    whos = {c.who for c in checks}
+    whos = {c.name.split(": ", 1)[1].rsplit(" ", 2)[0] for c in checks}  # "<endpoint>: <who> <expect>"
     assert whos == (
         {"anonymous"}
         if mode == "anonymous"

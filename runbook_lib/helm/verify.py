@@ -25,7 +25,7 @@ from runbook_lib.helm.exposure import Objects, desired_objects
 from runbook_lib.helm.release import Release
 from runbook_lib.helm.values import Endpoint, Overlay
 from runbook_lib.params import RunbookParams
-from runbook_lib.plan import Check, Plan, checks_table, fail_on
+from runbook_lib.plan import Check, Plan, fail_on
 from runbook_lib.registry.client import Challenge, ImageRef, RegistryClient, RegistryError
 from runbook_lib.secrets import SecretResolver
 
@@ -201,9 +201,6 @@ def verify(
     for ep in overlay.endpoints:
         checks += check_endpoint(params, ep, secret)
     return checks
-
-
-table = checks_table
 
 
 def raise_for_failures(checks: list[Check], record: Callable[[str, Any], None]) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from runbook_lib.params import RunbookParams
-from runbook_lib.plan import Check, checks_table, fail_on
+from runbook_lib.plan import Check, fail_on
 from runbook_lib.verify import nodepull
 from runbook_lib.verify.hostpull import HostComparison
 from runbook_lib.verify.nodepull import NodeComparison
@@ -158,9 +158,6 @@ def _warm_medians(fig: Figures, scope: str) -> dict[str, dict[str, float | None]
             if w is not None and (image not in worst or (worst[image].get("warm") or 0) < w):
                 worst[image] = {"warm": w}
     return worst
-
-
-table = checks_table
 
 
 def enforce(checks: list[Check], record: Callable[[str, Any], None]) -> None:

@@ -21,26 +21,12 @@ import pytest
 
 from runbook_lib import lock
 from runbook_lib.lock import EXIT_LOCKED, LockHeld
+from tests.support.offline_params import offline_params_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "Lock-Test-s3cret-Value!"
 
-PARAMS_YAML = """\
-target: locktest
-nexus:
-  url: http://127.0.0.1:9
-  admin_password: env:RUNBOOK_LOCK_TEST_SECRET
-upstreams:
-  - name: docker-hub
-    registry: docker.io
-    remote_url: http://127.0.0.1:9
-kubernetes:
-  required: false
-aws:
-  required: false
-outputs:
-  dir: runs
-"""
+PARAMS_YAML = offline_params_yaml("locktest", "RUNBOOK_LOCK_TEST_SECRET")
 
 PARAMETERS_CELL = 'params_file = ""\napply = False\nrun_dir = ""\nstage = ""'
 # The holder's stage: tell the test the kernel's pid, then wait for the test to let it finish.

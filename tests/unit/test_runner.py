@@ -29,26 +29,12 @@ from runbook_lib.runner import (
     run,
     stage_parameters,
 )
+from tests.support.offline_params import offline_params_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "notebooks"
 
-PARAMS_YAML = """\
-target: fixture
-nexus:
-  url: http://127.0.0.1:9
-  admin_password: env:RUNBOOK_TEST_UNSET_PASSWORD
-upstreams:
-  - name: docker-hub
-    registry: docker.io
-    remote_url: http://127.0.0.1:9
-kubernetes:
-  required: false
-aws:
-  required: false
-outputs:
-  dir: runs
-"""
+PARAMS_YAML = offline_params_yaml("fixture", "RUNBOOK_TEST_UNSET_PASSWORD")
 
 
 def stage_folder(tmp: Path, mapping: dict[str, str]) -> Path:

@@ -35,9 +35,14 @@ class Probe:
     latency_ms: float | None = None
     warnings: list[str] = field(default_factory=list)
 
+    @property
+    def full_detail(self) -> str:
+        """The detail followed by the warnings, as the table and the check show them."""
+        return "; ".join([self.detail, *self.warnings]).strip("; ")
+
     def as_check(self) -> Check:
         """ok (warn when there are warnings); down: fail when required, warn when optional."""
-        detail = "; ".join([self.detail, *self.warnings]).strip("; ")
+        detail = self.full_detail
         if self.ok:
             return Check.graded(self.name, "warn" if self.warnings else "ok", detail)
         if self.required:
@@ -178,7 +183,7 @@ class PreflightReport:
                 "status": c.status,
                 "version": c.version,
                 "latency_ms": c.latency_ms,
-                "detail": "; ".join([c.detail, *c.warnings]).strip("; "),
+                "detail": c.full_detail,
             }
             for c in self.checks
         ]

@@ -96,6 +96,9 @@ def test_lab_up_stages_down(tmp_path, capsys) -> None:
 def test_port_taken_is_a_clear_error_and_nothing_starts(tmp_path, capsys) -> None:
     params_path = lab_params(tmp_path)
     blocker = socket.socket()
+    # as servers do (and the lab's own port check): TIME_WAIT left by an earlier lab on this port must not
+    # stop the test from taking it
+    blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     blocker.bind(("127.0.0.1", 16443))
     blocker.listen()
     try:

@@ -255,6 +255,12 @@ def test_registry_1_alias_bypasses_the_mirror(node: LabNode, kube, registries: R
 def test_failed_pull_gives_warning_events_and_err_image_pull(node: LabNode, kube) -> None:
     kube.put(pod("missing", "docker.io/library/does-not-exist:1", node.spec.name))
     wait_for(lambda: [e for e in events_of(kube, "missing") if e["reason"] == "BackOff"], 30, "the back-off")
+    # kubelet posts "Error: ImagePullBackOff" just after the BackOff event: wait for it too, not only BackOff
+    wait_for(
+        lambda: len([e for e in events_of(kube, "missing") if e["reason"] == "Failed"]) >= 3,
+        30,
+        "the ImagePullBackOff error event",
+    )
     events = events_of(kube, "missing")
     failed = [e for e in events if e["reason"] == "Failed"]
     assert failed[0]["type"] == "Warning"

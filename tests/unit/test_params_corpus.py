@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from runbook_lib.cli import main
+from tests.support.lab_node import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CORPUS = REPO / "tests" / "data" / "params-invalid"
@@ -180,6 +181,8 @@ def test_lab_nexus_gets_zero_requests_from_invalid_runs(tmp_path: Path) -> None:
         # the log does record: one request of ours shows up
         with nx.client() as c:
             c.get("/v1/status")
+        # the emulator writes its log line after it has answered: wait for the line, not the answer
+        wait_for(lambda: log.exists() and log.read_text().endswith("\n"), 10, "the request log line")
         entries = [json.loads(line) for line in log.read_text().splitlines()]
         assert [e["path"] for e in entries] == ["/service/rest/v1/status"]
     assert not (tmp_path / "out").exists()

@@ -18,7 +18,7 @@ import httpx
 from runbook_lib import net
 from runbook_lib.nexus.version import NexusVersion, parse_server_header
 from runbook_lib.params import RunbookParams
-from runbook_lib.plan import Check, fail_on
+from runbook_lib.plan import Check
 from runbook_lib.secrets import REDACTOR
 
 
@@ -204,18 +204,6 @@ class PreflightReport:
 
     def check_records(self) -> list[dict[str, Any]]:
         return [{**c.as_check().record(), "required": c.required} for c in self.checks]
-
-    def record(self, ctx: Any) -> None:
-        """Store checks and figures in the run record; fail the stage if a required endpoint is down."""
-        ctx.record("checks", self.check_records())
-        ctx.record("results", self.results())
-        fail_on(
-            [c.as_check() for c in self.checks],
-            ctx.record,
-            "required endpoint(s) not usable",
-            "preflight checks",
-            lambda c: f"{c.name} ({c.detail})",
-        )
 
     def as_dict(self) -> dict[str, Any]:
         return {"checks": [asdict(c) for c in self.checks]}

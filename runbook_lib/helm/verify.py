@@ -13,7 +13,6 @@ are retried until ``helm.ready_timeout_s``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -25,7 +24,7 @@ from runbook_lib.helm.exposure import Objects, desired_objects
 from runbook_lib.helm.release import Release
 from runbook_lib.helm.values import Endpoint, Overlay
 from runbook_lib.params import RunbookParams
-from runbook_lib.plan import Check, Plan, fail_on
+from runbook_lib.plan import Check, Plan
 from runbook_lib.registry.client import Challenge, ImageRef, RegistryClient, RegistryError
 from runbook_lib.secrets import SecretResolver
 
@@ -201,10 +200,6 @@ def verify(
     for ep in overlay.endpoints:
         checks += check_endpoint(params, ep, secret)
     return checks
-
-
-def raise_for_failures(checks: list[Check], record: Callable[[str, Any], None]) -> None:
-    fail_on(checks, record, "verification failed", "verify", lambda c: f"{c.name} ({c.detail})")
 
 
 def run_after(

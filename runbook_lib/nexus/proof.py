@@ -12,7 +12,7 @@ import httpx
 
 from runbook_lib import net
 from runbook_lib.params import RunbookParams
-from runbook_lib.plan import Check, fail_on
+from runbook_lib.plan import Check
 from runbook_lib.registry.client import ImageRef, RegistryClient, RegistryError
 from runbook_lib.secrets import SecretResolver
 
@@ -77,13 +77,3 @@ def prove(params: RunbookParams, secret: SecretResolver) -> list[Check]:
             access_check(repo, url, f"user {sec.user} with a wrong password", "is refused", got, not served)
         )
     return checks
-
-
-def raise_for_failures(checks: list[Check], record) -> None:
-    fail_on(
-        checks,
-        record,
-        "the access model does not hold",
-        "prove access model",
-        lambda c: f"{c.name}, but {c.detail}",
-    )

@@ -12,9 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import httpx
+
+from runbook_lib import net
 from runbook_lib.nexus.client import NexusClient
 from runbook_lib.params import RunbookParams, Upstream
-from runbook_lib.plan import Change, Plan, StageFailed
+from runbook_lib.plan import Change, Check, Plan, StageFailed
 from runbook_lib.secrets import SecretResolver
 
 HUB_INDEX_URL = "https://index.docker.io/"  # what the Nexus UI sends for "Use Docker Hub"
@@ -178,3 +181,29 @@ def endpoints(params: RunbookParams) -> list[dict[str, Any]]:
         }
         for u in params.upstreams
     ]
+
+
+def serving_checks(params: RunbookParams, plan: Plan) -> list[Check]:
+    """Each upstream's endpoint repository answers the registry API on Nexus's main port.
+
+    ``GET /repository/<name>/v2/`` is the registry's base endpoint behind Nexus's path routing: 200
+    (anonymous read) or 401 (a challenge) means the repository serves docker clients; 404 means it does
+    not exist. Docker Registry HTTP API V2, "API Version Check" (distribution/distribution,
+    docs/spec/api.md). A repository the plan still has to create is skipped in plan mode.
+    """
+    creating = {c.name for c in plan.pending if c.action == "create"} if not plan.apply_mode else set()
+    checks: list[Check] = []
+    with net.client(params.resolve, timeout=10) as http:
+        for repo in dict.fromkeys(u.endpoint_repository for u in params.upstreams):
+            name = f"repository {repo} serves the registry API"
+            url = f"{params.nexus.url}/repository/{repo}/v2/"
+            if repo in creating:
+                checks.append(Check.graded(name, "skipped", "plan mode: the plan creates it"))
+                continue
+            try:
+                status = http.get(url).status_code
+            except httpx.HTTPError as err:
+                checks.append(Check(name, False, f"{url}: {type(err).__name__}: {err}"))
+                continue
+            checks.append(Check(name, status in (200, 401), f"{url} answered {status}"))
+    return checks

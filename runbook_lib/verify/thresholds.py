@@ -13,13 +13,10 @@ tables, and a speed-up that could not be measured because of them fails the spee
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import pandas as pd
 
 from runbook_lib.params import RunbookParams
-from runbook_lib.plan import Check, fail_on
+from runbook_lib.plan import Check
 from runbook_lib.verify import nodepull
 from runbook_lib.verify.hostpull import HostComparison
 from runbook_lib.verify.nodepull import NodeComparison
@@ -158,8 +155,3 @@ def _warm_medians(fig: Figures, scope: str) -> dict[str, dict[str, float | None]
             if w is not None and (image not in worst or (worst[image].get("warm") or 0) < w):
                 worst[image] = {"warm": w}
     return worst
-
-
-def enforce(checks: list[Check], record: Callable[[str, Any], None]) -> None:
-    """Fail the stage when a check failed; the bypass check leads the message when it failed."""
-    fail_on(checks, record, "verification failed", "verification checks")

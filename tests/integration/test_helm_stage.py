@@ -24,7 +24,9 @@ from runbook_lib.helm import exposure, release, values, verify
 from runbook_lib.plan import StageFailed, apply_and_confirm
 from runbook_lib.registry.client import RegistryClient
 from runbook_lib.secrets import REDACTOR
+from runbook_lib.stages import helm as helm_stage
 from tests.support.labkit import Lab, upstream_fixture
+from tests.support.recording import RecordingContext
 
 upstream = pytest.fixture(scope="module")(upstream_fixture)
 KUBE_WRITES = ("POST", "PUT", "PATCH", "DELETE")
@@ -207,10 +209,10 @@ def test_verification_reports_a_missing_route(stage3) -> None:
     failed = {c.name: c.detail for c in checks if not c.ok}
     assert f"Ingress nexusrepo/nxrm-nxrm-ha-docker-{hub_port} exists" in failed
     assert "answered 404" in failed["docker.mirror.lab.internal: /v2/ answers through the ingress"]
-    records: list = []
-    with pytest.raises(StageFailed, match="verification failed"):
-        verify.raise_for_failures(checks, lambda k, v: records.append((k, v)))
-    assert records[0][1]["step"] == "verify"
+    ctx = RecordingContext()
+    with pytest.raises(StageFailed, match="the docker endpoints do not work"):
+        helm_stage.enforce(ctx, checks)
+    assert ctx.records["failure"]["step"] == "exposure checks"
 
 
 def test_helm_command_pins_the_deployed_chart(stage3, tmp_path) -> None:

@@ -15,6 +15,7 @@ from runbook_lib.nexus import proof, repositories, security, session
 from runbook_lib.nexus.client import NexusClient
 from runbook_lib.plan import StageFailed, apply_and_confirm
 from runbook_lib.secrets import REDACTOR
+from runbook_lib.stages import nexus_repos
 from tests.support.labkit import WRITES, Lab, upstream_fixture
 from tests.support.nexus_openapi import validate_body
 
@@ -131,3 +132,33 @@ def test_eula_refused_without_consent(lab_factory) -> None:
     login = session.admin_login(lab.params, lab.secret)
     with pytest.raises(StageFailed, match="accept_eula"):
         security.build_plan(lab.params, login, True, lab.secret)
+
+
+def test_repository_checks_follow_the_plan_and_the_server(lab_factory) -> None:
+    """Stage 1's checks: skipped for what a plan-mode run would create; after the apply every endpoint
+    repository answers /v2/; a repository removed behind the runbook's back fails the stage."""
+    lab = lab_factory("anonymous")
+    state = nexus_repos.read(lab)
+    plan = nexus_repos.plan(lab, state)
+    checks = nexus_repos.checks(lab, state, plan)
+    assert {c.status for c in checks} == {"skipped"}
+    nexus_repos.enforce(lab, checks)  # skipped checks do not fail
+
+    lab.run_stages(apply=True)  # stage 2 replaced the admin password: log in again
+    state = nexus_repos.read(lab)
+    plan = nexus_repos.plan(lab, state)
+    checks = nexus_repos.checks(lab, state, plan)
+    assert [c.name for c in checks] == [
+        "repository docker serves the registry API",
+        "repository quay-io serves the registry API",
+    ]
+    assert all(c.ok and c.status == "ok" for c in checks), [c.record() for c in checks]
+
+    state.login.client.delete_repository("quay-io")
+    checks = nexus_repos.checks(lab, state, plan)  # the plan said nothing was left to create
+    failed = [c for c in checks if not c.ok]
+    assert [c.name for c in failed] == ["repository quay-io serves the registry API"]
+    assert "answered 404" in failed[0].detail
+    with pytest.raises(StageFailed, match="a repository does not serve docker clients"):
+        nexus_repos.enforce(lab, checks)
+    assert lab.records["failure"][-1]["step"] == "repository checks"

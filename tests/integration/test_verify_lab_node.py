@@ -15,9 +15,11 @@ import pytest
 from runbook_lib.kube import api_client
 from runbook_lib.plan import StageFailed
 from runbook_lib.secrets import REDACTOR
+from runbook_lib.stages import verify as verify_stage
 from runbook_lib.verify import hostpull, mirrorproof, nodepull, report, samples, thresholds
 from tests.support.lab_node import mirror_user_data, short_tmp
 from tests.support.labkit import Lab, upstream_fixture
+from tests.support.recording import RecordingContext
 
 pytestmark = pytest.mark.netns
 upstream = pytest.fixture(scope="module")(upstream_fixture)
@@ -122,5 +124,5 @@ def test_real_nodes_pull_through_the_mirror_and_around_it_when_it_is_down(cluste
     empty = hostpull.HostComparison(samples.frame([]))
     fig = report.figures(lab.params, empty, down, None, [])
     with pytest.raises(StageFailed, match="bypassed"):
-        thresholds.enforce(thresholds.evaluate(lab.params, fig, empty, down), lambda *_: None)
+        verify_stage.enforce(RecordingContext(), thresholds.evaluate(lab.params, fig, empty, down))
     assert kube.list("v1", "Pod", "default") == []

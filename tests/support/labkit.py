@@ -17,9 +17,8 @@ import yaml
 
 from runbook_lab import registries
 from runbook_lib import params as params_mod
-from runbook_lib.nexus import repositories, security, session
-from runbook_lib.plan import apply_and_confirm
 from runbook_lib.secrets import resolve
+from runbook_lib.stages import nexus_repos, nexus_security
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -91,9 +90,15 @@ class Lab:
         data["verification"]["images"] = ["docker.io/library/demo:1"]
         self.params = params_mod.parse(data, "test", REPO / "parameters")
         self.records: dict[str, list] = {}
+        # What a stage needs of the notebook's context (runbook_lib.notebook.StageContext).
+        self.apply = False
+        self.api_client = None
+        self.run_dir = tmp
 
     def secret(self, ref: str, user: str | None = None) -> str:
         return resolve(ref, None, user)
+
+    resolve = secret
 
     def record(self, key: str, value) -> None:
         self.records.setdefault(key, []).append(value)
@@ -102,20 +107,16 @@ class Lab:
         return [json.loads(line) for line in self.log.read_text().splitlines()] if self.log.exists() else []
 
     def run_stages(self, apply: bool) -> tuple[dict, dict]:
-        login = session.admin_login(self.params, self.secret)
-        repos = repositories.build_plan(self.params, login.client, apply, self.secret)
-        apply_and_confirm(
-            repos, lambda: repositories.build_plan(self.params, login.client, False, self.secret), self.record
-        )
-        sec = security.build_plan(self.params, login, apply, self.secret)
-        apply_and_confirm(
-            sec,
-            lambda: security.build_plan(
-                self.params, session.admin_login(self.params, self.secret), False, self.secret
-            ),
-            self.record,
-        )
-        return repos.counts(), sec.counts()
+        """Stages 1 and 2 as their notebooks run them, up to the apply; the counts of each plan."""
+        self.apply = apply
+        counts = []
+        for stage in (nexus_repos, nexus_security):
+            state = stage.read(self)
+            plan = stage.plan(self, state)
+            stage.show(self, state, plan)
+            stage.apply(self, state, plan)
+            counts.append(plan.counts())
+        return counts[0], counts[1]
 
 
 def lab_params_file(tmp: Path) -> Path:

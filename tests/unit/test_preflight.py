@@ -20,6 +20,8 @@ from runbook_lib import preflight
 from runbook_lib.plan import StageFailed
 from runbook_lib.preflight import PreflightReport, Probe
 from runbook_lib.secrets import Redactor
+from runbook_lib.stages import preflight as preflight_stage
+from tests.support.recording import RecordingContext
 
 Routes = dict[str, tuple[int, dict[str, str]]]
 
@@ -415,14 +417,6 @@ def test_plan_checks_targets_for_kubeconfig_in_cluster_and_aws_endpoint(tmp_path
 
 
 # -------------------------------------------------------------------------------------- report
-class Ctx:
-    def __init__(self) -> None:
-        self.records: dict[str, Any] = {}
-
-    def record(self, key: str, value: Any) -> None:
-        self.records[key] = value
-
-
 def sample_report() -> PreflightReport:
     return PreflightReport(
         [
@@ -459,11 +453,17 @@ def test_report_rows_join_detail_and_warnings() -> None:
     assert set(rows[0]) == {"check", "target", "status", "version", "latency_ms", "detail"}
 
 
-def test_report_record_stores_checks_and_raises_naming_failures() -> None:
-    """record() stores checks and results, then fails the stage naming each required endpoint and why."""
-    ctx = Ctx()
+def run_checks(ctx: RecordingContext, report: PreflightReport) -> None:
+    checks = preflight_stage.checks(ctx, report, preflight_stage.plan(ctx, report))
+    preflight_stage.enforce(ctx, checks)
+
+
+def test_stage_checks_store_checks_and_enforce_names_failures() -> None:
+    """The stage's checks store checks and results; enforce fails the stage naming each required endpoint
+    and why."""
+    ctx = RecordingContext()
     with pytest.raises(StageFailed) as info:
-        sample_report().record(ctx)
+        run_checks(ctx, sample_report())
     msg = str(info.value)
     assert "upstream docker.io (ConnectError: refused)" in msg and "aws (only a warning)" in msg
     assert "mirror docker.io" not in msg
@@ -479,11 +479,11 @@ def test_report_record_stores_checks_and_raises_naming_failures() -> None:
     assert [r["name"] for r in ctx.records["checks"]] == [c.name for c in sample_report().checks]
 
 
-def test_report_record_passes_when_only_optional_endpoints_are_down() -> None:
+def test_stage_passes_when_only_optional_endpoints_are_down() -> None:
     """No required failure: checks and results are recorded, no failure, no exception."""
     report = PreflightReport([Probe("nexus", "n", True, ok=True), Probe("mirror x", "m", False)])
-    ctx = Ctx()
-    report.record(ctx)
+    ctx = RecordingContext()
+    run_checks(ctx, report)
     assert set(ctx.records) == {"checks", "results"} and ctx.records["results"]["failed"] == []
 
 

@@ -27,9 +27,11 @@ from runbook_lib.plan import StageFailed
 from runbook_lib.registry.client import ImageRef, RegistryClient
 from runbook_lib.registry.pull import pull
 from runbook_lib.secrets import REDACTOR
+from runbook_lib.stages import verify as verify_stage
 from runbook_lib.verify import endpoints, hostpull, mirrorproof, nodepull, report, samples, thresholds
 from runbook_lib.verify.ratelimit import Headroom
 from tests.support.labkit import Lab, upstream_fixture
+from tests.support.recording import RecordingContext
 
 upstream = pytest.fixture(scope="module")(upstream_fixture)
 NS = "default"
@@ -286,11 +288,11 @@ def test_mirror_down_falls_back_and_is_counted_as_bypassed(cluster) -> None:
     assert not mirrored["eligible"].any()
     fig = report.figures(lab.params, hostpull.HostComparison(samples.frame([])), result, None, [])
     checks = thresholds.evaluate(lab.params, fig, hostpull.HostComparison(samples.frame([])), result)
-    records: list = []
+    ctx = RecordingContext()
     with pytest.raises(StageFailed) as err:
-        thresholds.enforce(checks, lambda k, v: records.append((k, v)))
+        verify_stage.enforce(ctx, checks)
     assert "bypassed" in str(err.value)
-    assert records and records[0][0] == "failure" and "bypassed" in records[0][1]["message"]
+    assert ctx.calls and ctx.calls[0][0] == "failure" and "bypassed" in ctx.calls[0][1]["message"]
 
 
 def test_counters_that_do_not_move_mean_bypass(cluster) -> None:

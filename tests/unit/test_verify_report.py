@@ -17,11 +17,13 @@ import pytest
 
 from runbook_lib import params as params_mod
 from runbook_lib.plan import StageFailed
+from runbook_lib.stages import verify as verify_stage
 from runbook_lib.verify import charts, history, report, samples, thresholds
 from runbook_lib.verify.hostpull import HostComparison
 from runbook_lib.verify.mirrorproof import ImageProof, NexusContent, Proof
 from runbook_lib.verify.nodepull import FALLBACK, IMAGE_ON_NODE, NOT_REPORTED, NodeComparison
 from runbook_lib.verify.ratelimit import Demonstration, Headroom
+from tests.support.recording import RecordingContext
 
 REPO = Path(__file__).resolve().parents[2]
 BIG, SMALL = "docker.io/library/big:lab", "docker.io/library/demo:1"
@@ -228,7 +230,9 @@ def test_all_checks_pass_on_a_good_run() -> None:
     fig = report.figures(p, host, node, proof(), HEADROOM)
     checks = thresholds.evaluate(p, fig, host, node)
     assert all(c.ok for c in checks), [c.record() for c in checks]
-    thresholds.enforce(checks, lambda *a: pytest.fail("nothing to record"))
+    ctx = RecordingContext()
+    verify_stage.enforce(ctx, checks)
+    assert ctx.calls == []
 
 
 def test_each_threshold_breach_fails_the_stage_and_says_why() -> None:
@@ -249,11 +253,11 @@ def test_each_threshold_breach_fails_the_stage_and_says_why() -> None:
     assert not checks["warm pulls within 0.5 s"].ok
     assert not checks["Docker Hub pulls remaining ≥ 90"].ok
     assert "80 of 100 left for 127.0.0.1" in checks["Docker Hub pulls remaining ≥ 90"].detail
-    recorded = []
+    ctx = RecordingContext()
     with pytest.raises(StageFailed) as err:
-        thresholds.enforce(list(checks.values()), lambda k, v: recorded.append((k, v)))
+        verify_stage.enforce(ctx, list(checks.values()))
     assert str(err.value).startswith("verification failed: no node pull bypassed the mirror")
-    assert recorded[0][0] == "failure" and recorded[0][1]["step"] == "verification checks"
+    assert ctx.calls[0][0] == "failure" and ctx.calls[0][1]["step"] == "verification checks"
 
 
 def test_unlimited_rate_limit_passes_and_unknown_fails() -> None:

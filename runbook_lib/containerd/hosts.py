@@ -1,17 +1,20 @@
 """Render containerd `hosts.toml` files: one per upstream registry, pointing at its mirror endpoint.
 
 Rendered with a TOML writer from a dict, never by string templating, so a file can never carry a
-duplicated table or key — containerd ignores such a file entirely and silently pulls upstream
-(containerd logs `failed to decode hosts.toml ... duplicated tables`, then pulls upstream;
-remotes/docker/config/
-hosts.go). Facts (containerd docs/hosts.md, at v1.6.38, v1.7.34 and main):
+duplicated table or key. containerd does not use such a file: it logs the error `failed to decode
+hosts.toml` (with the TOML library's reason) and falls back to the certificate files in that folder, so
+every pull of that registry goes to the upstream (loadHostDir in remotes/docker/config/hosts.go, 1.x;
+core/remotes/docker/config/hosts.go, 2.x). Pulls still work while the upstream answers, so only
+containerd's log shows the mirror is unused. Facts (containerd docs/hosts.md, at v1.6.38, v1.7.34, main):
 - `server` is the upstream, tried last; `[host."<mirror>"]` entries are tried first, in file order;
 - `capabilities = ["pull", "resolve"]`: without `resolve`, tags are still looked up upstream;
 - a mirror URL with a path (Nexus `/repository/<name>`) needs `/v2` and `override_path = true`;
 - `dial_timeout` exists only from containerd 2.0.7 / 2.1.0 (an unknown key is ignored by older ones,
   but we only emit what the node understands);
-- containerd 1.6 ignores a file without any `[host]` table ("invalid `host` tree", #10027): an empty
-  `[host]` table works around it;
+- containerd below 2.0 rejects a file without any `[host]` table ("failed to decode hosts.toml" error=
+  "invalid `host` tree", containerd/containerd#10027, reported on 1.7 and seen on 1.6; the fix,
+  containerd/containerd#10028, is a 1.7 backport only, and 2.0's newer TOML library never had the bug):
+  an empty `[host]` table works around it on every containerd below 2.0;
 - write the header key as `Authorization` (canonical case), or HTTP/1.1 may carry two.
 """
 
@@ -47,7 +50,8 @@ class ContainerdVersion:
         return (self.major, self.minor, self.patch) >= (2, 0, 7)
 
     def needs_empty_host_table(self) -> bool:
-        return (self.major, self.minor) < (1, 7)
+        # every 1.x: containerd/containerd#10027 (1.7, also 1.6); 2.0 parses a file without [host]
+        return self.major < 2
 
 
 @dataclass
@@ -110,7 +114,7 @@ class HostsToml:
         if hosts:
             doc["host"] = hosts
         elif self.containerd is None or self.containerd.needs_empty_host_table():
-            doc["host"] = {}  # containerd 1.6: a file with no [host] table is ignored
+            doc["host"] = {}  # containerd < 2.0: a file with no [host] table is rejected (#10027)
         return doc
 
     def render(self) -> str:
@@ -139,7 +143,7 @@ def validate(text: str) -> list[str]:
         problems.append("server must be a string")
     hosts = doc.get("host", None)
     if hosts is None:
-        problems.append("no [host] table (containerd 1.6 ignores the file)")
+        problems.append("no [host] table (containerd below 2.0 rejects the file: #10027)")
     elif isinstance(hosts, dict):
         for url, table in hosts.items():
             if not isinstance(table, dict):

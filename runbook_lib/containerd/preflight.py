@@ -17,7 +17,11 @@ be
   colon-separated ``config_path`` (``/etc/containerd/certs.d:/etc/docker/certs.d``, what EKS AMIs ship): the
   hosts.toml files are then never found and every pull goes upstream (containerd #12636);
 - version facts: ``_default`` host folder from 1.6.17, ``dial_timeout`` from 2.0.7, the empty ``[host]``
-  workaround before 1.7.
+  workaround below 2.0 (containerd/containerd#10027).
+
+An unknown containerd version is taken as 2.x (``ASSUMED_UNKNOWN``): current EKS AL2023 AMIs ship 2.x
+(awslabs/amazon-eks-ami CHANGELOG.md per release; nodeadm renders
+nodeadm/internal/containerd/config2.template.toml for it), so the 2.1+ traps are the ones to rule out.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ from runbook_lib.plan import Check
 
 CRI_V2 = "io.containerd.grpc.v1.cri"
 CRI_IMAGES_V3 = "io.containerd.cri.v1.images"
+# What an unknown node containerd is taken to be: the 2.x that current EKS AMIs ship
+ASSUMED_UNKNOWN = ContainerdVersion(2, 1, 0)
 DEFAULT_MAX_CONCURRENT_DOWNLOADS = 3  # containerd's default (CRI config DefaultImageConfig / DefaultConfig)
 
 
@@ -180,18 +186,19 @@ def transfer_service_check(s: RegistrySettings, version: ContainerdVersion | Non
             "a local-pull setting (e.g. discard_unpacked_layers = true) keeps the pull path "
             "that splits the colon-separated config_path",
         )
-    if version is None:
-        return Check.graded(
-            name,
-            "warn",
-            "colon-separated config_path and no local-pull setting; containerd version "
-            "unknown (set karpenter.containerd_version): on >= 2.1 hosts.toml is never found",
-        )
+    assumed = version is None
+    version = version or ASSUMED_UNKNOWN
     if (version.major, version.minor) >= (2, 1):
+        which = (
+            "containerd version unknown, taken as 2.x as current EKS AMIs ship "
+            "(set karpenter.containerd_version if the nodes run 1.x)"
+            if assumed
+            else f"containerd {version.major}.{version.minor}"
+        )
         return Check.graded(
             name,
             "fail",
-            f"containerd {version.major}.{version.minor}: the transfer service takes "
+            f"{which}: the transfer service takes "
             f"config_path {s.config_path!r} as ONE folder, so no hosts.toml is found and every "
             "pull goes upstream; keep discard_unpacked_layers = true (the AL2023 default), set "
             "use_local_image_pull = true, or use a single folder",
@@ -207,9 +214,8 @@ def check_version(version: ContainerdVersion | None) -> list[Check]:
             Check.graded(
                 "containerd version known",
                 "skipped",
-                "karpenter.containerd_version not set: dial_timeout is not written; the empty [host] "
-                "workaround "
-                "is kept; the transfer-service trap cannot be ruled out",
+                "karpenter.containerd_version not set: taken as 2.x (what current EKS AMIs ship) for the "
+                "config checks; dial_timeout is not written; the empty [host] workaround is kept",
             )
         ]
     text = f"{version.major}.{version.minor}.{version.patch}"
@@ -217,7 +223,10 @@ def check_version(version: ContainerdVersion | None) -> list[Check]:
     if (version.major, version.minor, version.patch) < (1, 6, 17):
         notes.append("no certs.d/_default support (< 1.6.17)")
     if version.needs_empty_host_table():
-        notes.append("a hosts.toml without [host] is ignored (< 1.7): the empty [host] workaround applies")
+        notes.append(
+            "a hosts.toml without [host] is rejected (< 2.0, containerd#10027): the empty [host] "
+            "workaround applies"
+        )
     return [Check.graded("containerd version known", "ok", f"containerd {text}: " + "; ".join(notes))]
 
 
@@ -243,13 +252,14 @@ def check_nodeconfig_fragment(text: str, version: ContainerdVersion | None, sour
                 "plugin would fail to load",
             )
         )
-    if s.discard_unpacked_layers is False and (version is None or (version.major, version.minor) >= (2, 1)):
-        status = "fail" if version is not None else "warn"
+    effective = version or ASSUMED_UNKNOWN  # unknown: the 2.x current AMIs ship
+    if s.discard_unpacked_layers is False and (effective.major, effective.minor) >= (2, 1):
         checks.append(
             Check.graded(
                 f"{source}: discard_unpacked_layers kept",
-                status,
-                "NodeConfig sets discard_unpacked_layers = false: on containerd >= 2.1 that enables the "
+                "fail",
+                ("" if version else "containerd version unknown, taken as 2.x: ")
+                + "NodeConfig sets discard_unpacked_layers = false: on containerd >= 2.1 that enables the "
                 "transfer service, which does not split nodeadm's two-folder config_path, so hosts.toml "
                 "is never found",
             )

@@ -122,23 +122,33 @@ def render(params: RunbookParams, resolve: SecretResolver) -> Rendered:
 
 
 # -- preflight -------------------------------------------------------------------------------------------
-# What the EKS AMIs ship (awslabs/amazon-eks-ami templates/al2/runtime/containerd-config.toml,
-# nodeadm/internal/containerd/): facts as config text, checked like a node's own file.
+# What the EKS AMIs ship, reduced to the keys the checks read (awslabs/amazon-eks-ami):
+# - AL2, containerd 1.7: templates/al2/runtime/containerd-config.toml (discard_unpacked_layers = true
+#   since mid-2023); containerd 2.x: templates/al2/runtime/containerd-config2.toml;
+# - AL2023, containerd 1.7: nodeadm/internal/containerd/config.template.toml; containerd 2.x:
+#   nodeadm/internal/containerd/config2.template.toml. Every one sets discard_unpacked_layers = true,
+#   which keeps containerd >= 2.1 on the pull path that splits the two-folder config_path.
+_V2_CONFIG = (
+    'version = 2\n[plugins."io.containerd.grpc.v1.cri".containerd]\ndiscard_unpacked_layers = true\n'
+    '[plugins."io.containerd.grpc.v1.cri".registry]\n'
+    'config_path = "/etc/containerd/certs.d:/etc/docker/certs.d"\n'
+)
+_V3_CONFIG = (
+    'version = 3\n[plugins."io.containerd.cri.v1.images"]\ndiscard_unpacked_layers = true\n'
+    '[plugins."io.containerd.cri.v1.images".registry]\n'
+    'config_path = "/etc/containerd/certs.d:/etc/docker/certs.d"\n'
+)
 AMI_CONFIGS = {
-    "AL2": (
-        'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n'
-        'config_path = "/etc/containerd/certs.d:/etc/docker/certs.d"\n'
-    ),
-    "AL2023-1.7": (
-        'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n'
-        'config_path = "/etc/containerd/certs.d:/etc/docker/certs.d"\n'
-    ),
-    "AL2023-2.x": (
-        'version = 3\n[plugins."io.containerd.cri.v1.images"]\ndiscard_unpacked_layers = true\n'
-        '[plugins."io.containerd.cri.v1.images".registry]\n'
-        'config_path = "/etc/containerd/certs.d:/etc/docker/certs.d"\n'
-    ),
+    "AL2-1.7": _V2_CONFIG,
+    "AL2-2.x": _V3_CONFIG,
+    "AL2023-1.7": _V2_CONFIG,
+    "AL2023-2.x": _V3_CONFIG,
 }
+
+
+def ami_config_model(ami_family: str, version: ctd.ContainerdVersion | None) -> str:
+    """The AMI_CONFIGS key for a node: an unknown containerd is taken as 2.x, as current AMIs ship."""
+    return f"{ami_family}-{'1.7' if version is not None and version.major < 2 else '2.x'}"
 
 
 def _nodeconfig_fragments(state: NodeClassState) -> list[str]:
@@ -171,10 +181,7 @@ def node_preflight(params: RunbookParams, states: list[NodeClassState], rendered
             )
         )
     else:
-        if k.ami_family == "AL2":
-            model = "AL2"
-        else:
-            model = "AL2023-2.x" if version and version.major >= 2 else "AL2023-1.7"
+        model = ami_config_model(k.ami_family, version)
         for c in ctd.check_config(AMI_CONFIGS[model], version):
             checks.append(Check.graded(f"EKS {model} AMI config: {c.name}", c.status, c.detail))
         path = params.path(k.node_containerd_config)

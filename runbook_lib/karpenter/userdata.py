@@ -10,6 +10,12 @@ mode; EKS AMIs ship it). What it does, and why (containerd docs/hosts.md, Karpen
   no file, so that registry pulls from its upstream from the first pull on (without the gate containerd
   would still fall back, but only after a failed request to the mirror on every pull; a black-holed
   mirror costs up to the 30 s dial timeout each time). Files from an earlier run are left as they are;
+- a hosts.toml that holds the pull credential (an ``Authorization`` header, static or read from Secrets
+  Manager at boot) is written ``0600``: only root (containerd) reads it, where a ``0644`` file would hand
+  the Nexus pull password to every local user and container that can read the host's /etc. Files without
+  a credential, and the CA bundle, are ``0644``. ``mktemp`` creates the temp file ``0600``, so the
+  credential is never readable by others, not even before the ``chmod``. (Bottlerocket: the credential
+  goes into its settings API, which renders containerd's files itself; see bottlerocket.py.);
 - ``EKS_MIRROR_ROOT=/dir`` writes below ``/dir`` instead of ``/`` (tests and lab nodes run it unprivileged);
 - AL2 only: ``bootstrap.sh`` copies ``/etc/eks/containerd/containerd-config.toml`` over
   ``/etc/containerd/config.toml``, so ``config.toml`` itself is never edited. AMIs from v20221222 set
@@ -163,14 +169,25 @@ else
   log "aws CLI not found: cannot read secret %(secret_log)s: no mirror configured"
 fi
 
-# write_hosts DEST: the hosts.toml on stdin, with the Authorization value filled in.
+# write_hosts DEST: the hosts.toml on stdin, with the Authorization value filled in (0600: a credential).
 write_hosts() {
   local content
   [ -n "$auth" ] || return 2
   content=$(cat)
-  printf '%%s\n' "${content//%(placeholder)s/$auth}" | install_file "$1" 0644
+  printf '%%s\n' "${content//%(placeholder)s/$auth}" | install_file "$1" %(mode)s
 }
 """
+
+# hosts.toml modes: one with a credential in it is for root (containerd) only
+CREDENTIAL_MODE = "0600"
+PUBLIC_MODE = "0644"
+
+
+def file_mode(f: HostsToml, secret_mode: bool) -> str:
+    """The mode a hosts.toml is written with: 0600 when it carries an Authorization header."""
+    has_credential = secret_mode or any(k.lower() == "authorization" for m in f.mirrors for k in m.headers)
+    return CREDENTIAL_MODE if has_credential else PUBLIC_MODE
+
 
 _AL2_CONFIG_PATH = r"""
 # AL2: bootstrap.sh copies this file over /etc/containerd/config.toml. AMIs from v20221222 set config_path
@@ -231,15 +248,16 @@ def boot_script(si: ScriptInputs) -> str:
                 "secret": _q(si.secret_id),
                 "secret_log": re.sub(r"[^A-Za-z0-9/_+=.@:-]", "", si.secret_id),
                 "placeholder": AUTH_PLACEHOLDER,
+                "mode": CREDENTIAL_MODE,
             }
         )
     writer = "write_hosts" if si.secret_id else "install_file"
-    mode = "" if si.secret_id else " 0644"
     for m, f in zip(si.mirrors, si.files, strict=True):
         dest = f'"$certs/{f.relative_path}"'
         text = f.render()
         if si.secret_id and AUTH_PLACEHOLDER not in text:
             raise UserDataError("secrets-manager mode: hosts.toml without the Authorization placeholder")
+        mode = "" if si.secret_id else f" {file_mode(f, False)}"  # write_hosts always writes 0600
         lines.append(f"# {m.registry}: mirror {m.mirror_url}, upstream {m.server}")
         write = f"{writer} {dest}{mode} {_heredoc(text)}"
         # `cmd <<'EOF' && ...` : the condition continues on the first line, the heredoc body follows it

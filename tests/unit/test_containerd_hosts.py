@@ -68,17 +68,29 @@ def test_dial_timeout_only_where_supported(version, emitted) -> None:
     assert ("dial_timeout" in parse(f.render())["host"]["https://m"]) is emitted
 
 
-def test_containerd_16_gets_an_empty_host_table() -> None:
-    for version in (None, "1.6.20~ds1"):
+def test_containerd_below_2_gets_an_empty_host_table() -> None:
+    """Every containerd below 2.0 rejects a file without [host] (containerd/containerd#10027, seen on 1.6 and
+    1.7); 2.0's TOML library reads it. Unknown keeps the table: harmless on 2.x."""
+    for version in (None, "1.6.20~ds1", "1.7.0", "1.7.29"):
         f = HostsToml(
             "docker.io",
             "https://registry-1.docker.io",
             [],
             ContainerdVersion.parse(version) if version else None,
         )
-        assert parse(f.render())["host"] == {}
-    newer = HostsToml("docker.io", "https://registry-1.docker.io", [], ContainerdVersion.parse("1.7.0"))
-    assert "host" not in parse(newer.render())
+        assert parse(f.render())["host"] == {}, version
+    for version in ("2.0.0", "2.2.4"):
+        newer = HostsToml("docker.io", "https://registry-1.docker.io", [], ContainerdVersion.parse(version))
+        assert "host" not in parse(newer.render()), version
+    assert [
+        v
+        for v in ("1.6.6", "1.7.27", "1.7.99", "2.0.0")
+        if ContainerdVersion.parse(v).needs_empty_host_table()
+    ] == [
+        "1.6.6",
+        "1.7.27",
+        "1.7.99",
+    ]
 
 
 def test_authorization_header_canonical_case() -> None:

@@ -15,7 +15,12 @@ from tests.support.karpenter import make_params
 
 V = ContainerdVersion.parse
 TWO_DIRS = '"/etc/containerd/certs.d:/etc/docker/certs.d"'
-AL2_AMI = f'version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\nconfig_path = {TWO_DIRS}\n'
+# AL2 / AL2023 with containerd 1.7 (templates/al2/runtime/containerd-config.toml,
+# nodeadm/internal/containerd/config.template.toml): discard_unpacked_layers = true beside config_path
+AL2_AMI = (
+    'version = 2\n[plugins."io.containerd.grpc.v1.cri".containerd]\ndiscard_unpacked_layers = true\n'
+    f'[plugins."io.containerd.grpc.v1.cri".registry]\nconfig_path = {TWO_DIRS}\n'
+)
 AL2023_2X = (
     f'version = 3\n[plugins."io.containerd.cri.v1.images"]\ndiscard_unpacked_layers = true\n'
     f'[plugins."io.containerd.cri.v1.images".registry]\nconfig_path = {TWO_DIRS}\n'
@@ -29,6 +34,21 @@ def by_name(checks) -> dict[str, str]:
 def test_eks_ami_configs_pass() -> None:
     assert all(c.ok for c in check_config(AL2_AMI, V("1.7.29")))
     assert all(c.status == "ok" for c in check_config(AL2023_2X, V("2.2.4")))
+    # a 1.7-era config on a node upgraded to 2.1+: discard_unpacked_layers keeps the local pull path
+    assert all(c.status == "ok" for c in check_config(AL2_AMI, V("2.1.0")))
+
+
+@pytest.mark.parametrize("version", [None, "1.7.29", "2.0.7", "2.1.0", "2.2.4"])
+@pytest.mark.parametrize("family", ["AL2", "AL2023"])
+def test_builtin_ami_configs_raise_no_transfer_service_warning(family, version) -> None:
+    """The configs the preflight checks as "what the AMI ships" carry discard_unpacked_layers = true, like
+    the awslabs/amazon-eks-ami templates: no false warning, whatever the containerd version."""
+    v = V(version) if version else None
+    model = stage.ami_config_model(family, v)
+    assert model == f"{family}-{'1.7' if version == '1.7.29' else '2.x'}"  # unknown: 2.x
+    text = stage.AMI_CONFIGS[model]
+    assert "discard_unpacked_layers = true" in text
+    assert [(c.name, c.status) for c in check_config(text, v) if c.status != "ok"] == []
 
 
 def test_config_path_missing_or_elsewhere_fails() -> None:
@@ -59,7 +79,7 @@ def test_legacy_mirrors_beside_config_path_fail() -> None:
         ("", "2.2.4", "fail"),
         ("", "2.0.7", "ok"),  # before 2.1 CRI pulls never use the transfer service
         ("", "1.7.29", "ok"),
-        ("", None, "warn"),
+        ("", None, "fail"),  # unknown: taken as 2.x, what current EKS AMIs ship
         ('[plugins."io.containerd.cri.v1.images"]\ndiscard_unpacked_layers = true\n', "2.2.4", "ok"),
         ('[plugins."io.containerd.cri.v1.images"]\nuse_local_image_pull = true\n', "2.2.4", "ok"),
         ('[plugins."io.containerd.cri.v1.images"]\ndiscard_unpacked_layers = false\n', "2.2.4", "fail"),
@@ -84,16 +104,28 @@ def test_invalid_toml_fails() -> None:
 
 
 def test_version_facts() -> None:
-    assert check_version(None)[0].status == "skipped"
+    unknown = check_version(None)[0]
+    assert unknown.status == "skipped" and "taken as 2.x" in unknown.detail
     detail = check_version(V("1.6.6"))[0].detail
     assert "no certs.d/_default" in detail and "empty [host]" in detail
+    assert "empty [host]" in check_version(V("1.7.29"))[0].detail  # every 1.x (containerd#10027)
+    assert "empty [host]" not in check_version(V("2.0.0"))[0].detail
     assert "dial_timeout written" in check_version(V("2.1.4"))[0].detail
+
+
+def test_unknown_version_is_taken_as_2x_and_says_so() -> None:
+    text = f'version = 3\n[plugins."io.containerd.cri.v1.images".registry]\nconfig_path = {TWO_DIRS}\n'
+    check = next(c for c in check_config(text, None) if c.name.startswith("containerd >= 2.1"))
+    assert check.status == "fail" and "taken as 2.x" in check.detail
+    assert "karpenter.containerd_version" in check.detail
 
 
 def test_user_nodeconfig_that_turns_the_transfer_service_on_is_caught() -> None:
     fragment = '[plugins."io.containerd.cri.v1.images"]\ndiscard_unpacked_layers = false\n'
     assert [c.status for c in check_nodeconfig_fragment(fragment, V("2.2.4"), "nc")] == ["fail"]
     assert [c.status for c in check_nodeconfig_fragment(fragment, V("1.7.29"), "nc")] == ["ok"]
+    unknown = check_nodeconfig_fragment(fragment, None, "nc")  # taken as 2.x
+    assert [c.status for c in unknown] == ["fail"] and "taken as 2.x" in unknown[0].detail
     legacy = '[plugins."io.containerd.grpc.v1.cri".registry.mirrors."docker.io"]\nendpoint = ["https://m"]\n'
     assert "fail" in [c.status for c in check_nodeconfig_fragment(legacy, None, "nc")]
 
@@ -130,6 +162,10 @@ def test_stage_preflight_without_a_node_config_skips_with_the_reason() -> None:
     skipped = [c for c in checks if c.status == "skipped"]
     assert any("containerd config dump" in c.detail for c in skipped)
     assert all(c.ok for c in checks)
+    # containerd version unknown: the AMI's 2.x config is checked, and it raises no warning
+    ami = {c.name: c.status for c in checks if c.name.startswith("EKS ")}
+    assert ami and all(name.startswith("EKS AL2023-2.x AMI config") for name in ami)
+    assert set(ami.values()) == {"ok"}
 
 
 def test_stage_preflight_fails_when_nexus_needs_credentials_nodes_do_not_send() -> None:

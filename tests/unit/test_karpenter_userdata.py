@@ -234,13 +234,15 @@ def test_dial_timeout_only_for_containerd_that_knows_it() -> None:
         assert all(("dial_timeout" in f.render()) is expected for f in files), version
 
 
-def test_containerd_16_gets_the_empty_host_workaround_only_without_mirrors() -> None:
+def test_containerd_below_2_gets_the_empty_host_workaround_only_without_mirrors() -> None:
+    """containerd/containerd#10027: every 1.x rejects a hosts.toml without [host] (1.7 included)."""
     from runbook_lib.containerd.hosts import ContainerdVersion, HostsToml
 
-    bare = HostsToml("docker.io", "https://registry-1.docker.io", [], ContainerdVersion.parse("1.6.20"))
-    assert tomllib.loads(bare.render()) == {"server": "https://registry-1.docker.io", "host": {}}
+    for version in ("1.6.20", "1.7.2", "1.7.29"):
+        bare = HostsToml("docker.io", "https://registry-1.docker.io", [], ContainerdVersion.parse(version))
+        assert tomllib.loads(bare.render()) == {"server": "https://registry-1.docker.io", "host": {}}
     assert "host" not in tomllib.loads(
-        HostsToml("docker.io", "https://r", [], ContainerdVersion.parse("1.7.2")).render()
+        HostsToml("docker.io", "https://r", [], ContainerdVersion.parse("2.0.0")).render()
     )
 
 
@@ -275,6 +277,46 @@ def test_static_header_puts_the_credential_in_userdata_and_is_flagged() -> None:
         assert header == {"Authorization": "Basic " + forms_of_secret()[1]}  # canonical case
     assert forms_of_secret()[1] in rendered.new_class_user_data
     assert any("static-header" in flag for flag in credentials.flags(params))
+
+
+def test_hosts_toml_with_a_credential_is_written_0600_and_without_one_0644(tmp_path, mirror_factory) -> None:
+    """static-header: the Authorization header is in the file, so only root (containerd) may read it; an
+    anonymous file stays world-readable. Both runs of the script keep the modes (a rerun replaces files)."""
+    m = mirror_factory(401)
+    ups = [upstream("docker.io", "https://registry-1.docker.io", url(m), "docker-hub")]
+    auth = {"mode": "authenticated", "pull_password": "env:X"}
+    cases = {
+        "static-header": make_params(upstreams=ups, credential_mode="static-header", security=auth),
+        "anonymous": make_params(upstreams=ups),
+    }
+    for mode, params in cases.items():
+        root = tmp_path / mode
+        for _ in range(2):
+            assert run_script(script_for(params, resolver), root).returncode == 0
+        hosts = root / "etc/containerd/certs.d/docker.io/hosts.toml"
+        has_header = "header" in tomllib.loads(hosts.read_text())["host"][url(m)]
+        assert has_header is (mode == "static-header")
+        assert oct(hosts.stat().st_mode & 0o777) == ("0o600" if has_header else "0o644"), mode
+        leftovers = [p.name for p in hosts.parent.iterdir() if p.name != "hosts.toml"]
+        assert leftovers == []  # no temp file with the credential left behind
+
+
+def test_file_mode_follows_the_authorization_header() -> None:
+    from runbook_lib.containerd.hosts import HostsToml, MirrorHost
+
+    plain = HostsToml("docker.io", "https://r", [MirrorHost("https://m")])
+    header = HostsToml("docker.io", "https://r", [MirrorHost("https://m", headers={"authorization": "x"})])
+    assert userdata.file_mode(plain, False) == "0644"
+    assert userdata.file_mode(header, False) == "0600"
+    assert userdata.file_mode(plain, True) == "0600"  # secrets-manager: filled in at boot
+    script = script_for(
+        make_params(
+            credential_mode="secrets-manager",
+            credentials_secret_id="prod/nexus/docker-pull",
+            security={"mode": "authenticated", "pull_password": "env:X"},
+        )
+    )
+    assert 'install_file "$1" 0600' in script and 'install_file "$1" 0644' not in script
 
 
 def test_secrets_manager_mode_fills_the_header_at_boot(tmp_path, mirror_factory) -> None:
@@ -315,8 +357,10 @@ def test_secrets_manager_mode_fills_the_header_at_boot(tmp_path, mirror_factory)
         for _ in range(2):
             result = run_script(script, root, env, [os.path.dirname(aws)])
             assert result.returncode == 0 and PASSWORD not in result.stderr
-        text = (root / "etc/containerd/certs.d/docker.io/hosts.toml").read_text()
+        hosts = root / "etc/containerd/certs.d/docker.io/hosts.toml"
+        text = hosts.read_text()
         assert validate(text) == []
+        assert oct(hosts.stat().st_mode & 0o777) == "0o600"  # the credential is root's only
         assert tomllib.loads(text)["host"][url(m)]["header"] == {
             "Authorization": "Basic " + forms_of_secret()[1]
         }

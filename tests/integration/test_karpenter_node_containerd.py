@@ -6,6 +6,9 @@ sandbox's certs.d pulls docker.io/library/demo:1 through the Nexus emulator's co
 the emulator's /_lab/counters prove the mirror served it). Then the mirror goes down: the next cold pull
 falls back to the upstream stand-in (the Docker Hub front's counters move) instead of hanging, and a node
 booting now gets no hosts.toml at all from the boot probe.
+
+With a credential in the files (authenticated mode, static-header nodes) they are written 0600 and real
+containerd still reads them and pulls through the mirror.
 """
 
 from __future__ import annotations
@@ -97,6 +100,52 @@ def test_generated_userdata_makes_real_containerd_pull_through_the_mirror(
         result = run_script(scripts[0], tmp_path / "late-node")
         assert result.returncode == 0 and "0 of 2 hosts.toml" in result.stderr
         assert not (tmp_path / "late-node").exists()
+    finally:
+        ctd.stop()
+        lab.emulator.stop()
+        REDACTOR.clear()
+
+
+def test_credential_hosts_toml_is_0600_and_real_containerd_pulls_with_it(
+    tmp_path, upstream, monkeypatch
+) -> None:
+    """Authenticated mode, static-header nodes: the hosts.toml that carries the pull credential is written
+    0600 (root only, like the real containerd that reads it), and containerd still pulls through the mirror
+    with it (Nexus has anonymous access off, so only the header gets the pull through)."""
+    from runbook_lab.containerd import PrivateContainerd
+    from runbook_lab.cri import CRIImageClient
+
+    monkeypatch.setenv("TEST_NEXUS_ADMIN", "managed-admin-secret")
+    monkeypatch.setenv("TEST_PULL_PASSWORD", "pull-user-secret")
+    lab = Lab(tmp_path / "lab", upstream.url, "authenticated")
+    quay = lab.params.upstream("quay.io")
+    quay.mirror_url = f"http://127.0.0.1:{quay.connector_port}"
+    lab.params.karpenter.credential_mode = "static-header"
+    root = tmp_path / "node"
+    ctd = PrivateContainerd(tmp_path / "ctd", root / userdata.CERTS_DIR)
+    try:
+        lab.run_stages(apply=True)
+        scripts = userdata.shell_scripts(stage.render(lab.params, lab.secret).new_class_user_data)
+        result = run_script(scripts[0], root)
+        assert result.returncode == 0 and "2 of 2 hosts.toml" in result.stderr, result.stderr
+        certs = root / userdata.CERTS_DIR
+        for registry in ("docker.io", "quay.io"):
+            hosts = certs / registry / "hosts.toml"
+            table = next(iter(tomllib.loads(hosts.read_text())["host"].values()))
+            assert table["header"]["Authorization"].startswith("Basic ")
+            assert oct(hosts.stat().st_mode & 0o777) == "0o600", registry
+            assert hosts.stat().st_uid == 0  # written by root: containerd (root) reads it, nobody else
+        assert sorted(p.name for p in (certs / "docker.io").iterdir()) == ["hosts.toml"]  # no temp file
+
+        ctd.start()
+        before = counters(lab)
+        with CRIImageClient(str(ctd.socket), timeout=60) as cri:
+            cri.pull(IMAGE)
+            assert cri.status(IMAGE) is not None
+        after = counters(lab)
+        # bytes_served moves only for an authorized answer (a 401 is counted as a request, not served)
+        assert after["bytes_served"] > before.get("bytes_served", 0)
+        assert "trying next host" not in ctd.log_text()
     finally:
         ctd.stop()
         lab.emulator.stop()

@@ -89,11 +89,16 @@ def node_pool(params: RunbookParams, name: str, node_class_name: str) -> dict[st
                         "requirements": requirements,
                     }
                 },
-                # consolidateAfter is required whenever disruption is written (v1 CRD)
+                # consolidateAfter is required whenever disruption is written (v1 CRD). The budget lists
+                # no reasons, so it paces every voluntary disruption: drift (our userData roll) and
+                # consolidation alike. A budget limited to `reasons: [Drifted]` would leave Underutilized
+                # and Empty with no budget at all, i.e. unconstrained ("Karpenter will take the minimum of
+                # the budgets that have listed the reason or have left reasons undefined", Karpenter
+                # docs concepts/disruption.md, "NodePool Disruption Budgets" > Reasons).
                 "disruption": {
                     "consolidationPolicy": "WhenEmptyOrUnderutilized",
                     "consolidateAfter": "1m",
-                    "budgets": [{"nodes": "10%", "reasons": ["Drifted"]}],
+                    "budgets": [{"nodes": "10%"}],
                 },
             },
         }
@@ -108,6 +113,18 @@ def node_pool(params: RunbookParams, name: str, node_class_name: str) -> dict[st
     if _supports_budgets(params):
         pool["spec"]["disruption"] = {"budgets": [{"nodes": "10%"}]}
     return pool
+
+
+def unbudgeted_reasons(pool: dict[str, Any], reasons: tuple[str, ...]) -> list[str]:
+    """The disruption reasons no budget of a NodePool applies to (a budget without reasons applies to all)."""
+    budgets = ((pool.get("spec") or {}).get("disruption") or {}).get("budgets")
+    if budgets is None:
+        return []  # no budgets written: Karpenter's default `nodes: 10%` applies to every reason
+    covered = set()
+    for budget in budgets:
+        listed = budget.get("reasons")
+        covered |= set(reasons) if not listed else set(listed)
+    return [r for r in reasons if r not in covered]
 
 
 def examples(params: RunbookParams, user_data: str, name: str = "mirrored") -> list[dict[str, Any]]:

@@ -55,6 +55,29 @@ def test_example_manifests_validate(api, version, family, crd_sets, tmp_path) ->
     assert "&id" not in path.read_text()
 
 
+def crd_budget_reasons(crd_set: str) -> tuple[str, ...]:
+    """The disruption reasons the vendored NodePool CRD allows in budgets[].reasons."""
+    crd = yaml.safe_load((CRDS / crd_set / "karpenter.sh_nodepools.yaml").read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    budgets = schema["properties"]["spec"]["properties"]["disruption"]["properties"]["budgets"]
+    return tuple(budgets["items"]["properties"]["reasons"]["items"]["enum"])
+
+
+@pytest.mark.parametrize("crd_set", ["v1.0.0", "v1.14.1"])
+def test_v1_example_budgets_cover_consolidation_as_well_as_drift(crd_set) -> None:
+    """Karpenter takes, per reason, the minimum of the budgets that list it or list none: a reason no
+    budget covers is unconstrained. Every reason the CRD knows (Underutilized, Empty, Drifted) is paced."""
+    reasons = crd_budget_reasons(crd_set)
+    assert {"Underutilized", "Empty", "Drifted"} <= set(reasons)
+    pool = manifests.node_pool(make_params(api_version="v1", version="1.14.1"), "p", "x")
+    assert manifests.unbudgeted_reasons(pool, reasons) == []
+    assert pool["spec"]["disruption"]["budgets"] == [{"nodes": "10%"}]
+    # the check itself: a drift-only budget leaves consolidation free
+    drift_only = {"spec": {"disruption": {"budgets": [{"nodes": "10%", "reasons": ["Drifted"]}]}}}
+    assert manifests.unbudgeted_reasons(drift_only, reasons) == [r for r in reasons if r != "Drifted"]
+    assert manifests.unbudgeted_reasons({"spec": {}}, reasons) == []  # Karpenter's default budget
+
+
 def test_al2023_is_rejected_by_the_v032_schema() -> None:
     params = make_params(api_version="v1beta1", version="0.37.0", ami_family="AL2023")
     doc = manifests.node_class(params, "x", "")

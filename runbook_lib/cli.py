@@ -6,9 +6,10 @@
     runbook report [--output-dir DIR]    write DIR/index.html listing the runs
     runbook lab up|down|status           the built-in lab
 
-Exit codes: 0 ok, 1 a stage (or lab component) failed, 2 invalid input (nothing executed), 3 `run --apply`
-refused because another apply holds the target's lock (nothing executed; see runbook_lib/lock.py: a lock
-left by a killed run is taken over, plan-only runs take none).
+Exit codes: 0 ok, 1 a stage (or lab component) failed, or `run` could not write or push its metrics
+(--metrics-file, --pushgateway; the run is recorded all the same), 2 invalid input (nothing executed),
+3 `run --apply` refused because another apply holds the target's lock (nothing executed; see
+runbook_lib/lock.py: a lock left by a killed run is taken over, plan-only runs take none).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ def cmd_params_check(args: argparse.Namespace) -> int:
         print(f"{len(err.problems)} problem(s) in {args.file}")
         return 2
     print(f"{args.file}: ok — {params_mod.summary(p)}")
+    for path, reason in params_mod.advisories(p):  # valid, but worth knowing before a run (exit 0)
+        print(f"  warning {path}: {reason}")
     for path, ref in p.secret_refs():
         print(f"  secret {path}: {ref.scheme} reference (resolved at run time)")
     return 0
@@ -55,6 +58,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         _err(f"unknown stage(s): {', '.join(unknown)}; stages are: {', '.join(STAGES)}")
+        return 2
+    from runbook_lib.audit import metrics as metrics_mod
+
+    try:
+        metrics = metrics_mod.MetricsOutput(
+            file=metrics_mod.check_metrics_file(args.metrics_file) if args.metrics_file else None,
+            pushgateway=metrics_mod.check_pushgateway(args.pushgateway) if args.pushgateway else None,
+            job=args.pushgateway_job,
+        )
+        if args.pushgateway and not args.pushgateway_job:
+            raise metrics_mod.MetricsOptionError("--pushgateway-job", "must not be empty")
+    except metrics_mod.MetricsOptionError as err:
+        _err(f"{err}; nothing was executed")
         return 2
     try:
         params_mod.load(args.params)
@@ -77,6 +93,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             note=args.note,
             progress=progress,
             notice=lambda line: _err(f"note: {line}"),
+            metrics=metrics if metrics.file or metrics.pushgateway else None,
         )
     except FileNotFoundError as err:
         _err(f"cannot run: {err}")
@@ -88,7 +105,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"run {status}: {result.run_dir}")
     print(f"  record: {result.run_dir / 'run.json'}")
     print(f"  report: {result.run_dir.parent / 'index.html'}")
-    return result.exit_code
+    for line in metrics.errors:
+        _err(line)
+    return result.exit_code or (1 if metrics.errors else 0)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -179,6 +198,20 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--apply", action="store_true", help="write changes (default: plan only, reads only)")
     rp.add_argument("--output-dir", help="where run folders go (default: outputs.dir of the parameters)")
     rp.add_argument("--note", help="free text for the audit record, e.g. a change ticket")
+    rp.add_argument(
+        "--metrics-file",
+        metavar="FILE",
+        help="write the run's metrics (Prometheus text format, docs/metrics.md) to FILE atomically, failed "
+        "runs too; for node-exporter's textfile collector the name must end in .prom (the collector reads "
+        "only *.prom), e.g. /var/lib/node_exporter/textfile/runbook-{target}.prom ({target}: the target)",
+    )
+    rp.add_argument(
+        "--pushgateway",
+        metavar="URL",
+        help="also PUT the metrics to a Prometheus Pushgateway, to the group "
+        "URL/metrics/job/JOB/instance/TARGET/stages/STAGES",
+    )
+    rp.add_argument("--pushgateway-job", default="runbook", metavar="JOB", help="job name (default: runbook)")
     rp.set_defaults(func=cmd_run)
 
     rep = sub.add_parser("report", help="write an index.html of the runs in an output folder")

@@ -6,7 +6,8 @@ The job reads top to bottom as ``run()``; each step is a small function that can
     -> create_run_dir
     -> for each stage: execute_stage (papermill, saves through the redact:// handler) -> read_stage
        (stop at the first failed stage; the rest are skipped)
-    -> annotate_and_render (banner cell, HTML) -> write_run_record (run.json) -> report (index.html)
+    -> annotate_and_render (banner cell, HTML) -> write_run_record (run.json)
+    -> metrics (optional: Prometheus textfile, Pushgateway) -> report (index.html)
 
 Nothing secret is passed to a notebook: the parameters are the parameters file's path, the mode, the
 run folder and the stage id. The runner resolves the file's secret references too, only so that its
@@ -24,7 +25,7 @@ import subprocess
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runbook_lib import lock as lock_mod
 from runbook_lib import params as params_mod
@@ -42,6 +43,9 @@ from runbook_lib.audit.report import report as write_report
 from runbook_lib.notebook import register_initial_password, resolve_context
 from runbook_lib.params import STAGES, ParamsError, RunbookParams
 from runbook_lib.secrets import resolve as resolve_ref
+
+if TYPE_CHECKING:
+    from runbook_lib.audit.metrics import MetricsOutput
 
 __all__ = [
     "STAGE_NOTEBOOKS",
@@ -565,11 +569,13 @@ def run(
     *,
     cell_timeout_s: float | None = None,
     notice: Callable[[str], None] | None = None,
+    metrics: MetricsOutput | None = None,
 ) -> RunResult:
     """Run the stages in order and write the run folder. Raises ParamsError (invalid parameters),
     ValueError (unknown stage), FileNotFoundError (missing notebook) or lock.LockHeld (an apply of the
     same target is running) before executing anything. ``notice`` gets lines for the operator (a lock
-    taken over from a killed run, an apply running while this plan reads)."""
+    taken over from a killed run, an apply running while this plan reads). ``metrics`` gets the final
+    record (failed runs too) for the Prometheus textfile / Pushgateway (audit/metrics.py)."""
     params_file = Path(params_file).resolve()
     params = load_params(params_file)
     selected = select_stages(stages)
@@ -612,6 +618,7 @@ def run(
             cell_timeout_s,
             target_lock,
             notes,
+            metrics,
         )
     finally:
         _KERNEL_PASS_FDS = ()
@@ -631,6 +638,7 @@ def _run_locked(
     cell_timeout_s: float | None,
     target_lock: lock_mod.TargetLock | None,
     notes: list[str],
+    metrics: MetricsOutput | None = None,
 ) -> RunResult:
     register_param_secrets(params)
     if cell_timeout_s is None:  # a cell may wait for a whole Karpenter node rollout
@@ -713,10 +721,10 @@ def _run_locked(
                 )
             )
             outcomes.extend(StageOutcome(name=s, status="skipped") for s in selected[len(outcomes) :])
-        _finish(out_dir, run_dir, outcomes, save_record, log)
+        _finish(out_dir, run_dir, outcomes, save_record, log, metrics)
         raise
 
-    record = _finish(out_dir, run_dir, outcomes, save_record, log)
+    record = _finish(out_dir, run_dir, outcomes, save_record, log, metrics)
     return RunResult(exit_code=1 if record["status"] == "failed" else 0, run_dir=Path(run_dir), record=record)
 
 
@@ -726,8 +734,9 @@ def _finish(
     outcomes: list[StageOutcome],
     save_record: Callable[[dt.datetime | None], dict[str, Any]],
     log: Callable[[str], None],
+    metrics: MetricsOutput | None = None,
 ) -> dict[str, Any]:
-    """Banners and HTML for every saved notebook, then the final run.json and the index."""
+    """Banners and HTML for every saved notebook, then the final run.json, the metrics and the index."""
     record = save_record(utc_now())
     handler = DESTINATIONS.handler_for(run_dir)
     for outcome, stage in zip(outcomes, record["stages"], strict=True):
@@ -740,6 +749,8 @@ def _finish(
             log(f"  could not render {stage['notebook']}: {type(err).__name__}: {err}")
     record = save_record(utc_now())
     log(f"run {record['run_id']}: {record['status']} ({_summary(outcomes)})")
+    if metrics is not None:  # after the final record, failed runs too: that is when alerting needs them
+        metrics.publish(record, log)
     try:
         write_report(out_dir)
     except Exception as err:  # noqa: BLE001 - the index is a convenience; run.json is the record

@@ -324,3 +324,65 @@ def test_report_without_output_dir_uses_outputs_where_it_runs(
     assert cli.main(["report"]) == 0
     assert (tmp_path / "outputs" / "index.html").is_file()
     assert str(tmp_path / "outputs" / "index.html") in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ metrics of an actual `runbook run`
+
+
+def test_runbook_run_writes_and_pushes_metrics_of_a_failed_plan(tmp_path: Path) -> None:
+    """`runbook run preflight nexus-repos` (plan only, the shipped notebooks) against nothing: preflight
+    fails (every endpoint is the discard port), nexus-repos is skipped; the metrics say so, in the file
+    and at the Pushgateway stand-in (issue #14 part 4: alerting needs them most when a stage fails)."""
+    import os
+    import subprocess
+    import sys
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.unit.test_metrics import SECRET, serve_pushgateway
+
+    params = tmp_path / "params.yaml"
+    params.write_text(offline_params_yaml("fixture", "RUNBOOK_TEST_METRICS_PASSWORD"))
+    env = {**os.environ, "RUNBOOK_TEST_METRICS_PASSWORD": SECRET}
+    gateway = serve_pushgateway()
+    pushgateway = next(gateway)
+    try:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "runbook_lib.cli",
+                "run",
+                "preflight",
+                "nexus-repos",
+                "--params",
+                str(params),
+            ]
+            + ["--metrics-file", str(tmp_path / "runbook-{target}.prom"), "--pushgateway", pushgateway.url],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+    finally:
+        gateway.close()
+    assert proc.returncode == 1, proc.stderr  # the stage failed; the metrics went out
+    text = (tmp_path / "runbook-fixture.prom").read_text()
+    samples = {
+        (s.name, s.labels.get("stage")): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+    assert samples[("runbook_run_success", None)] == 0
+    assert samples[("runbook_stage_success", "preflight")] == 0
+    assert samples[("runbook_stage_duration_seconds", "preflight")] > 0
+    assert ("runbook_stage_success", "nexus-repos") not in samples
+    assert samples[("runbook_stage_skipped", "nexus-repos")] == 1
+    [push] = pushgateway.pushes
+    assert push.grouping == {"job": "runbook", "instance": "fixture", "stages": "preflight,nexus-repos"}
+    assert push.body == text
+    assert SECRET not in text
+    [run_dir] = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    log = (run_dir / "run.log").read_text()
+    assert f"metrics: wrote {tmp_path / 'runbook-fixture.prom'}" in log and "metrics: pushed" in log

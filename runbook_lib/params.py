@@ -305,6 +305,36 @@ class Security(Strict):
 
 
 # ---------------------------------------------------------------------------------------------- Helm
+# IngressGroup names (aws-load-balancer-controller docs/guide/ingress/annotations.md, group.name)
+_ALB_GROUP = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")
+
+
+def _alb_group(value: str) -> str:
+    if not _ALB_GROUP.match(value):
+        raise ValueError(
+            "must be an ALB IngressGroup name: a-z, 0-9, '-', '.', starting and ending with a letter "
+            "or digit, at most 63 characters"
+        )
+    return value
+
+
+class HelmAlb(Strict):
+    """AWS Load Balancer Controller settings for the docker Ingresses (helm.ingress_controller alb)."""
+
+    group_name: Annotated[str, AfterValidator(_alb_group)] | None = Field(
+        None,
+        description="alb.ingress.kubernetes.io/group.name shared by every docker Ingress (one ALB); "
+        "default <namespace>-<release>-docker",
+    )
+    scheme: Literal["internal", "internet-facing"] = Field(
+        "internal", description="alb.ingress.kubernetes.io/scheme (nodes usually reach the mirror in the VPC)"
+    )
+    target_type: Literal["ip", "instance"] = Field(
+        "ip",
+        description="ip: pod IPs, any Service type (VPC CNI); instance: node ports, needs NodePort Services",
+    )
+
+
 class Helm(Strict):
     """How the Nexus Helm chart exposes the docker endpoints (stage 3)."""
 
@@ -347,6 +377,32 @@ class Helm(Strict):
     ready_timeout_s: float = Field(
         60.0, gt=0, description="How long verification waits for the ingress controller to route a new host"
     )
+    ingress_controller: Literal["auto", "nginx", "alb", "other"] = Field(
+        "auto",
+        description="Controller behind ingress_class, for its annotations: auto = from the class name "
+        "(nginx: ingress-nginx, alb: AWS Load Balancer Controller, else none)",
+    )
+    alb: HelmAlb = Field(default_factory=HelmAlb)
+
+    @property
+    def controller(self) -> Literal["nginx", "alb", "other"]:
+        if self.ingress_controller != "auto":
+            return self.ingress_controller
+        cls = (self.ingress_class or "").lower()
+        return "nginx" if cls == "nginx" else "alb" if cls == "alb" else "other"
+
+    @model_validator(mode="after")
+    def _alb_targets(self) -> Helm:
+        if (
+            self.controller == "alb"
+            and self.alb.target_type == "instance"
+            and self.service_type == "ClusterIP"
+        ):
+            raise ValueError(
+                "service_type ClusterIP has no node port for ALB instance targets (alb.target_type): "
+                "set service_type NodePort or alb.target_type ip"
+            )
+        return self
 
 
 # ----------------------------------------------------------------------------------------- Karpenter

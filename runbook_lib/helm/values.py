@@ -52,13 +52,20 @@ NGINX_DEFAULTS = {
 # ingress-nginx redirects HTTP to HTTPS (308) for hosts listed under the Ingress's tls (with or without a
 # secretName); a mirror reached over plain http must switch that off for its Ingress.
 NGINX_NO_SSL_REDIRECT = {"nginx.ingress.kubernetes.io/ssl-redirect": "false"}
-# AWS Load Balancer Controller (kubernetes-sigs.github.io/aws-load-balancer-controller, ingress annotations):
+# AWS Load Balancer Controller: kubernetes-sigs/aws-load-balancer-controller docs/guide/ingress/annotations.md
+# (published at kubernetes-sigs.github.io/aws-load-balancer-controller/latest/guide/ingress/annotations/).
+ALB = "alb.ingress.kubernetes.io/"
 ALB_DEFAULTS = {
-    "alb.ingress.kubernetes.io/healthcheck-path": "/v2/",
-    "alb.ingress.kubernetes.io/success-codes": "200,401",  # /v2/ answers 401 with a Bearer challenge
-    # default idle timeout 60 s; see the nginx read timeout above
-    "alb.ingress.kubernetes.io/load-balancer-attributes": "idle_timeout.timeout_seconds=600",
+    # The target group's check runs on the traffic port, i.e. the docker connector (ip targets: the pod's
+    # targetPort; instance targets: the node port). Nexus answers /v2/ there with 401 and a Bearer challenge
+    # when the Docker Bearer Token realm is on, even for anonymous pulls (sonatype/nexus-public#651), and
+    # with 200 when no token is asked for: both mean the connector serves.
+    ALB + "healthcheck-path": "/v2/",
+    ALB + "success-codes": "200,401",
+    # default idle timeout 60 s (see the nginx read timeout); exclusive in a group: same on every Ingress
+    ALB + "load-balancer-attributes": "idle_timeout.timeout_seconds=600",
 }
+_SERVICE_TYPES_FOR_INSTANCE = ("NodePort", "LoadBalancer")  # annotations.md, target-type
 _SECRETISH = re.compile(r"password|passwd|token|fileContents", re.IGNORECASE)
 
 
@@ -164,18 +171,125 @@ def _is_address(host: str) -> bool:
     return True
 
 
+def alb_group_name(params: RunbookParams) -> str:
+    """The IngressGroup of every docker Ingress: one group, one ALB (annotations.md, IngressGroup)."""
+    helm = params.helm
+    if helm.alb.group_name:
+        return helm.alb.group_name
+    return f"{helm.namespace}-{helm.release}-docker"[:63].rstrip("-.")
+
+
+def listen_ports(ep: Endpoint) -> str:
+    """The ALB listener nodes reach: the mirror URL's scheme and port. Without this annotation the controller
+    opens HTTP:80 only, unless certificate-arn is set, and discovers certificates only for an HTTPS
+    listener (model_build_listener.go computeIngressListenPorts; docs/guide/ingress/cert_discovery.md)."""
+    parts = urlsplit(ep.url)
+    port = parts.port or (443 if ep.tls else 80)
+    return json.dumps([{"HTTPS" if ep.tls else "HTTP": port}], separators=(",", ":"))
+
+
 def ingress_annotations(params: RunbookParams, ep: Endpoint, tls_block: bool) -> dict[str, str]:
     """Class defaults (+ no SSL redirect for an http mirror behind a TLS block), then helm.annotations."""
-    cls = (params.helm.ingress_class or "").lower()
+    helm = params.helm
     out: dict[str, str] = {}
-    if cls == "nginx":
+    if helm.controller == "nginx":
         out.update(NGINX_DEFAULTS)
         if tls_block and not ep.tls:
             out.update(NGINX_NO_SSL_REDIRECT)
-    elif cls == "alb":
+    elif helm.controller == "alb":
         out.update(ALB_DEFAULTS)
-    out.update(params.helm.annotations)
+        out.update(
+            {
+                # default `instance` needs NodePort Services: with ClusterIP no target group is made
+                # (aws-load-balancer-controller#1695); `ip` registers the pod IPs, any Service type.
+                ALB + "target-type": helm.alb.target_type,
+                # nxrm-ha renders one Ingress per registry; without a group each one gets its own ALB
+                ALB + "group.name": alb_group_name(params),
+                ALB + "scheme": helm.alb.scheme,
+                ALB + "listen-ports": listen_ports(ep),
+            }
+        )
+    out.update(helm.annotations)
     return out
+
+
+def alb_service_type(params: RunbookParams, default: str) -> str:
+    """The docker Service type: helm.service_type, else NodePort for ALB instance targets, else default."""
+    helm = params.helm
+    if helm.service_type:
+        return helm.service_type
+    if helm.controller == "alb" and helm.alb.target_type == "instance":
+        return "NodePort"
+    return default
+
+
+def _alb_checks(
+    params: RunbookParams, overlay: Overlay, annotations: dict[str, dict[str, str]], service_type: str
+) -> None:
+    """What the controller would refuse or route elsewhere, from the final annotations of each endpoint's
+    Ingress (helm.annotations may override ours). ``annotations``: ingress host -> annotations."""
+    if params.helm.controller != "alb":
+        return
+    by_host = {ep.host: ep for ep in overlay.endpoints}
+    protocols: dict[int, set[str]] = {}
+    for host, ann in annotations.items():
+        ep = by_host[host]
+        if ann.get(ALB + "target-type", "instance") == "instance" and service_type not in (
+            _SERVICE_TYPES_FOR_INSTANCE
+        ):
+            overlay.limits.append(
+                f"{host}: ALB instance targets need a NodePort or LoadBalancer Service, the docker "
+                f"Service is {service_type} (no target group would be made, aws-load-balancer-controller"
+                "#1695): use alb.target_type ip or helm.service_type NodePort"
+            )
+        try:
+            entries = json.loads(ann.get(ALB + "listen-ports", "[]"))
+            ports = {(proto, int(port)) for entry in entries for proto, port in entry.items()}
+        except (ValueError, TypeError, AttributeError):
+            overlay.limits.append(
+                f"{host}: alb.ingress.kubernetes.io/listen-ports is not a JSON list of maps"
+            )
+            continue
+        want = json.loads(listen_ports(ep))[0].popitem()
+        if want not in ports:
+            overlay.limits.append(
+                f"{host}: nodes use {ep.url}, but the ALB would listen on "
+                f"{', '.join(f'{p}:{n}' for p, n in sorted(ports)) or 'HTTP:80'} (listen-ports)"
+            )
+        for proto, port in ports:
+            protocols.setdefault(port, set()).add(proto)
+    clash = sorted(port for port, protos in protocols.items() if len(protos) > 1)
+    if clash:
+        overlay.limits.append(
+            f"one ALB cannot listen with HTTP and HTTPS on the same port {clash}: the mirror URLs mix "
+            "schemes on one port"
+        )
+    plain = sorted(ep.host for ep in overlay.endpoints if not ep.tls and ep.host in annotations)
+    if plain and any(ALB + "ssl-redirect" in ann for ann in annotations.values()):
+        overlay.limits.append(
+            "alb.ingress.kubernetes.io/ssl-redirect turns every HTTP listener of the group into a redirect, "
+            f"but {', '.join(plain)} are http mirror URLs"
+        )
+
+
+def _alb_notes(params: RunbookParams, overlay: Overlay) -> None:
+    helm = params.helm
+    if helm.controller != "alb":
+        return
+    if helm.alb.target_type == "ip":
+        overlay.notes.append(
+            "ALB target-type ip registers the Nexus pod IPs: the pods need VPC addresses (Amazon VPC CNI)"
+        )
+    overlay.notes.append(
+        f"every docker Ingress joins the ALB IngressGroup {alb_group_name(params)!r} (one ALB); anyone "
+        "allowed to write Ingresses can add rules to that group"
+    )
+    https = [ep.host for ep in overlay.endpoints if ep.tls]
+    if https and ALB + "certificate-arn" not in helm.annotations:
+        overlay.notes.append(
+            "no alb.ingress.kubernetes.io/certificate-arn: the controller looks up ACM certificates for "
+            f"{', '.join(https)} (certificate discovery); one must cover these hosts"
+        )
 
 
 def coalesce(base: Any, top: Any) -> Any:
@@ -283,6 +397,7 @@ def _class_notes(params: RunbookParams, current: dict[str, Any], overlay: Overla
 def _nxrm_ha(params: RunbookParams, current: dict[str, Any], overlay: Overlay) -> None:
     helm = params.helm
     entries = []
+    by_host: dict[str, dict[str, str]] = {}
     for ep in overlay.endpoints:
         entry: dict[str, Any] = {"host": ep.host, "port": ep.port, "targetPort": ep.target_port}
         if helm.tls_secret:
@@ -290,17 +405,31 @@ def _nxrm_ha(params: RunbookParams, current: dict[str, Any], overlay: Overlay) -
         annotations = ingress_annotations(params, ep, tls_block=True)  # nxrm-ha always renders tls
         if annotations:
             entry["annotations"] = annotations
+        by_host[ep.host] = annotations
         entries.append(entry)
     ours = {ep.port for ep in overlay.endpoints}
+    service_type = alb_service_type(params, "ClusterIP")
     docker = {
         "enabled": True,
-        "type": helm.service_type or "ClusterIP",
+        "type": service_type,
         "registries": entries + _kept_registries(current, ours, overlay),
     }
     overlay.values = {"nexus": {"docker": docker}}
     if helm.ingress_class:
         overlay.values["ingress"] = {"ingressClassName": helm.ingress_class}
     _class_notes(params, current, overlay, bool(get_path(current, "ingress.enabled")))
+    _alb_checks(params, overlay, by_host, service_type)
+    _alb_notes(params, overlay)
+    if helm.controller == "alb":
+        if helm.tls_secret:
+            overlay.notes.append(
+                "the ALB serves ACM certificates: the tls secretName (helm.tls_secret) is not used by it"
+            )
+        if get_path(current, "ingress.enabled"):
+            overlay.notes.append(
+                "the UI Ingress (ingress.annotations) is not in the docker IngressGroup: it gets an ALB of "
+                f"its own unless ingress.annotations sets {ALB}group.name: {alb_group_name(params)}"
+            )
     if not helm.tls_secret:
         overlay.notes.append(
             "no helm.tls_secret: the chart still renders a tls entry per host, so the ingress "
@@ -343,13 +472,31 @@ def _legacy(params: RunbookParams, current: dict[str, Any], overlay: Overlay) ->
     if len(sets) > 1:
         overlay.limits.append(
             "nexus-repository-manager has one annotation set (ingress.annotations) for every "
-            "docker Ingress, but the endpoints need different ones (mixed http/https mirror URLs)"
+            "docker Ingress, but the endpoints need different ones (mirror URLs mixing http/https or ports)"
         )
     annotations = json.loads(sets.pop()) if sets else {}
     if annotations:
         ingress["annotations"] = annotations
         overlay.notes.append("ingress.annotations are shared by the UI Ingress and every docker Ingress")
     overlay.values["ingress"] = ingress
+    if helm.controller == "alb":
+        # one annotation set: checked per endpoint anyway (listen-ports must fit each mirror URL)
+        per_host = {ep.host: ingress_annotations(params, ep, tls_block=True) for ep in overlay.endpoints}
+        have_type = get_path(current, "service.type") or "ClusterIP"
+        shared_type = have_type
+        if helm.alb.target_type == "instance" and have_type not in _SERVICE_TYPES_FOR_INSTANCE:
+            shared_type = alb_service_type(params, "NodePort")
+            overlay.values["service"] = {"type": shared_type}
+            overlay.notes.append(
+                f"service.type {have_type} -> {shared_type} for ALB instance targets: the UI Service "
+                "shares it"
+            )
+        _alb_checks(params, overlay, per_host, shared_type)
+        _alb_notes(params, overlay)
+        overlay.notes.append(
+            "the UI Ingress shares the ALB annotations: it joins the docker IngressGroup and its target "
+            "group is health-checked at /v2/ on the UI port, which is not a docker connector"
+        )
     if not get_path(current, "ingress.enabled"):
         overlay.notes.append(
             "ingress.enabled: true (the docker Ingresses need it) also renders the UI Ingress for "
@@ -357,12 +504,16 @@ def _legacy(params: RunbookParams, current: dict[str, Any], overlay: Overlay) ->
         )
     _class_notes(params, current, overlay, bool(get_path(current, "ingress.enabled")))
     if get_path(current, "service.enabled") is False:
-        overlay.values["service"] = {"enabled": True}
+        overlay.values.setdefault("service", {})["enabled"] = True
         overlay.notes.append(
             "service.enabled: true (the docker Services need it) also renders the UI Service"
         )
     have_type = get_path(current, "service.type") or "ClusterIP"
-    if helm.service_type and helm.service_type != have_type:
+    if (
+        helm.service_type
+        and helm.service_type != have_type
+        and "type" not in overlay.values.get("service", {})
+    ):
         overlay.notes.append(
             f"service.type is shared with the UI Service; left at {have_type} "
             f"(helm.service_type {helm.service_type} not applied)"
@@ -389,11 +540,12 @@ def _aws_resiliency(params: RunbookParams, current: dict[str, Any], overlay: Ove
     if helm.ingress_class:
         annotations["kubernetes.io/ingress.class"] = helm.ingress_class  # this chart has no ingressClassName
     annotations.update(ingress_annotations(params, first, tls_block=False))
+    service_type = alb_service_type(params, "NodePort")  # the chart's default
     overlay.values = {
         "service": {
             "docker": {
                 "enabled": True,
-                "type": helm.service_type or "NodePort",
+                "type": service_type,
                 "port": first.port,
                 "targetPort": first.target_port,
             }
@@ -402,17 +554,16 @@ def _aws_resiliency(params: RunbookParams, current: dict[str, Any], overlay: Ove
     }
     if helm.tls_secret:
         overlay.notes.append(
-            "this chart renders no tls on its Ingress: helm.tls_secret is not used; an ALB "
-            "terminates TLS with alb.ingress.kubernetes.io/certificate-arn (set it in helm.annotations)"
+            "this chart renders no tls on its Ingress: helm.tls_secret is not used; an ALB serves an "
+            "ACM certificate (alb.ingress.kubernetes.io/certificate-arn in helm.annotations, or one "
+            "discovered for the host)"
         )
-    elif (
-        first.tls
-        and (helm.ingress_class or "").lower() == "alb"
-        and "alb.ingress.kubernetes.io/certificate-arn" not in annotations
-    ):
+    _alb_checks(params, overlay, {first.host: annotations}, service_type)
+    _alb_notes(params, overlay)
+    if helm.controller == "alb":
         overlay.notes.append(
-            "the mirror URL is https: set alb.ingress.kubernetes.io/certificate-arn and "
-            "listen-ports in helm.annotations"
+            "the chart's UI Ingress (ingress.annotations) is not in the docker IngressGroup: it gets an "
+            "ALB of its own"
         )
     have = get_path(current, "ingress.dockerIngress.annotations") or {}
     placeholder = (

@@ -304,6 +304,10 @@ class Security(Strict):
         return self
 
 
+# statefulset.replicaCount in nxrm-ha's values.yaml (a Pro HA cluster); the other two charts run one pod
+CHART_DEFAULT_REPLICAS = {"nxrm-ha": 3, "nxrm-aws-resiliency": 1, "nexus-repository-manager": 1}
+
+
 # ---------------------------------------------------------------------------------------------- Helm
 # IngressGroup names (aws-load-balancer-controller docs/guide/ingress/annotations.md, group.name)
 _ALB_GROUP = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$")
@@ -377,6 +381,17 @@ class Helm(Strict):
     ready_timeout_s: float = Field(
         60.0, gt=0, description="How long verification waits for the ingress controller to route a new host"
     )
+    replicas: StrictInt | None = Field(
+        None,
+        ge=1,
+        description="Nexus pods the release runs (nxrm-ha: statefulset.replicaCount); default: the chart's "
+        "own (nxrm-ha 3, the others 1). Community Edition supports one",
+    )
+
+    @property
+    def effective_replicas(self) -> int:
+        return self.replicas if self.replicas is not None else CHART_DEFAULT_REPLICAS[self.flavour]
+
     ingress_controller: Literal["auto", "nginx", "alb", "other"] = Field(
         "auto",
         description="Controller behind ingress_class, for its annotations: auto = from the class name "
@@ -782,6 +797,22 @@ class RunbookParams(Strict):
                 raise ValueError(f"upstreams[{i}].name: {up.name} is used both as proxy and group")
         return self
 
+    @model_validator(mode="after")
+    def _edition_fits_the_chart(self) -> RunbookParams:
+        """Community Edition runs one node: "CE doesn't support multi-node clusters of Repository"
+        (sonatype/nexus-public#581, Sonatype's reply); OSS never had clustering either. nxrm-ha defaults
+        to three replicas (its values.yaml statefulset.replicaCount), so CE on it must say replicas: 1."""
+        edition = self.nexus.expect_edition
+        replicas = self.helm.effective_replicas
+        if edition in ("COMMUNITY", "OSS") and replicas > 1:
+            given = "" if self.helm.replicas is not None else f" ({self.helm.flavour}'s default)"
+            raise ValueError(
+                f"helm.replicas: {replicas}{given} Nexus nodes, but {edition} supports no multi-node "
+                "cluster (sonatype/nexus-public#581): set helm.replicas: 1 (statefulset.replicaCount: 1, "
+                "clustered: false), or expect_edition: PRO with a Pro licence"
+            )
+        return self
+
     # -- helpers -------------------------------------------------------------------------------
     def path(self, value: str | None) -> Path | None:
         """Resolve a path from the file against the file's folder."""
@@ -873,6 +904,32 @@ def load(path: str | Path) -> RunbookParams:
         raise
     except Exception as err:  # a validator tripped on an input shape nobody foresaw: still bad input
         raise ParamsError(str(path), [("(file)", f"cannot be validated ({type(err).__name__})")]) from None
+
+
+# The fewest Nexus requests one node pull costs: GET /v2/ (401), the token, the manifest, the config blob
+# and one layer; failed requests count towards the cap too (sonatype/nexus-public#736). Real images cost
+# more (a multi-arch index, more layers): the lab measures 5.5 per pull for its small images.
+MIN_REQUESTS_PER_PULL = 5
+
+
+def advisories(params: RunbookParams) -> list[tuple[str, str]]:
+    """Warnings that do not make a file invalid (field path, reason): what `runbook params check` prints
+    after "ok". The forecast from measured requests per pull is the verify stage's (verify/report.py)."""
+    out = []
+    v, edition = params.verification, params.nexus.expect_edition
+    if v.expected_pulls_per_day and edition not in ("PRO", "OSS"):
+        floor = v.expected_pulls_per_day * MIN_REQUESTS_PER_PULL
+        if floor >= v.ce_requests_per_day:
+            out.append(
+                (
+                    "verification.expected_pulls_per_day",
+                    f"{v.expected_pulls_per_day:,} pulls/day at {MIN_REQUESTS_PER_PULL} or more requests per "
+                    f"pull is at least {floor:,} requests/day: at or over the Community Edition cap of "
+                    f"{v.ce_requests_per_day:,} (help.sonatype.com/en/usage-center.html); plan Pro "
+                    "(nexus.expect_edition: PRO) or fewer pulls",
+                )
+            )
+    return out
 
 
 def digest(path: str | Path) -> str:

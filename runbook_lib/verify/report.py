@@ -6,6 +6,12 @@ Also the Nexus Community Edition usage forecast. Facts: Community Edition
 401s included, count too (#736) — and every docker pull starts with a 401 and a token request. The
 separate 20,000 requests/day figure in the status page is the embedded-database recommendation, not the
 cap (#581, #591). Caps are parameters (``verification.ce_requests_per_day``, ``ce_components``).
+Sonatype's public pages: help.sonatype.com/en/usage-center.html ("Usage limitations for Community Edition",
+named in #1057), help.sonatype.com/en/usage-metrics.html#request-metrics (the rolling day, #814) and the
+3.87.0 release notes (the 40,000 / 100,000 adjustment, #883).
+
+A forecast at or above the requests cap is flagged (``Usage.over_requests_cap``, a table row, run.json):
+over the cap a Community Edition instance warns, then blocks new components after the grace period.
 """
 
 from __future__ import annotations
@@ -215,9 +221,41 @@ class Usage:
     components_complete: bool
     components_per_day: float | None  # growth, from the history store
     days_to_component_cap: float | None
+    edition: str | None = None  # nexus.expect_edition; unknown is treated as Community Edition
+
+    @property
+    def caps_apply(self) -> bool:
+        # Pro has no caps; OSS (before 3.77) had only the embedded-database recommendation, no cap
+        return self.edition not in ("PRO", "OSS")
+
+    @property
+    def over_requests_cap(self) -> bool | None:
+        """Does the forecast reach the requests cap? None without a forecast (or on Pro: no cap)."""
+        if self.forecast_requests_per_day is None or not self.caps_apply:
+            return None
+        return self.forecast_requests_per_day >= self.requests_cap
+
+    def warnings(self) -> list[str]:
+        """What the forecast flags, in words (empty when nothing is near a cap)."""
+        out = []
+        if self.over_requests_cap:
+            out.append(
+                f"forecast {self.forecast_requests_per_day:,.0f} requests/day "
+                f"({self.requests_per_pull:,.1f} per pull x {self.expected_pulls_per_day:,} pulls/day) "
+                f"reaches the Community Edition cap of {self.requests_cap:,}/day: plan a Pro licence, or "
+                "fewer pulls (a warm node image cache)"
+            )
+        if self.caps_apply and self.days_to_component_cap is not None and self.days_to_component_cap < 30:
+            out.append(
+                f"the component count reaches the Community Edition cap of {self.components_cap:,} in "
+                f"{self.days_to_component_cap:,.0f} days: shorten the cleanup policy's retention"
+            )
+        return out
 
     def record(self) -> dict[str, Any]:
-        return _clean(asdict(self))
+        return _clean(
+            {**asdict(self), "over_requests_cap": self.over_requests_cap, "warnings": self.warnings()}
+        )
 
     def table(self) -> pd.DataFrame:
         def fmt(v: Any) -> Any:
@@ -233,7 +271,18 @@ class Usage:
                 fmt(self.expected_pulls_per_day),
             ),
             ("forecast requests per day", fmt(self.forecast_requests_per_day)),
-            ("cap: requests per day", f"{self.requests_cap:,}"),
+            (
+                "cap: requests per day",
+                f"{self.requests_cap:,}" if self.caps_apply else f"none ({self.edition})",
+            ),
+            (
+                "forecast against the requests cap",
+                "unknown"
+                if self.over_requests_cap is None
+                else "AT OR OVER the cap"
+                if self.over_requests_cap
+                else "below the cap",
+            ),
             (
                 "components in the proxy repositories" + ("" if self.components_complete else " (at least)"),
                 fmt(self.components),
@@ -315,6 +364,7 @@ def usage(
         complete,
         growth,
         days,
+        params.nexus.expect_edition,
     )
 
 

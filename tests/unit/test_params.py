@@ -149,3 +149,71 @@ def test_run_with_invalid_params_executes_nothing(tmp_path, capsys) -> None:
 def test_run_rejects_unknown_stage(capsys) -> None:
     assert main(["run", "deploy-everything", "--params", str(LAB)]) == 2
     assert "unknown stage" in capsys.readouterr().err
+
+
+# -- edition, chart and the Community Edition caps (issue #12 part 5) ------------------------------------
+def example_data() -> dict:
+    return yaml.safe_load(EXAMPLE.read_text())
+
+
+def test_example_is_pro_on_nxrm_ha_and_lab_is_ce_on_one_replica() -> None:
+    """nxrm-ha is the Pro HA chart (3 replicas by default); Community Edition runs one node (#581)."""
+    ex, lab = params.load(EXAMPLE), params.load(LAB)
+    assert (ex.nexus.expect_edition, ex.helm.flavour, ex.helm.effective_replicas) == ("PRO", "nxrm-ha", 3)
+    assert (lab.nexus.expect_edition, lab.helm.flavour, lab.helm.effective_replicas) == (
+        "COMMUNITY",
+        "nxrm-ha",
+        1,
+    )
+
+
+@pytest.mark.parametrize(
+    ("edition", "flavour", "replicas", "refused"),
+    [
+        ("COMMUNITY", "nxrm-ha", None, True),  # the chart's default: three
+        ("COMMUNITY", "nxrm-ha", 3, True),
+        ("OSS", "nxrm-ha", 2, True),
+        ("COMMUNITY", "nxrm-ha", 1, False),
+        ("COMMUNITY", "nexus-repository-manager", None, False),  # one pod
+        ("PRO", "nxrm-ha", None, False),
+        (None, "nxrm-ha", None, False),  # edition not stated: nothing to hold it against
+    ],
+)
+def test_community_edition_with_several_replicas_is_refused(
+    tmp_path, capsys, edition, flavour, replicas, refused
+) -> None:
+    data = example_data()
+    data["nexus"]["expect_edition"] = edition
+    data["helm"]["flavour"] = flavour
+    data["helm"].pop("replicas", None)
+    if replicas is not None:
+        data["helm"]["replicas"] = replicas
+    path = write(tmp_path, data)
+    assert main(["params", "check", str(path)]) == (2 if refused else 0)
+    out = capsys.readouterr().out
+    assert "Traceback" not in out
+    problems = [line for line in out.splitlines() if line.startswith(f"{path}: helm.replicas: ")]
+    assert bool(problems) is refused, out
+    if refused:
+        assert "sonatype/nexus-public#581" in problems[0] and "helm.replicas: 1" in problems[0]
+
+
+def test_check_warns_when_expected_pulls_reach_the_ce_request_cap(tmp_path, capsys) -> None:
+    """The example's 20,000 pulls/day on Community Edition: at 5+ requests a pull, the 100,000/day cap."""
+    data = example_data()
+    data["nexus"]["expect_edition"] = "COMMUNITY"
+    data["helm"]["replicas"] = 1
+    path = write(tmp_path, data)
+    assert main(["params", "check", str(path)]) == 0  # valid: a warning, not a refusal
+    out = capsys.readouterr().out
+    warning = [line for line in out.splitlines() if "warning verification.expected_pulls_per_day" in line]
+    assert len(warning) == 1 and "100,000" in warning[0] and "Community Edition" in warning[0]
+    # below the cap, on Pro, or with no figure: no warning
+    for edition, pulls in (("COMMUNITY", 19_999), ("PRO", 20_000), ("COMMUNITY", None)):
+        data["nexus"]["expect_edition"], data["verification"]["expected_pulls_per_day"] = edition, pulls
+        assert params.advisories(params.parse(data, "x", tmp_path)) == [], (edition, pulls)
+    data["verification"]["ce_requests_per_day"] = 50_000  # the cap is a parameter
+    data["nexus"]["expect_edition"], data["verification"]["expected_pulls_per_day"] = "COMMUNITY", 10_000
+    assert [f for f, _ in params.advisories(params.parse(data, "x", tmp_path))] == [
+        "verification.expected_pulls_per_day"
+    ]

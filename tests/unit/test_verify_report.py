@@ -333,6 +333,35 @@ def test_usage_with_counted_components_and_no_counters() -> None:
     assert "unknown" in use.table().to_string()
 
 
+@pytest.mark.parametrize(
+    ("edition", "pulls", "over"),
+    [
+        ("COMMUNITY", 20_000, True),  # 42 requests / 8 pulls = 5.25 a pull: 105,000 a day
+        ("COMMUNITY", 19_000, False),  # 99,750: below the cap
+        (None, 20_000, True),  # edition not stated: the cap is assumed to bind
+        ("PRO", 20_000, None),  # Pro has no cap
+        ("COMMUNITY", None, None),  # no expected pulls: no forecast
+    ],
+)
+def test_forecast_flags_the_community_edition_requests_cap(edition, pulls, over) -> None:
+    p = params()
+    p.nexus.expect_edition = edition
+    p.verification.expected_pulls_per_day = pulls
+    use = report.usage(p, NexusContent(None), None, proof(), host_comparison(), node_comparison(True))
+    assert use.over_requests_cap is over
+    record = use.record()
+    assert record["over_requests_cap"] is over and record["edition"] == edition
+    flagged = [w for w in use.warnings() if "requests/day" in w]
+    assert bool(flagged) is bool(over)
+    table = dict(use.table().itertuples(index=False))
+    expected_row = {True: "AT OR OVER the cap", False: "below the cap", None: "unknown"}[over]
+    assert table["forecast against the requests cap"] == expected_row
+    if over:
+        assert "100,000" in flagged[0] and "105,000" in flagged[0]
+    if edition == "PRO":
+        assert table["cap: requests per day"] == "none (PRO)"
+
+
 def test_run_id_uses_the_runner_folder(tmp_path) -> None:
     folder = tmp_path / "20260101T000000Z-lab"
     folder.mkdir()

@@ -375,8 +375,8 @@ class Helm(Strict):
     )
     service_type: Literal["ClusterIP", "NodePort", "LoadBalancer"] | None = Field(
         None,
-        description="Docker Service type; default ClusterIP "
-        "(NodePort for nxrm-aws-resiliency: ALB instance targets)",
+        description="Docker Service type; default ClusterIP, NodePort for ALB instance targets "
+        "(nxrm-aws-resiliency: its chart's NodePort)",
     )
     ready_timeout_s: float = Field(
         60.0, gt=0, description="How long verification waits for the ingress controller to route a new host"

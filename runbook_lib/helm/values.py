@@ -284,6 +284,15 @@ def _alb_notes(params: RunbookParams, overlay: Overlay) -> None:
         f"every docker Ingress joins the ALB IngressGroup {alb_group_name(params)!r} (one ALB); anyone "
         "allowed to write Ingresses can add rules to that group"
     )
+    overlay.notes.append(
+        "the controller does not write DNS: every ingress host must resolve to the ALB's DNS name "
+        "(external-dns or your records); a new ALB can take minutes to provision"
+        + (
+            f", longer than helm.ready_timeout_s={helm.ready_timeout_s:g}"
+            if helm.ready_timeout_s < 300
+            else ""
+        )
+    )
     https = [ep.host for ep in overlay.endpoints if ep.tls]
     if https and ALB + "certificate-arn" not in helm.annotations:
         overlay.notes.append(

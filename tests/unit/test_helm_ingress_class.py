@@ -217,6 +217,7 @@ def test_alb_objects_meet_the_controller_requirements_with_one_alb(
         assert types == {"ClusterIP"}  # ip targets work with ClusterIP
     assert {i["metadata"]["annotations"][A + "group.name"] for i in ingresses} == {"nexusrepo-nxrm-docker"}
     assert {i["metadata"]["annotations"][A + "scheme"] for i in ingresses} == {"internal"}
+    assert any("resolve to the ALB" in n and "helm.ready_timeout_s=60" in n for n in overlay.notes)
     # no ingress-nginx defaults of ours (the legacy chart's own default annotation stays: maps merge)
     nginx_keys = {k for i in ingresses for k in i["metadata"]["annotations"] if k.startswith("nginx.")}
     legacy_default = {"nginx.ingress.kubernetes.io/proxy-body-size"}

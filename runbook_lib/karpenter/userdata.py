@@ -3,8 +3,9 @@
 The script (``boot_script``) needs only bash, coreutils and curl (plus the AWS CLI in the secrets-manager
 mode; EKS AMIs ship it). What it does, and why (containerd docs/hosts.md, Karpenter, EKS AMIs):
 - each file is written whole: ``mktemp`` in the target folder, then ``mv`` over the old file. Never
-  appended (``tee -a``): a second run would duplicate a ``[host]`` table, and containerd then ignores the
-  whole file and silently pulls upstream ("duplicated tables"). A rerun leaves byte-identical files;
+  appended (``tee -a``): a second run would duplicate a ``[host]`` table, and containerd then does not use
+  the file: it logs ``failed to decode hosts.toml`` (duplicated tables) and pulls from the upstream
+  (loadHostDir, remotes/docker/config/hosts.go). A rerun leaves byte-identical files;
 - optional boot gate, per upstream: ``curl`` asks the mirror's ``/v2/`` with a short ``--max-time``; only a
   registry answer (200, or 401 = a registry asking for a token) counts. A mirror that does not answer gets
   no file, so that registry pulls from its upstream from the first pull on (without the gate containerd

@@ -296,11 +296,30 @@ class Security(Strict):
         False, description="Send the pull user's password even if the user exists"
     )
     browse: StrictBool = Field(False, description="Also grant browse (tag listing) besides read")
+    anonymous_role: str = Field(
+        "eks-mirror-anonymous",
+        min_length=1,
+        description="Anonymous mode: our role on the anonymous user, read and browse on the mirror "
+        "endpoint repositories only (the built-in nx-anonymous reads every repository)",
+    )
+    anonymous_access: Literal["keep", "off"] | None = Field(
+        None,
+        description="Authenticated mode on a Nexus whose other repositories are read anonymously today: "
+        "keep (anonymous access stays on; the mirrors must not be in the anonymous read set) or off "
+        "(switch anonymous access off for every consumer). Unset refuses to choose for them",
+    )
 
     @model_validator(mode="after")
     def _auth_needs_password(self) -> Security:
         if self.mode == "authenticated" and not self.pull_password:
             raise ValueError("mode 'authenticated' needs pull_password (a secret reference)")
+        if self.mode == "anonymous" and self.anonymous_access is not None:
+            raise ValueError("anonymous_access applies to mode 'authenticated' (anonymous mode keeps it on)")
+        if self.anonymous_role in ("nx-anonymous", "nx-admin", self.role):
+            raise ValueError(
+                f"anonymous_role {self.anonymous_role!r} must be a role of its own (not a built-in role, "
+                "not security.role)"
+            )
         return self
 
 

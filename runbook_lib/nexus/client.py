@@ -256,6 +256,13 @@ class NexusClient:
         resp = self.request("PUT", "/v1/security/anonymous", "anonymous access", json_body=settings)
         return resp.json() if resp is not None and resp.content else {}
 
+    def privileges(self) -> list[dict]:
+        return self.get_json("/v1/security/privileges", "privileges")
+
+    def roles(self) -> list[dict]:
+        # Every source's roles; the built-in nx-admin and nx-anonymous are source "default".
+        return self.get_json("/v1/security/roles", "roles")
+
     def privilege(self, name: str) -> dict | None:
         return self.get_json(f"/v1/security/privileges/{name}", f"privilege {name}", ok_missing=True)
 

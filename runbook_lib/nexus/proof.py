@@ -16,6 +16,8 @@ from runbook_lib.plan import Check
 from runbook_lib.registry.client import ImageRef, RegistryClient, RegistryError
 from runbook_lib.secrets import SecretResolver
 
+PROBE = "library/runbook-access-probe"  # asked for when no verification image names the upstream
+
 
 def access_check(endpoint: str, url: str, who: str, expect: str, got: str, ok: bool) -> Check:
     """One line of the access model: `who` `expect` (can pull / is refused) at an endpoint, and what it
@@ -43,7 +45,12 @@ def _attempt(
         with RegistryClient(url, user, password, timeout=30, transport=net.transport(params.resolve)) as reg:
             if image is None:
                 resp = reg.ping()
-                return resp.status_code == 200, f"/v2/ answered {resp.status_code}"
+                if resp.status_code != 200:
+                    return False, f"/v2/ answered {resp.status_code}"
+                # /v2/ takes an anonymous token whenever anonymous access is on (nexus-public#651); read
+                # is granted per repository: a manifest request tells (404 = allowed, nothing there).
+                m = reg.manifest(PROBE, "latest")
+                return m.status in (200, 404), f"/v2/ answered 200, manifest {PROBE}:latest {m.status}"
             m = reg.manifest(image.repository, image.reference)
             return m.status == 200, f"manifest {image.repository}:{image.reference} answered {m.status}"
     except RegistryError as err:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from runbook_lib.nexus import access
 from runbook_lib.nexus.client import NexusClient
 from runbook_lib.nexus.session import AdminLogin
 from runbook_lib.nexus.version import NexusVersion, ServerInfo
@@ -34,6 +35,16 @@ def endpoint_repositories(params: RunbookParams) -> list[str]:
     for up in params.upstreams:
         if up.endpoint_repository not in seen:
             seen.append(up.endpoint_repository)
+    return seen
+
+
+def managed_repositories(params: RunbookParams) -> list[str]:
+    """Every repository stage 1 manages: the proxies and the groups (endpoints and their members)."""
+    seen: list[str] = []
+    for up in params.upstreams:
+        for name in (up.name, up.group):
+            if name and name not in seen:
+                seen.append(name)
     return seen
 
 
@@ -154,19 +165,188 @@ def build_plan(
         "realms", "active", {"order": active}, {"order": want}, update=lambda: client.set_realms_active(want)
     )
 
-    anon = client.anonymous()
-    anon_want = {**anon, "enabled": sec.mode == "anonymous"}
-    plan.compare(
-        "anonymous access",
-        "global",
-        {"enabled": anon.get("enabled")},
-        {"enabled": anon_want["enabled"]},
-        update=lambda: client.set_anonymous(anon_want),
-    )
-
+    _anonymous_changes(params, client, plan)
     if sec.mode == "authenticated":
         _pull_user_changes(params, client, plan, secret)
     return plan
+
+
+def read_model(client: NexusClient) -> access.SecurityModel:
+    return access.SecurityModel(
+        {r["id"]: r for r in client.roles()},
+        {p["name"]: p for p in client.privileges()},
+        [(r["name"], r["format"]) for r in client.repositories()],
+    )
+
+
+def _anonymous_changes(params: RunbookParams, client: NexusClient, plan: Plan) -> None:
+    """Anonymous access for the mirrors without deciding for the server's other consumers.
+
+    Anonymous mode: our role (read and browse on the mirror endpoints) on the anonymous user; the other
+    repositories' anonymous read stays what it is today: roles that would newly expose them when the
+    switch turns on are taken off the (so far dormant) anonymous user. Authenticated mode: our role comes
+    off; the switch goes off only when nobody else reads anonymously or security.anonymous_access says
+    so; with `keep` no remaining role may still read a mirror (privileges cannot be subtracted)."""
+    sec = params.security
+    settings = client.anonymous()
+    uid = settings.get("userId") or "anonymous"
+    enabled = bool(settings.get("enabled"))
+    user = client.user(uid)
+    if user is None:
+        raise StageFailed(
+            f"the anonymous user {uid!r} (realm {settings.get('realmName')}) is not a local user: "
+            "its roles cannot be read or set through the local user API; point the anonymous settings at "
+            "a local user or assign the roles in its realm",
+            step="read anonymous user",
+        )
+    endpoints = endpoint_repositories(params)
+    mirrors = managed_repositories(params)
+    model = read_model(client)
+    # In a plan before stage 1's apply the mirrors do not exist yet: judge them as they will be.
+    present = {name for name, _ in model.repositories}
+    model.repositories += [(m, "docker") for m in mirrors if m not in present]
+    roles_now = list(user.get("roles") or [])
+    before = access.ReadSet.of(model, enabled, roles_now)
+    others_before = before.only(mirrors, keep=False)
+
+    after_model = model
+    if sec.mode == "anonymous":
+        wanted = [
+            access.repository_view("docker", repo, action)
+            for repo in endpoints
+            for action in ("read", "browse")
+        ]
+        role_body = {
+            "id": sec.anonymous_role,
+            "name": sec.anonymous_role,
+            "description": "anonymous pulls through the registry mirrors only",
+            "privileges": sorted(p["name"] for p in wanted),
+            "roles": [],
+        }
+        actual = model.roles.get(sec.anonymous_role)
+        plan.compare(
+            "role",
+            sec.anonymous_role,
+            _role_view(actual),
+            _role_view(role_body),
+            create=lambda: client.create_role(role_body),
+            update=lambda: client.update_role(role_body),
+            note="read and browse on the mirror endpoints, no content selector",
+        )
+        after_model = model.with_role(role_body, wanted)
+        # Roles that would expose other repositories once the switch turns on are dropped; while the
+        # switch is on, whatever others read today they keep.
+        dropped = (
+            []
+            if enabled
+            else [
+                r for r in roles_now if r != sec.anonymous_role and set(after_model.reads(r)) - set(mirrors)
+            ]
+        )
+        roles_want = [r for r in roles_now if r not in dropped]
+        roles_want += [sec.anonymous_role] if sec.anonymous_role not in roles_want else []
+        enabled_want = True
+        note = (
+            f"anonymous access is off today: {', '.join(dropped)} would expose other repositories once "
+            "it is on, so it comes off the anonymous user"
+            if dropped
+            else ""
+        )
+    else:
+        roles_want = [r for r in roles_now if r != sec.anonymous_role]
+        # Repositories that do not exist yet have no consumer to lose: only existing ones count here.
+        others_read = {r: v for r, v in others_before.by_repository.items() if r != access.LATER}
+        choice = sec.anonymous_access
+        if enabled and others_read and choice is None:
+            raise StageFailed(
+                "other repositories are read anonymously today: "
+                + "; ".join(f"{r} ({before.describe(r)})" for r in sorted(others_read))
+                + ". Authenticated mode will not switch anonymous access off for them on its own: set "
+                "security.anonymous_access to 'off' (they lose anonymous read) or 'keep' (anonymous "
+                "access stays on; no role of the anonymous user may read a mirror)",
+                step="plan anonymous access",
+            )
+        enabled_want = enabled and choice == "keep"
+        if enabled_want:
+            still = access.ReadSet.of(model, True, roles_want).only(mirrors)
+            if still.by_repository:
+                raise StageFailed(
+                    "security.anonymous_access: keep, but the anonymous user still reads the mirrors: "
+                    + "; ".join(f"{r} ({still.describe(r)})" for r in sorted(still.by_repository))
+                    + ". Privileges only grant, a role cannot be subtracted "
+                    "(help.sonatype.com/en/privileges.html): replace those roles on the anonymous user "
+                    f"{uid!r} with a role that reads only what other consumers need, or set "
+                    "security.anonymous_access: off",
+                    step="plan anonymous access",
+                )
+        note = "" if not (enabled and not enabled_want) else "security.anonymous_access: off"
+
+    if sorted(roles_want) != sorted(roles_now):
+        body = {**user, "roles": roles_want, "source": user.get("source") or "default"}
+        plan.add(
+            Change(
+                "anonymous user",
+                uid,
+                "update",
+                {"roles": [sorted(roles_now), sorted(roles_want)]},
+                note,
+                lambda: client.update_user(body),
+            )
+        )
+    else:
+        plan.add(Change("anonymous user", uid, "unchanged", note=f"roles {', '.join(sorted(roles_now))}"))
+
+    anon_want = {**settings, "enabled": enabled_want}
+    plan.compare(
+        "anonymous access",
+        "global",
+        {"enabled": enabled},
+        {"enabled": enabled_want},
+        update=lambda: client.set_anonymous(anon_want),
+    )
+    after = access.ReadSet.of(after_model, enabled_want, roles_want)
+    _read_set_change(plan, "mirror repositories", mirrors, before, after)
+    names = [n for n, _ in model.repositories if n not in mirrors] + [access.LATER]
+    _read_set_change(plan, "other repositories", names, before, after)
+
+
+def _read_set_change(
+    plan: Plan, name: str, repos: list[str], before: access.ReadSet, after: access.ReadSet
+) -> None:
+    """The anonymous read set before/after, shown in the plan; nothing is written for it."""
+    diff = {
+        r: [before.describe(r), after.describe(r)] for r in repos if before.describe(r) != after.describe(r)
+    }
+    reads = [r for r in repos if after.by_repository.get(r)]
+    if diff:
+        gain = [r for r, (old, new) in diff.items() if old == "no"]
+        lose = [r for r, (_, new) in diff.items() if new == "no"]
+        other = [r for r in diff if r not in gain and r not in lose]
+        note = "; ".join(
+            f"{label}: {', '.join(names)}"
+            for label, names in (
+                ("gain anonymous read", gain),
+                ("lose anonymous read", lose),
+                ("read through other roles", other),
+            )
+            if names
+        )
+        plan.add(
+            Change("anonymous read", name, "update", diff, note + " (follows from the changes above)", _none)
+        )
+    else:
+        plan.add(
+            Change(
+                "anonymous read",
+                name,
+                "unchanged",
+                note=f"read anonymously: {', '.join(reads)}" if reads else "none read anonymously",
+            )
+        )
+
+
+def _none() -> None:
+    """Nothing to write: an anonymous read set follows from the role, user and switch changes."""
 
 
 def _pull_user_changes(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
+
 from tests.support.lab_nexus import (
     Nexus,
     create_proxies,
@@ -384,3 +386,100 @@ def test_change_password_takes_text_plain_and_never_echoes(nexus: Nexus) -> None
     assert nexus.state.authenticate("puller", "n3w-secret")
     assert not nexus.state.authenticate("puller", "change-me")
     assert "n3w-secret" not in admin.get("/v1/security/users").text
+
+
+# ------------------------------------------------------------------ shared Nexus: hosted, built-ins
+def hosted_body(name: str = "team-private", **changes: object) -> dict:
+    """A docker hosted repository (openapi DockerHostedRepositoryApiRequest): a private image store."""
+    body = {
+        "name": name,
+        "online": True,
+        "storage": {
+            "blobStoreName": "default",
+            "strictContentTypeValidation": True,
+            "writePolicy": "allow_once",
+        },
+        "docker": {"v1Enabled": False, "forceBasicAuth": False},
+    }
+    body.update(changes)
+    return body
+
+
+def test_docker_hosted_create_get_update_follow_the_published_api(nexus: Nexus, reference_dir: Path) -> None:
+    from tests.support.nexus_openapi import validate_body
+
+    spec = str(reference_dir / "nexus" / "openapi-subset-3.94.0.json")
+    admin = nexus.admin()
+    body = hosted_body()
+    validate_body(spec, "POST", "/v1/repositories/docker/hosted", body)
+    assert admin.post("/v1/repositories/docker/hosted", json=body).status_code == 201
+    doc = admin.get("/v1/repositories/docker/hosted/team-private").json()
+    assert (doc["format"], doc["type"], doc["storage"]["writePolicy"]) == ("docker", "hosted", "ALLOW_ONCE")
+    assert doc["url"].endswith("/repository/team-private")
+    assert admin.get("/v1/repositories/docker/proxy/team-private").status_code == 404  # typed by type
+    r = admin.post(
+        "/v1/repositories/docker/hosted", json=hosted_body("other", storage={"blobStoreName": "default"})
+    )
+    assert r.status_code == 400 and "PARAMETER writePolicy" in [e["id"] for e in r.json()]
+    update = hosted_body(storage={**body["storage"], "writePolicy": "DENY"})
+    assert admin.put("/v1/repositories/docker/hosted/team-private", json=update).status_code == 204
+    assert admin.get("/v1/repositories/docker/hosted/team-private").json()["storage"]["writePolicy"] == "DENY"
+    names = {p["name"] for p in admin.get("/v1/security/privileges").json()}
+    assert "nx-repository-view-docker-team-private-read" in names  # built-ins exist for hosted ones too
+
+
+def test_built_in_roles_are_read_only(nexus: Nexus) -> None:
+    admin = nexus.admin()
+    roles = {r["id"]: r for r in admin.get("/v1/security/roles").json()}
+    assert roles["nx-anonymous"]["readOnly"] is True and roles["nx-admin"]["readOnly"] is True
+    assert "nx-repository-view-*-*-read" in roles["nx-anonymous"]["privileges"]
+    r = admin.put(
+        "/v1/security/roles/nx-anonymous", json={"id": "nx-anonymous", "name": "x", "privileges": []}
+    )
+    assert r.status_code == 400 and "read only" in r.json()["message"]
+    assert admin.delete("/v1/security/roles/nx-anonymous").status_code == 400
+    assert "nx-repository-view-*-*-read" in admin.get("/v1/security/roles/nx-anonymous").json()["privileges"]
+    assert admin.post("/v1/security/roles", json={"id": "own", "name": "own"}).json()["readOnly"] is False
+
+
+def test_the_anonymous_users_roles_decide_which_repositories_anonymous_reads(tmp_path: Path) -> None:
+    """nx-anonymous reads every repository, a private hosted one included; a role of our own on the
+    anonymous user in its place reads only what it names (at the docker endpoint and in the REST API)."""
+    with running_nexus(tmp_path / "d", connectors=True) as nx:
+        admin = nx.admin()
+        create_proxies(admin, "Docker Hub")
+        assert admin.post("/v1/repositories/docker/hosted", json=hosted_body()).status_code == 201
+        admin.put("/v1/security/realms/active", json=["NexusAuthenticatingRealm", "DockerToken"])
+        eula = admin.get("/v1/system/eula").json()
+        admin.post("/v1/system/eula", json={"accepted": True, "disclaimer": eula["disclaimer"]})
+        anon = httpx.Client(base_url=nx.url, timeout=10)
+
+        def anonymous_manifest(repo: str) -> int:
+            token = anon.get(f"/repository/{repo}/v2/token").json()["token"]
+            headers = {"Authorization": f"Bearer {token}"}
+            return anon.get(f"/repository/{repo}/v2/library/demo/manifests/1", headers=headers).status_code
+
+        # authorized but nothing stored: 404 MANIFEST_UNKNOWN; not authorized: the challenge
+        assert anonymous_manifest("team-private") == 404
+        assert nx.client().get("/v1/repositories/team-private").status_code == 200
+        admin.post(
+            "/v1/security/roles",
+            json={
+                "id": "mirrors-only",
+                "name": "mirrors-only",
+                "privileges": [
+                    "nx-repository-view-docker-docker-hub-read",
+                    "nx-repository-view-docker-docker-hub-browse",
+                ],
+            },
+        )
+        user = admin.get("/v1/security/users", params={"userId": "anonymous"}).json()[0]
+        assert (
+            admin.put("/v1/security/users/anonymous", json={**user, "roles": ["mirrors-only"]}).status_code
+            == 204
+        )
+        assert anonymous_manifest("team-private") == 401
+        assert nx.client().get("/v1/repositories/team-private").status_code == 403
+        assert [r["name"] for r in nx.client().get("/v1/repositories").json()] == ["docker-hub"]
+        assert nx.state.can(None, "docker-hub", "read") and not nx.state.can(None, "team-private", "read")
+        anon.close()

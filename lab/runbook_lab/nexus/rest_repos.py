@@ -15,6 +15,9 @@ AuthorizingRepositoryManagerImpl.java, repository/manager/internal/RepositoryMan
   checks ("Blob store not found", "You cannot change a repository’s blob store through the API") into
   400 message objects: ValidationErrorsException is not re-thrown by the resource's catch. (They are
   not validation lists: sonatype/nexus-public at aec50e47 answers them as message objects.)
+- Docker hosted (openapi-subset DockerHostedRepositoryApiRequest): the same create/update/get rules;
+  `storage.writePolicy` is required (ALLOW, ALLOW_ONCE, DENY). Its content is not emulated (no pushes):
+  an authorized read answers MANIFEST_UNKNOWN, an unauthorized one the challenge.
 - Group members must exist and be docker (ConstraintViolations on `memberNames`, a validation list);
   `writableMember` is PRO only. Deleting a repository removes it from every group
   (RepositoryManagerImpl.removeRepositoryFromAllGroups).
@@ -33,9 +36,10 @@ from urllib.parse import urlsplit
 
 from runbook_lab.nexus.errors import MessageError, StatusOnly, ValidationFailed
 from runbook_lab.nexus.rest import Call, Response, Route
-from runbook_lab.nexus.validation import DOCKER_GROUP, Violations, docker_proxy_spec, unique
+from runbook_lab.nexus.validation import DOCKER_GROUP, DOCKER_HOSTED, Violations, docker_proxy_spec, unique
 
 INDEX_TYPES = ("HUB", "REGISTRY", "CUSTOM")
+WRITE_POLICIES = ("ALLOW", "ALLOW_ONCE", "DENY")  # NP WritePolicy enum
 BLOB_STORE_NOT_FOUND = "Blob store not found"
 BLOB_STORE_CHANGE = "You cannot change a repository’s blob store through the API"
 PRO_GROUP_DEPLOY = (
@@ -97,6 +101,11 @@ def typed_view(call: Call, doc: dict[str, Any]) -> dict[str, Any]:
         "online": doc["online"],
         "storage": dict(doc["storage"]),
     }
+    if doc["type"] == "hosted":  # DockerHostedApiRepository
+        out["cleanup"] = copy.deepcopy(doc.get("cleanup"))
+        out["component"] = dict(doc.get("component") or {"proprietaryComponents": False})
+        out["docker"] = _docker_view(doc["docker"], call)
+        return out
     if doc["type"] == "group":
         group = {"memberNames": list(doc["group"]["memberNames"])}
         if call.state.edition == "PRO":
@@ -261,6 +270,17 @@ def _validate_group(call: Call, bean: dict[str, Any]) -> None:
     v.raise_if_any()
 
 
+def _validate_hosted(call: Call, bean: dict[str, Any]) -> None:
+    v = Violations()
+    _validate_common(v, bean)
+    storage = bean.get("storage") or {}
+    if v.not_empty(storage, "writePolicy") and str(storage["writePolicy"]).upper() not in WRITE_POLICIES:
+        v.add("writePolicy", f"must be one of {', '.join(WRITE_POLICIES)}")  # [inferred]
+    _validate_docker_block(v, bean.get("docker"))
+    _lowercase_rule(v, call, bean)
+    v.raise_if_any()
+
+
 def _check_members(call: Call, data: dict[str, Any], bean: dict[str, Any]) -> None:
     """AbstractGroupRepositoriesApiResource.validateRequest: ConstraintViolations on the members."""
     errors: list[tuple[str, str]] = []
@@ -346,6 +366,29 @@ def _proxy_document(call: Call, bean: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _hosted_document(call: Call, bean: dict[str, Any]) -> dict[str, Any]:
+    cleanup = bean.get("cleanup")
+    policy_names = unique(cleanup.get("policyNames")) if cleanup else []
+    storage = bean["storage"]
+    return {
+        "name": bean["name"],
+        "format": "docker",
+        "type": "hosted",
+        "online": bean["online"],
+        "storage": {
+            "blobStoreName": storage["blobStoreName"],
+            "strictContentTypeValidation": storage["strictContentTypeValidation"],
+            "writePolicy": storage["writePolicy"].upper(),
+            "latestPolicy": bool(storage.get("latestPolicy")),
+        },
+        "cleanup": {"policyNames": policy_names} if policy_names else None,
+        "component": {
+            "proprietaryComponents": bool((bean.get("component") or {}).get("proprietaryComponents"))
+        },
+        "docker": _docker_doc(bean["docker"], call),
+    }
+
+
 def _group_document(call: Call, bean: dict[str, Any]) -> dict[str, Any]:
     return {
         "name": bean["name"],
@@ -396,6 +439,8 @@ def _typed(kind: str):  # noqa: ANN202 - returns the four handlers of one reposi
     def spec(call: Call):  # noqa: ANN202
         if kind == "group":
             return DOCKER_GROUP
+        if kind == "hosted":
+            return DOCKER_HOSTED
         return docker_proxy_spec("routingRuleName" if call.release.at_least("3.94") else "routingRule")
 
     def validated(call: Call, data: dict[str, Any], bean: dict[str, Any]) -> dict[str, Any]:
@@ -403,6 +448,9 @@ def _typed(kind: str):  # noqa: ANN202 - returns the four handlers of one reposi
             _validate_group(call, bean)
             _check_members(call, data, bean)
             return _group_document(call, bean)
+        if kind == "hosted":
+            _validate_hosted(call, bean)
+            return _hosted_document(call, bean)
         _validate_proxy(call, bean)
         return _proxy_document(call, bean)
 
@@ -457,6 +505,7 @@ def _typed(kind: str):  # noqa: ANN202 - returns the four handlers of one reposi
 
 _proxy_create, _proxy_update, _proxy_get = _typed("proxy")
 _group_create, _group_update, _group_get = _typed("group")
+_hosted_create, _hosted_update, _hosted_get = _typed("hosted")
 
 ROUTES = [
     Route("GET", "/v1/repositories", list_repositories),
@@ -469,4 +518,7 @@ ROUTES = [
     Route("POST", "/v1/repositories/docker/group", _group_create, consumes="json"),
     Route("GET", "/v1/repositories/docker/group/{name}", _group_get),
     Route("PUT", "/v1/repositories/docker/group/{name}", _group_update, consumes="json"),
+    Route("POST", "/v1/repositories/docker/hosted", _hosted_create, consumes="json"),
+    Route("GET", "/v1/repositories/docker/hosted/{name}", _hosted_get),
+    Route("PUT", "/v1/repositories/docker/hosted/{name}", _hosted_update, consumes="json"),
 ]

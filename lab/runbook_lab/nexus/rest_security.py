@@ -32,7 +32,7 @@ from runbook_lab.nexus.permissions import (
 )
 from runbook_lab.nexus.rest import Call, Response, Route
 from runbook_lab.nexus.rest_repos import find
-from runbook_lab.nexus.state import AUTHORIZING_REALM, hash_password
+from runbook_lab.nexus.state import AUTHORIZING_REALM, BUILTIN_ROLES, hash_password
 from runbook_lab.nexus.validation import (
     ANONYMOUS,
     CREATE_USER,
@@ -229,7 +229,7 @@ def _role_xo(role: dict[str, Any]) -> dict[str, Any]:
         "source": SOURCE,
         "name": role.get("name") or role["id"],
         "description": role.get("description") if role.get("description") is not None else role["id"],
-        "readOnly": False,
+        "readOnly": role["id"] in BUILTIN_ROLES,
         "privileges": list(role.get("privileges") or []),
         "roles": list(role.get("roles") or []),
     }
@@ -262,6 +262,12 @@ def _role_from(call: Call, bean: dict[str, Any]) -> dict[str, Any]:
             if r not in data["roles"] and r != role["id"]:
                 raise MessageError(400, f"Role '{r}' contained in role '{role['id']}' not found.")
     return role
+
+
+def _refuse_read_only(rid: str) -> None:
+    if rid in BUILTIN_ROLES:
+        # the status is the contract's; the wording is [inferred]
+        raise MessageError(400, f"Role '{rid}' is read only and cannot be modified or deleted.")
 
 
 def _contains(data: dict[str, Any], start: list[str], target: str) -> bool:
@@ -321,6 +327,7 @@ def role_update(call: Call) -> Response:
     with call.state.read() as data:
         if rid not in data["roles"]:
             raise MessageError(404, f"Role '{rid}' not found.")
+    _refuse_read_only(rid)
     role = _role_from(call, bean)
     with call.state.edit() as data:
         if _contains(data, role["roles"], rid):
@@ -335,6 +342,7 @@ def role_delete(call: Call) -> Response:
     with call.state.edit() as data:
         if rid not in data["roles"]:
             raise MessageError(404, f"Role '{rid}' not found.")
+        _refuse_read_only(rid)
         del data["roles"][rid]
         for role in data["roles"].values():
             role["roles"] = [r for r in role["roles"] if r != rid]

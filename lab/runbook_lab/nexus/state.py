@@ -50,6 +50,10 @@ AUTHENTICATING_REALM = "NexusAuthenticatingRealm"
 AUTHORIZING_REALM = "NexusAuthorizingRealm"
 ACTIVE_STATUSES = ("active", "changepassword")  # CUser.isActive
 
+# Shipped by the static security source; not editable (help.sonatype.com anonymous-access page: "It is not
+# possible to adjust the default anonymous role"; contract.json roles.update/delete: 400 for read-only roles).
+BUILTIN_ROLES = ("nx-admin", "nx-anonymous")
+
 ANONYMOUS_ROLE_PRIVILEGES = [
     "nx-healthcheck-read",
     "nx-search-read",

@@ -332,6 +332,26 @@ DOCKER_GROUP = Obj(
     docker=_docker(),
 )
 
+DOCKER_HOSTED = Obj(
+    "org.sonatype.nexus.repository.docker.rest.api.model.DockerHostedRepositoryApiRequest",
+    name=Str(),
+    online=Bool(),
+    storage=Obj(
+        "org.sonatype.nexus.repository.docker.rest.api.model.DockerHostedStorageAttributes",
+        blobStoreName=Str(),
+        strictContentTypeValidation=Bool(),
+        writePolicy=Str(),
+        latestPolicy=Bool(),
+    ),
+    cleanup=Obj(
+        "org.sonatype.nexus.repository.rest.api.model.CleanupPolicyAttributes", policyNames=ListOf(Str())
+    ),
+    component=Obj(
+        "org.sonatype.nexus.repository.rest.api.model.ComponentAttributes", proprietaryComponents=Bool()
+    ),
+    docker=_docker(),
+)
+
 PRIVILEGE_ACTION = Enum(
     "org.sonatype.nexus.security.privilege.rest.PrivilegeAction",
     "READ",

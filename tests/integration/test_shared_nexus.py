@@ -1,0 +1,199 @@
+"""Stage 2 on a Nexus that serves others too (issue #12 part 4): a private docker hosted repository sits
+beside the mirrors, on the lab's Nexus emulator with the Docker Hub front and a real distribution registry.
+
+Anonymous mode must leave the hosted repository's anonymous read as it was (readable only if it was before,
+and then the plan says so) while the mirrors pull anonymously; authenticated mode switches anonymous
+access off for other consumers only when security.anonymous_access says so. A rerun writes nothing.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from runbook_lib.nexus import access, proof, session
+from runbook_lib.nexus.client import NexusClient
+from runbook_lib.plan import Plan, StageFailed
+from runbook_lib.secrets import REDACTOR
+from runbook_lib.stages import nexus_security
+from tests.support.labkit import WRITES, Lab, upstream_fixture
+
+upstream = pytest.fixture(scope="module")(upstream_fixture)
+HOSTED = "team-private"
+
+
+@pytest.fixture
+def lab_factory(tmp_path, upstream, monkeypatch):
+    monkeypatch.setenv("TEST_NEXUS_ADMIN", "managed-admin-secret")
+    monkeypatch.setenv("TEST_PULL_PASSWORD", "pull-user-secret")
+    labs = []
+
+    def make(mode: str, anonymous_enabled: bool = True, **security: str) -> Lab:
+        """A lab whose Nexus already holds someone else's private hosted repository."""
+        lab = Lab(tmp_path / f"{mode}-{len(labs)}", upstream.url, mode)
+        labs.append(lab)
+        for key, value in security.items():
+            setattr(lab.params.security, key, value)
+        admin = session.admin_login(lab.params, lab.secret).client
+        hosted = {
+            "name": HOSTED,
+            "online": True,
+            "storage": {
+                "blobStoreName": "default",
+                "strictContentTypeValidation": True,
+                "writePolicy": "ALLOW",
+            },
+            "docker": {"v1Enabled": False, "forceBasicAuth": False},
+        }
+        admin.request("POST", "/v1/repositories/docker/hosted", "hosted", json_body=hosted)
+        if not anonymous_enabled:
+            admin.set_anonymous({**admin.anonymous(), "enabled": False})
+        return lab
+
+    yield make
+    for lab in labs:
+        lab.emulator.stop()
+    REDACTOR.clear()
+
+
+def admin(lab: Lab) -> NexusClient:
+    return NexusClient(lab.params.nexus.url, "admin", "managed-admin-secret")
+
+
+def anonymous_reads(lab: Lab, repo: str) -> bool:
+    """An anonymous docker client's manifest request on Nexus's main port is authorized: 404 (nothing
+    stored) or 200, not the 401 challenge; no token at all while anonymous access is off."""
+    base = f"{lab.params.nexus.url}/repository/{repo}/v2"
+    with httpx.Client(timeout=10) as http:
+        token = http.get(f"{base}/token")
+        if token.status_code != 200:
+            return False
+        headers = {"Authorization": f"Bearer {token.json()['token']}"}
+        got = http.get(f"{base}/library/demo/manifests/1", headers=headers).status_code
+    assert got in (200, 401, 404), got
+    return got != 401
+
+
+def security_plan(lab: Lab) -> Plan:
+    """Stage 2's plan, plan-only: every request it sent is a GET."""
+    lab.apply = False
+    state = nexus_security.read(lab)
+    plan = nexus_security.plan(lab, state)
+    assert {method for method, _, _ in state.login.client.requests} == {"GET"}, "the plan wrote"
+    return plan
+
+
+def read_change(plan: Plan, name: str):
+    return next(c for c in plan.changes if c.kind == "anonymous read" and c.name == name)
+
+
+def writes(lab: Lab) -> list[dict]:
+    return [r for r in lab.requests() if r["method"] in WRITES]
+
+
+def apply_twice(lab: Lab) -> None:
+    """Stages 1 and 2 with --apply, then again: the rerun sends no write."""
+    lab.run_stages(apply=True)
+    first = writes(lab)
+    _, sec = lab.run_stages(apply=True)
+    assert sec["create"] == sec["update"] == 0, sec
+    assert writes(lab) == first, "the rerun sent writes"
+
+
+def test_anonymous_mode_while_anonymous_is_off_exposes_only_the_mirrors(lab_factory) -> None:
+    lab = lab_factory("anonymous", anonymous_enabled=False)
+    plan = security_plan(lab)
+    user = next(c for c in plan.changes if c.kind == "anonymous user")
+    assert user.diff == {"roles": [["nx-anonymous"], ["eks-mirror-anonymous"]]}
+    assert "nx-anonymous would expose other repositories" in user.note
+    others = read_change(plan, "other repositories")
+    assert others.action == "unchanged" and others.note == "none read anonymously"
+    mirrors = read_change(plan, "mirror repositories")
+    assert mirrors.action == "update"
+    assert mirrors.diff["docker"] == ["no", "read (role eks-mirror-anonymous)"]
+
+    apply_twice(lab)
+    assert not anonymous_reads(lab, HOSTED)
+    assert anonymous_reads(lab, "docker") and anonymous_reads(lab, "quay-io")
+    checks = proof.prove(lab.params, lab.secret)
+    assert checks and all(c.ok for c in checks), [c.record() for c in checks if not c.ok]
+    role = admin(lab).role("eks-mirror-anonymous")
+    assert role["privileges"] == [
+        "nx-repository-view-docker-docker-browse",
+        "nx-repository-view-docker-docker-read",
+        "nx-repository-view-docker-quay-io-browse",
+        "nx-repository-view-docker-quay-io-read",
+    ]
+    assert admin(lab).user("anonymous")["roles"] == ["eks-mirror-anonymous"]
+
+
+def test_anonymous_mode_keeps_what_others_read_today_and_says_so(lab_factory) -> None:
+    lab = lab_factory("anonymous")  # a fresh Nexus: anonymous on, nx-anonymous reads everything
+    plan = security_plan(lab)
+    others = read_change(plan, "other repositories")
+    assert others.action == "unchanged"
+    assert others.note == f"read anonymously: {HOSTED}, {access.LATER}"
+    user = next(c for c in plan.changes if c.kind == "anonymous user")
+    assert user.diff == {"roles": [["nx-anonymous"], ["eks-mirror-anonymous", "nx-anonymous"]]}
+
+    apply_twice(lab)
+    assert anonymous_reads(lab, HOSTED)  # it was readable before and the plan said so
+    assert anonymous_reads(lab, "docker")
+    plan = security_plan(lab)
+    assert [c.label for c in plan.pending] == []
+
+
+def test_authenticated_mode_will_not_switch_anonymous_off_for_others_unasked(lab_factory) -> None:
+    lab = lab_factory("authenticated")
+    with pytest.raises(StageFailed, match="security.anonymous_access") as err:
+        security_plan(lab)
+    assert f"{HOSTED} (read (role nx-anonymous))" in str(err.value)
+    assert [r["path"] for r in writes(lab)] == ["/service/rest/v1/repositories/docker/hosted"]
+    nexus = session.admin_login(lab.params, lab.secret).client
+    assert nexus.anonymous()["enabled"] is True and nexus.user("anonymous")["roles"] == ["nx-anonymous"]
+
+
+def test_authenticated_mode_off_switches_anonymous_off_and_the_plan_lists_who_loses(lab_factory) -> None:
+    lab = lab_factory("authenticated", anonymous_access="off")
+    plan = security_plan(lab)
+    others = read_change(plan, "other repositories")
+    assert others.action == "update" and others.diff[HOSTED] == ["read (role nx-anonymous)", "no"]
+    assert f"lose anonymous read: {HOSTED}, {access.LATER}" in others.note
+
+    apply_twice(lab)
+    assert admin(lab).anonymous()["enabled"] is False
+    assert not anonymous_reads(lab, HOSTED) and not anonymous_reads(lab, "docker")
+    checks = proof.prove(lab.params, lab.secret)
+    assert checks and all(c.ok for c in checks), [c.record() for c in checks if not c.ok]
+
+
+def test_authenticated_mode_keep_refuses_while_a_role_still_reads_the_mirrors(lab_factory) -> None:
+    lab = lab_factory("authenticated", anonymous_access="keep")
+    with pytest.raises(StageFailed, match="still reads the mirrors") as err:
+        security_plan(lab)
+    assert "nx-anonymous" in str(err.value) and "privileges.html" in str(err.value)
+
+
+def test_authenticated_mode_keep_leaves_other_consumers_anonymous_read(lab_factory) -> None:
+    """The operator gave the anonymous user a role for CI's repository only: anonymous stays on, CI keeps
+    reading anonymously, the mirrors need the pull user."""
+    lab = lab_factory("authenticated", anonymous_access="keep")
+    nexus = session.admin_login(lab.params, lab.secret).client
+    ci_role = {
+        "id": "ci-anonymous",
+        "name": "ci-anonymous",
+        "privileges": [f"nx-repository-view-docker-{HOSTED}-read"],
+    }
+    nexus.create_role(ci_role)
+    user = nexus.user("anonymous")
+    nexus.update_user({**user, "roles": ["ci-anonymous"]})
+
+    plan = security_plan(lab)
+    assert read_change(plan, "other repositories").action == "unchanged"
+    assert next(c for c in plan.changes if c.kind == "anonymous access").action == "unchanged"
+    apply_twice(lab)
+    assert admin(lab).anonymous()["enabled"] is True
+    assert anonymous_reads(lab, HOSTED)
+    assert not anonymous_reads(lab, "docker") and not anonymous_reads(lab, "quay-io")
+    checks = proof.prove(lab.params, lab.secret)
+    assert checks and all(c.ok for c in checks), [c.record() for c in checks if not c.ok]

@@ -16,6 +16,39 @@ class KubeConfigError(Exception):
     pass
 
 
+# Every request is bounded (connect, read): the client's default is to wait forever on a black-holed API.
+REQUEST_TIMEOUT_S = (10.0, 60.0)
+
+
+def _retries():  # noqa: ANN202 - urllib3.Retry, imported late like the client
+    """Reads are retried with back-off on 5xx, resets and timeouts; any request is retried when the
+    connection was never made. A write whose answer was lost may have happened, so it is not retried:
+    the stage says what was applied, and a rerun, which reads first, converges."""
+    import urllib3
+
+    return urllib3.Retry(
+        total=4,
+        connect=3,
+        read=2,
+        status=3,
+        other=0,
+        backoff_factor=0.3,
+        status_forcelist=(500, 502, 503, 504),
+        allowed_methods=frozenset({"GET", "HEAD"}),
+        raise_on_status=False,
+    )
+
+
+def _bound_requests(api_client: ApiClient) -> None:
+    rest = api_client.rest_client
+    request = rest.request
+
+    def bounded(method: str, url: str, *args, _request_timeout=None, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        return request(method, url, *args, _request_timeout=_request_timeout or REQUEST_TIMEOUT_S, **kwargs)
+
+    rest.request = bounded
+
+
 def _use_in_cluster(params: RunbookParams) -> bool:
     """In a pod (KUBERNETES_SERVICE_HOST set) with no kubeconfig anywhere, use the service account.
 
@@ -53,4 +86,7 @@ def api_client(params: RunbookParams) -> ApiClient:
         raise KubeConfigError(f"cannot load Kubernetes configuration: {err}") from None
     if k.api_host:
         configuration.host = k.api_host
-    return client.ApiClient(configuration)
+    configuration.retries = _retries()
+    api = client.ApiClient(configuration)
+    _bound_requests(api)
+    return api

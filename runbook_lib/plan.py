@@ -29,19 +29,47 @@ class StageFailed(Exception):
         step: str | None = None,
         applied: list[str] | None = None,
         not_applied: list[str] | None = None,
+        outcome_unknown: list[str] | None = None,
     ):
         super().__init__(message)
         self.step = step
         self.applied = applied or []
         self.not_applied = not_applied or []
+        self.outcome_unknown = outcome_unknown or []  # sent, but the answer was lost
 
     def failure_record(self) -> dict[str, Any]:
-        return {
+        record = {
             "step": self.step or "",
             "message": str(self),
             "applied": self.applied,
             "not_applied": self.not_applied,
         }
+        if self.outcome_unknown:
+            record["outcome_unknown"] = self.outcome_unknown
+        return record
+
+
+_NOT_SENT = {"ConnectError", "ConnectTimeout", "NewConnectionError", "ConnectTimeoutError"}
+_ANSWER_LOST = {"RemoteProtocolError", "ReadError", "ReadTimeout", "ProtocolError", "ReadTimeoutError"}
+
+
+def answer_lost(err: BaseException) -> bool:
+    """True when a request was sent and its answer never came (reset, read timeout): the write may have
+    happened. Connection failures before sending and error answers are not that case. Walks the chain
+    of causes, as the Nexus and Kubernetes clients wrap transport errors (httpx, urllib3)."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        names = {cls.__name__ for cls in type(current).__mro__}
+        if names & _NOT_SENT:
+            return False
+        if names & _ANSWER_LOST:
+            return True
+        reason = getattr(current, "reason", None)  # urllib3's MaxRetryError keeps the last error here
+        wrapped = reason if isinstance(reason, BaseException) else None
+        current = current.__cause__ or current.__context__ or wrapped
+    return False
 
 
 @dataclass
@@ -200,11 +228,14 @@ class Plan:
             try:
                 change.write()
             except Exception as err:  # the stage reports; the operator reruns after fixing
+                lost = answer_lost(err)
+                why = " (sent, but the answer was lost: it may have been applied; a rerun reads first)"
                 raise StageFailed(
-                    f"{change.label} failed: {REDACTOR.scrub(str(err))}",
+                    f"{change.label} failed: {REDACTOR.scrub(str(err))}" + (why if lost else ""),
                     change.label,
                     result.applied,
-                    [c.label for c in pending[i:]],
+                    [c.label for c in pending[i + 1 if lost else i :]],
+                    [change.label] if lost else [],
                 ) from err
             result.applied.append(change.label)
         return result

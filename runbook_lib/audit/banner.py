@@ -84,6 +84,8 @@ def banner_markdown(run: dict[str, Any], stage: dict[str, Any]) -> str:
             "",
             f"**Not applied:**{_items(failure.get('not_applied'))}",
         ]
+        if failure.get("outcome_unknown"):
+            lines += ["", f"**Sent, answer lost (may be applied):**{_items(failure['outcome_unknown'])}"]
     return "\n".join(lines)
 
 

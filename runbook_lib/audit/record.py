@@ -10,7 +10,7 @@ Keys and how several records of one key combine:
     checks    list of {"name", "ok", "detail"}                                            extended
     flags     list of strings ("credential in userData")                                  extended, unique
     results   dict merged into run.json's results                                          merged
-    failure   {"step", "applied": [...], "not_applied": [...]}                             last wins
+    failure   {"step", "applied", "not_applied", "outcome_unknown" (sent, answer lost)}   last wins
     any other key                                                                          results[key]
 """
 

@@ -211,8 +211,8 @@ class NexusClient:
 
     # -- server --------------------------------------------------------------------------------
     def server_info(self) -> ServerInfo | None:
-        resp = self.http.get("/v1/status")
-        return parse_server_header(resp.headers.get("server"))
+        resp = self.request("GET", "/v1/status", "status")  # retried like every read
+        return parse_server_header(resp.headers.get("server")) if resp is not None else None
 
     # -- repositories --------------------------------------------------------------------------
     def repositories(self) -> list[dict]:

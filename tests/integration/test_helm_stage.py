@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
+from runbook_lab.faults import CONTROL_PATH
 from runbook_lab.helm_seed import seed_helm_release
 from runbook_lab.ingress import IngressProxy
 from runbook_lab.kube import KubeStandIn, write_kubeconfig
@@ -248,3 +251,36 @@ def test_runbook_run_helm_apply_exits_0(stage3, tmp_path, capsys) -> None:
     run_dir = sorted((tmp_path / "outputs").glob("*/run.json"))[-1].parent
     assert yaml.safe_load((run_dir / values.OVERLAY_FILE).read_text())["nexus"]["docker"]["enabled"] is True
     assert os.path.exists(run_dir / exposure.MANIFESTS_FILE)
+
+
+def test_faults_on_the_kubernetes_api_then_a_rerun_converges(stage3) -> None:
+    """503s (reads retried, writes not) and 409 conflicts on writes: each failed apply says what it
+    applied; once the faults stop, a rerun leaves exactly the objects of a clean apply."""
+    url = stage3.kube.url + CONTROL_PATH
+    assert httpx.put(url, json={"error_rate": 0.25, "conflict_rate": 0.3, "seed": 4}).status_code == 200
+    failures = []
+    for _ in range(12):
+        try:
+            stage3.run(apply=True)
+            break
+        except StageFailed as err:
+            record = err.failure_record()
+            assert set(record["applied"]).isdisjoint(record["not_applied"])
+            assert record["step"] in record["not_applied"] + record.get("outcome_unknown", [])
+            failures.append(record)
+        except Exception as err:  # noqa: BLE001 - a read still failing after its retries
+            assert "503" in str(err), err
+            failures.append({"read": str(err)})
+    seen = httpx.get(url).json()["injected"]
+    assert failures and (seen["error"] or seen["conflict"]), (failures, seen)
+
+    assert httpx.delete(url).status_code == 200
+    plan, overlay, rel = stage3.run(apply=True)
+    again, _, _ = stage3.run(apply=True)
+    assert not again.pending and again.counts()["unchanged"] == 4
+    created = Counter(
+        r.path.rsplit("/", 1)[1] for r in stage3.kube_writes() if r.method == "POST" and r.status < 300
+    )
+    assert created == {"services": 2, "ingresses": 2}, created  # each object created once, none twice
+    checks = verify.verify(stage3.params, stage3.api, rel, overlay)
+    assert all(c.ok for c in checks), [c.record() for c in checks if not c.ok]

@@ -14,6 +14,8 @@ class RecordingContext:
     apply: bool = False
     params: Any = None
     run_dir: Path | None = None
+    api_client: Any = None
+    resolve: Any = None
     calls: list[tuple[str, Any]] = field(default_factory=list)
 
     def record(self, key: str, value: Any) -> None:

@@ -144,3 +144,27 @@ def test_one_name_for_the_kubernetes_client_argument() -> None:
         )
     ]
     assert found == []
+
+
+def test_a_write_whose_answer_was_lost_is_reported_as_outcome_unknown() -> None:
+    import httpx
+
+    from runbook_lib.plan import answer_lost
+
+    def lost() -> None:
+        try:
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+        except httpx.RemoteProtocolError as err:
+            raise RuntimeError("cannot reach Nexus") from err  # how a client wraps it
+
+    plan = Plan("demo", apply=True)
+    plan.compare("thing", "a", None, {"x": 1}, create=lambda: None)
+    plan.compare("thing", "b", None, {"x": 1}, create=lost)
+    plan.compare("thing", "c", None, {"x": 1}, create=lambda: None)
+    with pytest.raises(StageFailed, match="the answer was lost") as err:
+        plan.apply()
+    record = err.value.failure_record()
+    assert record["applied"] == ["create thing a"]
+    assert record["outcome_unknown"] == ["create thing b"] and record["not_applied"] == ["create thing c"]
+    assert not answer_lost(httpx.ConnectError("refused"))  # never sent: plainly not applied
+    assert not answer_lost(ValueError("an error answer"))

@@ -22,9 +22,11 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from ..faults import Faults
+from ..faults import serve as serve_with_faults
 from ..httpbase import LabHandler, LabHTTPServer, serve_in_thread
 from . import discovery, openapi
-from .errors import ApiError, bad_request, generic, internal, unsupported_media_type
+from .errors import STALE_OBJECT, ApiError, bad_request, generic, internal, unsupported_media_type
 from .resources import ResourceType
 from .selectors import parse_field_selector, parse_label_selector
 from .store import Context, DeleteOptions, Store
@@ -77,6 +79,19 @@ def _int(value: str | None, name: str) -> int | None:
         raise bad_request(f"invalid value for {name}: {value!r}") from exc
 
 
+def _fault_answer(handler: KubeHandler, status: int) -> None:
+    """An injected failure in the apiserver's own Status shape (k8s.io/apimachinery errors.go)."""
+    if status == 409:
+        err = ApiError(
+            409, "Conflict", f"Operation cannot be fulfilled on {handler.url_path}: {STALE_OBJECT}", {}
+        )
+    elif status == 503:
+        err = ApiError(503, "ServiceUnavailable", "the server is currently unable to handle the request", {})
+    else:
+        err = ApiError(status, "InternalError", f"Internal error occurred: injected fault {status}", {})
+    handler._send_json(err.code, err.status())
+
+
 class KubeHandler(LabHandler):
     server: KubeHTTPServer
     server_version = "kube-apiserver-lab"
@@ -125,6 +140,9 @@ class KubeHandler(LabHandler):
         self.reply(status, text, "text/plain; charset=utf-8")
 
     def _dispatch(self, method: str) -> None:
+        serve_with_faults(self.server.standin.faults, self, lambda: self._serve(method), _fault_answer)
+
+    def _serve(self, method: str) -> None:
         body = b""
         try:
             body = self.read_body()
@@ -442,6 +460,7 @@ class KubeStandIn:
         # Bounded: a lab runs for days with controllers polling; tests read the recent tail.
         self._requests: deque[RequestRecord] = deque(maxlen=20000)
         self._requests_lock = threading.Lock()
+        self.faults = Faults()  # lab-only: /_lab/faults (runbook_lab.faults)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def bind(self) -> KubeHTTPServer:

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
+from runbook_lab.faults import Faults
+from runbook_lab.faults import serve as serve_with_faults
 from runbook_lab.httpbase import LabHandler, LabHTTPServer
 from runbook_lab.nexus import jackson
 from runbook_lab.nexus.errors import (
@@ -142,6 +144,7 @@ class NexusApp:
         self.routes = routes
         self.request_log = request_log
         self.connectors = connectors
+        self.faults = Faults()
 
     @property
     def server_header(self) -> str:
@@ -149,6 +152,9 @@ class NexusApp:
 
     # -- entry --------------------------------------------------------------------------------
     def dispatch(self, handler: LabHandler) -> None:
+        serve_with_faults(self.faults, handler, lambda: self._dispatch(handler), _fault_answer)
+
+    def _dispatch(self, handler: LabHandler) -> None:
         path = handler.url_path
         if path == REST_PREFIX or path.startswith(REST_PREFIX + "/"):
             self.serve_rest(handler, path[len(REST_PREFIX) :])
@@ -255,6 +261,11 @@ class NexusApp:
             data, ctype = body or b"", response.content_type
         headers = {"X-Content-Type-Options": "nosniff", **response.headers}
         handler.reply(response.status, data, ctype, headers)
+
+
+def _fault_answer(handler: LabHandler, status: int) -> None:
+    """An injected error as a proxy or servlet container in front of Nexus sends it: a short HTML page."""
+    handler.reply(status, f"<html><body><h1>{status}</h1></body></html>", "text/html")
 
 
 def _check_content_type(route: Route, content_type: str | None) -> None:

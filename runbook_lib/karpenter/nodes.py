@@ -1,7 +1,8 @@
-"""Stage 4 glue: what the notebook's cells call, in order.
+"""Stage 4 pieces that runbook_lib.stages.karpenter puts in order.
 
-render -> preflight -> build_plan -> (show, write run files) -> require_ready -> start_rollout (baseline)
--> apply_and_confirm -> rollout. Plan mode reads only; a rerun with the same parameters writes nothing.
+render -> build_plan (node classes read) -> node preflight -> (show, write run files) -> require_ready
+-> start_rollout (baseline) -> apply -> rollout. Plan mode reads only; a rerun with the same parameters
+writes nothing.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from runbook_lib.karpenter import (
 )
 from runbook_lib.karpenter.nodeclass import Generated, NodeClassState
 from runbook_lib.params import RunbookParams
-from runbook_lib.plan import Check, Plan, StageFailed, fail_on
+from runbook_lib.plan import Check, Plan, StageFailed
 from runbook_lib.secrets import REDACTOR, SecretResolver
 
 if TYPE_CHECKING:
@@ -209,14 +210,6 @@ def node_preflight(params: RunbookParams, states: list[NodeClassState], rendered
         Check.graded("userData size (our part alone)", "ok" if size["ok"] else "fail", size["detail"])
     )
     return checks
-
-
-def check_records(checks: list[Check]) -> list[dict[str, Any]]:
-    return [c.record() for c in checks]
-
-
-def raise_for_failed_checks(checks: list[Check], record: Any) -> None:
-    fail_on(checks, record, "node preflight failed", "node preflight")
 
 
 # -- the plan --------------------------------------------------------------------------------------------

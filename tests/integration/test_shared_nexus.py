@@ -197,3 +197,89 @@ def test_authenticated_mode_keep_leaves_other_consumers_anonymous_read(lab_facto
     assert not anonymous_reads(lab, "docker") and not anonymous_reads(lab, "quay-io")
     checks = proof.prove(lab.params, lab.secret)
     assert checks and all(c.ok for c in checks), [c.record() for c in checks if not c.ok]
+
+
+# ------------------------------------------------------------- the read-set model and its parameters
+def model(roles: dict, privileges: list[dict], repositories: list[tuple[str, str]]) -> access.SecurityModel:
+    return access.SecurityModel(
+        {rid: {"id": rid, **doc} for rid, doc in roles.items()},
+        {p["name"]: p for p in privileges},
+        repositories,
+    )
+
+
+REPOS = [("docker", "docker"), ("docker-hub", "docker"), ("maven-releases", "maven2"), (HOSTED, "docker")]
+
+
+def test_read_sets_follow_nexus_grants() -> None:
+    privileges = [
+        {"type": "wildcard", "name": "everything-read", "pattern": "nexus:repository-view:*:*:read"},
+        {
+            "type": "repository-view",
+            "name": "docker-all",
+            "format": "docker",
+            "repository": "*",
+            "actions": ["ALL"],
+        },
+        {
+            "type": "repository-view",
+            "name": "group-read",
+            "format": "docker",
+            "repository": "docker",
+            "actions": ["READ"],
+        },
+        {
+            "type": "repository-view",
+            "name": "maven-browse",
+            "format": "maven2",
+            "repository": "maven-releases",
+            "actions": ["BROWSE"],
+        },
+        {
+            "type": "repository-content-selector",
+            "name": "cs",
+            "format": "maven2",
+            "repository": "maven-releases",
+            "contentSelector": "team",
+            "actions": ["READ"],
+        },
+        {"type": "application", "name": "nx-search-read", "domain": "search", "actions": ["READ"]},
+    ]
+    m = model(
+        {
+            "wide": {"privileges": ["everything-read"]},
+            "docker-star": {"privileges": ["docker-all"]},
+            "group": {"privileges": ["group-read", "maven-browse", "nx-search-read"]},
+            "outer": {"privileges": [], "roles": ["group"]},
+            "selector": {"privileges": ["cs"]},
+        },
+        privileges,
+        REPOS,
+    )
+    assert m.reads("wide") == ["docker", "docker-hub", "maven-releases", HOSTED, access.LATER]
+    assert m.reads("docker-star") == ["docker", "docker-hub", HOSTED, access.LATER]  # ALL implies read
+    assert m.reads("outer") == [
+        "docker"
+    ]  # nested role; a group grant does not reach its members; browse is no read
+    assert m.reads("selector") == ["maven-releases"]  # content selectors count as (partial) read
+    assert m.reads("missing") == []
+    on = access.ReadSet.of(m, True, ["outer", "selector"])
+    assert on.by_repository == {"docker": ["outer"], "maven-releases": ["selector"]}
+    assert on.describe("maven-releases") == "read (role selector)" and on.describe(HOSTED) == "no"
+    assert access.ReadSet.of(m, False, ["wide"]).by_repository == {}  # the switch off: nobody reads
+
+
+def test_security_parameters_name_the_field() -> None:
+    from runbook_lib import params as params_mod
+
+    base = {"mode": "authenticated", "pull_password": "env:X"}
+    ok = params_mod.Security(**base, anonymous_access="keep")
+    assert (ok.anonymous_access, ok.anonymous_role) == ("keep", "eks-mirror-anonymous")
+    for security, field, words in (
+        ({**base, "anonymous_access": "maybe"}, "anonymous_access", "'keep' or 'off'"),
+        ({"mode": "anonymous", "anonymous_access": "off"}, "anonymous_access", "mode 'authenticated'"),
+        ({"anonymous_role": "nx-anonymous"}, "anonymous_role", "a role of its own"),
+    ):
+        with pytest.raises(ValueError) as err:
+            params_mod.Security(**security)
+        assert field in str(err.value) and words in str(err.value)

@@ -11,7 +11,10 @@ import pytest
 from runbook_lib.containerd.hosts import ContainerdVersion
 from runbook_lib.containerd.preflight import check_config, check_nodeconfig_fragment, check_version
 from runbook_lib.karpenter import nodes as stage
+from runbook_lib.plan import Plan, StageFailed
+from runbook_lib.stages import karpenter
 from tests.support.karpenter import make_params
+from tests.support.recording import RecordingContext
 
 V = ContainerdVersion.parse
 TWO_DIRS = '"/etc/containerd/certs.d:/etc/docker/certs.d"'
@@ -151,8 +154,12 @@ def test_stage_preflight_reads_the_node_config_file_and_user_nodeconfig(tmp_path
     assert statuses["node.toml: config_path set"] == "fail"
     assert statuses["node class default: discard_unpacked_layers kept"] == "fail"
     assert statuses["EKS AL2023-2.x AMI config: containerd >= 2.1 transfer service finds hosts.toml"] == "ok"
-    with pytest.raises(Exception, match="node preflight failed"):
-        stage.raise_for_failed_checks(checks, lambda key, value: None)
+    # The stage refuses to apply while a node preflight check fails, before it writes anything.
+    staged = karpenter.State(rendered, stage.StagePlan(Plan("karpenter", True), [state], []), checks)
+    ctx = RecordingContext(apply=True, params=params)
+    with pytest.raises(StageFailed, match="node preflight failed"):
+        karpenter.apply(ctx, staged, staged.staged.plan)
+    assert ctx.records["failure"]["step"] == "node preflight"
     assert userdata.parts(nodeconfig)[0]["content_type"] == "application/node.eks.aws"
 
 

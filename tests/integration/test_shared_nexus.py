@@ -11,6 +11,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from runbook_lab.images import build_image
+from runbook_lab.nexus import hosted as hosted_store
 from runbook_lib.nexus import access, proof, session
 from runbook_lib.nexus.client import NexusClient
 from runbook_lib.plan import Plan, StageFailed
@@ -20,6 +22,7 @@ from tests.support.labkit import WRITES, Lab, upstream_fixture
 
 upstream = pytest.fixture(scope="module")(upstream_fixture)
 HOSTED = "team-private"
+PRIVATE = ("team/app", "1")  # the image someone else keeps in the hosted repository
 
 
 @pytest.fixture
@@ -46,6 +49,10 @@ def lab_factory(tmp_path, upstream, monkeypatch):
             "docker": {"v1Enabled": False, "forceBasicAuth": False},
         }
         admin.request("POST", "/v1/repositories/docker/hosted", "hosted", json_body=hosted)
+        cache = lab.emulator.connectors.cache_dir
+        hosted_store.store_image(
+            cache, HOSTED, PRIVATE[0], PRIVATE[1], build_image({"etc/team": b"private\n"})
+        )
         if not anonymous_enabled:
             admin.set_anonymous({**admin.anonymous(), "enabled": False})
         return lab
@@ -61,17 +68,18 @@ def admin(lab: Lab) -> NexusClient:
 
 
 def anonymous_reads(lab: Lab, repo: str) -> bool:
-    """An anonymous docker client's manifest request on Nexus's main port is authorized: 404 (nothing
-    stored) or 200, not the 401 challenge; no token at all while anonymous access is off."""
+    """An anonymous docker client gets the image's manifest on Nexus's main port (200), or the 401
+    challenge; no token at all while anonymous access is off."""
+    name, tag = PRIVATE if repo == HOSTED else ("library/demo", "1")
     base = f"{lab.params.nexus.url}/repository/{repo}/v2"
     with httpx.Client(timeout=10) as http:
         token = http.get(f"{base}/token")
         if token.status_code != 200:
             return False
         headers = {"Authorization": f"Bearer {token.json()['token']}"}
-        got = http.get(f"{base}/library/demo/manifests/1", headers=headers).status_code
-    assert got in (200, 401, 404), got
-    return got != 401
+        got = http.get(f"{base}/{name}/manifests/{tag}", headers=headers).status_code
+    assert got in (200, 401), got
+    return got == 200
 
 
 def security_plan(lab: Lab) -> Plan:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import httpx
 
+from runbook_lab.images import build_image
+from runbook_lab.nexus import hosted
 from tests.support.lab_nexus import (
     Nexus,
     create_proxies,
@@ -454,13 +456,17 @@ def test_the_anonymous_users_roles_decide_which_repositories_anonymous_reads(tmp
         admin.post("/v1/system/eula", json={"accepted": True, "disclaimer": eula["disclaimer"]})
         anon = httpx.Client(base_url=nx.url, timeout=10)
 
-        def anonymous_manifest(repo: str) -> int:
+        image = build_image({"etc/secret": b"team only\n"})
+        hosted.store_image(nx.emulator.connectors.cache_dir, "team-private", "team/app", "1", image)
+
+        def anonymous_manifest(repo: str, name: str = "team/app", ref: str = "1") -> int:
             token = anon.get(f"/repository/{repo}/v2/token").json()["token"]
             headers = {"Authorization": f"Bearer {token}"}
-            return anon.get(f"/repository/{repo}/v2/library/demo/manifests/1", headers=headers).status_code
+            return anon.get(f"/repository/{repo}/v2/{name}/manifests/{ref}", headers=headers).status_code
 
-        # authorized but nothing stored: 404 MANIFEST_UNKNOWN; not authorized: the challenge
-        assert anonymous_manifest("team-private") == 404
+        assert anonymous_manifest("team-private") == 200  # the hosted image, by tag and by digest
+        assert anonymous_manifest("team-private", ref=image.digest) == 200
+        assert anonymous_manifest("team-private", ref="2") == 404
         assert nx.client().get("/v1/repositories/team-private").status_code == 200
         admin.post(
             "/v1/security/roles",
@@ -478,8 +484,10 @@ def test_the_anonymous_users_roles_decide_which_repositories_anonymous_reads(tmp
             admin.put("/v1/security/users/anonymous", json={**user, "roles": ["mirrors-only"]}).status_code
             == 204
         )
-        assert anonymous_manifest("team-private") == 401
+        assert anonymous_manifest("team-private") == 401  # the challenge: not readable anonymously
         assert nx.client().get("/v1/repositories/team-private").status_code == 403
         assert [r["name"] for r in nx.client().get("/v1/repositories").json()] == ["docker-hub"]
         assert nx.state.can(None, "docker-hub", "read") and not nx.state.can(None, "team-private", "read")
         anon.close()
+        assert admin.delete("/v1/repositories/team-private").status_code == 204
+        assert hosted.manifest(nx.emulator.connectors.cache_dir, "team-private", "team/app", "1") is None

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote
 
 from runbook_lab.httpbase import LabHandler, LabHTTPServer, serve_in_thread
+from runbook_lab.nexus import hosted
 from runbook_lab.nexus.dockercache import (
     COUNTER_FIELDS,
     DIGEST_RE,
@@ -172,6 +173,7 @@ class ConnectorManager:
             for name, port in wanted.items():
                 if name not in self._listeners:
                     self._start_listener(name, port)
+            hosted.forget(self.cache_dir, {n for n, r in repos.items() if r.get("type") == "hosted"})
             for name in list(self._caches):
                 if repos.get(name, {}).get("type") != "proxy":
                     # Nexus deletes a repository's content with the repository.
@@ -279,6 +281,9 @@ class ConnectorManager:
         self, repo: str, config: dict[str, Any], image: str, ref: str, seen: set[str] | None = None
     ) -> tuple[Manifest, str] | None:
         seen = seen if seen is not None else {repo}
+        if config.get("type") == "hosted":
+            stored = hosted.manifest(self.cache_dir, repo, image, ref)
+            return (stored, repo) if stored else None
         if config.get("type") == "proxy":
             found = self._cache(repo, config).manifest(image, ref)
             return (found, repo) if found else None
@@ -293,6 +298,9 @@ class ConnectorManager:
         self, repo: str, config: dict[str, Any], image: str, digest: str, seen: set[str] | None = None
     ) -> tuple[CachedBlob | LiveBlob, str] | None:
         seen = seen if seen is not None else {repo}
+        if config.get("type") == "hosted":
+            kept = hosted.blob(self.cache_dir, repo, image, digest)
+            return (kept, repo) if kept else None
         if config.get("type") == "proxy":
             found = self._cache(repo, config).blob(image, digest)
             return (found, repo) if found else None

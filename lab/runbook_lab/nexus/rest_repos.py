@@ -16,8 +16,8 @@ AuthorizingRepositoryManagerImpl.java, repository/manager/internal/RepositoryMan
   400 message objects: ValidationErrorsException is not re-thrown by the resource's catch. (They are
   not validation lists: sonatype/nexus-public at aec50e47 answers them as message objects.)
 - Docker hosted (openapi-subset DockerHostedRepositoryApiRequest): the same create/update/get rules;
-  `storage.writePolicy` is required (ALLOW, ALLOW_ONCE, DENY). Its content is not emulated (no pushes):
-  an authorized read answers MANIFEST_UNKNOWN, an unauthorized one the challenge.
+  `storage.writePolicy` is required (ALLOW, ALLOW_ONCE, DENY). Pushes are not emulated: the lab stores
+  images into a hosted repository directly (hosted.py) and the connector serves them.
 - Group members must exist and be docker (ConstraintViolations on `memberNames`, a validation list);
   `writableMember` is PRO only. Deleting a repository removes it from every group
   (RepositoryManagerImpl.removeRepositoryFromAllGroups).

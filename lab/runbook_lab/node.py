@@ -293,14 +293,14 @@ def hosts_file(entries: dict[str, str]) -> str:
 
 
 def write_lab_certs(certs_dir: Path, servers: dict[str, str]) -> None:
-    """The lab's DNS stand-in: <namespace>/hosts.toml with `server` only (plus containerd 1.6's empty [host]
-    table, without which 1.6 ignores the file — containerd issue #10027)."""
-    from runbook_lib.containerd.hosts import ContainerdVersion, HostsToml
-
+    """The lab's DNS stand-in: <namespace>/hosts.toml with `server` only, plus the empty `[host]` table
+    without which containerd below 2.0 ignores a file that has no host entries (containerd issue #10027).
+    Written by the lab itself, not with the runbook's renderer, which the lab nodes are there to check."""
     for namespace, server in sorted(servers.items()):
-        doc = HostsToml(namespace, server, [], ContainerdVersion.parse("1.6.20")).render()
-        doc = doc.replace(
-            "written by eks-mirror-runbook", "lab DNS stand-in, written by the lab (not the runbook)"
+        doc = (
+            f"# containerd registry hosts for {namespace}: lab DNS stand-in, "
+            "written by the lab (not the runbook)\n"
+            f"server = {json.dumps(server)}\n\n[host]\n"
         )
         target = certs_dir / namespace / "hosts.toml"
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,7 @@ DIFFERENCES: list[tuple[str, str, str, str]] = [
         "`tee -a` appends to hosts.toml",
         "a second run (cloud-init rerun, AMI with a baked file, a retry) duplicates the [host] table: "
         "containerd "
-        "rejects the whole file and silently pulls from Docker Hub",
+        "logs `failed to decode hosts.toml` and pulls that registry from Docker Hub",
         "each file is written whole to a temp file in the same folder and renamed over the old one; a rerun "
         "leaves "
         "identical bytes",

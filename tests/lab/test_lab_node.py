@@ -99,7 +99,7 @@ def test_lab_certs_are_valid_hosts_toml_for_containerd_1_6(tmp_path: Path) -> No
     text = (tmp_path / "registry-1.docker.io" / "hosts.toml").read_text()
     doc = tomllib.loads(text)
     assert doc == {"server": "http://127.0.0.1:15000", "host": {}}  # empty [host]: containerd 1.6 needs one
-    assert "not the runbook" in text
+    assert "written by the lab (not the runbook)" in text
 
 
 def test_overlays_never_cover_the_node_folder(tmp_path: Path) -> None:

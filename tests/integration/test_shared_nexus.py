@@ -18,7 +18,7 @@ from runbook_lib.nexus.client import NexusClient
 from runbook_lib.plan import Plan, StageFailed
 from runbook_lib.secrets import REDACTOR
 from runbook_lib.stages import nexus_security
-from tests.support.labkit import WRITES, Lab, upstream_fixture
+from tests.support.labkit import WRITES, Lab, free_port, upstream_fixture
 
 upstream = pytest.fixture(scope="module")(upstream_fixture)
 HOSTED = "team-private"
@@ -31,7 +31,9 @@ def lab_factory(tmp_path, upstream, monkeypatch):
     monkeypatch.setenv("TEST_PULL_PASSWORD", "pull-user-secret")
     labs = []
 
-    def make(mode: str, anonymous_enabled: bool = True, **security: str) -> Lab:
+    def make(
+        mode: str, anonymous_enabled: bool = True, hosted_port: int | None = None, **security: str
+    ) -> Lab:
         """A lab whose Nexus already holds someone else's private hosted repository."""
         lab = Lab(tmp_path / f"{mode}-{len(labs)}", upstream.url, mode)
         labs.append(lab)
@@ -48,6 +50,9 @@ def lab_factory(tmp_path, upstream, monkeypatch):
             },
             "docker": {"v1Enabled": False, "forceBasicAuth": False},
         }
+        if hosted_port:
+            hosted["docker"]["httpPort"] = hosted_port  # its own connector, as a team would have it
+        lab.hosted_port = hosted_port
         admin.request("POST", "/v1/repositories/docker/hosted", "hosted", json_body=hosted)
         cache = lab.emulator.connectors.cache_dir
         hosted_store.store_image(
@@ -291,3 +296,46 @@ def test_security_parameters_name_the_field() -> None:
         with pytest.raises(ValueError) as err:
             params_mod.Security(**security)
         assert field in str(err.value) and words in str(err.value)
+
+
+# ----------------------------------------------------------------------------- with real containerd
+@pytest.mark.netns
+@pytest.mark.parametrize(
+    ("mode", "anonymous_before", "security", "private_readable"),
+    [
+        ("anonymous", False, {}, False),  # dormant nx-anonymous comes off the anonymous user
+        ("anonymous", True, {}, True),  # readable before, and the plan said so: it stays
+        ("authenticated", True, {"anonymous_access": "off"}, False),
+    ],
+    ids=["anonymous-was-off", "anonymous-was-on", "authenticated-off"],
+)
+def test_real_containerd_without_credentials_after_stage_2(
+    lab_factory, tmp_path, mode, anonymous_before, security, private_readable
+) -> None:
+    """A real containerd with no credentials: the hosted repository's image is pulled only where the
+    plan kept it readable; in anonymous mode the mirrored image comes through the mirror."""
+    from runbook_lab.containerd import PrivateContainerd
+    from runbook_lib.containerd.hosts import HostsToml, MirrorHost
+
+    lab = lab_factory(mode, anonymous_enabled=anonymous_before, hosted_port=free_port(), **security)
+    lab.run_stages(apply=True)
+    others = read_change(security_plan(lab), "other repositories")
+    assert (HOSTED in others.note) is private_readable, others.note
+    certs = tmp_path / "certs"
+    up = lab.params.upstream("docker.io")
+    f = HostsToml("docker.io", up.remote_url, [MirrorHost(up.mirror_url)])
+    (certs / f.relative_path).parent.mkdir(parents=True)
+    (certs / f.relative_path).write_text(f.render())
+    with PrivateContainerd(tmp_path / "ctd", certs) as ctd:
+        ref = f"127.0.0.1:{lab.hosted_port}/{PRIVATE[0]}:{PRIVATE[1]}"
+        private = ctd.ctr_pull(ref, extra_args=["--plain-http"])
+        assert private.ok is private_readable, private
+        if not private_readable:
+            assert "401" in private.stderr or "unauthorized" in private.stderr.lower(), private.stderr
+        if mode == "anonymous":
+            before = httpx.get(f"{lab.params.nexus.url}/_lab/counters", timeout=5).json()["docker"]
+            mirrored = ctd.ctr_pull("docker.io/library/demo:1", hosts_dir=certs)
+            assert mirrored.ok, mirrored.stderr
+            after = httpx.get(f"{lab.params.nexus.url}/_lab/counters", timeout=5).json()["docker"]
+            assert after["manifest_requests"] > before["manifest_requests"]  # the mirror served it
+            assert "trying next host" not in ctd.log_text()

@@ -50,6 +50,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import os
 import re
 import secrets
 import sys
@@ -67,6 +68,8 @@ from runbook_lab.httpbase import LabHandler, LabHTTPServer, run_until_signal, se
 
 SERVICE = "registry.docker.io"
 TOKEN_TTL_S = 300
+# The lab account (name:password) when not given with --user; `runbook lab up` sets it.
+USER_ENV = "RUNBOOK_LAB_DOCKERHUB_USER"
 ANONYMOUS_LIMIT_MESSAGE = (
     "You have reached your unauthenticated pull rate limit. https://www.docker.com/increase-rate-limit"
 )
@@ -856,7 +859,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--latency-ms", type=float, default=0.0, help="added delay per request")
     p.add_argument(
-        "--user", default=None, help="lab account as name:password (Basic auth at the token service)"
+        "--user",
+        # `lab up` passes it in the environment: argv is readable by every local user (ps, /proc)
+        default=os.environ.get(USER_ENV) or None,
+        help=f"lab account as name:password (Basic auth at the token service; default: env {USER_ENV})",
     )
     return p
 

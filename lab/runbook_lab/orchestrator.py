@@ -42,6 +42,10 @@ import httpx
 from runbook_lab.processes import pid_alive, port_free, stop_pid
 from runbook_lib.params import RunbookParams
 
+# The lab Docker Hub's one account (password: DIR/secrets/dockerhub, also in Secrets Manager as
+# lab/dockerhub), what an upstream's `credentials` would name; anonymous pulls work as before.
+DOCKERHUB_USER = "lab-hub"
+
 
 class LabError(Exception):
     pass
@@ -344,6 +348,10 @@ class Lab:
         log = self.dir / "logs" / (c.name.replace(" ", "-") + ".log")
         c.log = str(log)
         env = {**os.environ, **c.env}
+        if c.name == "dockerhub":  # the lab's Docker Hub account, for upstreams[].credentials
+            from runbook_lab.dockerhub import USER_ENV
+
+            env[USER_ENV] = f"{DOCKERHUB_USER}:{self.lab_secret('dockerhub')}"
         with open(log, "ab") as fh:
             try:
                 proc = subprocess.Popen(
@@ -425,13 +433,13 @@ class Lab:
             self.params.aws.cluster_name or "lab"
         )
         sm = aws.client(self.params, "secretsmanager")
-        for secret_id, name in (("lab/nexus-admin", "nexus-admin"), ("lab/docker-pull", "docker-pull")):
-            value = json.dumps(
-                {
-                    "username": name.split("-", 1)[-1] if name == "docker-pull" else "admin",
-                    "password": self.lab_secret(name),
-                }
-            )
+        users = {"nexus-admin": "admin", "docker-pull": "pull", "dockerhub": DOCKERHUB_USER}
+        for secret_id, name in (
+            ("lab/nexus-admin", "nexus-admin"),
+            ("lab/docker-pull", "docker-pull"),
+            ("lab/dockerhub", "dockerhub"),
+        ):
+            value = json.dumps({"username": users[name], "password": self.lab_secret(name)})
             try:
                 sm.create_secret(Name=secret_id, SecretString=value)
             except sm.exceptions.ResourceExistsException:

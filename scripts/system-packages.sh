@@ -2,8 +2,8 @@
 # Debian packages the lab and the tests use. As root: installed when missing (non-interactive,
 # idempotent). Otherwise: say what is missing; tests that need them skip and say why.
 set -u
-PACKAGES=(docker-registry containerd iproute2 util-linux skopeo)
-declare -A PROVIDES=([docker-registry]=docker-registry [containerd]=containerd [iproute2]=ip [util-linux]=unshare [skopeo]=skopeo)
+PACKAGES=(docker-registry containerd iproute2 util-linux skopeo chromium)
+declare -A PROVIDES=([docker-registry]=docker-registry [containerd]=containerd [iproute2]=ip [util-linux]=unshare [skopeo]=skopeo [chromium]=chromium)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   command -v "${PROVIDES[$pkg]}" >/dev/null 2>&1 || missing+=("$pkg")

@@ -3,10 +3,15 @@
 - Realms: the Docker Bearer Token realm (``DockerToken``) is added to the active list, keeping its order;
   ``NexusAuthenticatingRealm`` is never dropped (local Basic auth would break); only realms the server
   lists as available are ever sent (the PUT replaces the whole list and rejects unknown ids).
-- Anonymous mode: global anonymous access on, connectors with ``forceBasicAuth=false`` (stage 1).
-- Authenticated mode: anonymous access off; a repository-view privilege (read, optionally browse) per
-  mirror endpoint → one role → one local pull user, whose password comes from a secret reference and
-  is only sent on create or when rotation is asked for.
+- Anonymous mode: global anonymous access on, connectors with ``forceBasicAuth=false`` (stage 1), and a
+  role of our own on the anonymous user (built-in read and browse per mirror endpoint), so nothing but
+  the mirrors becomes readable anonymously; what other repositories are read anonymously today stays.
+- Authenticated mode: a repository-view privilege (read, optionally browse) per mirror endpoint → one
+  role → one local pull user, whose password comes from a secret reference and is only sent on create
+  or when rotation is asked for. Anonymous access goes off for other consumers only when nobody else
+  reads anonymously or ``security.anonymous_access: off`` says so.
+- The plan shows the anonymous read set of the mirror and the other repositories before and after
+  (runbook_lib.nexus.access; docs/shared-nexus.md).
 - Admin bootstrap: while Nexus still accepts its generated admin password, replace it with the managed
   one (and optionally store it in AWS Secrets Manager).
 - Community Edition 3.77+: the EULA must be accepted (repository access is blocked until then).
@@ -260,7 +265,7 @@ def _anonymous_changes(params: RunbookParams, client: NexusClient, plan: Plan) -
         if enabled and others_read and choice is None:
             raise StageFailed(
                 "other repositories are read anonymously today: "
-                + "; ".join(f"{r} ({before.describe(r)})" for r in sorted(others_read))
+                + "; ".join(f"{r} by role {', '.join(v)}" for r, v in sorted(others_read.items()))
                 + ". Authenticated mode will not switch anonymous access off for them on its own: set "
                 "security.anonymous_access to 'off' (they lose anonymous read) or 'keep' (anonymous "
                 "access stays on; no role of the anonymous user may read a mirror)",
@@ -272,7 +277,7 @@ def _anonymous_changes(params: RunbookParams, client: NexusClient, plan: Plan) -
             if still.by_repository:
                 raise StageFailed(
                     "security.anonymous_access: keep, but the anonymous user still reads the mirrors: "
-                    + "; ".join(f"{r} ({still.describe(r)})" for r in sorted(still.by_repository))
+                    + "; ".join(f"{r} by role {', '.join(v)}" for r, v in sorted(still.by_repository.items()))
                     + ". Privileges only grant, a role cannot be subtracted "
                     "(help.sonatype.com/en/privileges.html): replace those roles on the anonymous user "
                     f"{uid!r} with a role that reads only what other consumers need, or set "

@@ -160,7 +160,7 @@ def test_authenticated_mode_will_not_switch_anonymous_off_for_others_unasked(lab
     lab = lab_factory("authenticated")
     with pytest.raises(StageFailed, match="security.anonymous_access") as err:
         security_plan(lab)
-    assert f"{HOSTED} (read (role nx-anonymous))" in str(err.value)
+    assert f"read anonymously today: {HOSTED} by role nx-anonymous." in str(err.value)
     assert [r["path"] for r in writes(lab)] == ["/service/rest/v1/repositories/docker/hosted"]
     nexus = session.admin_login(lab.params, lab.secret).client
     assert nexus.anonymous()["enabled"] is True and nexus.user("anonymous")["roles"] == ["nx-anonymous"]
@@ -184,7 +184,8 @@ def test_authenticated_mode_keep_refuses_while_a_role_still_reads_the_mirrors(la
     lab = lab_factory("authenticated", anonymous_access="keep")
     with pytest.raises(StageFailed, match="still reads the mirrors") as err:
         security_plan(lab)
-    assert "nx-anonymous" in str(err.value) and "privileges.html" in str(err.value)
+    assert "the anonymous user still reads the mirrors: docker by role nx-anonymous;" in str(err.value)
+    assert "privileges.html" in str(err.value)
 
 
 def test_authenticated_mode_keep_leaves_other_consumers_anonymous_read(lab_factory) -> None:

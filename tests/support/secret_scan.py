@@ -91,11 +91,12 @@ class Scanner:
         self.scanned: list[Path] = []
 
     def scan_bytes(self, data: bytes, where: str) -> list[Finding]:
-        found: dict[str, Finding] = {}
+        """One finding per secret present, naming every encoding it was found in."""
+        found: dict[str, list[str]] = {}
         for name, enc, form in self._forms:
-            if name not in found and form in data:
-                found[name] = Finding(where, name, enc)
-        return list(found.values())
+            if form in data:
+                found.setdefault(name, []).append(enc)
+        return [Finding(where, name, ", ".join(encs)) for name, encs in found.items()]
 
     def scan_text(self, text: str, where: str) -> list[Finding]:
         return self.scan_bytes(text.encode("utf-8", "surrogateescape"), where)

@@ -309,6 +309,13 @@ class Security(Strict):
         "(switch anonymous access off for every consumer). Unset refuses to choose for them",
     )
 
+    @field_validator("anonymous_access", mode="before")
+    @classmethod
+    def _bare_off(cls, value: Any) -> Any:
+        if value is False:  # YAML 1.1 reads a bare `off` as false
+            raise ValueError('write "off" in quotes: YAML reads a bare off as false')
+        return value
+
     @model_validator(mode="after")
     def _auth_needs_password(self) -> Security:
         if self.mode == "authenticated" and not self.pull_password:

@@ -217,3 +217,12 @@ def test_check_warns_when_expected_pulls_reach_the_ce_request_cap(tmp_path, caps
     assert [f for f, _ in params.advisories(params.parse(data, "x", tmp_path))] == [
         "verification.expected_pulls_per_day"
     ]
+
+
+def test_a_bare_off_for_anonymous_access_says_to_quote_it(tmp_path) -> None:
+    """YAML 1.1 reads `off` as false: the error says so instead of 'Input should be keep or off'."""
+    text = (REPO / "parameters" / "eks-example.yaml").read_text().replace('"off"', "off", 1)
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    with pytest.raises(params.ParamsError, match=r'security\.anonymous_access: write "off" in quotes'):
+        params.load(path)

@@ -9,8 +9,13 @@ containerd's log shows the mirror is unused. Facts (containerd docs/hosts.md, at
 - `server` is the upstream, tried last; `[host."<mirror>"]` entries are tried first, in file order;
 - `capabilities = ["pull", "resolve"]`: without `resolve`, tags are still looked up upstream;
 - a mirror URL with a path (Nexus `/repository/<name>`) needs `/v2` and `override_path = true`;
-- `dial_timeout` exists only from containerd 2.0.7 / 2.1.0 (an unknown key is ignored by older ones,
-  but we only emit what the node understands);
+- `dial_timeout` (how long a dial to that host may take; default 30 s, paid per request when the host
+  is black-holed, containerd/containerd#10660) is read from containerd 2.1.0 (containerd/containerd#11106)
+  and 2.0.7 (the release/2.0 backport, containerd/containerd#12136). Older ones ignore the key: 1.6/1.7
+  decode with go-toml v1's non-strict `Unmarshal`, 2.0.0-2.0.6 with go-toml v2's, neither rejects an
+  unknown key (checked with the real containerd 1.6.20 in tests/integration/test_node_boot_mirror_down.py).
+  A file for a known version carries it only where it is read; a file rendered without a version (the
+  userData's: the node decides at boot from `containerd --version`) carries it;
 - containerd below 2.0 rejects a file without any `[host]` table ("failed to decode hosts.toml" error=
   "invalid `host` tree", containerd/containerd#10027, reported on 1.7 and seen on 1.6; the fix,
   containerd/containerd#10028, is a 1.7 backport only, and 2.0's newer TOML library never had the bug):
@@ -106,7 +111,8 @@ class HostsToml:
         doc: dict = {"server": self.server}
         hosts: dict = {}
         for mirror in self.mirrors:
-            if mirror.dial_timeout and not (self.containerd and self.containerd.supports_dial_timeout()):
+            # unknown version: kept (the boot script drops it on a node below 2.0.7; harmless where unread)
+            if mirror.dial_timeout and self.containerd and not self.containerd.supports_dial_timeout():
                 mirror = MirrorHost(
                     mirror.url, mirror.capabilities, mirror.ca, mirror.skip_verify, None, mirror.headers
                 )

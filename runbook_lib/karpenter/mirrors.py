@@ -64,6 +64,7 @@ def node_mirrors(params: RunbookParams) -> list[NodeMirror]:
 
 
 def containerd_version(params: RunbookParams) -> ContainerdVersion | None:
+    """karpenter.containerd_version, for the preflight's checks; what the files say is decided on the node."""
     text = params.karpenter.containerd_version
     return ContainerdVersion.parse(text) if text else None
 
@@ -78,10 +79,12 @@ def hosts_files(params: RunbookParams, authorization: str | None) -> list[HostsT
             m.mirror_url,
             ca=[CA_FROM_HOSTS_TOML] if k.mirror_ca_file else [],
             skip_verify=k.mirror_skip_verify,
-            dial_timeout=k.dial_timeout,  # dropped by HostsToml unless the node's containerd knows it
+            dial_timeout=k.dial_timeout,  # the boot script drops it on a node whose containerd is < 2.0.7
             headers={"Authorization": authorization} if authorization else {},
         )
-        files.append(HostsToml(m.registry, m.server, [host], containerd_version(params)))
+        # No containerd version here: the node's own `containerd --version` decides dial_timeout at boot
+        # (userdata.py), and a file with a [host] table needs no version-specific workaround.
+        files.append(HostsToml(m.registry, m.server, [host]))
     return files
 
 

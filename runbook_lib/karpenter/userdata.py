@@ -6,11 +6,24 @@ mode; EKS AMIs ship it). What it does, and why (containerd docs/hosts.md, Karpen
   appended (``tee -a``): a second run would duplicate a ``[host]`` table, and containerd then does not use
   the file: it logs ``failed to decode hosts.toml`` (duplicated tables) and pulls from the upstream
   (loadHostDir, remotes/docker/config/hosts.go). A rerun leaves byte-identical files;
-- optional boot gate, per upstream: ``curl`` asks the mirror's ``/v2/`` with a short ``--max-time``; only a
-  registry answer (200, or 401 = a registry asking for a token) counts. A mirror that does not answer gets
-  no file, so that registry pulls from its upstream from the first pull on (without the gate containerd
-  would still fall back, but only after a failed request to the mirror on every pull; a black-holed
-  mirror costs up to the 30 s dial timeout each time). Files from an earlier run are left as they are;
+- every hosts.toml is always written, whether or not its mirror answers at boot: containerd reads the
+  files on every pull (hosts.toml is loaded per resolve, not cached), so a node that boots during a Nexus
+  restart uses the mirror as soon as it is back, without being replaced. While the mirror is down,
+  containerd moves on to the next host and finally ``server`` (the upstream) on a refused connection or an
+  error answer, at no cost; only a black-holed endpoint costs its dial timeout, per request (30 s by
+  default, containerd/containerd#10660). A probe gate (no file for a mirror that does not answer) would
+  instead bypass the mirror for the node's whole life: up to Karpenter's ``expireAfter``, 720 h;
+- ``dial_timeout`` bounds that cost. containerd reads the key from 2.0.7 (backport
+  containerd/containerd#12136) and 2.1.0 (containerd/containerd#11106; core/remotes/docker/config/hosts.go
+  ``hostFileConfig.DialTimeout``); 1.6/1.7 decode hosts.toml with go-toml v1's non-strict ``Unmarshal``
+  and ignore the key (checked with the real containerd 1.6 in tests/integration). The script decides on
+  the node, from ``containerd --version``, because the AMI decides which containerd runs (AL2023 ships
+  2.x): below 2.0.7 the line is dropped; a version it cannot read is taken as 2.x (the key is harmless
+  where it is not read). ``karpenter.dial_timeout`` is the value;
+- optional boot probe (``karpenter.probe_mirror_at_boot``), for the log only: ``curl`` asks every mirror's
+  ``/v2/`` at once, in the background, with a short ``--max-time``; a mirror that gives no registry
+  answer (200, or 401 = a registry asking for a token) is logged, and its file is written all the same.
+  The probes run in parallel, so the boot waits at most one ``probe_timeout_s``;
 - a hosts.toml that holds the pull credential (an ``Authorization`` header, static or read from Secrets
   Manager at boot) is written ``0600``: only root (containerd) reads it, where a ``0644`` file would hand
   the Nexus pull password to every local user and container that can read the host's /etc. Files without
@@ -80,6 +93,7 @@ class ScriptInputs:
     skip_verify: bool = False
     secret_id: str | None = None  # secrets-manager mode
     region: str | None = None
+    dial_timeout: str | None = None  # the value; whether to write it, the node decides
 
 
 def inputs(
@@ -96,6 +110,7 @@ def inputs(
         k.mirror_skip_verify,
         k.credentials_secret_id if k.credential_mode == "secrets-manager" else None,
         params.aws.region,
+        k.dial_timeout,
     )
 
 
@@ -134,6 +149,7 @@ install_file() {
 
 _PROBE = r"""
 # mirror_up URL: does a registry answer at URL (.../v2/) within %(timeout)s s? 200 or 401 (token wanted) = yes.
+# For the log only: the file is written either way (containerd falls back per request while it is down).
 mirror_up() {
   local code
   if ! command -v curl >/dev/null 2>&1; then
@@ -144,9 +160,31 @@ mirror_up() {
   case "$code" in
     200|401) return 0 ;;
   esac
-  log "no registry answer from $1 (HTTP ${code}, 000 = none within %(timeout)s s): keeping the upstream"
+  log "no registry answer from $1 (HTTP ${code}, 000 = none within %(timeout)s s): hosts.toml written anyway; containerd pulls from the upstream until the mirror answers"
   return 1
 }
+"""
+
+_CONTAINERD = r"""
+# dial_timeout: read by containerd from 2.0.7 / 2.1.0, ignored by older ones. Decided from this node's
+# containerd binary (the AMI chooses it), not from a parameter. Unreadable version: taken as 2.x.
+dial_line='dial_timeout = "%(dial)s"'
+nl=$'\n'
+keep_dial=1
+ctd_text=$(containerd --version 2>/dev/null) || ctd_text=""
+ctd_re='[[:space:]]v?([0-9]+)\.([0-9]+)\.([0-9]+)'
+if [[ $ctd_text =~ $ctd_re ]]; then
+  ctd_major=$((10#${BASH_REMATCH[1]})) ctd_minor=$((10#${BASH_REMATCH[2]})) ctd_patch=$((10#${BASH_REMATCH[3]}))
+  ctd_version="$ctd_major.$ctd_minor.$ctd_patch"
+  if (( ctd_major < 2 || (ctd_major == 2 && ctd_minor == 0 && ctd_patch < 7) )); then
+    keep_dial=0
+    log "containerd $ctd_version reads no dial_timeout (2.0.7 / 2.1.0 and later do): not written"
+  else
+    log "containerd $ctd_version: dial_timeout %(dial)s for every mirror"
+  fi
+else
+  log "containerd version not readable (containerd --version): taken as 2.x, dial_timeout %(dial)s written"
+fi
 """
 
 _SECRET = r"""
@@ -170,13 +208,6 @@ else
   log "aws CLI not found: cannot read secret %(secret_log)s: no mirror configured"
 fi
 
-# write_hosts DEST: the hosts.toml on stdin, with the Authorization value filled in (0600: a credential).
-write_hosts() {
-  local content
-  [ -n "$auth" ] || return 2
-  content=$(cat)
-  printf '%%s\n' "${content//%(placeholder)s/$auth}" | install_file "$1" %(mode)s
-}
 """
 
 # hosts.toml modes: one with a credential in it is for root (containerd) only
@@ -213,6 +244,23 @@ fi
 """
 
 
+_WRITER = r"""
+# write_hosts DEST MODE: the hosts.toml on stdin becomes DEST (install_file), without the dial_timeout line
+# where this node's containerd does not read it%(secret_note)s.
+write_hosts() {
+  local content
+%(secret_check)s  content=$(cat)
+  [ "$keep_dial" = 1 ] || content=${content//"$nl$dial_line"/}
+%(secret_fill)s  printf '%%s\n' "$content" | install_file "$1" "$2"
+}
+"""
+
+
+def dial_line(value: str) -> str:
+    """The line a hosts.toml [host] table carries for `dial_timeout = value` (tomli_w's rendering)."""
+    return f'dial_timeout = "{value}"'
+
+
 def boot_script(si: ScriptInputs) -> str:
     """The bash part. Deterministic: the same inputs give the same bytes (a byte change drifts every node)."""
     if len(si.mirrors) != len(si.files):
@@ -221,14 +269,11 @@ def boot_script(si: ScriptInputs) -> str:
         "#!/bin/bash",
         BEGIN,
         "# Writes /etc/containerd/certs.d/<registry>/hosts.toml per mirrored registry (whole file: temp",
-        "# file + rename, so a rerun leaves identical files). Generated by eks-mirror-runbook stage 4.",
+        "# file + rename, so a rerun leaves identical files), always, whether or not the mirror answers now:",
+        "# containerd reads the files on every pull and falls back to the upstream while a mirror is down.",
+        "# Generated by eks-mirror-runbook stage 4.",
         f"# {ROOT_ENV}=/dir writes below /dir instead of / (tests, lab nodes).",
     ]
-    if si.probe:
-        lines.append(
-            f"# A mirror whose /v2/ gives no registry answer within {si.probe_timeout_s} s gets no "
-            "file: that registry pulls from its upstream."
-        )
     lines.append(_PRELUDE % {"root": ROOT_ENV, "certs": CERTS_DIR})
     tls = ""
     if si.ca_pem:
@@ -241,6 +286,12 @@ def boot_script(si: ScriptInputs) -> str:
         tls = "-k "
     if si.probe:
         lines.append(_PROBE % {"timeout": si.probe_timeout_s, "tls": tls})
+        # every mirror at once, in the background: the boot waits at most one probe timeout (see `wait`)
+        lines.append(" ".join(f"mirror_up {_q(m.probe_url)} &" for m in si.mirrors) + "\n")
+    if si.dial_timeout:
+        lines.append(_CONTAINERD % {"dial": si.dial_timeout})
+    else:
+        lines.append("keep_dial=1 nl='' dial_line=''\n")
     if si.secret_id:
         lines.append(
             _SECRET
@@ -248,25 +299,41 @@ def boot_script(si: ScriptInputs) -> str:
                 "region": _q(si.region or "us-east-1"),
                 "secret": _q(si.secret_id),
                 "secret_log": re.sub(r"[^A-Za-z0-9/_+=.@:-]", "", si.secret_id),
-                "placeholder": AUTH_PLACEHOLDER,
-                "mode": CREDENTIAL_MODE,
             }
         )
-    writer = "write_hosts" if si.secret_id else "install_file"
+    lines.append(
+        _WRITER
+        % (
+            {
+                "secret_note": ", with the Authorization value filled in (0600: a credential)",
+                "secret_check": '  [ -n "$auth" ] || return 2\n',
+                "secret_fill": f"  content=${{content//{AUTH_PLACEHOLDER}/$auth}}\n",
+            }
+            if si.secret_id
+            else {"secret_note": "", "secret_check": "", "secret_fill": ""}
+        )
+    )
     for m, f in zip(si.mirrors, si.files, strict=True):
         dest = f'"$certs/{f.relative_path}"'
         text = f.render()
         if si.secret_id and AUTH_PLACEHOLDER not in text:
             raise UserDataError("secrets-manager mode: hosts.toml without the Authorization placeholder")
-        mode = "" if si.secret_id else f" {file_mode(f, False)}"  # write_hosts always writes 0600
+        if any(h.dial_timeout for h in f.mirrors) and (
+            not si.dial_timeout or f"\n{dial_line(si.dial_timeout)}\n" not in text
+        ):
+            raise UserDataError(
+                f"{m.registry}: hosts.toml does not carry the dial_timeout line the node drops"
+            )
+        mode = file_mode(f, bool(si.secret_id))
         lines.append(f"# {m.registry}: mirror {m.mirror_url}, upstream {m.server}")
-        write = f"{writer} {dest}{mode} {_heredoc(text)}"
+        write = f"write_hosts {dest} {mode} {_heredoc(text)}"
         # `cmd <<'EOF' && ...` : the condition continues on the first line, the heredoc body follows it
         head, body = write.split("\n", 1)
-        cond = f"mirror_up {_q(m.probe_url)} && " if si.probe else ""
-        lines.append(f"{cond}{head} && written=$((written + 1))\n{body}\n")
+        lines.append(f"{head} && written=$((written + 1))\n{body}\n")
     if si.ami_family == "AL2":
         lines.append(_AL2_CONFIG_PATH % {"eks_config": EKS_AL2_CONTAINERD_CONFIG})
+    if si.probe:
+        lines.append("wait  # the probes' log lines")
     lines.append(f'log "$written of {len(si.files)} hosts.toml file(s) written below $certs"')
     lines.append("exit 0")
     lines.append(END)

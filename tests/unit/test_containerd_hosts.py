@@ -127,3 +127,10 @@ def test_validate_finds_what_containerd_would_ignore() -> None:
             '"resolve"]\noverride_path = true\n'
         )
     )
+
+
+def test_dial_timeout_kept_when_the_version_is_left_to_the_node() -> None:
+    """No version (the userData's files): the key is kept; the boot script drops it on a node whose own
+    `containerd --version` is below 2.0.7 (test_karpenter_userdata.py), older ones ignore it anyway."""
+    f = HostsToml("ghcr.io", "https://ghcr.io", [MirrorHost("https://m", dial_timeout="2s")])
+    assert parse(f.render())["host"]["https://m"]["dial_timeout"] == "2s"

@@ -2,8 +2,9 @@
 MIME merge that keeps the user's parts byte for byte.
 
 The script runs unprivileged through its root override (EKS_MIRROR_ROOT). "Mirrors" for the boot probe are
-tiny loopback HTTP servers answering /v2/ with a chosen status; the real-containerd pulls are in
-test_karpenter_node_containerd.py.
+tiny loopback HTTP servers answering /v2/ with a chosen status; the node's containerd is a fake `containerd`
+on PATH printing a chosen `--version` line (the script decides dial_timeout from it). The real-containerd
+pulls are in test_karpenter_node_containerd.py and test_node_boot_mirror_down.py.
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from __future__ import annotations
 import base64
 import email
 import os
+import re
+import shlex
 import shutil
+import subprocess
 import tomllib
 from collections.abc import Iterator
 
@@ -58,6 +62,27 @@ def closed_port() -> int:
     return port
 
 
+def fake_containerd(folder, version_line: str | None, status: int = 0) -> str:
+    """A folder holding a `containerd` that prints `version_line` for --version (exit `status`); put it first
+    on PATH so the script sees it instead of this machine's containerd."""
+    folder.mkdir(parents=True, exist_ok=True)
+    binary = folder / "containerd"
+    echo = f"printf '%s\\n' {shlex.quote(version_line)}\n" if version_line is not None else ""
+    binary.write_text(f"#!/bin/sh\n{echo}exit {status}\n")
+    binary.chmod(0o755)
+    return str(folder)
+
+
+def on_node(script: str, root, node_bin: str) -> subprocess.CompletedProcess[str]:
+    """run_script with `node_bin` (a fake containerd) first on PATH: run_script puts curl's folder, which
+    holds this machine's containerd, before its extra_path."""
+    return run_script(script, root, {"PATH": f"{node_bin}:/usr/bin:/bin"})
+
+
+# what `containerd --version` prints on the nodes that matter (EKS AL2: 1.7; AL2023: 2.x; Debian: 1.6)
+CTD_17 = "containerd github.com/containerd/containerd 1.7.27 05044ec0a9a75232cad458027ca83437aae3f4da"
+
+
 def url(server: LabHTTPServer) -> str:
     return f"http://127.0.0.1:{server.server_address[1]}"
 
@@ -76,14 +101,15 @@ def test_script_run_twice_leaves_identical_valid_hosts_toml(tmp_path, mirror_fac
     params = make_params(upstreams=two_upstreams(url(a), url(b)), ami_family=family)
     script = script_for(params)
     root = tmp_path / "node"
-    first = run_script(script, root)
+    node = fake_containerd(tmp_path / "bin", CTD_17)
+    first = on_node(script, root, node)
     assert first.returncode == 0, first.stderr
     files = tree(root)
     assert set(files) == {
         "etc/containerd/certs.d/docker.io/hosts.toml",
         "etc/containerd/certs.d/quay.io/hosts.toml",
     }
-    second = run_script(script, root)
+    second = on_node(script, root, node)
     assert second.returncode == 0, second.stderr
     assert tree(root) == files  # byte-identical, and no temp file left behind
     docker = tomllib.loads(files["etc/containerd/certs.d/docker.io/hosts.toml"].decode())
@@ -110,18 +136,34 @@ def test_script_writes_only_below_the_root_override(tmp_path, mirror_factory) ->
     assert oct(written[0].stat().st_mode & 0o777) == "0o644"
 
 
-def test_boot_probe_is_per_upstream_and_a_down_mirror_gets_no_file(tmp_path, mirror_factory) -> None:
+def test_every_file_is_written_whatever_the_mirror_answers_and_the_probe_only_logs(
+    tmp_path, mirror_factory
+) -> None:
+    """Issue #12: a mirror that is down at boot (refused, or not a registry) still gets its hosts.toml, so
+    the node uses it once it is back; the probe only says so in the log. containerd falls back to the
+    upstream per request meanwhile (test_node_boot_mirror_down.py shows it with the real daemon)."""
     up, not_registry = mirror_factory(401), mirror_factory(404)
+    down = f"http://127.0.0.1:{closed_port()}"
     ups = [
         upstream("docker.io", "https://registry-1.docker.io", url(up), "docker-hub"),
-        upstream("quay.io", "https://quay.io", f"http://127.0.0.1:{closed_port()}"),
+        upstream("quay.io", "https://quay.io", down),
         upstream("ghcr.io", "https://ghcr.io", url(not_registry)),
     ]
-    result = run_script(script_for(make_params(upstreams=ups, probe_timeout_s=2)), tmp_path / "n")
+    node = fake_containerd(tmp_path / "bin", CTD_17)
+    result = on_node(script_for(make_params(upstreams=ups, probe_timeout_s=2)), tmp_path / "n", node)
     assert result.returncode == 0  # a mirror problem never fails the node's boot
-    assert set(tree(tmp_path / "n")) == {"etc/containerd/certs.d/docker.io/hosts.toml"}
-    assert "no registry answer from http://127.0.0.1" in result.stderr and "HTTP 404" in result.stderr
-    assert "1 of 3 hosts.toml" in result.stderr
+    files = tree(tmp_path / "n")
+    assert set(files) == {
+        f"etc/containerd/certs.d/{r}/hosts.toml" for r in ("docker.io", "quay.io", "ghcr.io")
+    }
+    quay = tomllib.loads(files["etc/containerd/certs.d/quay.io/hosts.toml"].decode())
+    assert quay == {"server": "https://quay.io", "host": {down: {"capabilities": ["pull", "resolve"]}}}
+    assert f"no registry answer from {down}/v2/ (HTTP 000" in result.stderr
+    assert f"no registry answer from {url(not_registry)}/v2/ (HTTP 404" in result.stderr
+    assert f"from {url(up)}" not in result.stderr  # a 401 is a registry asking for a token: up
+    assert "hosts.toml written anyway" in result.stderr
+    assert "3 of 3 hosts.toml" in result.stderr
+    assert up.hits == ["/v2/"] and not_registry.hits == ["/v2/"]
 
 
 def test_probe_off_writes_every_file_even_with_the_mirror_down(tmp_path) -> None:
@@ -131,9 +173,10 @@ def test_probe_off_writes_every_file_even_with_the_mirror_down(tmp_path) -> None
         )
     ]
     script = script_for(make_params(upstreams=ups, probe_mirror_at_boot=False))
-    assert "curl" not in script
-    run_script(script, tmp_path / "n")
+    assert "curl" not in script and "wait" not in script
+    result = run_script(script, tmp_path / "n")
     assert set(tree(tmp_path / "n")) == {"etc/containerd/certs.d/docker.io/hosts.toml"}
+    assert "no registry answer" not in result.stderr and "1 of 1 hosts.toml" in result.stderr
 
 
 def test_path_style_endpoint_gets_v2_and_override_path_and_is_probed_there(tmp_path, mirror_factory) -> None:
@@ -143,7 +186,7 @@ def test_path_style_endpoint_gets_v2_and_override_path_and_is_probed_there(tmp_p
             "docker.io", "https://registry-1.docker.io", f"{url(m)}/repository/docker-group", "docker-hub"
         )
     ]
-    run_script(script_for(make_params(upstreams=ups)), tmp_path / "n")
+    on_node(script_for(make_params(upstreams=ups)), tmp_path / "n", fake_containerd(tmp_path / "b", CTD_17))
     doc = tomllib.loads((tmp_path / "n/etc/containerd/certs.d/docker.io/hosts.toml").read_text())
     assert doc["host"] == {
         f"{url(m)}/repository/docker-group/v2": {"capabilities": ["pull", "resolve"], "override_path": True}
@@ -228,10 +271,97 @@ def test_script_is_deterministic_and_independent_of_upstream_order() -> None:
     assert script_for(make_params(upstreams=ups)) == script_for(make_params(upstreams=list(reversed(ups))))
 
 
-def test_dial_timeout_only_for_containerd_that_knows_it() -> None:
-    for version, expected in (("1.7.27", False), ("2.0.7", True), ("2.2.4", True), (None, False)):
-        files = stage.render(make_params(containerd_version=version), no_secret).files
-        assert all(("dial_timeout" in f.render()) is expected for f in files), version
+def test_rendered_files_carry_dial_timeout_whatever_the_parameter_says() -> None:
+    """The decision moved to the node: karpenter.containerd_version no longer drops the key from userData
+    (AL2023 AMIs ship containerd 2.x whatever the parameter says); karpenter.dial_timeout is the value."""
+    for version in ("1.7.27", "2.0.7", None):
+        rendered = stage.render(make_params(containerd_version=version, dial_timeout="3s"), no_secret)
+        for f in rendered.files:
+            assert userdata.dial_line("3s") in f.render().splitlines(), version
+        assert "dial_line='dial_timeout = \"3s\"'" in rendered.generated.payload
+
+
+# `containerd --version` lines as the packages print them, and whether that containerd reads dial_timeout
+VERSION_LINES = [
+    ("containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3", False),  # Debian 12
+    (CTD_17, False),  # EKS AL2
+    ("containerd containerd.io 1.7.28 b98a3aace656320842a23f4a392a33f46af97866", False),  # Docker's package
+    ("containerd github.com/containerd/containerd 1.10.0 abc", False),  # numeric, not lexical: 1.10 < 2
+    ("containerd github.com/containerd/containerd/v2 v2.0.0 207ad711eabd375a01713109a8a197d197ff6542", False),
+    ("containerd github.com/containerd/containerd/v2 v2.0.6 1a43cb6a1035441f9aca8f5666a9b3ef9e70ab20", False),
+    ("containerd github.com/containerd/containerd/v2 v2.0.7 0b8ba8cba80c6a7ce6e7d5f1ec7d2a7d8d8d2c1e", True),
+    ("containerd github.com/containerd/containerd/v2 v2.0.10 0b8ba8c", True),  # 10 > 7
+    (
+        "containerd github.com/containerd/containerd/v2 v2.1.4 75cb2b7193e4e490e9fbdc236c0e811ccaba3376",
+        True,
+    ),  # AL2023
+    ("containerd github.com/containerd/containerd/v2 2.2.0 1c4457e00facac03ce1d75f7b6777a7a851e5c41", True),
+    ("containerd github.com/containerd/containerd/v2 v3.0.0-beta.0 abc", True),
+]
+
+
+@pytest.mark.parametrize(("line", "reads_dial"), VERSION_LINES, ids=[v[0].split()[2] for v in VERSION_LINES])
+def test_node_decides_dial_timeout_from_its_containerd_version(tmp_path, line, reads_dial) -> None:
+    """Issue #12: the boot script runs `containerd --version` on the node; dial_timeout is written into every
+    [host] table where that containerd reads it (>= 2.0.7), and dropped below. Everything else in the file
+    is the same either way, the header table of a credential included."""
+    auth = {"mode": "authenticated", "pull_password": "env:X"}
+    ups = two_upstreams("http://a.example:5000", "https://nexus.example/repository/quay")
+    params = make_params(
+        upstreams=ups,
+        credential_mode="static-header",
+        security=auth,
+        dial_timeout="2s",
+        probe_mirror_at_boot=False,
+    )
+    script = script_for(params, resolver)
+    root = tmp_path / "n"
+    result = on_node(script, root, fake_containerd(tmp_path / "bin", line))
+    assert result.returncode == 0, result.stderr
+    files = tree(root)
+    assert len(files) == 2
+    for text in files.values():
+        doc = tomllib.loads(text.decode())
+        assert validate(text.decode()) == []
+        (table,) = doc["host"].values()
+        assert ("dial_timeout" in table) is reads_dial, line
+        if reads_dial:
+            assert table["dial_timeout"] == "2s"
+        assert table["header"] == {"Authorization": "Basic " + forms_of_secret()[1]}
+        assert table["capabilities"] == ["pull", "resolve"]
+    version = re.match(r"v?([0-9]+[.][0-9]+[.][0-9]+)", line.split()[2]).group(1)
+    assert f"containerd {version}" in result.stderr
+    assert ("not written" in result.stderr) is not reads_dial
+
+
+@pytest.mark.parametrize(("line", "status"), [(None, 127), ("containerd: command failed", 1), ("garbage", 0)])
+def test_unreadable_containerd_version_is_taken_as_2x(tmp_path, line, status) -> None:
+    """A version the script cannot read is taken as 2.x (what current AMIs ship): dial_timeout is written,
+    and it is harmless where not read (containerd 1.6 ignores the key: test_node_boot_mirror_down.py)."""
+    root = tmp_path / "n"
+    params = make_params(probe_mirror_at_boot=False)
+    result = on_node(script_for(params), root, fake_containerd(tmp_path / "bin", line, status))
+    assert result.returncode == 0
+    assert "taken as 2.x, dial_timeout 5s written" in result.stderr
+    for text in tree(root).values():
+        (table,) = tomllib.loads(text.decode())["host"].values()
+        assert table["dial_timeout"] == "5s"
+
+
+def test_the_dial_line_the_node_drops_is_the_one_rendered() -> None:
+    """The script drops an exact line: a file whose [host] carries dial_timeout in another rendering, or a
+    script without the value, is refused instead of leaving the key on a node that does not read it."""
+    from runbook_lib.containerd.hosts import HostsToml, MirrorHost
+    from runbook_lib.karpenter.mirrors import NodeMirror
+
+    f = HostsToml("docker.io", "https://r", [MirrorHost("https://m", dial_timeout="5s")])
+    m = NodeMirror("docker.io", "https://r", "https://m")
+    ok = userdata.ScriptInputs([m], [f], "AL2023", False, 3, dial_timeout="5s")
+    assert userdata.dial_line("5s") in userdata.boot_script(ok)
+    with pytest.raises(userdata.UserDataError, match="dial_timeout"):
+        userdata.boot_script(userdata.ScriptInputs([m], [f], "AL2023", False, 3, dial_timeout="7s"))
+    with pytest.raises(userdata.UserDataError, match="dial_timeout"):
+        userdata.boot_script(userdata.ScriptInputs([m], [f], "AL2023", False, 3))
 
 
 def test_containerd_below_2_gets_the_empty_host_workaround_only_without_mirrors() -> None:
@@ -316,7 +446,7 @@ def test_file_mode_follows_the_authorization_header() -> None:
             security={"mode": "authenticated", "pull_password": "env:X"},
         )
     )
-    assert 'install_file "$1" 0600' in script and 'install_file "$1" 0644' not in script
+    assert 'write_hosts "$certs/docker.io/hosts.toml" 0600' in script and " 0644 <<" not in script
 
 
 def test_secrets_manager_mode_fills_the_header_at_boot(tmp_path, mirror_factory) -> None:

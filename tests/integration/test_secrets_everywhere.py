@@ -13,7 +13,11 @@ it, with the mode switched by parameters and re-applied:
 After each run the scanner (tests/support/secret_scan.py) looks for every registered secret value, in every
 encoding, in: every file of the output folder (run folders with notebooks, HTML, run.json and run.log, the
 index, the history store, locks), the runbook's terminal output, and the lab's logs (component logs, the
-Nexus emulator's request log, the lab nodes' userData, containerd and kubelet logs, the lab state file).
+Nexus emulator's request log, the output of the nodes' userData, their containerd and kubelet logs, the
+lab state file).
+The Docker Hub front and the Kubernetes stand-in keep their request records in memory only, no file: their
+process logs are what is scanned of them. The Nexus request log has bodies (a real one has none): the test
+checks they carry every password as "***".
 What the real twins keep by design is not scanned: Nexus's database (.lab/nexus/data), the cluster's
 objects (.lab/kube), the nodes' file systems (hosts.toml holds the header in static-header mode, as on a
 real node: the positive control below finds it there) and their spec.json (the instance's userData, which

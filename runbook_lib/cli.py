@@ -3,13 +3,17 @@
     runbook params check FILE            validate a parameters file (no network)
     runbook params schema                print the JSON Schema of parameters files
     runbook run [STAGE ...] --params F   execute stage notebooks (plan only unless --apply)
-    runbook report [--output-dir DIR]    write DIR/index.html listing the runs
+    runbook report [--output-dir DIR]    write DIR/index.html listing the runs (DIR may be s3://BUCKET/PREFIX)
+    runbook fleet run --params-dir DIR   the same stages for every parameters file in DIR, N at a time
     runbook lab up|down|status           the built-in lab
+    runbook notebook [--params F] [--lab] JupyterLab on the stage notebooks (loopback), with the form
 
 Exit codes: 0 ok, 1 a stage (or lab component) failed, or `run` could not write or push its metrics
 (--metrics-file, --pushgateway; the run is recorded all the same), 2 invalid input (nothing executed),
 3 `run --apply` refused because another apply holds the target's lock (nothing executed; see
-runbook_lib/lock.py: a lock left by a killed run is taken over, plan-only runs take none).
+runbook_lib/lock.py: a lock left by a killed run is taken over, plan-only runs take none unless
+--hold-lock). `fleet run`: 0 every target ok, 1 a target failed, 2 invalid input, 3 a target refused by
+its lock and none failed (runbook_lib/fleet.py).
 """
 
 from __future__ import annotations
@@ -53,11 +57,51 @@ def cmd_params_schema(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------ run
+def check_output_dir(value: str | None, option: str = "--output-dir") -> str | None:
+    """A local folder as given, or a valid s3:// URL; raises ValueError naming the option (never the value:
+    a pasted URL may carry something secret)."""
+    if value is None or "://" not in value or value.startswith("file://"):
+        return value
+    from runbook_lib.audit.destinations import parse_s3_url
+
+    if not value.startswith("s3://"):
+        raise ValueError(
+            f"{option}: a remote output is s3://BUCKET[/PREFIX]; other schemes are not supported"
+        )
+    try:
+        return parse_s3_url(value).url
+    except ValueError as err:
+        raise ValueError(f"{option}: {err}") from None
+
+
+def _local_or_remote(value: str | None) -> str | None:
+    if value is None or "://" in value and not value.startswith("file://"):
+        return value
+    return str(Path(value.removeprefix("file://")).resolve())
+
+
+def _write_result(path: str | None, **data: object) -> None:
+    """--result-json: what `fleet run` reads back from each target's run (never a secret: the record is
+    the scrubbed run.json)."""
+    if not path:
+        return
+    from runbook_lib.audit.redact_io import RedactedOutput
+
+    RedactedOutput().write_json(str(Path(path).resolve()), data)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     stages = args.stages or list(STAGES)
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         _err(f"unknown stage(s): {', '.join(unknown)}; stages are: {', '.join(STAGES)}")
+        _write_result(args.result_json, exit_code=2, error="unknown stage")
+        return 2
+    try:
+        output_dir = _local_or_remote(check_output_dir(args.output_dir))
+    except ValueError as err:
+        _err(f"{err}; nothing was executed")
+        _write_result(args.result_json, exit_code=2, error=str(err))
         return 2
     from runbook_lib.audit import metrics as metrics_mod
 
@@ -71,6 +115,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise metrics_mod.MetricsOptionError("--pushgateway-job", "must not be empty")
     except metrics_mod.MetricsOptionError as err:
         _err(f"{err}; nothing was executed")
+        _write_result(args.result_json, exit_code=2, error=str(err))
         return 2
     try:
         params_mod.load(args.params)
@@ -78,8 +123,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         for line in err.lines():
             _err(line)
         _err("invalid parameters: nothing was executed")
+        _write_result(args.result_json, exit_code=2, error="invalid parameters")
         return 2
     from runbook_lib import runner
+    from runbook_lib.audit.destinations import DestinationError
 
     def progress(event: runner.ProgressEvent) -> None:
         print(runner.format_progress(event), flush=True)
@@ -89,25 +136,36 @@ def cmd_run(args: argparse.Namespace) -> int:
             Path(args.params).resolve(),
             stages,
             apply=args.apply,
-            output_dir=Path(args.output_dir).resolve() if args.output_dir else None,
+            output_dir=output_dir,
             note=args.note,
             progress=progress,
             notice=lambda line: _err(f"note: {line}"),
             metrics=metrics if metrics.file or metrics.pushgateway else None,
+            hold_lock=args.hold_lock,
         )
     except FileNotFoundError as err:
         _err(f"cannot run: {err}")
+        _write_result(args.result_json, exit_code=2, error=f"cannot run: {err}")
+        return 2
+    except DestinationError as err:
+        _err(f"cannot write to the output location: {err}; nothing was executed")
+        _write_result(args.result_json, exit_code=2, error=f"output location: {err}")
         return 2
     except LockHeld as err:
-        _err(f"runbook run --apply refused: {err}")
+        _err(f"runbook run{' --apply' if args.apply else ''} refused: {err}")
+        _write_result(args.result_json, exit_code=EXIT_LOCKED, error=f"refused by the lock: {err}")
         return EXIT_LOCKED
     status = "ok" if result.exit_code == 0 else "FAILED"
-    print(f"run {status}: {result.run_dir}")
-    print(f"  record: {result.run_dir / 'run.json'}")
-    print(f"  report: {result.run_dir.parent / 'index.html'}")
-    for line in metrics.errors:
+    location = result.location or str(result.run_dir)
+    parent = location.rsplit("/", 1)[0]
+    print(f"run {status}: {location}")
+    print(f"  record: {location}/run.json")
+    print(f"  report: {parent}/index.html")
+    for line in result.errors + metrics.errors:
         _err(line)
-    return result.exit_code or (1 if metrics.errors else 0)
+    code = result.exit_code or (1 if metrics.errors else 0)
+    _write_result(args.result_json, exit_code=code, location=location, record=result.record)
+    return code
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -115,10 +173,75 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     # the folder `runbook run` writes to by default, as seen from where the command runs (a checkout's
     # root for `make demo`); never a path inside the installed package
+    try:
+        remote = check_output_dir(args.output_dir)
+    except ValueError as err:
+        _err(f"{err}; nothing was read")
+        return 2
+    if remote and "://" in remote and not remote.startswith("file://"):
+        try:
+            index = runner.report(remote)
+        except Exception as err:  # noqa: BLE001 - boto3 and network errors: say which, no traceback
+            _err(f"report: could not build the index in {remote}: {type(err).__name__}: {err}")
+            return 1
+        print(f"report: {index}")
+        return 0
     out = Path(args.output_dir or "outputs")
     index = runner.report(out.resolve())
     print(f"report: {index}")
     return 0
+
+
+# ---------------------------------------------------------------------------------------- fleet
+def cmd_fleet_run(args: argparse.Namespace) -> int:
+    from runbook_lib import fleet
+
+    stages = args.stages or list(STAGES)
+    problems = [
+        f"STAGE: unknown stage {s!r}; stages are: {', '.join(STAGES)}" for s in stages if s not in STAGES
+    ]
+    try:
+        fleet.check_parallel(args.parallel)
+    except fleet.FleetError as err:
+        problems.extend(err.problems)
+    output_dir = None
+    try:
+        output_dir = _local_or_remote(check_output_dir(args.output_dir))
+        check_output_dir(args.summary, "--summary")
+    except ValueError as err:
+        problems.append(str(err))
+    targets = []
+    if not problems:
+        try:
+            targets = fleet.load_targets(fleet.discover(Path(args.params_dir)), output_dir)
+        except fleet.FleetError as err:
+            problems.extend(err.problems)
+    if problems:
+        for line in problems:
+            _err(line)
+        _err("invalid fleet input: nothing was executed")
+        return 2
+    print(f"fleet: {len(targets)} target(s), {args.parallel} at a time: {', '.join(t.name for t in targets)}")
+    summary = fleet.run_fleet(
+        targets,
+        [s for s in STAGES if s in stages],
+        apply=args.apply,
+        output_dir=output_dir,
+        note=args.note,
+        parallel=args.parallel,
+        emit=lambda line: print(line, flush=True),
+    )
+    print(fleet.summary_table(summary))
+    code = summary.exit_code
+    for line in fleet.refresh_indexes(targets):
+        _err(line)
+    location = fleet.summary_location(args.summary, output_dir, summary.fleet_id)
+    try:
+        print(f"summary: {fleet.write_summary(summary, location)}")
+    except Exception as err:  # noqa: BLE001 - local or S3 errors alike: the table above still stands
+        _err(f"could not write the fleet summary to {location}: {type(err).__name__}: {err}")
+        code = code or 1
+    return code
 
 
 # ------------------------------------------------------------------------------------------ lab
@@ -177,6 +300,43 @@ def cmd_lab(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------- notebook
+def cmd_notebook(args: argparse.Namespace) -> int:
+    """JupyterLab on the stage notebooks with this interpreter's kernel; `--lab`: `lab up` first."""
+    import importlib.util
+
+    if not 0 < args.port < 65536:
+        _err(f"--port: {args.port} is not a TCP port (1-65535); nothing was started")
+        return 2
+    params_file = None
+    if args.params or args.lab:
+        path = Path(args.params or DEFAULT_LAB_PARAMS)
+        try:
+            p = params_mod.load(path)
+            if args.lab and p.lab is None:
+                raise ParamsError(str(path), [("lab", "--lab needs a parameters file with a lab section")])
+        except ParamsError as err:
+            for line in err.lines():
+                _err(line)
+            _err("invalid parameters: nothing was started")
+            return 2
+        params_file = path.resolve()
+    if importlib.util.find_spec("jupyterlab") is None:
+        _err("JupyterLab is not installed in this environment (it is a dependency: pip install -e .)")
+        return 2
+    if args.lab:
+        if importlib.util.find_spec("runbook_lab") is None:
+            _err(f"notebook --lab: {LAB_NOT_INSTALLED}")
+            return 2
+        rc = cmd_lab(argparse.Namespace(action="up", params=str(params_file), dir=None))
+        if rc:
+            return rc
+    from runbook_lib import interactive
+    from runbook_lib.runner import default_notebooks_dir
+
+    return interactive.launch(default_notebooks_dir(), args.port, params_file, lambda m: print(m, flush=True))
+
+
 # ----------------------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
@@ -212,17 +372,52 @@ def build_parser() -> argparse.ArgumentParser:
         "URL/metrics/job/JOB/instance/TARGET/stages/STAGES",
     )
     rp.add_argument("--pushgateway-job", default="runbook", metavar="JOB", help="job name (default: runbook)")
+    rp.add_argument(
+        "--hold-lock",
+        action="store_true",
+        help="hold the target's lock for a plan-only run too, as `fleet run` does (refused, exit 3, while "
+        "another run holds it)",
+    )
+    rp.add_argument("--result-json", help=argparse.SUPPRESS)  # for `fleet run`: exit code, location, record
     rp.set_defaults(func=cmd_run)
 
     rep = sub.add_parser("report", help="write an index.html of the runs in an output folder")
-    rep.add_argument("--output-dir")
+    rep.add_argument("--output-dir", help="a local folder (default: ./outputs) or s3://BUCKET[/PREFIX]")
     rep.set_defaults(func=cmd_report)
+
+    fp = sub.add_parser("fleet", help="run the same stages for many targets")
+    fsub = fp.add_subparsers(dest="fleet_command", required=True)
+    fr = fsub.add_parser("run", help="one run per parameters file in a folder, N at a time")
+    fr.add_argument("stages", nargs="*", metavar="STAGE", help=f"default: all of {', '.join(STAGES)}")
+    fr.add_argument(
+        "--params-dir", required=True, help="folder of parameter files (*.yaml, *.yml), one per target"
+    )
+    fr.add_argument("--parallel", type=int, default=4, help="targets run at once (default: 4)")
+    fr.add_argument("--apply", action="store_true", help="write changes (default: plan only, reads only)")
+    fr.add_argument(
+        "--output-dir", help="where every target's run folders go (default: each file's outputs.dir)"
+    )
+    fr.add_argument("--note", help="free text for every target's audit record")
+    fr.add_argument(
+        "--summary",
+        metavar="FILE",
+        help="the fleet summary JSON (default: OUTPUT_DIR/fleets/<UTC time>-fleet.json or ./outputs/fleets/)",
+    )
+    fr.set_defaults(func=cmd_fleet_run)
 
     lp = sub.add_parser("lab", help="the built-in lab of real parts and stand-ins")
     lp.add_argument("action", choices=["up", "down", "status"])
     lp.add_argument("--params", default=str(DEFAULT_LAB_PARAMS), help="lab parameters (ports live there)")
     lp.add_argument("--dir", help="lab state folder (default: lab.dir of the parameters)")
     lp.set_defaults(func=cmd_lab)
+
+    nbp = sub.add_parser("notebook", help="JupyterLab on the stage notebooks (loopback), printing the URL")
+    nbp.add_argument("--params", help="the parameters file the forms start with (default: the notebooks')")
+    nbp.add_argument(
+        "--lab", action="store_true", help="`runbook lab up` first (default parameters/lab.yaml)"
+    )
+    nbp.add_argument("--port", type=int, default=8888, help="loopback port (default: 8888)")
+    nbp.set_defaults(func=cmd_notebook)
     return ap
 
 

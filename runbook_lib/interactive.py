@@ -120,12 +120,13 @@ def validate(path: str | Path) -> Validation:
 
 
 def parameter_files(params_file: str, cwd: Path | None = None) -> list[str]:
-    """The choices: the notebook's own params_file, RUNBOOK_PARAMS, and the YAML files beside them
-    and in a ``parameters/`` folder above the notebooks (a checkout's)."""
-    here = Path(cwd or Path.cwd())
+    """The choices: RUNBOOK_PARAMS, the notebook's own params_file, and the YAML files beside them
+    and in a ``parameters/`` folder here or up to two folders above (a checkout's)."""
+    here = Path(cwd or Path.cwd()).resolve()
     first = [os.environ.get(PARAMS_ENV, ""), params_file]
     chosen = [(here / f).resolve() for f in first if f and (here / f).is_file()]
-    folders = {c.parent for c in chosen} | {(here / "../parameters").resolve(), (here / "parameters")}
+    # a checkout's parameters/ from runbook_lib/notebooks (two up), or beside the notebooks
+    folders = {c.parent for c in chosen} | {d / "parameters" for d in (here, *list(here.parents)[:2])}
     found = sorted(
         f.resolve() for d in folders if d.is_dir() for f in d.iterdir() if f.suffix in (".yaml", ".yml")
     )
@@ -343,3 +344,97 @@ def form(stage: str, params_file: str, apply: bool) -> Form | None:
     f = Form(stage, params_file, apply)
     display(f.widget)
     return f
+
+
+# ---------------------------------------------------------------------- `runbook notebook` launcher
+KERNEL_NAME = "python3"  # the notebooks' kernelspec: here, always this interpreter
+
+
+def kernelspec(folder: Path, params_file: Path | None) -> Path:
+    """A ``python3`` kernelspec for this interpreter, first on JUPYTER_PATH: a python3 kernelspec of
+    another Python (the user's or the system's) cannot take the notebooks' kernel."""
+    import json
+    import sys
+
+    spec = folder / "kernels" / KERNEL_NAME
+    spec.mkdir(parents=True, exist_ok=True)
+    kernel: dict[str, Any] = {
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3 (eks-mirror-runbook)",
+        "language": "python",
+        "metadata": {"debugger": True},
+    }
+    if params_file is not None:
+        kernel["env"] = {PARAMS_ENV: str(params_file)}
+    (spec / "kernel.json").write_text(json.dumps(kernel, indent=1))
+    return spec
+
+
+def lab_command(notebooks: Path, port: int, token: str) -> list[str]:
+    import sys
+
+    return [
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--ServerApp.root_dir={notebooks}",
+        f"--IdentityProvider.token={token}",
+        "--LabApp.extension_manager=readonly",  # no extension index queried from a runbook host
+        *(["--allow-root"] if os.geteuid() == 0 else []),  # CI and containers run as root
+    ]
+
+
+def wait_for_port(port: int, proc: Any, timeout_s: float = 90.0) -> bool:
+    """Until JupyterLab listens on 127.0.0.1:port (False: it exited or never listened)."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(0.2)
+    return False
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def launch(notebooks: Path, port: int, params_file: Path | None, out: Callable[[str], None]) -> int:
+    """Start JupyterLab on the notebooks (loopback), print the URL, run until it stops or Ctrl-C."""
+    import secrets
+    import signal
+    import subprocess
+    import tempfile
+
+    token = secrets.token_urlsafe(24)
+    with tempfile.TemporaryDirectory(prefix="runbook-jupyter-") as tmp:
+        kernelspec(Path(tmp), params_file)
+        env = dict(os.environ)
+        env["JUPYTER_PATH"] = os.pathsep.join(p for p in (tmp, env.get("JUPYTER_PATH", "")) if p)
+        if params_file is not None:
+            env[PARAMS_ENV] = str(params_file)
+        proc = subprocess.Popen(lab_command(notebooks, port, token), env=env)
+        signal.signal(signal.SIGTERM, _interrupt)  # a stopped `runbook notebook` stops its JupyterLab
+        try:
+            if not wait_for_port(port, proc):
+                out(f"JupyterLab did not start on 127.0.0.1:{port}")
+                proc.terminate()
+                proc.wait(30)
+                return 1
+            out(f"JupyterLab: http://127.0.0.1:{port}/lab?token={token}")
+            out(f"  notebooks: {notebooks}" + (f"; parameters: {params_file}" if params_file else ""))
+            out("  stop it with Ctrl-C")
+            return proc.wait()
+        except KeyboardInterrupt:
+            proc.terminate()
+            proc.wait(30)
+            return 0

@@ -468,7 +468,11 @@ class Karpenter(Strict):
     )
     credential_mode: Literal["anonymous", "static-header", "secrets-manager"] = "anonymous"
     credentials_secret_id: str | None = Field(None, description="Secrets Manager id nodes read at boot")
-    containerd_version: str | None = Field(None, description="Node containerd version, e.g. 1.7.27")
+    containerd_version: str | None = Field(
+        None,
+        description="Node containerd version, e.g. 1.7.27, for the preflight's config checks (whether "
+        "hosts.toml gets dial_timeout is decided on each node at boot from `containerd --version`)",
+    )
     node_containerd_config: str | None = Field(
         None,
         description="A node's containerd config.toml (e.g. from `containerd config dump`) for the preflight; "
@@ -484,11 +488,15 @@ class Karpenter(Strict):
     dial_timeout: str = Field(
         "5s",
         pattern=r"^[0-9]+(ms|s|m)$",
-        description="hosts.toml dial_timeout, written only for containerd >= 2.0.7",
+        description="hosts.toml dial_timeout: how long containerd waits for a connection to a mirror; the "
+        "boot script writes it where the node's containerd reads it (>= 2.0.7, from `containerd --version`)",
     )
-    probe_mirror_at_boot: StrictBool = True
+    probe_mirror_at_boot: StrictBool = Field(
+        True,
+        description="Log at boot which mirrors answer /v2/ (log only: every hosts.toml is written anyway)",
+    )
     probe_timeout_s: StrictInt = Field(
-        3, ge=1, le=30, description="Boot probe of each mirror's /v2/ (curl --max-time)"
+        3, ge=1, le=30, description="Boot probe timeout (curl --max-time); the mirrors are probed in parallel"
     )
     force_roll: bool | str = Field(
         False,

@@ -16,8 +16,9 @@ be
   mirrors/configs/auths, non-default ``max_concurrent_downloads``), and the transfer path does not split a
   colon-separated ``config_path`` (``/etc/containerd/certs.d:/etc/docker/certs.d``, what EKS AMIs ship): the
   hosts.toml files are then never found and every pull goes upstream (containerd #12636);
-- version facts: ``_default`` host folder from 1.6.17, ``dial_timeout`` from 2.0.7, the empty ``[host]``
-  workaround below 2.0 (containerd/containerd#10027).
+- version facts: ``_default`` host folder from 1.6.17, ``dial_timeout`` read from 2.0.7 / 2.1.0
+  (containerd/containerd#12136, #11106; the boot script decides it per node, userdata.py), the empty
+  ``[host]`` workaround below 2.0 (containerd/containerd#10027).
 
 An unknown containerd version is taken as 2.x (``ASSUMED_UNKNOWN``): current EKS AL2023 AMIs ship 2.x
 (awslabs/amazon-eks-ami CHANGELOG.md per release; nodeadm renders
@@ -215,11 +216,17 @@ def check_version(version: ContainerdVersion | None) -> list[Check]:
                 "containerd version known",
                 "skipped",
                 "karpenter.containerd_version not set: taken as 2.x (what current EKS AMIs ship) for the "
-                "config checks; dial_timeout is not written; the empty [host] workaround is kept",
+                "config checks; the boot script decides dial_timeout on each node from `containerd "
+                "--version` (written from 2.0.7)",
             )
         ]
     text = f"{version.major}.{version.minor}.{version.patch}"
-    notes = [f"dial_timeout {'written' if version.supports_dial_timeout() else 'not supported (< 2.0.7)'}"]
+    # informational: the boot script decides on each node from its own `containerd --version`
+    notes = [
+        "dial_timeout written"
+        if version.supports_dial_timeout()
+        else "no dial_timeout (read from 2.0.7): a black-holed mirror costs the 30 s dial per request"
+    ]
     if (version.major, version.minor, version.patch) < (1, 6, 17):
         notes.append("no certs.d/_default support (< 1.6.17)")
     if version.needs_empty_host_table():

@@ -75,14 +75,20 @@ def choices(params: RunbookParams) -> Any:
         ),
         (
             "boot probe",
-            f"{k.probe_timeout_s} s per mirror" if k.probe_mirror_at_boot else "off",
-            "a mirror down at boot gets no hosts.toml, so that registry pulls upstream from the start",
+            f"log only, {k.probe_timeout_s} s, mirrors in parallel" if k.probe_mirror_at_boot else "off",
+            "every hosts.toml is written even if its mirror is down at boot: containerd falls back to the "
+            "upstream per pull and uses the mirror once it is back",
+        ),
+        (
+            "dial_timeout",
+            k.dial_timeout,
+            "written where the node's own `containerd --version` is >= 2.0.7 (decided at boot); bounds what "
+            "a black-holed mirror costs per request (30 s without it)",
         ),
         (
             "node containerd",
             k.containerd_version or "unknown",
-            "decides dial_timeout (>= 2.0.7), the 1.6 empty [host] workaround and the 2.1 transfer-service "
-            "check",
+            "for the preflight: the 1.x empty [host] workaround and the 2.1 transfer-service check",
         ),
         ("drift", "on" if drift.on else "OFF" if drift.on is False else "unknown", drift.how),
         ("forced roll", str(k.force_roll), "NodePool template annotation " + rollout.FORCE_ROLL_ANNOTATION),

@@ -63,9 +63,10 @@ DIFFERENCES: list[tuple[str, str, str, str]] = [
         "a node booting while Nexus is down still tries the mirror first on every pull (a black-holed "
         "endpoint "
         "costs up to the 30 s dial timeout each time)",
-        "optional boot probe of each mirror's /v2/ (short curl timeout); a mirror that does not answer gets "
-        "no file",
-        "containerd docs/hosts.md dial_timeout; containerd/containerd#10660",
+        "every hosts.toml written anyway (containerd falls back to the upstream per pull and uses the "
+        "mirror once it is back; a probe gate would bypass it for the node's life); dial_timeout where the "
+        "node's containerd reads it (>= 2.0.7, from containerd --version at boot); the boot probe only logs",
+        "containerd docs/hosts.md dial_timeout; containerd/containerd#10660, #11106, #12136",
     ),
     (
         "bare script in a v0.31 AWSNodeTemplate",

@@ -9,7 +9,10 @@ concepts/nodeclasses.md "Bottlerocket"):
   form is written: table form before v1.4.0, array form from v1.4.0 (and when the version is unknown);
 - ``settings.container-registry.credentials`` (from v1.6.2) are keyed by the **mirror host**, because
   containerd looks credentials up by the host it contacts;
-- Bottlerocket still tries the upstream when a mirror fails (no "mirror only" setting).
+- Bottlerocket still tries the upstream when a mirror fails (no "mirror only" setting). The settings do
+  not depend on the mirror answering at boot, so a node that boots while Nexus is down uses the mirror once
+  it is back. We write no ``dial_timeout`` here (no such container-registry setting is used): a black-holed
+  mirror costs containerd's 30 s dial per request (bottlerocket-os/bottlerocket#4564).
 Karpenter keeps every ``settings`` subtree other than ``settings.kubernetes`` as given.
 
 Merge: our block sits between marker comments at the end of the user's TOML. On rerun the old block is cut

@@ -100,11 +100,17 @@ def _compare(
     )
     if actual is not None:
         actual = _ensure_blobstore_unchanged(actual, desired, name)
+    view = _without_secrets(desired) if actual is not None else desired
+    stale_auth = actual is not None and (actual.get("httpClient") or {}).get("authentication")
+    if stale_auth and "httpClient" in desired and "authentication" not in desired["httpClient"]:
+        # Credentials taken out of the parameters: the proxy must drop them too (the update body omits
+        # them), not go on authenticating upstream with the old ones while the plan says "unchanged".
+        view = {**view, "httpClient": {**view["httpClient"], "authentication": None}}
     return plan.compare(
         kind,
         name,
         actual,
-        _without_secrets(desired) if actual is not None else desired,
+        view,
         create=write_create,
         update=write_update,
         secret_keys=SECRET_KEYS,

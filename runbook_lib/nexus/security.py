@@ -170,9 +170,10 @@ def build_plan(
         "realms", "active", {"order": active}, {"order": want}, update=lambda: client.set_realms_active(want)
     )
 
-    _anonymous_changes(params, client, plan)
+    model = read_model(client)  # roles and privileges, read once for both parts
+    _anonymous_changes(params, client, plan, model)
     if sec.mode == "authenticated":
-        _pull_user_changes(params, client, plan, secret)
+        _pull_user_changes(params, client, plan, secret, model)
     return plan
 
 
@@ -184,7 +185,9 @@ def read_model(client: NexusClient) -> access.SecurityModel:
     )
 
 
-def _anonymous_changes(params: RunbookParams, client: NexusClient, plan: Plan) -> None:
+def _anonymous_changes(
+    params: RunbookParams, client: NexusClient, plan: Plan, model: access.SecurityModel
+) -> None:
     """Anonymous access for the mirrors without deciding for the server's other consumers.
 
     Anonymous mode: our role (read and browse on the mirror endpoints) on the anonymous user; the other
@@ -206,7 +209,6 @@ def _anonymous_changes(params: RunbookParams, client: NexusClient, plan: Plan) -
         )
     endpoints = endpoint_repositories(params)
     mirrors = managed_repositories(params)
-    model = read_model(client)
     # In a plan before stage 1's apply the mirrors do not exist yet: judge them as they will be.
     present = {name for name, _ in model.repositories}
     model.repositories += [(m, "docker") for m in mirrors if m not in present]
@@ -355,8 +357,15 @@ def _none() -> None:
 
 
 def _pull_user_changes(
-    params: RunbookParams, client: NexusClient, plan: Plan, secret: SecretResolver
+    params: RunbookParams,
+    client: NexusClient,
+    plan: Plan,
+    secret: SecretResolver,
+    model: access.SecurityModel,
 ) -> None:
+    """Privileges, role and user of authenticated mode; privileges and role come from the lists already
+    read (``GET /v1/security/privileges`` and ``/roles`` return whole objects), so a no-op rerun sends
+    no request per privilege."""
     sec = params.security
     actions = ["READ", "BROWSE"] if sec.browse else ["READ"]
     privileges = []
@@ -380,13 +389,15 @@ def _pull_user_changes(
         plan.compare(
             "privilege",
             name,
-            _privilege_view(client.privilege(name)),
+            _privilege_view(model.privileges.get(name)),
             desired,
             create=lambda b=body: client.create_repository_view_privilege(b),
             update=lambda b=body: client.update_repository_view_privilege(b),
         )
 
-    actual_role = client.role(sec.role)
+    actual_role = model.roles.get(sec.role)
+    if actual_role is not None and actual_role.get("source", "default") != "default":
+        actual_role = client.role(sec.role)  # the list holds another source's role of that id
     role_body = {
         "id": sec.role,
         "name": sec.role,

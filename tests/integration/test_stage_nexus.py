@@ -162,3 +162,31 @@ def test_repository_checks_follow_the_plan_and_the_server(lab_factory) -> None:
     with pytest.raises(StageFailed, match="a repository does not serve docker clients"):
         nexus_repos.enforce(lab, checks)
     assert lab.records["failure"][-1]["step"] == "repository checks"
+
+
+def test_credentials_taken_out_of_the_parameters_are_dropped_from_the_proxy(lab_factory, monkeypatch) -> None:
+    """Removing upstreams[].credentials is a change: the plan says update and the proxy stops
+    authenticating upstream (it used to stay 'unchanged' with the old credentials)."""
+    from runbook_lib.params import Credentials
+
+    monkeypatch.setenv("TEST_HUB_PASSWORD", "hub-secret")
+    lab = lab_factory("anonymous")
+    hub = lab.params.upstream("docker.io")
+    hub.credentials = Credentials(username="hubuser", password="env:TEST_HUB_PASSWORD")
+    lab.run_stages(apply=True)
+    client = NexusClient(lab.params.nexus.url, "admin", "managed-admin-secret")
+    assert (
+        client.docker_repository("proxy", "docker-hub")["httpClient"]["authentication"]["username"]
+        == "hubuser"
+    )
+
+    hub.credentials = None
+    plan = repositories.build_plan(lab.params, client, True, lab.secret)
+    change = next(c for c in plan.changes if c.name == "docker-hub")
+    assert change.action == "update" and "httpClient.authentication" in change.diff
+    apply_and_confirm(
+        plan, lambda: repositories.build_plan(lab.params, client, False, lab.secret), lab.record
+    )
+    assert not (client.docker_repository("proxy", "docker-hub")["httpClient"].get("authentication"))
+    again = repositories.build_plan(lab.params, client, True, lab.secret)
+    assert not again.pending

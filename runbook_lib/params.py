@@ -667,8 +667,33 @@ class Verification(Strict):
 
 
 class Outputs(Strict):
-    dir: str = Field("../outputs", description="Where run folders go; relative to this file")
-    history: str | None = Field(None, description="History store for trends; default <dir>/history.sqlite")
+    dir: str = Field(
+        "../outputs",
+        description="Where run folders go; relative to this file, or s3://BUCKET[/PREFIX] (written through "
+        "boto3's own configuration, the run folder staged locally and redacted before upload)",
+    )
+    history: str | None = Field(
+        None,
+        description="History store for trends (a local path); default <dir>/history.sqlite, in S3 too",
+    )
+
+    @field_validator("dir")
+    @classmethod
+    def _dir(cls, v: str) -> str:
+        if "://" in v and not v.startswith("file://"):
+            from runbook_lib.audit.destinations import parse_s3_url  # lazy: audit imports this module
+
+            if not v.startswith("s3://"):
+                raise ValueError("a remote output is s3://BUCKET[/PREFIX]; other schemes are not supported")
+            parse_s3_url(v)  # ValueError: says what is wrong without repeating the value
+        return v
+
+    @field_validator("history")
+    @classmethod
+    def _history(cls, v: str | None) -> str | None:
+        if v is not None and "://" in v:
+            raise ValueError("must be a local path; with an s3:// dir the history lives there by default")
+        return v
 
 
 # ---------------------------------------------------------------------------------------------- Lab

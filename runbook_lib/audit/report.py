@@ -1,4 +1,5 @@
-"""The index of all runs in an output folder: ``DIR/index.html``, newest first, no JavaScript."""
+"""The index of all runs in an output folder: ``DIR/index.html``, newest first, no JavaScript. The folder
+may be any registered destination (a local folder, ``s3://bucket/prefix``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from runbook_lib.audit.banner import change_summary
-from runbook_lib.audit.destinations import DESTINATIONS, join
+from runbook_lib.audit.destinations import DESTINATIONS, is_remote, join
 from runbook_lib.audit.redact_io import RedactedOutput
 
 RUN_JSON = "run.json"
@@ -112,10 +113,12 @@ def index_html(runs: list[dict[str, Any]]) -> str:
     )
 
 
-def report(output_dir: str | Path) -> Path:
-    """Write ``DIR/index.html`` listing every run in the folder; returns its path."""
-    location = str(output_dir)
+def report(output_dir: str | Path) -> Path | str:
+    """Write ``DIR/index.html`` listing every run in the folder; returns its path (an ``s3://`` location
+    as a string: the index of an S3 output is built from the run.json objects there and written beside
+    them, with the same relative links)."""
+    location = str(output_dir).rstrip("/") if is_remote(output_dir) else str(output_dir)
     DESTINATIONS.handler_for(location).makedirs(location)
     target = join(location, INDEX)
     RedactedOutput().write_text(target, index_html(load_runs(location)))
-    return Path(target)
+    return target if is_remote(target) else Path(target)

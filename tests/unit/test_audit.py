@@ -346,3 +346,53 @@ def test_index_shortens_a_long_failure_reason(tmp_path: Path) -> None:
     page = report(tmp_path).read_text()
     assert "verification failed: node pull bypassed" in page and "see the report" in page
     assert reason not in page
+
+
+# ------------------------------------------------------------------------------------ S3 destination
+
+
+def test_s3_locations_go_to_the_s3_handler() -> None:
+    from runbook_lib.audit.destinations import DESTINATIONS, S3, is_remote, parse_s3_url
+
+    assert DESTINATIONS.handler_for("s3://audit-bucket/eks") is S3
+    assert isinstance(DESTINATIONS.handler_for("/tmp/x"), LocalFolder)
+    assert is_remote("s3://b/x") and not is_remote("file:///tmp/x") and not is_remote("outputs")
+    loc = parse_s3_url("s3://audit.example-1/eks/prod/")
+    assert (loc.bucket, loc.key, loc.url, loc.folder_prefix) == (
+        "audit.example-1",
+        "eks/prod",
+        "s3://audit.example-1/eks/prod",
+        "eks/prod/",
+    )
+    assert parse_s3_url("s3://audit-bucket").folder_prefix == ""
+
+
+def test_report_index_from_s3_objects() -> None:
+    """An index built from run.json objects in a bucket (in-process moto), written beside them."""
+    import boto3
+    from moto import mock_aws
+
+    from runbook_lib.audit.destinations import S3
+
+    older = {"run_id": "r1", "started": "2026-01-01T00:00:00Z", "target": "a", "status": "ok", "stages": []}
+    newer = {**older, "run_id": "r2", "started": "2026-01-02T00:00:00Z", "status": "failed"}
+    with pytest.MonkeyPatch.context() as mp, mock_aws():
+        mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        mp.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+        S3.reset()
+        client = boto3.client("s3", region_name="us-east-1")
+        client.create_bucket(Bucket="audit-bucket")
+        for run in (older, newer):
+            client.put_object(Bucket="audit-bucket", Key=f"p/{run['run_id']}/run.json", Body=json.dumps(run))
+        client.put_object(Bucket="audit-bucket", Key="p/broken/run.json", Body=b"{not json")
+        client.put_object(Bucket="audit-bucket", Key="p/history.sqlite", Body=b"SQLite format 3\x00")
+        assert [r["_folder"] for r in load_runs("s3://audit-bucket/p")] == ["r2", "r1"]
+        assert report("s3://audit-bucket/p/") == "s3://audit-bucket/p/index.html"
+        page = client.get_object(Bucket="audit-bucket", Key="p/index.html")["Body"].read().decode()
+        assert page.index("r2") < page.index("r1") and 'href="r1/run.json"' in page
+        assert "No runs yet" in (report("s3://audit-bucket/empty") and _s3_text(client, "empty/index.html"))
+    S3.reset()
+
+
+def _s3_text(client, key: str) -> str:
+    return client.get_object(Bucket="audit-bucket", Key=key)["Body"].read().decode()

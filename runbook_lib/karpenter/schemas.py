@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-import jsonschema
+import jsonschema  # without rfc3987_syntax: see runbook_lib/__init__.py
 import yaml
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

@@ -9,6 +9,10 @@ The job reads top to bottom as ``run()``; each step is a small function that can
     -> annotate_and_render (banner cell, HTML) -> write_run_record (run.json)
     -> metrics (optional: Prometheus textfile, Pushgateway) -> report (index.html)
 
+An ``s3://`` output location is written through a local staging folder (``destinations.StagedOutput``):
+the history store is downloaded first, the run folder uploaded after every stage and at the end, the
+history merged back, then the index is rebuilt from S3.
+
 Nothing secret is passed to a notebook: the parameters are the parameters file's path, the mode, the
 run folder and the stage id. The runner resolves the file's secret references too, only so that its
 redactor knows the values and scrubs them from every file it writes.
@@ -30,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from runbook_lib import lock as lock_mod
 from runbook_lib import params as params_mod
 from runbook_lib.audit.banner import add_banner, banner_markdown, change_summary
-from runbook_lib.audit.destinations import DESTINATIONS, join
+from runbook_lib.audit.destinations import DESTINATIONS, DestinationError, StagedOutput, is_remote, join
 from runbook_lib.audit.record import StageRecords, collect_records
 from runbook_lib.audit.redact_io import (
     RedactedOutput,
@@ -143,9 +147,11 @@ class StageOutcome:
 
 @dataclass
 class RunResult:
-    exit_code: int  # 0 every stage ok, 1 a stage failed
-    run_dir: Path
+    exit_code: int  # 0 every stage ok, 1 a stage failed (or the record could not be uploaded)
+    run_dir: Path  # the local run folder (for a remote output: its staging copy, gone once uploaded)
     record: dict[str, Any]
+    location: str = ""  # where the run folder is: run_dir, or its s3:// location
+    errors: list[str] = field(default_factory=list)  # uploads that failed (the staging copy is kept)
 
 
 # ---------------------------------------------------------------------------------------- the steps
@@ -187,6 +193,17 @@ def load_params(params_file: Path) -> RunbookParams:
     return params_mod.load(params_file)  # raises ParamsError
 
 
+def output_location(output_dir: str | Path | None, params: RunbookParams) -> str:
+    """Where run folders go: ``--output-dir`` or ``outputs.dir``; a local path resolved, an s3:// URL
+    kept as written (without a trailing '/')."""
+    if output_dir is not None:
+        text = str(output_dir)
+        return text.rstrip("/") if is_remote(text) else str(Path(text).resolve())
+    if is_remote(params.outputs.dir):
+        return params.outputs.dir.rstrip("/")
+    return str(params.path(params.outputs.dir))
+
+
 def param_secret_users(params: RunbookParams) -> dict[str, str | None]:
     """The user each secret belongs to (for the base64(user:password) form), by field path."""
     users: dict[str, str | None] = {"nexus.admin_password": params.nexus.admin_user}
@@ -216,14 +233,20 @@ def register_param_secrets(params: RunbookParams) -> list[str]:
     return resolved
 
 
-def create_run_dir(output_dir: str | Path, target: str, started: dt.datetime) -> tuple[str, str]:
-    """``DIR/<YYYYmmddTHHMMSSZ>-<target>/``; a suffix keeps two runs in one second apart."""
+def create_run_dir(
+    output_dir: str | Path,
+    target: str,
+    started: dt.datetime,
+    taken: Callable[[str], bool] | None = None,
+) -> tuple[str, str]:
+    """``DIR/<YYYYmmddTHHMMSSZ>-<target>/``; a suffix keeps two runs in one second apart. ``taken`` tells
+    whether a run id is used elsewhere too (the remote location a staging folder is uploaded to)."""
     location = str(output_dir)
     handler = DESTINATIONS.handler_for(location)
     handler.makedirs(location)
     base = f"{started.strftime('%Y%m%dT%H%M%SZ')}-{target}"
     run_id, n = base, 1
-    while handler.exists(join(location, run_id)):
+    while handler.exists(join(location, run_id)) or (taken is not None and taken(run_id)):
         n += 1
         run_id = f"{base}-{n}"
     run_dir = join(location, run_id)
@@ -566,7 +589,7 @@ def run(
     params_file: Path,
     stages: list[str] | None,
     apply: bool,
-    output_dir: Path | None,
+    output_dir: str | Path | None,
     note: str | None,
     notebooks_dir: Path | None = None,
     progress: Callable[[ProgressEvent], None] | None = None,
@@ -574,25 +597,42 @@ def run(
     cell_timeout_s: float | None = None,
     notice: Callable[[str], None] | None = None,
     metrics: MetricsOutput | None = None,
+    hold_lock: bool = False,
 ) -> RunResult:
     """Run the stages in order and write the run folder. Raises ParamsError (invalid parameters),
     ValueError (unknown stage), FileNotFoundError (missing notebook) or lock.LockHeld (an apply of the
     same target is running) before executing anything. ``notice`` gets lines for the operator (a lock
     taken over from a killed run, an apply running while this plan reads). ``metrics`` gets the final
-    record (failed runs too) for the Prometheus textfile / Pushgateway (audit/metrics.py)."""
+    record (failed runs too) for the Prometheus textfile / Pushgateway (audit/metrics.py). ``hold_lock``
+    takes the target's lock for a plan-only run too (a fleet does: two fleets never run one target at
+    once). An s3:// output that does not answer raises DestinationError, before anything is executed."""
     params_file = Path(params_file).resolve()
     params = load_params(params_file)
     selected = select_stages(stages)
     notebooks = stage_notebook_paths(
         selected, Path(notebooks_dir) if notebooks_dir else default_notebooks_dir()
     )
-    out_dir = str(Path(output_dir).resolve() if output_dir else params.path(params.outputs.dir))
+    out_dir = output_location(output_dir, params)
+    staged = StagedOutput(out_dir) if is_remote(out_dir) else None
+    if staged is not None:
+        try:
+            staged.check()
+        except DestinationError:
+            staged.cleanup()
+            raise
     tell = notice or (lambda line: None)
     notes: list[str] = []
     locks_at = lock_mod.lock_dir(out_dir)
     target_lock = None
-    if apply:  # before anything is resolved or sent
-        target_lock = lock_mod.acquire(params.target, locks_at, params_file=str(params_file))
+    if apply or hold_lock:  # before anything is resolved or sent
+        try:
+            target_lock = lock_mod.acquire(
+                params.target, locks_at, mode="apply" if apply else "plan", params_file=str(params_file)
+            )
+        except BaseException:
+            if staged is not None:
+                staged.cleanup()
+            raise
         if target_lock.stale is not None:
             notes.append(
                 f"took over the lock of target {params.target!r} left by a run that did not finish "
@@ -600,7 +640,9 @@ def run(
             )
     else:
         busy = lock_mod.holder(params.target, locks_at)
-        if busy is not None:
+        if busy is not None and busy.mode == "plan":
+            notes.append(f"a fleet run of target {params.target!r} holds its lock ({busy.describe()})")
+        elif busy is not None:
             notes.append(
                 f"an apply of target {params.target!r} is running ({busy.describe()}): this plan reads "
                 "the state while it changes"
@@ -623,6 +665,7 @@ def run(
             target_lock,
             notes,
             metrics,
+            staged,
         )
     finally:
         _KERNEL_PASS_FDS = ()
@@ -643,6 +686,7 @@ def _run_locked(
     target_lock: lock_mod.TargetLock | None,
     notes: list[str],
     metrics: MetricsOutput | None = None,
+    staged: StagedOutput | None = None,
 ) -> RunResult:
     register_param_secrets(params)
     if cell_timeout_s is None:  # a cell may wait for a whole Karpenter node rollout
@@ -651,7 +695,11 @@ def _run_locked(
     modified = runbook_modified() if commit != "unknown" else None
 
     started = utc_now()
-    run_id, run_dir = create_run_dir(out_dir, params.target, started)
+    if staged is not None:
+        staged.pull_history()  # before the verify stage appends to it
+        run_id, run_dir = create_run_dir(staged.root, params.target, started, staged.run_exists)
+    else:
+        run_id, run_dir = create_run_dir(out_dir, params.target, started)
     log = RunLog(run_dir)
     mode = "apply" if apply else "plan"
     log(f"run {run_id}: {mode} of {', '.join(selected)} with {params_file} by {operator()}")
@@ -660,6 +708,8 @@ def _run_locked(
         log(f"holding the lock of target {params.target!r}: {target_lock.path}")
     for line in notes:
         log(line)
+    if staged is not None:
+        log(f"output {staged.remote}/{run_id}, written through {run_dir}")
     notify = progress or (lambda event: None)
     outcomes: list[StageOutcome] = []
 
@@ -668,6 +718,8 @@ def _run_locked(
             run_id, params, params_file, apply, note, started, ended, outcomes, commit, modified
         )
         RedactedOutput().write_json(join(run_dir, RUN_JSON), record)
+        if staged is not None and ended is None:  # the final upload is _finish's
+            _upload(staged, run_id, log, errors=None)
         return record
 
     save_record(None)
@@ -725,11 +777,32 @@ def _run_locked(
                 )
             )
             outcomes.extend(StageOutcome(name=s, status="skipped") for s in selected[len(outcomes) :])
-        _finish(out_dir, run_dir, outcomes, save_record, log, metrics)
+        _finish(out_dir, run_dir, outcomes, save_record, log, metrics, staged)
         raise
 
-    record = _finish(out_dir, run_dir, outcomes, save_record, log, metrics)
-    return RunResult(exit_code=1 if record["status"] == "failed" else 0, run_dir=Path(run_dir), record=record)
+    errors: list[str] = []
+    record = _finish(out_dir, run_dir, outcomes, save_record, log, metrics, staged, errors)
+    failed = record["status"] == "failed" or bool(errors)
+    location = f"{staged.remote}/{run_id}" if staged is not None else str(run_dir)
+    return RunResult(
+        exit_code=1 if failed else 0, run_dir=Path(run_dir), record=record, location=location, errors=errors
+    )
+
+
+def _upload(staged: StagedOutput, run_id: str, log: Callable[[str], None], errors: list[str] | None) -> None:
+    """Upload the run folder; during the run a failure is logged and retried at the next save, at the end
+    (``errors`` given) it is the run's error and the staging copy is kept."""
+    try:
+        for name in staged.push_run(run_id):
+            line = f"not uploaded: {name} holds a registered secret"
+            log(line)
+            if errors is not None:
+                errors.append(line)
+    except Exception as err:  # noqa: BLE001 - boto3 and network errors alike
+        line = f"could not upload the run folder to {staged.remote}: {type(err).__name__}: {err}"
+        log(line)
+        if errors is not None:
+            errors.append(line)
 
 
 def _finish(
@@ -739,8 +812,11 @@ def _finish(
     save_record: Callable[[dt.datetime | None], dict[str, Any]],
     log: Callable[[str], None],
     metrics: MetricsOutput | None = None,
+    staged: StagedOutput | None = None,
+    errors: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Banners and HTML for every saved notebook, then the final run.json, the metrics and the index."""
+    """Banners and HTML for every saved notebook, then the final run.json, the metrics, the upload of a
+    staged run folder and its history, and the index."""
     record = save_record(utc_now())
     handler = DESTINATIONS.handler_for(run_dir)
     for outcome, stage in zip(outcomes, record["stages"], strict=True):
@@ -755,10 +831,29 @@ def _finish(
     log(f"run {record['run_id']}: {record['status']} ({_summary(outcomes)})")
     if metrics is not None:  # after the final record, failed runs too: that is when alerting needs them
         metrics.publish(record, log)
+    if staged is not None:
+        errors = errors if errors is not None else []
+        before = len(errors)
+        _upload(staged, record["run_id"], log, errors)
+        try:
+            staged.push_history()
+        except Exception as err:  # noqa: BLE001 - boto3, network and SQLite errors alike
+            errors.append(f"could not merge the history into {staged.remote}: {type(err).__name__}: {err}")
+        if len(errors) > before:
+            errors.append(f"the run folder is kept at {run_dir}")
+            for line in errors[before:]:
+                log(line)
     try:
         write_report(out_dir)
     except Exception as err:  # noqa: BLE001 - the index is a convenience; run.json is the record
         log(f"  could not update the run index: {type(err).__name__}: {err}")
+        if staged is not None and errors is not None:  # run.log is uploaded already: say it here
+            errors.append(
+                f"could not update the run index in {out_dir} ({type(err).__name__}): rerun "
+                f"`runbook report --output-dir {out_dir}`"
+            )
+    if staged is not None and errors is not None and not any("is kept at" in e for e in errors):
+        staged.cleanup()
     return record
 
 

@@ -104,7 +104,8 @@ class LockHeld(Exception):
     def __init__(self, target: str, path: Path, holder: Holder | None) -> None:
         self.target, self.path, self.holder = target, path, holder
         who = holder.describe() if holder else "a run that has not written its details yet"
-        msg = f"target {target!r} is being applied by another run: {who}. Nothing was executed."
+        doing = "applied" if holder is None or holder.mode == "apply" else f"run ({holder.mode} mode)"
+        msg = f"target {target!r} is being {doing} by another run: {who}. Nothing was executed."
         if holder is not None and holder.alive() is False:
             msg += (
                 " Its runner has exited but a process it started (its notebook kernel) still holds the "

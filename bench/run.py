@@ -9,15 +9,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import pull_bench
+from bench import pull_bench, stage_bench
 from bench.common import REPO, Figure, load_average, machine, with_load
 from bench.readme import RESULTS, table, update_readme
 
 SUITE_TIME = REPO / "bench" / "suite_time.json"  # {"seconds": N, "date": ...}: the lead's last full run
 
 NOT_MEASURED = {
-    "plan-only stages 0-4 vs the papermill floor": "bench not written yet (see issue #15)",
-    "no-op reconcile of the full Nexus configuration": "bench not written yet (see issue #15)",
     "lab node path, warm mirror vs direct": "needs the veth node path (issue #15)",
     "verification 50 images x 3 routes, bounded concurrency": "bench not written yet (see issue #15)",
 }
@@ -47,6 +45,7 @@ def main() -> int:
     load_start = load_average()
     figures: list[Figure] = []
     figures += with_load(lambda: pull_bench.measure(work / "pull"))
+    figures += with_load(lambda: stage_bench.measure(work / "stages"))
     suite = suite_figure()
     if suite is not None:
         figures.append(suite)

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 
 _MARK = "_runbook_scrubbed"
+FIGURE_STAGES = frozenset({"verify"})  # stages whose notebooks draw charts (runbook_lib.verify.charts)
 _HOLD_LIMIT = 1 << 16  # release held text without a newline beyond this size
 
 
@@ -247,7 +248,8 @@ def setup(stage: str, params_file: str, apply: bool, run_dir: str) -> StageConte
         )
     params = params_mod.load(params_file)
     register_initial_password(params)
-    _inline_png()
+    if stage in FIGURE_STAGES:
+        _inline_png()  # importing matplotlib costs ~0.4 s: only where a stage draws figures
     folder = Path(run_dir) if run_dir else Path.cwd()
     return StageContext(
         stage=stage,

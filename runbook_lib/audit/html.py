@@ -11,6 +11,7 @@ nbconvert's HTMLExporter with (nbconvert docs/source/removing_cells.rst, preproc
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from runbook_lib.audit.record import RECORD_MIME
@@ -41,10 +42,9 @@ def _report_cleanup_class() -> type:
     return ReportCleanup
 
 
-def render_html(nb: Any, title: str = "") -> str:
-    """HTML for one notebook; the caller scrubs and writes it (``RedactedOutput``)."""
-    import copy
-
+@functools.cache
+def _exporter() -> Any:
+    """One exporter per process: each new HTMLExporter compiles its Jinja templates again (~0.25 s)."""
     from nbconvert import HTMLExporter
     from traitlets.config import Config
 
@@ -60,6 +60,13 @@ def render_html(nb: Any, title: str = "") -> str:
         embed_images=True,
     )
     exporter.register_preprocessor(_report_cleanup_class(), enabled=True)
+    return exporter
+
+
+def render_html(nb: Any, title: str = "") -> str:
+    """HTML for one notebook; the caller scrubs and writes it (``RedactedOutput``)."""
+    import copy
+
     resources = {"metadata": {"name": title}} if title else None
-    body, _ = exporter.from_notebook_node(copy.deepcopy(nb), resources=resources)
+    body, _ = _exporter().from_notebook_node(copy.deepcopy(nb), resources=resources)
     return body

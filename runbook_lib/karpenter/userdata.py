@@ -15,8 +15,9 @@ mode; EKS AMIs ship it). What it does, and why (containerd docs/hosts.md, Karpen
   instead bypass the mirror for the node's whole life: up to Karpenter's ``expireAfter``, 720 h;
 - ``dial_timeout`` bounds that cost. containerd reads the key from 2.0.7 (backport
   containerd/containerd#12136) and 2.1.0 (containerd/containerd#11106; core/remotes/docker/config/hosts.go
-  ``hostFileConfig.DialTimeout``); 1.6/1.7 decode hosts.toml with go-toml v1's non-strict ``Unmarshal``
-  and ignore the key (checked with the real containerd 1.6 in tests/integration). The script decides on
+  ``hostFileConfig.DialTimeout``); 1.6/1.7 (go-toml v1) and 2.0.0-2.0.6 (go-toml v2) decode hosts.toml
+  non-strictly and ignore the key (checked with the real containerd 1.6.20 in
+  tests/integration/test_node_boot_mirror_down.py). The script decides on
   the node, from ``containerd --version``, because the AMI decides which containerd runs (AL2023 ships
   2.x): below 2.0.7 the line is dropped; a version it cannot read is taken as 2.x (the key is harmless
   where it is not read). ``karpenter.dial_timeout`` is the value;

@@ -275,3 +275,108 @@ def test_bad_fleet_input_exits_2_before_anything_runs(
     err = capsys.readouterr().err
     assert expected in err and "nothing was executed" in err and "Traceback" not in err
     assert not summary.exists() and not (tmp_path / "runs").exists()
+
+
+# ----------------------------------------------------------------------------- Argo WorkflowTemplate
+
+REPO = Path(__file__).resolve().parents[2]
+ARGO = REPO / "deploy" / "argo"
+
+
+def argo_validator():
+    """Argo's published schema (the extracted definitions), made strict: an object definition that lists
+    its properties takes no others, so a misspelt field fails here as it would be dropped by Argo."""
+    import copy
+
+    import jsonschema
+
+    schema = json.loads((REPO / "tests/data/reference/argo/workflowtemplate-subset.schema.json").read_text())
+    strict = copy.deepcopy(schema)
+    for definition in strict["definitions"].values():
+        if "properties" in definition:
+            definition["additionalProperties"] = False
+    return jsonschema.Draft7Validator(strict)
+
+
+def workflow_template() -> dict:
+    import yaml
+
+    [doc] = [d for d in yaml.safe_load_all((ARGO / "workflowtemplate.yaml").read_text()) if d]
+    return doc
+
+
+def test_workflow_template_validates_against_argo_schema() -> None:
+    errors = [
+        f"{list(e.absolute_path)}: {e.message}" for e in argo_validator().iter_errors(workflow_template())
+    ]
+    assert errors == []
+
+
+def test_the_schema_check_is_not_vacuous() -> None:
+    validator = argo_validator()
+    doc = workflow_template()
+    doc["spec"]["paralelism"] = 4  # misspelt
+    doc["spec"]["templates"][0]["dag"]["tasks"][0]["withParams"] = "x"  # misspelt
+    del doc["spec"]["templates"][1]["inputs"]["parameters"][0]["name"]
+    doc["spec"]["templates"][1]["container"]["args"] = "verify"  # not a list
+    messages = [e.message for e in validator.iter_errors(doc)]
+    assert any("paralelism" in m for m in messages) and any("withParams" in m for m in messages)
+    assert any("'name' is a required property" in m for m in messages)
+    assert any("is not of type 'array'" in m for m in messages)
+
+
+def test_workflow_template_fans_out_one_pod_per_target_running_the_runbook() -> None:
+    from runbook_lib.params import STAGES
+
+    spec = workflow_template()["spec"]
+    params = {p["name"]: p["value"] for p in spec["arguments"]["parameters"]}
+    assert isinstance(json.loads(params["targets"]), list)
+    assert params["stage"] in STAGES
+    assert spec["parallelism"] >= 1  # bounded, like --parallel
+    templates = {t["name"]: t for t in spec["templates"]}
+    dag = templates[spec["entrypoint"]]["dag"]
+    assert dag["failFast"] is False  # one target failing does not stop the others
+    [task] = dag["tasks"]
+    assert task["withParam"] == "{{workflow.parameters.targets}}"
+    assert task["arguments"]["parameters"] == [{"name": "target", "value": "{{item}}"}]
+    target = templates[task["template"]]
+    container = target["container"]
+    argv = container["command"] + container["args"]
+    resolved = [
+        a.replace("{{workflow.parameters.stage}}", params["stage"])
+        .replace("{{inputs.parameters.target}}", "example")
+        .replace("{{workflow.parameters.output-dir}}", params["output-dir"])
+        for a in argv
+    ]
+    assert resolved[0] == "runbook" and "{{" not in " ".join(resolved)
+    args = cli.build_parser().parse_args(resolved[1:])  # the runbook's own CLI accepts the pod's command
+    assert (args.func, args.stages, args.output_dir) == (cli.cmd_run, [params["stage"]], params["output-dir"])
+    assert cli.check_output_dir(args.output_dir) == params["output-dir"]
+    # the parameters file the pod reads is a key of the fleet ConfigMap, mounted where --params points
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "targets")
+    volume = next(v for v in target["volumes"] if v["name"] == "targets")
+    assert args.params.startswith(mount["mountPath"] + "/")
+    assert {e["name"] for e in container["env"]} >= {"RUNBOOK_LOCK_DIR"}  # the root file system is read-only
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert target["securityContext"]["runAsNonRoot"] is True
+    assert volume["configMap"]["name"] == "eks-mirror-runbook-fleet-params"
+
+
+def test_fleet_configmap_holds_valid_parameters_per_target(tmp_path: Path) -> None:
+    import yaml
+
+    from runbook_lib import params as params_mod
+
+    [cm] = [d for d in yaml.safe_load_all((ARGO / "configmap.yaml").read_text()) if d]
+    assert cm["metadata"]["name"] == "eks-mirror-runbook-fleet-params"
+    for key, text in cm["data"].items():
+        (tmp_path / key).write_text(text)
+        loaded = params_mod.load(tmp_path / key)
+        assert key == f"{loaded.target}.yaml"  # the pod reads <target>.yaml
+        assert loaded.outputs.dir.startswith("s3://")
+    names = json.loads(
+        next(p for p in workflow_template()["spec"]["arguments"]["parameters"] if p["name"] == "targets")[
+            "value"
+        ]
+    )
+    assert {f"{n}.yaml" for n in names} <= set(cm["data"])

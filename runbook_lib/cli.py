@@ -334,7 +334,10 @@ def cmd_notebook(args: argparse.Namespace) -> int:
     from runbook_lib import interactive
     from runbook_lib.runner import default_notebooks_dir
 
-    return interactive.launch(default_notebooks_dir(), args.port, params_file, lambda m: print(m, flush=True))
+    notebooks = default_notebooks_dir()
+    if args.dir:  # work on copies: saved outputs never land in the shipped notebooks
+        notebooks = interactive.working_copy(notebooks, Path(args.dir))
+    return interactive.launch(notebooks, args.port, params_file, lambda m: print(m, flush=True))
 
 
 # ----------------------------------------------------------------------------------------- main
@@ -417,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--lab", action="store_true", help="`runbook lab up` first (default parameters/lab.yaml)"
     )
     nbp.add_argument("--port", type=int, default=8888, help="loopback port (default: 8888)")
+    nbp.add_argument("--dir", help="serve copies of the stage notebooks in DIR (copied when missing)")
     nbp.set_defaults(func=cmd_notebook)
     return ap
 

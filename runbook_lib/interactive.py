@@ -133,6 +133,13 @@ def parameter_files(params_file: str, cwd: Path | None = None) -> list[str]:
     return list(dict.fromkeys(str(f) for f in [*chosen, *found]))
 
 
+def first_choice(choices: list[str], params_file: str) -> str:
+    """RUNBOOK_PARAMS, else the first valid file of the choices (the notebook's own comes first)."""
+    if os.environ.get(PARAMS_ENV):
+        return os.environ[PARAMS_ENV]
+    return next((c for c in choices if validate(c).ok), choices[0] if choices else params_file)
+
+
 def confirmed(typed: str, target: str | None) -> bool:
     """Apply only when the target's name was typed exactly."""
     return bool(target) and typed.strip() == target
@@ -211,7 +218,7 @@ class Form:
         self.validation: Validation | None = None
         self.shell = _shell()
         choices = parameter_files(params_file)
-        start = os.environ.get(PARAMS_ENV) or (choices[0] if choices else params_file)
+        start = first_choice(choices, params_file)
         self.file = w.Combobox(
             value=str(Path(start).resolve()) if start else "",
             options=choices,
@@ -236,6 +243,16 @@ class Form:
             f"<b>{stage}</b>: choose the parameters, review the plan, then Apply (asks for the target's "
             f"name). Parameters cell: {mode}."
         )
+        for widget, name in (
+            (self.file, "params"),
+            (self.about, "about"),
+            (self.plan_out, "plan"),
+            (self.apply_button, "apply"),
+            (self.confirm, "confirm"),
+            (self.confirm_button, "confirm-button"),
+            (self.result_out, "result"),
+        ):
+            widget.add_class(f"runbook-{name}")  # stable names for people's CSS and the browser tests
         self.file.observe(lambda change: self.choose(change["new"]), names="value")
         self.plan_button.on_click(lambda _: self.show_plan())
         self.apply_button.on_click(lambda _: self.ask())
@@ -348,6 +365,17 @@ def form(stage: str, params_file: str, apply: bool) -> Form | None:
 
 # ---------------------------------------------------------------------- `runbook notebook` launcher
 KERNEL_NAME = "python3"  # the notebooks' kernelspec: here, always this interpreter
+
+
+def working_copy(shipped: Path, folder: Path) -> Path:
+    """``folder`` with a copy of every shipped stage notebook it does not have yet (none overwritten)."""
+    import shutil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for nb in sorted(shipped.glob("*.ipynb")):
+        if not (folder / nb.name).exists():
+            shutil.copyfile(nb, folder / nb.name)
+    return folder.resolve()
 
 
 def kernelspec(folder: Path, params_file: Path | None) -> Path:

@@ -48,42 +48,37 @@ def test_cronjob_settings(rendered: list[dict]) -> None:
     assert "eks.amazonaws.com/role-arn" in sa["metadata"]["annotations"]
 
 
-# Kinds the stand-in serves (lab/runbook_lab/kube/resources.py). CronJob, ServiceAccount and the RBAC kinds
-# are not served there: the CronJob's jobTemplate is applied as a batch/v1 Job instead (same JobSpec and pod
-# template schema), the others are checked by test_cronjob_settings only.
-SERVED = {"Namespace", "ConfigMap"}
-
-
-def as_job(rendered: list[dict]) -> dict:
-    cron = next(d for d in rendered if d["kind"] == "CronJob")
-    meta = {"name": cron["metadata"]["name"], "namespace": cron["metadata"]["namespace"]}
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": meta,
-        "spec": cron["spec"]["jobTemplate"]["spec"],
-    }
-
-
 def test_manifests_apply_to_the_stand_in_with_strict_validation(kube, tmp_path: Path, rendered) -> None:
+    """Every rendered object, the CronJob and the RBAC kinds included, through `kubectl apply` with the
+    server-side strict field validation kubectl asks for."""
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kube.url)
-    docs = [d for d in rendered if d["kind"] in SERVED] + [as_job(rendered)]
-    res = kubectl(kubeconfig, "apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    res = kubectl(kubeconfig, "apply", "-f", "-", stdin=yaml.safe_dump_all(rendered))
     assert res.returncode == 0, res.stderr
-    assert "job.batch/eks-mirror-runbook-verify created" in res.stdout
-    assert "configmap/eks-mirror-runbook-params created" in res.stdout
+    for line in (
+        "cronjob.batch/eks-mirror-runbook-verify created",
+        "configmap/eks-mirror-runbook-params created",
+        "serviceaccount/eks-mirror-runbook created",
+    ):
+        assert line in res.stdout, res.stdout
+    assert (
+        "role.rbac.authorization.k8s.io/" in res.stdout
+        and "rolebinding.rbac.authorization.k8s.io/" in res.stdout
+    )
     posted = [r for r in kube.requests if r.method == "POST"]
-    assert all("fieldValidation=Strict" in r.query for r in posted)
-    got = json.loads(kubectl(kubeconfig, "get", "job", "-n", "eks-mirror-runbook", "-o", "json").stdout)
-    [job] = got["items"]
-    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "eks-mirror-runbook"
+    assert len(posted) == len(rendered) and all("fieldValidation=Strict" in r.query for r in posted)
+    got = json.loads(kubectl(kubeconfig, "get", "cronjob", "-n", "eks-mirror-runbook", "-o", "json").stdout)
+    [cron] = got["items"]
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "eks-mirror-runbook"
+    again = kubectl(kubeconfig, "apply", "-f", "-", stdin=yaml.safe_dump_all(rendered))
+    assert again.returncode == 0 and "created" not in again.stdout, again.stdout
 
 
 def test_a_misspelt_field_is_refused_by_the_schema(kube, tmp_path: Path, rendered) -> None:
     """The validation above can fail: an unknown field in the pod template is rejected."""
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kube.url)
-    job = as_job(rendered)
-    job["spec"]["template"]["spec"]["restartPolicyy"] = "Never"
+    cron = next(d for d in rendered if d["kind"] == "CronJob")
+    cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["restartPolicyy"] = "Never"
     ns = next(d for d in rendered if d["kind"] == "Namespace")
-    res = kubectl(kubeconfig, "apply", "-f", "-", stdin=yaml.safe_dump_all([ns, job]))
+    res = kubectl(kubeconfig, "apply", "-f", "-", stdin=yaml.safe_dump_all([ns, cron]))
     assert res.returncode != 0 and "restartPolicyy" in res.stderr

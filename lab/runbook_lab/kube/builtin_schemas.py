@@ -26,6 +26,12 @@ MODELS = {
     "Service": ("v1_service", "V1Service"),
     "Ingress": ("v1_ingress", "V1Ingress"),
     "Job": ("v1_job", "V1Job"),
+    "CronJob": ("v1_cron_job", "V1CronJob"),
+    "ServiceAccount": ("v1_service_account", "V1ServiceAccount"),
+    "Role": ("v1_role", "V1Role"),
+    "RoleBinding": ("v1_role_binding", "V1RoleBinding"),
+    "ClusterRole": ("v1_cluster_role", "V1ClusterRole"),
+    "ClusterRoleBinding": ("v1_cluster_role_binding", "V1ClusterRoleBinding"),
     "CustomResourceDefinition": ("v1_custom_resource_definition", "V1CustomResourceDefinition"),
 }
 _SCALARS = {

@@ -112,6 +112,29 @@ def _core(kind: str, plural: str, namespaced: bool, **kw: Any) -> ResourceType:
     )
 
 
+def _rbac() -> list[ResourceType]:
+    """rbac.authorization.k8s.io/v1 (pkg/registry/rbac): stored and served; the stand-in authorizes nothing,
+    so these are checked for shape (strict field validation), not enforced."""
+    return [
+        ResourceType(
+            group="rbac.authorization.k8s.io",
+            kind=kind,
+            plural=plural,
+            singular=kind.lower(),
+            namespaced=namespaced,
+            versions=["v1"],
+            storage_version="v1",
+            name_rule="path",  # ValidateRBACName: path.IsValidPathSegmentName
+        )
+        for kind, plural, namespaced in (
+            ("Role", "roles", True),
+            ("RoleBinding", "rolebindings", True),
+            ("ClusterRole", "clusterroles", False),
+            ("ClusterRoleBinding", "clusterrolebindings", False),
+        )
+    ]
+
+
 def builtin_types() -> list[ResourceType]:
     return [
         _core(
@@ -178,6 +201,7 @@ def builtin_types() -> list[ResourceType]:
         ),
         _core("Secret", "secrets", True, field_selectors=("type",)),
         _core("ConfigMap", "configmaps", True, short_names=["cm"]),
+        _core("ServiceAccount", "serviceaccounts", True, short_names=["sa"]),
         _core(
             "Service",
             "services",
@@ -217,6 +241,21 @@ def builtin_types() -> list[ResourceType]:
             field_selectors=("status.successful",),
             subresources=("status",),
         ),
+        ResourceType(
+            group="batch",
+            kind="CronJob",
+            plural="cronjobs",
+            singular="cronjob",
+            namespaced=True,
+            versions=["v1"],
+            storage_version="v1",
+            short_names=["cj"],
+            categories=["all"],
+            has_status=True,
+            tracks_generation=True,
+            subresources=("status",),
+        ),
+        *_rbac(),
         ResourceType(
             group="apiextensions.k8s.io",
             kind="CustomResourceDefinition",

@@ -8,8 +8,9 @@ connection). Nexus comes back on the same ports with the same data: the next pul
 the same files and no rerun of the script, goes through the mirror (the emulator's /_lab/counters show it)
 without replacing the node.
 
-Also checked here with the installed containerd (Debian's 1.6.20): a hosts.toml that carries
-`dial_timeout`, a key 1.6 does not know, is still read (no decode error) and its mirror used.
+Also checked here: with the installed containerd (Debian's 1.6.20), a hosts.toml that carries
+`dial_timeout`, a key 1.6 does not know, is still read (no decode error) and its mirror used; and a boot
+with black-holed mirrors (packets never answered) writes every file and finishes.
 """
 
 from __future__ import annotations
@@ -174,3 +175,31 @@ def test_installed_containerd_reads_a_hosts_toml_that_carries_dial_timeout(
         ctd.stop()
         lab.emulator.stop()
         REDACTOR.clear()
+
+
+def test_boot_with_a_black_holed_mirror_writes_every_file_and_finishes(tmp_path) -> None:
+    """The other way a mirror is down: its address swallows packets (no refusal, no ICMP), as a security
+    group or a dead load balancer does. The boot script still writes every file, and its probes (parallel,
+    bounded by probe_timeout_s) let it finish; run_script's own timeout would fail a hang."""
+    from tests.support.karpenter import make_params, upstream
+
+    # a route into lo for an address nobody holds: SYNs are sent and never answered (no RST, no ICMP), so a
+    # connect hangs until its timeout; only in this private namespace
+    blackhole, net = "10.213.0.2", "10.213.0.0/24"
+    subprocess.run(["ip", "route", "add", net, "dev", "lo"], check=True)
+    try:
+        ups = [
+            upstream("docker.io", "https://registry-1.docker.io", f"http://{blackhole}:5000", "docker-hub"),
+            upstream("quay.io", "https://quay.io", f"http://{blackhole}:5001"),
+        ]
+        script = userdata.shell_scripts(
+            stage.render(make_params(upstreams=ups, probe_timeout_s=1), no_secret).new_class_user_data
+        )[0]
+        result = run_script(script, tmp_path / "node")
+        assert result.returncode == 0, result.stderr
+        assert "2 of 2 hosts.toml" in result.stderr
+        for port in (5000, 5001):
+            assert f"no registry answer from http://{blackhole}:{port}/v2/ (HTTP 000" in result.stderr
+        assert len(tree(tmp_path / "node")) == 2
+    finally:
+        subprocess.run(["ip", "route", "del", net, "dev", "lo"], check=False)

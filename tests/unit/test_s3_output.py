@@ -398,3 +398,42 @@ def test_missing_bucket_exits_2_before_anything_runs(
     err = capsys.readouterr().err
     assert code == 2 and "NoSuchBucket" in err and "nothing was executed" in err
     assert not objects(s3, "x/")
+
+
+def test_fleet_to_s3_writes_each_run_folder_the_summary_and_the_index(
+    s3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`runbook fleet run --output-dir s3://...`: every target's process uploads its own run folder; the
+    fleet writes its summary and rebuilds the index there (both targets fail: nothing answers them)."""
+    import os
+    import subprocess
+    import sys
+
+    params = tmp_path / "params"
+    params.mkdir()
+    for name in ("fa", "fb"):
+        (params / f"{name}.yaml").write_text(offline_params_yaml(name, "RUNBOOK_S3_UNSET"))
+    monkeypatch.setenv("RUNBOOK_LOCK_DIR", str(tmp_path / "locks"))
+    location = f"s3://{BUCKET}/fleet"
+    proc = subprocess.run(
+        [sys.executable, "-m", "runbook_lib.cli", "fleet", "run", "preflight", "--params-dir", str(params)]
+        + ["--parallel", "2", "--output-dir", location],
+        env=dict(os.environ),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    stored = objects(s3, "fleet/")
+    [summary_key] = [k for k in stored if k.startswith("fleet/fleets/") and k.endswith("-fleet.json")]
+    summary = json.loads(stored[summary_key])
+    assert [(t["target"], t["status"]) for t in summary["targets"]] == [("fa", "failed"), ("fb", "failed")]
+    index = stored["fleet/index.html"].decode()
+    for entry in summary["targets"]:
+        assert entry["run"].startswith(f"{location}/")
+        run_id = entry["run"].rsplit("/", 1)[1]
+        assert f"fleet/{run_id}/run.json" in stored and f"fleet/{run_id}/00_preflight.html" in stored
+        assert run_id in index
+    assert f"summary: {location}/fleets/" in proc.stdout
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "runs").exists()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -380,3 +381,68 @@ def test_fleet_configmap_holds_valid_parameters_per_target(tmp_path: Path) -> No
         ]
     )
     assert {f"{n}.yaml" for n in names} <= set(cm["data"])
+
+
+def argo_target_pod() -> dict:
+    """The pod Argo creates for one target, as far as the template decides it (Argo adds its own wait
+    container and annotations): the template's container, volumes and security context, the workflow's
+    service account, parameters substituted."""
+    spec = workflow_template()["spec"]
+    params = {p["name"]: p["value"] for p in spec["arguments"]["parameters"]}
+    target = next(t for t in spec["templates"] if t["name"] == "run-target")
+    text = json.dumps(target)
+    for key, value in (
+        ("workflow.parameters.stage", params["stage"]),
+        ("inputs.parameters.target", "example"),
+    ):
+        text = text.replace("{{" + key + "}}", value)
+    text = text.replace("{{workflow.parameters.output-dir}}", params["output-dir"])
+    target = json.loads(text)
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "fleet-example", "namespace": "default", "labels": target["metadata"]["labels"]},
+        "spec": {
+            "serviceAccountName": spec["serviceAccountName"],
+            "restartPolicy": "Never",
+            "activeDeadlineSeconds": target["activeDeadlineSeconds"],
+            "securityContext": target["securityContext"],
+            "containers": [target["container"]],
+            "volumes": target["volumes"],
+        },
+    }
+
+
+@pytest.mark.skipif(not shutil.which("kubectl"), reason="kubectl is not on PATH")
+def test_the_target_pod_and_configmap_pass_the_kubernetes_schema(kube, tmp_path: Path) -> None:
+    """The Kubernetes parts the Argo schema leaves open (container, volumes, security context) are applied
+    with strict field validation to the lab's Kubernetes stand-in, and a misspelt field is refused there."""
+    import yaml
+
+    from runbook_lab.kube import write_kubeconfig
+
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kube.url)
+    [cm] = [d for d in yaml.safe_load_all((ARGO / "configmap.yaml").read_text()) if d]
+    cm["metadata"]["namespace"] = "default"
+
+    def apply(*docs: dict) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["kubectl", "--kubeconfig", str(kubeconfig), "--cache-dir", str(tmp_path / "cache"), "apply"]
+            + ["--validate=strict", "-f", "-"],
+            input=yaml.safe_dump_all(list(docs)),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    res = apply(cm, argo_target_pod())
+    assert res.returncode == 0, res.stderr
+    assert (
+        "pod/fleet-example created" in res.stdout
+        and "configmap/eks-mirror-runbook-fleet-params" in res.stdout
+    )
+    bad = argo_target_pod()
+    bad["metadata"]["name"] = "fleet-bad"
+    bad["spec"]["containers"][0]["volumeMount"] = bad["spec"]["containers"][0].pop("volumeMounts")
+    res = apply(bad)
+    assert res.returncode != 0 and "volumeMount" in res.stderr

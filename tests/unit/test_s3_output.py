@@ -437,3 +437,21 @@ def test_fleet_to_s3_writes_each_run_folder_the_summary_and_the_index(
         assert run_id in index
     assert f"summary: {location}/fleets/" in proc.stdout
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "runs").exists()
+
+
+def test_outputs_dir_in_the_parameters_sends_the_run_to_s3(s3, tmp_path: Path) -> None:
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(
+        offline_params_yaml("fromparams", "RUNBOOK_S3_UNSET").replace("dir: runs", f"dir: s3://{BUCKET}/p/")
+    )
+    result = run(
+        params_file,
+        ["preflight"],
+        False,
+        None,
+        None,
+        notebooks_dir=notebooks_with(tmp_path, "ok_records.ipynb"),
+    )
+    assert result.exit_code == 0 and result.location == f"s3://{BUCKET}/p/{result.record['run_id']}"
+    assert f"p/{result.record['run_id']}/run.json" in objects(s3, "p/")
+    assert not (tmp_path / "s3:").exists()  # never taken for a local path

@@ -28,7 +28,7 @@ from tests.support.lab_nexus import running_nexus
 from tests.support.offline_params import offline_params_yaml
 
 REGISTRY = Path("/usr/bin/docker-registry")
-LATENCY_S = 1.0  # per emulator request: keeps the first fleet's targets busy while the second one starts
+LATENCY_S = 2.0  # per emulator request: keeps the first fleet's targets busy while the second one starts
 
 
 def target_yaml(name: str, nexus_url: str, registry_url: str, edition: str | None = None) -> str:

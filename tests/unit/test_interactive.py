@@ -245,3 +245,20 @@ def test_runbook_notebook_serves_the_notebooks_with_this_interpreters_kernel(tmp
         time.sleep(0.2)
     else:
         pytest.fail(f"JupyterLab still listens on {port} after runbook notebook stopped")
+
+
+@pytest.mark.parametrize("lab_rc", [0, 1])
+def test_lab_comes_up_first_and_a_failed_lab_starts_no_jupyterlab(lab_rc: int, monkeypatch, tmp_path) -> None:
+    """`--lab`: `runbook lab up` with the same parameters, then JupyterLab with them; a lab that fails
+    to come up ends the command with its code (the lab and JupyterLab themselves: test_lab_lifecycle.py
+    and test_runbook_notebook_serves_the_notebooks_with_this_interpreters_kernel)."""
+    calls: list[tuple] = []
+    monkeypatch.setattr(
+        cli, "cmd_lab", lambda args: calls.append(("lab", args.action, args.params)) or lab_rc
+    )
+    monkeypatch.setattr(
+        interactive, "launch", lambda nb, port, params, out: calls.append(("jupyter", params)) or 0
+    )
+    assert cli.main(["notebook", "--lab", "--params", str(LAB), "--dir", str(tmp_path)]) == lab_rc
+    expected = [("lab", "up", str(LAB))] + ([("jupyter", LAB)] if lab_rc == 0 else [])
+    assert calls == expected

@@ -190,7 +190,7 @@ def apply_stage(
         [stage],
         apply=True,
         output_dir=Path(output_dir) if output_dir else None,
-        note=note or None,
+        note=f"JupyterLab form: {note}" if note else "JupyterLab form",  # the record says how it was applied
         progress=lambda event: log(runner.format_progress(event)),
         notice=lambda line: log(f"note: {line}"),
     )

@@ -282,6 +282,7 @@ def session(page, jupyter: Jupyter, target: Target) -> dict:
 
 def test_form_applies_the_stage_and_shows_the_result(session: dict) -> None:
     assert session["target"] == TARGET and session["status"] == "ok"
+    assert session["note"] == "JupyterLab form"  # the audit record says how it was applied
     [stage] = session["stages"]
     assert stage["name"] == "nexus-repos" and stage["changes"]["create"] > 0
     assert all(c["ok"] for c in stage["checks"])

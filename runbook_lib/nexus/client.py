@@ -115,6 +115,7 @@ class NexusClient:
             headers={"Accept": "application/json"},
         )
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status): what this client sent
+        self._login_realms: list[str] | None = None  # check_admin's answer, until realms_active uses it
 
     def close(self) -> None:
         self.http.close()
@@ -244,9 +245,21 @@ class NexusClient:
         return self.get_json("/v1/security/realms/available", "realms")
 
     def realms_active(self) -> list[str]:
-        return self.get_json("/v1/security/realms/active", "realms")
+        # The login check's read, if it is still unused: a stage's first look at the realms follows the
+        # login at once, so one request serves both (and a no-op reconcile stays within its bound).
+        realms, self._login_realms = self._login_realms, None
+        return realms if realms is not None else self.get_json("/v1/security/realms/active", "realms")
+
+    def check_admin(self) -> bool:
+        """True when the credentials read an admin-only setting (the active realms, nexus:settings:read)."""
+        try:
+            self._login_realms = self.get_json("/v1/security/realms/active", "realms")
+        except NexusAuthError:
+            return False
+        return True
 
     def set_realms_active(self, realm_ids: list[str]) -> None:
+        self._login_realms = None
         self.request("PUT", "/v1/security/realms/active", "active realms", json_body=realm_ids)
 
     def anonymous(self) -> dict:

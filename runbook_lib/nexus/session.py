@@ -46,11 +46,7 @@ def read_initial_password(params: RunbookParams, api_client: ApiClient | None = 
 
 
 def _works(client: NexusClient) -> bool:
-    try:
-        client.realms_active()  # needs nexus:settings:read — an admin-only read
-        return True
-    except NexusAuthError:
-        return False
+    return client.check_admin()
 
 
 def admin_login(

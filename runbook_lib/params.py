@@ -296,6 +296,16 @@ class Security(Strict):
         False, description="Send the pull user's password even if the user exists"
     )
     browse: StrictBool = Field(False, description="Also grant browse (tag listing) besides read")
+    # Rotation without a bypass window (docs/rotation.md): a second pull user beside the first.
+    rotation: Literal["start", "finish"] | None = Field(
+        None,
+        description="Credential rotation: start = add next_user beside user and roll the nodes onto it; "
+        "finish = retire user once no node uses it (the phase in between is read from Nexus and the cluster)",
+    )
+    next_user: str | None = Field(None, min_length=1, description="Rotation: the pull user nodes move to")
+    next_pull_password: SecretRefStr | None = Field(
+        None, description="Rotation: secret reference to next_user's password"
+    )
     anonymous_role: str = Field(
         "eks-mirror-anonymous",
         min_length=1,
@@ -468,6 +478,11 @@ class Karpenter(Strict):
     )
     credential_mode: Literal["anonymous", "static-header", "secrets-manager"] = "anonymous"
     credentials_secret_id: str | None = Field(None, description="Secrets Manager id nodes read at boot")
+    next_credentials_secret_id: str | None = Field(
+        None,
+        description="Rotation in secrets-manager mode: the secret holding security.next_user's credential; "
+        "a new id changes userData, so Karpenter rolls the nodes onto it",
+    )
     containerd_version: str | None = Field(
         None,
         description="Node containerd version, e.g. 1.7.27, for the preflight's config checks (whether "
@@ -857,6 +872,46 @@ class RunbookParams(Strict):
         return self
 
     @model_validator(mode="after")
+    def _rotation(self) -> RunbookParams:
+        """A credential rotation (docs/rotation.md): a second pull user, named in full."""
+        sec = self.security
+        if sec.rotation is not None:
+            if sec.mode != "authenticated":
+                raise ValueError("security.rotation: a pull credential rotation needs mode 'authenticated'")
+            if not sec.next_user or not sec.next_pull_password:
+                raise ValueError(
+                    "security.rotation: needs next_user and next_pull_password (the credential nodes move to)"
+                )
+            if sec.next_user in (sec.user, self.nexus.admin_user):
+                raise ValueError(
+                    "security.next_user: must be a user of its own, not user or the admin (Nexus keeps one "
+                    "password per user)"
+                )
+            if sec.rotate_password:
+                raise ValueError(
+                    "security.rotate_password: changes user's password in place, the bypass window a "
+                    "rotation avoids; leave it off during security.rotation"
+                )
+        elif sec.next_user or sec.next_pull_password:
+            raise ValueError(
+                "security.next_user: only during a rotation: add rotation: start to begin one or, after "
+                "rotation: finish, move next_user/next_pull_password to user/pull_password"
+            )
+        k, rotating = self.karpenter, sec.rotation is not None
+        if k.credential_mode == "secrets-manager" and rotating:
+            if not k.next_credentials_secret_id or k.next_credentials_secret_id == k.credentials_secret_id:
+                raise ValueError(
+                    "karpenter.next_credentials_secret_id: a rotation in secrets-manager mode needs a secret "
+                    "of its own for next_user (the same id would change no userData: no node would roll)"
+                )
+        elif k.next_credentials_secret_id and not (rotating and k.credential_mode == "secrets-manager"):
+            raise ValueError(
+                "karpenter.next_credentials_secret_id: only for a rotation (security.rotation) in "
+                "secrets-manager mode; after it, move it to credentials_secret_id"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _edition_fits_the_chart(self) -> RunbookParams:
         """Community Edition runs one node: "CE doesn't support multi-node clusters of Repository"
         (sonatype/nexus-public#581, Sonatype's reply); OSS never had clustering either. nxrm-ha defaults
@@ -894,6 +949,8 @@ class RunbookParams(Strict):
                 out.append((f"upstreams[{i}].credentials.password", parse_ref(up.credentials.password)))
         if self.security.pull_password:
             out.append(("security.pull_password", parse_ref(self.security.pull_password)))
+        if self.security.next_pull_password:
+            out.append(("security.next_pull_password", parse_ref(self.security.next_pull_password)))
         return out
 
 
@@ -920,7 +977,9 @@ def _loc(loc: tuple[Any, ...]) -> str:
 
 
 # cross-field checks raise at the top level; their message starts with the field path they blame
-_BLAME = re.compile(r"^((?:upstreams|helm|lab|nexus)(?:\[\d+\])?(?:\.[a-z_]+)*): (.*)$", re.S)
+_BLAME = re.compile(
+    r"^((?:upstreams|helm|lab|nexus|karpenter|security)(?:\[\d+\])?(?:\.[a-z_]+)*): (.*)$", re.S
+)
 
 
 def _problems(err: ValidationError) -> list[tuple[str, str]]:

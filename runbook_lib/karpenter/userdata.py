@@ -55,7 +55,7 @@ from typing import Any
 import yaml
 
 from runbook_lib.containerd.hosts import HostsToml
-from runbook_lib.karpenter import mime
+from runbook_lib.karpenter import credentials, mime
 from runbook_lib.karpenter.credentials import AUTH_PLACEHOLDER
 from runbook_lib.karpenter.mirrors import CA_NODE_PATH, NodeMirror
 from runbook_lib.params import RunbookParams
@@ -109,7 +109,7 @@ def inputs(
         k.probe_timeout_s,
         ca_pem,
         k.mirror_skip_verify,
-        k.credentials_secret_id if k.credential_mode == "secrets-manager" else None,
+        credentials.node_secret_id(params),  # the next secret during a rotation
         params.aws.region,
         k.dial_timeout,
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import httpx
 
 from runbook_lib import net
+from runbook_lib.nexus import security
 from runbook_lib.params import RunbookParams
 from runbook_lib.plan import Check
 from runbook_lib.registry.client import ImageRef, RegistryClient, RegistryError
@@ -76,11 +77,22 @@ def prove(params: RunbookParams, secret: SecretResolver) -> list[Check]:
             checks.append(access_check(repo, url, "anonymous", "can pull", got, served))
             continue
         checks.append(access_check(repo, url, "anonymous", "is refused", got, not served))
-        password = secret(sec.pull_password, sec.user)
-        served, got = _attempt(params, url, image, sec.user, password)
-        checks.append(access_check(repo, url, f"user {sec.user}", "can pull", got, served))
-        served, got = _attempt(params, url, image, sec.user, password + "-wrong")
-        checks.append(
-            access_check(repo, url, f"user {sec.user} with a wrong password", "is refused", got, not served)
-        )
+        # during a rotation both pull users can pull; a retired one is refused (nexus.security.proof_users)
+        for user, ref, can in security.proof_users(params):
+            password = secret(ref, user)
+            served, got = _attempt(params, url, image, user, password)
+            expect = "can pull" if can else "is refused (retired)"
+            checks.append(access_check(repo, url, f"user {user}", expect, got, served == can))
+            if can:
+                served, got = _attempt(params, url, image, user, password + "-wrong")
+                checks.append(
+                    access_check(
+                        repo, url, f"user {user} with a wrong password", "is refused", got, not served
+                    )
+                )
     return checks
+
+
+def credential_accepted(params: RunbookParams, url: str, user: str, password: str) -> tuple[bool, str]:
+    """Can this user pull at the endpoint (/v2/ and a probe manifest)? With what the endpoint said."""
+    return _attempt(params, url, None, user, password)

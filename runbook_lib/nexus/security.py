@@ -12,6 +12,9 @@
   reads anonymously or ``security.anonymous_access: off`` says so.
 - The plan shows the anonymous read set of the mirror and the other repositories before and after
   (runbook_lib.nexus.access; docs/shared-nexus.md).
+- Rotation (``security.rotation``, docs/rotation.md): Nexus keeps one password per local user, so a
+  second credential valid beside the first is a second pull user (``next_user``) with the same role;
+  ``finish`` deletes ``user`` only when the cluster shows no node that can still be using it.
 - Admin bootstrap: while Nexus still accepts its generated admin password, replace it with the managed
   one (and optionally store it in AWS Secrets Manager).
 - Community Edition 3.77+: the EULA must be accepted (repository access is blocked until then).
@@ -126,8 +129,14 @@ def eula_change(params: RunbookParams, client: NexusClient, server: ServerInfo |
 
 
 def build_plan(
-    params: RunbookParams, login: AdminLogin, apply: bool, secret: SecretResolver, aws_client: Any = None
+    params: RunbookParams,
+    login: AdminLogin,
+    apply: bool,
+    secret: SecretResolver,
+    aws_client: Any = None,
+    kube: Any = None,
 ) -> Plan:
+    """kube: the Kubernetes API client, read during a rotation (which nodes still use the old user)."""
     client = login.client
     sec = params.security
     plan = Plan("nexus-security", apply)
@@ -173,8 +182,20 @@ def build_plan(
     model = read_model(client)  # roles and privileges, read once for both parts
     _anonymous_changes(params, client, plan, model)
     if sec.mode == "authenticated":
-        _pull_user_changes(params, client, plan, secret, model)
+        _pull_user_changes(params, client, plan, secret, model, kube)
     return plan
+
+
+def proof_users(params: RunbookParams) -> list[tuple[str, str, bool]]:
+    """(user, password reference, can pull) for the access proof: both users during a rotation; after
+    rotation: finish the old one must be refused."""
+    sec = params.security
+    if sec.rotation is None or not sec.next_user or not sec.next_pull_password:
+        return [(sec.user, sec.pull_password or "", True)]
+    return [
+        (sec.user, sec.pull_password or "", sec.rotation != "finish"),
+        (sec.next_user, sec.next_pull_password, True),
+    ]
 
 
 def read_model(client: NexusClient) -> access.SecurityModel:
@@ -362,8 +383,9 @@ def _pull_user_changes(
     plan: Plan,
     secret: SecretResolver,
     model: access.SecurityModel,
+    kube: Any = None,
 ) -> None:
-    """Privileges, role and user of authenticated mode; privileges and role come from the lists already
+    """Privileges, role and user(s) of authenticated mode; privileges and role come from the lists already
     read (``GET /v1/security/privileges`` and ``/roles`` return whole objects), so a no-op rerun sends
     no request per privilege."""
     sec = params.security
@@ -414,14 +436,33 @@ def _pull_user_changes(
         update=lambda: client.update_role(role_body),
     )
 
-    password = secret(sec.pull_password, sec.user)
-    user = client.user(sec.user)
+    if sec.rotation is None:
+        _user_changes(
+            params, client, plan, sec.user, secret(sec.pull_password, sec.user), sec.rotate_password
+        )
+        return
+    _rotation_changes(params, client, plan, secret, kube)
+
+
+def _user_changes(
+    params: RunbookParams,
+    client: NexusClient,
+    plan: Plan,
+    uid: str,
+    password: str,
+    rotate: bool = False,
+    user: dict | None = None,
+    note: str = "",
+) -> None:
+    """One pull user with the role: created with its password, or compared (status, roles)."""
+    sec = params.security
+    user = user if user is not None else client.user(uid)
     if user is None:
         body = {
-            "userId": sec.user,
+            "userId": uid,
             "firstName": "Registry",
             "lastName": "Pull",
-            "emailAddress": f"{sec.user}@example.invalid",
+            "emailAddress": f"{uid}@example.invalid",
             "password": password,
             "status": "active",
             "roles": [sec.role],
@@ -429,9 +470,10 @@ def _pull_user_changes(
         plan.add(
             Change(
                 "user",
-                sec.user,
+                uid,
                 "create",
                 {"roles": [None, [sec.role]], "password": [None, "***"]},
+                note,
                 write=lambda: client.create_user(body),
             )
         )
@@ -444,31 +486,92 @@ def _pull_user_changes(
     }
     plan.compare(
         "user",
-        sec.user,
+        uid,
         {"status": user.get("status"), "roles": sorted(user.get("roles") or [])},
         {"status": want["status"], "roles": want["roles"]},
         update=lambda: client.update_user(want),
+        note=note,
     )
-    if sec.rotate_password:
+    if rotate:
         plan.add(
             Change(
                 "user password",
-                sec.user,
+                uid,
                 "update",
                 {"password": ["***", "***"]},
                 "rotation asked for (security.rotate_password)",
-                lambda: client.change_password(sec.user, password),
+                lambda: client.change_password(uid, password),
             )
         )
     else:
         plan.add(
             Change(
                 "user password",
-                sec.user,
+                uid,
                 "unchanged",
-                note="not compared (Nexus never returns it); set security.rotate_password to send it",
+                note="not compared (Nexus never returns it); set security.rotation to rotate it",
             )
         )
+
+
+def _rotation_changes(
+    params: RunbookParams, client: NexusClient, plan: Plan, secret: SecretResolver, kube: Any
+) -> None:
+    """A rotation: next_user beside user (start), user retired once no node uses it (finish); the plan
+    row "credential rotation" says where it stands and what is next."""
+    from runbook_lib.karpenter import credentials
+
+    sec = params.security
+    old, new = client.user(sec.user), client.user(sec.next_user)
+    on_old: list[str] | None = None
+    if params.karpenter.credential_mode == "anonymous":
+        on_old = []  # nodes send no credential: none can hold the old one
+    elif kube is not None and new is not None:
+        try:
+            on_old = credentials.nodes_on_old(params, kube, secret)
+        except Exception as err:  # noqa: BLE001 - an unreadable cluster is "cannot tell", never "none"
+            on_old = [f"the cluster's node classes and NodeClaims cannot be read ({type(err).__name__})"]
+    status = credentials.rotation_status(params, new is not None, old is not None, on_old)
+
+    if sec.rotation == "finish":
+        if new is None:
+            raise StageFailed(
+                f"security.rotation: finish, but Nexus has no {sec.next_user}: retiring {sec.user} now "
+                "would leave nodes with no credential; run security.rotation: start first",
+                step="plan credential rotation",
+            )
+        if old is not None:
+            if on_old is None:
+                on_old = ["the cluster was not read (no Kubernetes API client for this stage)"]
+            if on_old:
+                raise StageFailed(
+                    f"refusing to retire {sec.user}: nodes may still pull with it (they would get 401 and "
+                    f"pull from the upstream): {'; '.join(on_old)}. Next: {status.next}",
+                    step="plan credential rotation",
+                )
+            uid = sec.user
+            plan.add(
+                Change(
+                    "user",
+                    uid,
+                    "delete",
+                    {"status": [old.get("status"), None]},
+                    f"rotation finish: no node uses {uid}; {sec.next_user} replaces it",
+                    lambda: client.request("DELETE", f"/v1/security/users/{uid}", f"user {uid}"),
+                )
+            )
+    else:
+        _user_changes(params, client, plan, sec.user, secret(sec.pull_password, sec.user), user=old)
+    _user_changes(
+        params,
+        client,
+        plan,
+        sec.next_user,
+        secret(sec.next_pull_password, sec.next_user),
+        user=new,
+        note="rotation: the second pull user, same role, valid beside the first",
+    )
+    plan.add(status.change())
 
 
 def store_secret(aws_client: Any, secret_id: str, username: str, password: str) -> None:

@@ -23,10 +23,12 @@ class State:
     preflight: list[Check] = field(default_factory=list)  # node preflight, set by plan()
     baseline: rollout.Baseline | None = None  # Karpenter's hashes before the apply, set by apply()
     progress: list[rollout.ClassProgress] = field(default_factory=list)  # set by roll()
+    rotation: credentials.RotationStatus | None = None  # a credential rotation's phase, set by plan()
 
 
 def read(ctx: Any) -> State:
     ctx.record("flags", credentials.flags(ctx.params))
+    credentials.require_next_accepted(ctx.params, ctx.resolve)  # a rotation: Nexus accepts next_user
     return State(nodes.render(ctx.params, ctx.resolve))
 
 
@@ -34,6 +36,10 @@ def plan(ctx: Any, state: State) -> Plan:
     """Read the node classes and plan their userData (and a forced roll); run the node preflight."""
     state.staged = nodes.build_plan(ctx.params, ctx.api_client, ctx.apply, state.rendered, ctx.resolve)
     state.preflight = nodes.node_preflight(ctx.params, state.staged.states, state.rendered)
+    changed = [s.name for s in state.staged.states if s.changed]
+    state.rotation = credentials.node_rotation(ctx.params, changed)
+    if state.rotation is not None:
+        state.staged.plan.add(state.rotation.change())
     return state.staged.plan
 
 
@@ -85,8 +91,21 @@ def rollout_checks(progress: list[rollout.ClassProgress], apply: bool) -> list[C
     return out
 
 
+def rotation_checks(ctx: Any, state: State) -> list[Check]:
+    """A rotation's "credential rotation" check: the phase after the roll, and what is next. Old nodes
+    left are the rollout checks' failure; here they only say the old user cannot be retired yet."""
+    status = credentials.node_rotation(ctx.params, [], state.progress)
+    if status is None:
+        return []
+    return [
+        Check.graded(credentials.ROTATION_CHECK, "warn" if status.phase == "blocked" else "ok", status.line)
+    ]
+
+
 def checks(ctx: Any, state: State, plan: Plan) -> list[Check]:
-    return steps.record_checks(ctx, state.preflight + rollout_checks(state.progress, ctx.apply))
+    return steps.record_checks(
+        ctx, state.preflight + rollout_checks(state.progress, ctx.apply) + rotation_checks(ctx, state)
+    )
 
 
 def enforce(ctx: Any, checks: list[Check]) -> None:

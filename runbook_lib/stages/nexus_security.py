@@ -23,9 +23,14 @@ def read(ctx: Any) -> State:
     return State(session.admin_login(ctx.params, ctx.resolve, ctx.api_client))
 
 
+def _kube(ctx: Any) -> Any:
+    """The Kubernetes API client, only for a credential rotation (which nodes still use the old user)."""
+    return ctx.api_client if ctx.params.security.rotation is not None else None
+
+
 def plan(ctx: Any, state: State) -> Plan:
     return security.build_plan(
-        ctx.params, state.login, ctx.apply, ctx.resolve, security.secrets_manager(ctx.params)
+        ctx.params, state.login, ctx.apply, ctx.resolve, security.secrets_manager(ctx.params), _kube(ctx)
     )
 
 
@@ -37,7 +42,7 @@ def apply(ctx: Any, state: State, plan: Plan) -> ApplyResult:
     # A fresh login for the confirmation: the bootstrap may just have changed the admin password.
     def rebuild() -> Plan:
         login = session.admin_login(ctx.params, ctx.resolve, ctx.api_client)
-        return security.build_plan(ctx.params, login, False, ctx.resolve)
+        return security.build_plan(ctx.params, login, False, ctx.resolve, kube=_kube(ctx))
 
     return steps.apply(ctx, plan, rebuild)
 

@@ -344,9 +344,9 @@ class Form:
 
 
 def checks_frame(checks: list[dict[str, Any]]) -> Any:
-    import pandas as pd
+    from runbook_lib.display import table
 
-    return pd.DataFrame(checks)
+    return table(checks)
 
 
 def form(stage: str, params_file: str, apply: bool) -> Form | None:

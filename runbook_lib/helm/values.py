@@ -673,6 +673,6 @@ class SideBySide:
 
 
 def endpoint_table(params: RunbookParams):
-    import pandas as pd
+    from runbook_lib.display import table
 
-    return pd.DataFrame([e.row() for e in endpoints(params)])
+    return table([e.row() for e in endpoints(params)])

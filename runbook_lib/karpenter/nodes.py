@@ -39,7 +39,7 @@ STAGE = "karpenter"
 
 # -- the choices -----------------------------------------------------------------------------------------
 def choices(params: RunbookParams) -> Any:
-    import pandas as pd
+    from runbook_lib.display import table
 
     k = params.karpenter
     kind = nodeclass.kind_for(params)
@@ -93,7 +93,7 @@ def choices(params: RunbookParams) -> Any:
         ("drift", "on" if drift.on else "OFF" if drift.on is False else "unknown", drift.how),
         ("forced roll", str(k.force_roll), "NodePool template annotation " + rollout.FORCE_ROLL_ANNOTATION),
     ]
-    return pd.DataFrame(rows, columns=["choice", "value", "what it means"])
+    return table(rows, ["choice", "value", "what it means"])
 
 
 # -- rendering -------------------------------------------------------------------------------------------
@@ -226,9 +226,9 @@ class StagePlan:
     rolled_pools: list[str]
 
     def table(self) -> Any:
-        import pandas as pd
+        from runbook_lib.display import table
 
-        return pd.DataFrame([s.row() for s in self.states])
+        return table([s.row() for s in self.states])
 
     def diffs(self) -> str:
         return "\n".join(s.diff() for s in self.states if s.exists and not s.problems)

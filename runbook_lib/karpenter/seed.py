@@ -95,8 +95,6 @@ DIFFERENCES: list[tuple[str, str, str, str]] = [
 
 
 def differences_table():
-    import pandas as pd
+    from runbook_lib.display import table
 
-    return pd.DataFrame(
-        DIFFERENCES, columns=["the seed", "what goes wrong", "what the runbook does", "source"]
-    )
+    return table(DIFFERENCES, ["the seed", "what goes wrong", "what the runbook does", "source"])

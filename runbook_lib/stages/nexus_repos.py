@@ -20,9 +20,9 @@ class State:
 
 def endpoints(ctx: Any) -> Any:
     """Which repository and connector serve each upstream, as a table."""
-    import pandas as pd
+    from runbook_lib.display import table
 
-    return pd.DataFrame(repositories.endpoints(ctx.params))
+    return table(repositories.endpoints(ctx.params))
 
 
 def read(ctx: Any) -> State:

@@ -1,6 +1,6 @@
 """Tables for people: the outcome column is coloured by value, the rest plain, everything left-aligned.
 
-Read from the HTML the Styler renders (what the runner's report shows), not from Styler internals.
+Read from the HTML the table renders (what JupyterLab and the runner's report show), not from its internals.
 """
 
 from __future__ import annotations
@@ -8,32 +8,35 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import pandas as pd
 import pytest
 
-from runbook_lib.display import COLOURS, styled
+from runbook_lib.display import COLOURS, Table, styled, table
 from runbook_lib.preflight import PreflightReport, Probe
 
-_BLOCK = re.compile(r"([^{}]+)\{([^{}]*)\}")
-_CELL = re.compile(r"_row(\d+)_col(\d+)$")
-_TD = re.compile(r'<td id="[^"]*_row(\d+)_col(\d+)"[^>]*>([^<]*)</td>')
+_ROW = re.compile(r"<tr>(.*?)</tr>", re.S)
+_TD = re.compile(r'<td style="([^"]*)">([^<]*)</td>')
+
+
+def _props(css: str) -> dict[str, str]:
+    return dict(tuple(p.strip() for p in decl.split(":", 1)) for decl in css.split(";") if ":" in decl)
+
+
+def cells(html: str) -> dict[tuple[int, int], tuple[dict[str, str], str]]:
+    """(row, col) -> (CSS properties, text) of every body cell."""
+    body = html.split("<tbody>", 1)[1]
+    return {
+        (r, c): (_props(css), text)
+        for r, row in enumerate(_ROW.findall(body))
+        for c, (css, text) in enumerate(_TD.findall(row))
+    }
 
 
 def cell_styles(html: str) -> dict[tuple[int, int], dict[str, str]]:
-    """(row, col) -> CSS properties, from the <style> block pandas writes per cell id."""
-    css = html.split("<style", 1)[1].split("</style>", 1)[0].split(">", 1)[1]
-    out: dict[tuple[int, int], dict[str, str]] = {}
-    for selectors, body in _BLOCK.findall(css):
-        props = dict(tuple(p.strip() for p in decl.split(":", 1)) for decl in body.split(";") if ":" in decl)
-        for sel in selectors.split(","):
-            m = _CELL.search(sel.strip())
-            if m:
-                out.setdefault((int(m[1]), int(m[2])), {}).update(props)
-    return out
+    return {k: v[0] for k, v in cells(html).items()}
 
 
 def cell_texts(html: str) -> dict[tuple[int, int], str]:
-    return {(int(r), int(c)): text for r, c, text in _TD.findall(html)}
+    return {k: v[1] for k, v in cells(html).items()}
 
 
 def render(rows: list[dict[str, Any]], column: str, **kw: Any) -> tuple[dict, dict, str]:
@@ -70,13 +73,14 @@ def test_only_the_named_column_is_coloured() -> None:
     assert "color" not in styles.get((1, 1), {}) and "font-weight" not in styles.get((1, 1), {})
 
 
-def test_every_cell_and_header_is_left_aligned_and_index_hidden() -> None:
-    """Text is left-aligned in all cells and headers; the row index is not shown."""
+def test_every_cell_and_header_is_left_aligned_and_no_index() -> None:
+    """Text is left-aligned in all cells and headers; there is no row index column."""
     styles, texts, html = render([{"a": "x", "status": "ok"}, {"a": "y", "status": "update"}], "status")
     assert set(texts) == {(0, 0), (0, 1), (1, 0), (1, 1)}
     assert all(styles[cell]["text-align"] == "left" for cell in texts)
-    assert re.search(r"th\s*\{\s*text-align:\s*left;", html)
-    assert "row_heading" not in html and "blank" not in html
+    headers = re.findall(r'<th style="([^"]*)">([^<]*)</th>', html)
+    assert [h for _, h in headers] == ["a", "status"]
+    assert all(_props(css)["text-align"] == "left" for css, _ in headers)
 
 
 def test_custom_colours_replace_the_defaults() -> None:
@@ -94,11 +98,27 @@ def test_non_string_values_are_matched_by_their_text() -> None:
 
 
 @pytest.mark.parametrize("rows", [[], [{"a": 1}]])
-def test_empty_rows_or_missing_column_give_a_plain_dataframe(rows: list[dict[str, Any]]) -> None:
-    """Nothing to colour: the rows come back as a plain DataFrame (no Styler, no error)."""
+def test_empty_rows_or_missing_column_give_a_plain_table(rows: list[dict[str, Any]]) -> None:
+    """Nothing to colour: a plain table of the rows, no error."""
     out = styled(rows, "status")
-    assert isinstance(out, pd.DataFrame)
-    assert out.to_dict("records") == rows
+    assert isinstance(out, Table) and out.to_dict("records") == rows
+    assert "color" not in out.to_html()
+
+
+def test_values_are_escaped_and_the_text_form_is_aligned() -> None:
+    """HTML in a value is shown, not interpreted; the text form lines the columns up."""
+    out = table([{"name": "<b>x</b>", "n": 1}, {"name": "longer name", "n": None}])
+    assert "&lt;b&gt;x&lt;/b&gt;" in out.to_html() and "<b>" not in out.to_html()
+    lines = out.to_string().splitlines()
+    assert lines[0].split() == ["name", "n"] and lines[1].startswith("<b>x</b>   ")
+    assert lines[1].index("1") == lines[0].rindex("n")
+
+
+def test_sequence_rows_take_the_column_names() -> None:
+    out = table([("a", 1), ("b", 2)], ["key", "value"])
+    assert out.to_dict("records") == [{"key": "a", "value": 1}, {"key": "b", "value": 2}]
+    with pytest.raises(ValueError):
+        table([("a", 1, 2)], ["key", "value"])
 
 
 def test_preflight_table_colours_the_status_column() -> None:

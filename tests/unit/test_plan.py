@@ -83,8 +83,8 @@ def test_table_colours_actions_for_the_html_report() -> None:
     plan.compare("proxy", "new", None, {"x": 1})
     plan.compare("proxy", "same", {"x": 1}, {"x": 1})
     html = plan.table().to_html()
-    assert "color: #1a7f37;\n  font-weight: bold" in html  # create
-    assert "color: #6e7781;\n  font-weight: normal" in html  # unchanged
+    assert "color: #1a7f37; font-weight: bold" in html  # create
+    assert "color: #6e7781; font-weight: normal" in html  # unchanged
     assert ">new<" in html and ">same<" in html
 
 

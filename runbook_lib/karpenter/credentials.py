@@ -310,12 +310,13 @@ def nodes_on_old(params: RunbookParams, api_client: Any, resolve: SecretResolver
     return out
 
 
-def require_next_accepted(params: RunbookParams, resolve: SecretResolver) -> None:
+def require_next_accepted(params: RunbookParams, resolve: SecretResolver) -> bool | None:
     """Stage 4 writes next_user into userData only once Nexus lets it pull: a credential Nexus refuses
-    would send every new node around the mirror (401, then containerd's fallback to the upstream)."""
+    would send every new node around the mirror (401, then containerd's fallback to the upstream).
+    Returns, for rotation: finish, whether Nexus still accepts the old user (else None)."""
     sec = params.security
     if sec.rotation is None or params.karpenter.credential_mode == "anonymous" or not sec.next_user:
-        return
+        return None
     ok, got = nexus_accepts(params, sec.next_user, resolve(sec.next_pull_password or "", sec.next_user))
     if not ok:
         raise StageFailed(
@@ -324,10 +325,16 @@ def require_next_accepted(params: RunbookParams, resolve: SecretResolver) -> Non
             f"(nexus-security) --apply creates {sec.next_user} beside {sec.user}",
             step="read credential rotation",
         )
+    if sec.rotation != "finish":
+        return None
+    return nexus_accepts(params, sec.user, resolve(sec.pull_password or "", sec.user))[0]
 
 
 def node_rotation(
-    params: RunbookParams, changed_classes: list[str], progress: list[Any] | None = None
+    params: RunbookParams,
+    changed_classes: list[str],
+    progress: list[Any] | None = None,
+    old_accepted: bool | None = None,
 ) -> RotationStatus | None:
     """Stage 4's view of a rotation (Nexus accepts next_user: require_next_accepted ran): before the
     apply, the node classes still to be written; after the roll, the node classes with old nodes left."""
@@ -340,4 +347,4 @@ def node_rotation(
         reasons = [f"node class {name} does not carry {user} yet" for name in changed_classes]
     else:
         reasons = [f"{p.node_class}: {p.line()}" for p in progress if not p.done]
-    return rotation_status(params, True, None, reasons)
+    return rotation_status(params, True, old_accepted, reasons)

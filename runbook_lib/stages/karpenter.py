@@ -24,12 +24,13 @@ class State:
     baseline: rollout.Baseline | None = None  # Karpenter's hashes before the apply, set by apply()
     progress: list[rollout.ClassProgress] = field(default_factory=list)  # set by roll()
     rotation: credentials.RotationStatus | None = None  # a credential rotation's phase, set by plan()
+    old_accepted: bool | None = None  # rotation: finish: Nexus still accepts the old user
 
 
 def read(ctx: Any) -> State:
     ctx.record("flags", credentials.flags(ctx.params))
-    credentials.require_next_accepted(ctx.params, ctx.resolve)  # a rotation: Nexus accepts next_user
-    return State(nodes.render(ctx.params, ctx.resolve))
+    old_accepted = credentials.require_next_accepted(ctx.params, ctx.resolve)  # refuses an unknown next_user
+    return State(nodes.render(ctx.params, ctx.resolve), old_accepted=old_accepted)
 
 
 def plan(ctx: Any, state: State) -> Plan:
@@ -37,7 +38,7 @@ def plan(ctx: Any, state: State) -> Plan:
     state.staged = nodes.build_plan(ctx.params, ctx.api_client, ctx.apply, state.rendered, ctx.resolve)
     state.preflight = nodes.node_preflight(ctx.params, state.staged.states, state.rendered)
     changed = [s.name for s in state.staged.states if s.changed]
-    state.rotation = credentials.node_rotation(ctx.params, changed)
+    state.rotation = credentials.node_rotation(ctx.params, changed, old_accepted=state.old_accepted)
     if state.rotation is not None:
         state.staged.plan.add(state.rotation.change())
     return state.staged.plan
@@ -94,7 +95,7 @@ def rollout_checks(progress: list[rollout.ClassProgress], apply: bool) -> list[C
 def rotation_checks(ctx: Any, state: State) -> list[Check]:
     """A rotation's "credential rotation" check: the phase after the roll, and what is next. Old nodes
     left are the rollout checks' failure; here they only say the old user cannot be retired yet."""
-    status = credentials.node_rotation(ctx.params, [], state.progress)
+    status = credentials.node_rotation(ctx.params, [], state.progress, state.old_accepted)
     if status is None:
         return []
     return [

@@ -7,6 +7,7 @@ old user is retired — each node pull of a mirrored name is served by the mirro
 /_lab/counters show a served manifest for it (a refused credential gets 401 before any manifest is served,
 and containerd then falls back to the upstream). Stage 4 refuses to write a user Nexus does not know, stage 2
 refuses to retire the old user while a node may use it, and after retirement Nexus refuses the old one.
+A negative control at the end changes a password in place: that pull is seen going around the mirror.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pytest
 from runbook_lab import karpenter as k
 from runbook_lib.containerd.hosts import basic_header
 from runbook_lib.karpenter import credentials
+from runbook_lib.nexus import session
 from runbook_lib.plan import StageFailed
 from runbook_lib.secrets import REDACTOR
 from runbook_lib.stages import karpenter as stage4
@@ -234,6 +236,17 @@ def test_rotation_keeps_every_node_pull_on_the_mirror(rig) -> None:
         == 401
     )
     pulls_go_through_the_mirror(lab, standin, "old user retired")
+
+    # the failure mode this avoids, and the check that sees it: a password changed in place sends the
+    # node's pull around the mirror (401, then containerd's fallback), and pull_on says so
+    node = ready_nodes(standin)[0]
+    with session.admin_login(lab.params, lab.secret, None).client as admin:
+        admin.change_password(NEW, "changed-in-place")
+        try:
+            assert pull_on(lab, standin, node) is False
+        finally:
+            admin.change_password(NEW, "new-secret")
+    assert pull_on(lab, standin, node) is True
 
     _, plan, _ = run_stage(stage2, lab)  # rerun: nothing left to do, says to swap the parameters
     assert plan.pending == [] and "phase retired" in rotation_row(plan)

@@ -134,9 +134,9 @@ def build_plan(
     apply: bool,
     secret: SecretResolver,
     aws_client: Any = None,
-    kube: Any = None,
+    api_client: Any = None,
 ) -> Plan:
-    """kube: the Kubernetes API client, read during a rotation (which nodes still use the old user)."""
+    """api_client: the Kubernetes API client, read during a rotation (which nodes still use the old user)."""
     client = login.client
     sec = params.security
     plan = Plan("nexus-security", apply)
@@ -182,7 +182,7 @@ def build_plan(
     model = read_model(client)  # roles and privileges, read once for both parts
     _anonymous_changes(params, client, plan, model)
     if sec.mode == "authenticated":
-        _pull_user_changes(params, client, plan, secret, model, kube)
+        _pull_user_changes(params, client, plan, secret, model, api_client)
     return plan
 
 
@@ -383,7 +383,7 @@ def _pull_user_changes(
     plan: Plan,
     secret: SecretResolver,
     model: access.SecurityModel,
-    kube: Any = None,
+    api_client: Any = None,
 ) -> None:
     """Privileges, role and user(s) of authenticated mode; privileges and role come from the lists already
     read (``GET /v1/security/privileges`` and ``/roles`` return whole objects), so a no-op rerun sends
@@ -441,7 +441,7 @@ def _pull_user_changes(
             params, client, plan, sec.user, secret(sec.pull_password, sec.user), sec.rotate_password
         )
         return
-    _rotation_changes(params, client, plan, secret, kube)
+    _rotation_changes(params, client, plan, secret, api_client)
 
 
 def _user_changes(
@@ -515,7 +515,7 @@ def _user_changes(
 
 
 def _rotation_changes(
-    params: RunbookParams, client: NexusClient, plan: Plan, secret: SecretResolver, kube: Any
+    params: RunbookParams, client: NexusClient, plan: Plan, secret: SecretResolver, api_client: Any
 ) -> None:
     """A rotation: next_user beside user (start), user retired once no node uses it (finish); the plan
     row "credential rotation" says where it stands and what is next."""
@@ -526,9 +526,9 @@ def _rotation_changes(
     on_old: list[str] | None = None
     if params.karpenter.credential_mode == "anonymous":
         on_old = []  # nodes send no credential: none can hold the old one
-    elif kube is not None and new is not None:
+    elif api_client is not None and new is not None:
         try:
-            on_old = credentials.nodes_on_old(params, kube, secret)
+            on_old = credentials.nodes_on_old(params, api_client, secret)
         except Exception as err:  # noqa: BLE001 - an unreadable cluster is "cannot tell", never "none"
             on_old = [f"the cluster's node classes and NodeClaims cannot be read ({type(err).__name__})"]
     status = credentials.rotation_status(params, new is not None, old is not None, on_old)

@@ -23,7 +23,7 @@ def read(ctx: Any) -> State:
     return State(session.admin_login(ctx.params, ctx.resolve, ctx.api_client))
 
 
-def _kube(ctx: Any) -> Any:
+def _api_client(ctx: Any) -> Any:
     """The Kubernetes API client, only for a credential rotation (which nodes still use the old user)."""
     if ctx.params.security.rotation is None:
         return None
@@ -35,7 +35,12 @@ def _kube(ctx: Any) -> Any:
 
 def plan(ctx: Any, state: State) -> Plan:
     return security.build_plan(
-        ctx.params, state.login, ctx.apply, ctx.resolve, security.secrets_manager(ctx.params), _kube(ctx)
+        ctx.params,
+        state.login,
+        ctx.apply,
+        ctx.resolve,
+        security.secrets_manager(ctx.params),
+        _api_client(ctx),
     )
 
 
@@ -47,7 +52,7 @@ def apply(ctx: Any, state: State, plan: Plan) -> ApplyResult:
     # A fresh login for the confirmation: the bootstrap may just have changed the admin password.
     def rebuild() -> Plan:
         login = session.admin_login(ctx.params, ctx.resolve, ctx.api_client)
-        return security.build_plan(ctx.params, login, False, ctx.resolve, kube=_kube(ctx))
+        return security.build_plan(ctx.params, login, False, ctx.resolve, api_client=_api_client(ctx))
 
     return steps.apply(ctx, plan, rebuild)
 

@@ -29,6 +29,7 @@ from runbook_lib.audit.redact_io import (
 from runbook_lib.notebook import ScrubbingStream
 from runbook_lib.runner import STAGE_NOTEBOOKS, run
 from runbook_lib.secrets import MASK, REDACTOR
+from tests.support.offline_params import offline_params_yaml
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "notebooks"
 
@@ -62,26 +63,7 @@ def test_canaries_exercise_every_encoding() -> None:
         assert len(set(forms.values())) == len(forms), value
 
 
-PARAMS = """\
-target: canary
-nexus:
-  url: http://127.0.0.1:9
-  admin_user: admin
-  admin_password: env:RUNBOOK_TEST_ADMIN_CANARY
-upstreams:
-  - name: docker-hub
-    registry: docker.io
-    remote_url: http://127.0.0.1:9
-security:
-  user: docker-pull
-  pull_password: file:secrets/pull-password.txt
-kubernetes:
-  required: false
-aws:
-  required: false
-outputs:
-  dir: out
-"""
+PARAMS = offline_params_yaml("canary", "RUNBOOK_TEST_ADMIN_CANARY", "file:secrets/pull-password.txt", "out")
 
 
 @pytest.fixture(scope="module")

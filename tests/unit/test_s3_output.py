@@ -37,26 +37,9 @@ FILE_CANARY = ("Up&<Canary/+x ?~~z1q", "docker-pull")
 KERNEL_CANARY = ("S3kern <Canary>?~~/+?!", "kernel-user")
 CANARIES = [ENV_CANARY, FILE_CANARY, KERNEL_CANARY]
 
-CANARY_PARAMS = """\
-target: canary
-nexus:
-  url: http://127.0.0.1:9
-  admin_user: admin
-  admin_password: env:RUNBOOK_S3_ADMIN_CANARY
-upstreams:
-  - name: docker-hub
-    registry: docker.io
-    remote_url: http://127.0.0.1:9
-security:
-  user: docker-pull
-  pull_password: file:secrets/pull-password.txt
-kubernetes:
-  required: false
-aws:
-  required: false
-outputs:
-  dir: runs
-"""
+CANARY_PARAMS = offline_params_yaml(
+    "canary", "RUNBOOK_S3_ADMIN_CANARY", "file:secrets/pull-password.txt", "runs"
+)
 
 # A stage that appends to the history store where the verify stage finds it (verify.history.path_for).
 HISTORY_CELL = """\

@@ -20,10 +20,9 @@ from runbook_lib.karpenter import userdata
 from runbook_lib.kube import api_client
 from runbook_lib.nexus.client import NexusError
 from runbook_lib.plan import StageFailed
-from runbook_lib.secrets import REDACTOR
 from runbook_lib.stages import karpenter
 from tests.support.karpenter import make_params
-from tests.support.labkit import WRITES, Lab, upstream_fixture
+from tests.support.labkit import WRITES, Lab, labs_fixture, upstream_fixture
 from tests.support.recording import RecordingContext
 
 upstream = pytest.fixture(scope="module")(upstream_fixture)
@@ -55,20 +54,16 @@ def clear_faults(url: str) -> None:
 
 @pytest.fixture
 def labs(tmp_path, upstream, monkeypatch):
-    monkeypatch.setenv("TEST_NEXUS_ADMIN", "managed-admin-secret")
-    monkeypatch.setenv("TEST_PULL_PASSWORD", "pull-user-secret")
-    made: list[Lab] = []
+    made = labs_fixture(tmp_path, upstream, monkeypatch)
+    make = next(made)
 
-    def make(name: str) -> Lab:
-        lab = Lab(tmp_path / name, upstream.url, "authenticated")
+    def faulty(name: str) -> Lab:
+        lab = make("authenticated", name)
         lab.params.nexus.timeout_s = 0.5  # a held answer costs half a second per attempt, not 15
-        made.append(lab)
         return lab
 
-    yield make
-    for lab in made:
-        lab.emulator.stop()
-    REDACTOR.clear()
+    yield faulty
+    next(made, None)
 
 
 def nexus_state(lab: Lab) -> dict[str, Any]:

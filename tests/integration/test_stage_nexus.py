@@ -14,29 +14,14 @@ import pytest
 from runbook_lib.nexus import proof, repositories, security, session
 from runbook_lib.nexus.client import NexusClient
 from runbook_lib.plan import StageFailed, apply_and_confirm
-from runbook_lib.secrets import REDACTOR
 from runbook_lib.stages import nexus_repos
-from tests.support.labkit import WRITES, Lab, upstream_fixture
+from tests.support.labkit import WRITES, labs_fixture, upstream_fixture
 from tests.support.nexus_openapi import validate_body
 
 upstream = pytest.fixture(scope="module")(upstream_fixture)
 
 
-@pytest.fixture
-def lab_factory(tmp_path, upstream, monkeypatch):
-    monkeypatch.setenv("TEST_NEXUS_ADMIN", "managed-admin-secret")
-    monkeypatch.setenv("TEST_PULL_PASSWORD", "pull-user-secret")
-    labs = []
-
-    def make(mode: str) -> Lab:
-        lab = Lab(tmp_path / mode, upstream.url, mode)
-        labs.append(lab)
-        return lab
-
-    yield make
-    for lab in labs:
-        lab.emulator.stop()
-    REDACTOR.clear()
+lab_factory = pytest.fixture(labs_fixture)
 
 
 @pytest.mark.parametrize("mode", ["anonymous", "authenticated"])

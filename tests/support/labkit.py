@@ -17,7 +17,7 @@ import yaml
 
 from runbook_lab import registries
 from runbook_lib import params as params_mod
-from runbook_lib.secrets import resolve
+from runbook_lib.secrets import REDACTOR, resolve
 from runbook_lib.stages import nexus_repos, nexus_security
 
 REPO = Path(__file__).resolve().parents[2]
@@ -117,6 +117,24 @@ class Lab:
             stage.apply(self, state, plan)
             counts.append(plan.counts())
         return counts[0], counts[1]
+
+
+def labs_fixture(tmp_path: Path, upstream: Upstream, monkeypatch: pytest.MonkeyPatch) -> Iterator:
+    """A fixture body: `make(mode, name=None)` starts a Lab (its own emulator, the shared upstream) with the
+    admin and pull passwords its parameters name; every Lab made is stopped afterwards."""
+    monkeypatch.setenv("TEST_NEXUS_ADMIN", "managed-admin-secret")
+    monkeypatch.setenv("TEST_PULL_PASSWORD", "pull-user-secret")
+    made: list[Lab] = []
+
+    def make(mode: str, name: str | None = None) -> Lab:
+        lab = Lab(tmp_path / (name or mode), upstream.url, mode)
+        made.append(lab)
+        return lab
+
+    yield make
+    for lab in made:
+        lab.emulator.stop()
+    REDACTOR.clear()
 
 
 def lab_params_file(tmp: Path) -> Path:

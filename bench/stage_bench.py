@@ -89,7 +89,7 @@ def _explain(fig: Figure, per_stage: dict[str, float], profile: list[dict[str, o
     return (
         f"each stage takes {stages} against {floor_each:.2f} s per trivial notebook. What is left after "
         "the fixes (one HTML exporter, coalesced saves, no rfc3987 grammar, matplotlib only for verify) is "
-        "the stages' own work: the kernels import the Kubernetes client, boto3 and pandas, and read the "
+        "the stages' own work: the kernels import the Kubernetes client and boto3, and read the "
         f"real endpoints (Nexus, the API server, AWS). Slowest cells: {slow}"
     )
 

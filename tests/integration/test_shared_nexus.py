@@ -8,6 +8,8 @@ access off for other consumers only when security.anonymous_access says so. A re
 
 from __future__ import annotations
 
+import itertools
+
 import httpx
 import pytest
 
@@ -16,9 +18,8 @@ from runbook_lab.nexus import hosted as hosted_store
 from runbook_lib.nexus import access, proof, session
 from runbook_lib.nexus.client import NexusClient
 from runbook_lib.plan import Plan, StageFailed
-from runbook_lib.secrets import REDACTOR
 from runbook_lib.stages import nexus_security
-from tests.support.labkit import WRITES, Lab, free_port, upstream_fixture
+from tests.support.labkit import WRITES, Lab, free_port, labs_fixture, upstream_fixture
 
 upstream = pytest.fixture(scope="module")(upstream_fixture)
 HOSTED = "team-private"
@@ -27,16 +28,15 @@ PRIVATE = ("team/app", "1")  # the image someone else keeps in the hosted reposi
 
 @pytest.fixture
 def lab_factory(tmp_path, upstream, monkeypatch):
-    monkeypatch.setenv("TEST_NEXUS_ADMIN", "managed-admin-secret")
-    monkeypatch.setenv("TEST_PULL_PASSWORD", "pull-user-secret")
-    labs = []
+    made = labs_fixture(tmp_path, upstream, monkeypatch)
+    new_lab = next(made)
+    serial = itertools.count()
 
     def make(
         mode: str, anonymous_enabled: bool = True, hosted_port: int | None = None, **security: str
     ) -> Lab:
         """A lab whose Nexus already holds someone else's private hosted repository."""
-        lab = Lab(tmp_path / f"{mode}-{len(labs)}", upstream.url, mode)
-        labs.append(lab)
+        lab = new_lab(mode, f"{mode}-{next(serial)}")
         for key, value in security.items():
             setattr(lab.params.security, key, value)
         admin = session.admin_login(lab.params, lab.secret).client
@@ -63,9 +63,7 @@ def lab_factory(tmp_path, upstream, monkeypatch):
         return lab
 
     yield make
-    for lab in labs:
-        lab.emulator.stop()
-    REDACTOR.clear()
+    next(made, None)
 
 
 def admin(lab: Lab) -> NexusClient:

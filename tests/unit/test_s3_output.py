@@ -8,13 +8,10 @@ so two writers both keep their rows; bad S3 URLs exit 2 before any request, nami
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import shutil
 import socket
 import sqlite3
-import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +24,8 @@ from runbook_lib.runner import STAGE_NOTEBOOKS, run
 from runbook_lib.secrets import REDACTOR
 from runbook_lib.verify.history import HistoryStore
 from tests.support.offline_params import offline_params_yaml
+from tests.support.secret_scan import Secret
+from tests.support.secret_scan import encodings as secret_forms
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "notebooks"
 BUCKET = "runbook-audit"
@@ -54,17 +53,8 @@ ctx.record("results", {"history": str(store.path), "runs": store.runs(ctx.params
 
 
 def encodings(value: str, user: str) -> dict[str, str]:
-    raw = value.encode()
-    return {
-        "raw": value,
-        "base64": base64.b64encode(raw).decode(),
-        "base64-urlsafe": base64.urlsafe_b64encode(raw).decode(),
-        "url": urllib.parse.quote(value, safe=""),
-        "url-plus": urllib.parse.quote_plus(value),
-        "basic-auth": base64.b64encode(f"{user}:{value}".encode()).decode(),
-        "html": html.escape(value),
-        "json": json.dumps(value)[1:-1],
-    }
+    """Every form the secret scanner looks for (tests/support/secret_scan.py), Basic auth with `user`."""
+    return secret_forms(Secret("canary", value, (user,)))
 
 
 @pytest.fixture(scope="module")

@@ -23,8 +23,8 @@ scrubbed session is installed before the first widget message, as for the form).
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +56,12 @@ class Tracker:
     samples: list[Sample] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     widgets: Any = None  # _Widgets in JupyterLab, None headless
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
     # -- what the calling step reports
     def advance(self, label: str = "", value: float | None = None, series: str = "", steps: int = 1) -> None:
@@ -122,7 +128,7 @@ class _Widgets:
     def show(self, t: Tracker, chart: bool) -> None:
         total = t.total if t.total is not None else max(t.done, 1)
         self.bar.max = max(total, 1)
-        self.bar.value = min(t.done, self.bar.max)
+        self.bar.value = self.bar.max if t.total == 0 else min(t.done, self.bar.max)  # 0 to do: done
         self.bar.bar_style = "success" if t.total is not None and t.done >= t.total else ""
         self.counts.value = t.counts()
         self.latest.value = t.label
@@ -163,12 +169,13 @@ def svg_chart(title: str, samples: list[Sample], width: int = CHART_WIDTH, heigh
 
 
 def _interactive() -> bool:
+    if "IPython" not in sys.modules:  # no kernel in this process: not even worth importing IPython
+        return False
     from runbook_lib import interactive
 
     return interactive.is_interactive()
 
 
-@contextmanager
 def tracker(
     title: str,
     total: int | None = None,
@@ -177,8 +184,9 @@ def tracker(
     *,
     out: Callable[[str], None] = print,
     interactive: bool | None = None,
-) -> Iterator[Tracker]:
-    """A tracker for one long step. ``interactive`` None: JupyterLab or not, as the form decides."""
+) -> Tracker:
+    """A tracker for one long step, shown at once in JupyterLab; use it in ``with`` or as is (a step whose
+    loop is not a block of its own). ``interactive`` None: JupyterLab or not, as the form decides."""
     t = Tracker(title, total, unit, chart, out)
     if interactive if interactive is not None else _interactive():
         from IPython.display import display
@@ -188,4 +196,4 @@ def tracker(
         install_scrubbers()  # before the first widget message leaves the kernel
         t.widgets = _Widgets(t)
         display(t.widgets.box)
-    yield t
+    return t

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from runbook_lib import kube
+from runbook_lib import progress as live
 from runbook_lib.karpenter.nodeclass import KINDS, NodeClassState
 from runbook_lib.params import RunbookParams
 from runbook_lib.plan import Plan, StageFailed
@@ -119,32 +121,31 @@ class DriftMode:
 
 def _feature_gates(api_client: ApiClient, namespace: str) -> str | None:
     """FEATURE_GATES of the Karpenter deployment (v0.32-v0.37), None when it cannot be read."""
-    from kubernetes import client
     from kubernetes.client.rest import ApiException
 
+    path = f"/apis/apps/v1/namespaces/{namespace}/deployments"
     try:
-        deps = client.AppsV1Api(api_client).list_namespaced_deployment(
-            namespace, label_selector="app.kubernetes.io/name=karpenter"
-        )
+        deps = kube.get_json(api_client, path, labelSelector="app.kubernetes.io/name=karpenter")
     except (ApiException, ValueError):
         return None
-    for dep in deps.items or []:
-        for container in dep.spec.template.spec.containers or []:
-            for env in container.env or []:
-                if env.name == "FEATURE_GATES":
-                    return env.value or ""
+    for dep in deps.get("items") or []:
+        pod = ((dep.get("spec") or {}).get("template") or {}).get("spec") or {}
+        for container in pod.get("containers") or []:
+            for env in container.get("env") or []:
+                if env.get("name") == "FEATURE_GATES":
+                    return env.get("value") or ""
     return None
 
 
 def _drift_enabled_v031(api_client: ApiClient, namespace: str) -> bool | None:
-    from kubernetes import client
     from kubernetes.client.rest import ApiException
 
+    path = f"/api/v1/namespaces/{namespace}/configmaps/karpenter-global-settings"
     try:
-        cm = client.CoreV1Api(api_client).read_namespaced_config_map("karpenter-global-settings", namespace)
+        cm = kube.get_json(api_client, path)
     except (ApiException, ValueError):
         return None
-    return str((cm.data or {}).get("featureGates.driftEnabled", "false")).lower() == "true"
+    return str((cm.get("data") or {}).get("featureGates.driftEnabled", "false")).lower() == "true"
 
 
 def drift_mode(params: RunbookParams, api_client: ApiClient | None = None) -> DriftMode:
@@ -465,9 +466,7 @@ def _claim_class(claim: dict[str, Any], api_version: str) -> str | None:
 
 
 def _nodes(api_client: ApiClient) -> dict[str, dict[str, Any]]:
-    from kubernetes import client
-
-    items = client.CoreV1Api(api_client).list_node().to_dict().get("items") or []
+    items = kube.get_json(api_client, "/api/v1/nodes").get("items") or []
     out = {}
     for n in items:
         conditions = (n.get("status") or {}).get("conditions") or []
@@ -593,8 +592,11 @@ def watch(
     deadline = clock() + timeout_s
     last: list[str] = []
     printed = clock()
+    bars = {n: live.tracker(f"node rollout: {n}", unit="node") for n in params.karpenter.node_classes}
     while True:
         progress = snapshot(params, api_client, base)
+        for p in progress:  # JupyterLab: a bar per node class, new nodes Ready of all; headless: nothing
+            bars[p.node_class].update(len(p.new_ready), p.total, p.line())
         lines = [p.line() for p in progress]
         if lines != last or clock() - printed >= HEARTBEAT_S:  # also a line a minute while nothing moves
             stamp = datetime.now(UTC).strftime("%H:%M:%S")

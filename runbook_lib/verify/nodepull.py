@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from runbook_lib import progress
 from runbook_lib.params import RunbookParams, Upstream
 from runbook_lib.registry.client import ImageRef
 from runbook_lib.secrets import REDACTOR, SecretResolver
@@ -355,6 +356,12 @@ def _served_by(
     return "upstream"
 
 
+def _pulls(plans: list[_Plan], pools: dict[str, list[str]], reps: int, skip_hub: bool) -> int:
+    """How many pulls compare() sends: per pool with nodes, per image, per repetition, per route."""
+    routes = sum(1 + bool(p.alias and not (skip_hub and p.ref.registry == "docker.io")) for p in plans)
+    return sum(1 for names in pools.values() if names) * routes * reps
+
+
 def compare(
     params: RunbookParams,
     secret: SecretResolver,
@@ -410,6 +417,8 @@ def compare(
     rows: list[dict[str, Any]] = []
     exact = bool(counters and counters.per_repository)
     silent: set[str] = set()  # nodes whose kubelet did not act on a Pod
+    total = _pulls(plans, pools, v.repetitions, bool(skip_hub))
+    bar = progress.tracker("node pulls per image and route", total, "pull", "node pull (s) by label")
     for pool, names in pools.items():
         turn = 0
         for plan in plans:
@@ -479,5 +488,6 @@ def compare(
                         }
                     )
                     result.measured = True
+                    bar.advance(f"{pool}/{node}: {name} via {path}", value=pulled.seconds, series=label)
     result.samples = samples.frame(rows)
     return result

@@ -18,11 +18,13 @@ pull (refused) and a pull through the warm mirror (served from Nexus's cache). I
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import httpx
 
+from runbook_lib import progress as live
 from runbook_lib.params import RunbookParams, Upstream
 from runbook_lib.registry.client import RegistryClient, RegistryError
 from runbook_lib.registry.pull import PullResult, pull
@@ -244,10 +246,16 @@ def demonstrate(params: RunbookParams, secret: SecretResolver, max_requests: int
             demo.skipped = "Docker Hub sent no rate-limit headers: this source is not limited"
             return demo
         budget = min(max_requests, (demo.before.remaining or 0) + 5)
+        bar = live.tracker("rate-limit demonstration", budget, "GET", "direct manifest GETs (s) until 429")
         for _ in range(budget):
             demo.manifest_gets += 1
-            if direct.manifest(PREVIEW_REPOSITORY, PREVIEW_TAG).status == 429:
-                demo.first_refusal_after = demo.manifest_gets - 1
+            sent, n = time.perf_counter(), demo.manifest_gets
+            status = direct.manifest(PREVIEW_REPOSITORY, PREVIEW_TAG).status
+            served = "429 refused" if status == 429 else "served"
+            bar.advance(f"GET {n}: {status}", value=time.perf_counter() - sent, series=served)
+            if status == 429:
+                demo.first_refusal_after = n - 1
+                bar.update(n, total=n, label=f"429 after {n - 1} served")  # the budget was not all needed
                 break
         demo.direct = pull(direct, PREVIEW_REPOSITORY, PREVIEW_TAG, v.platform, v.max_parallel_layers)
     with endpoints.mirror_client(params, up, credentials, timeout, src) as mirror:

@@ -629,6 +629,12 @@ class Verification(Strict):
     node_pull: StrictBool = True
     thresholds: Thresholds = Field(default_factory=Thresholds)
     max_parallel_layers: StrictInt = Field(4, ge=1, le=32, description="concurrent blob downloads per pull")
+    concurrency: StrictInt = Field(
+        4,
+        ge=1,
+        le=32,
+        description="pulls from the runbook host at once, across images and routes (1 = one at a time)",
+    )
     pull_timeout_s: float = Field(600.0, gt=0, description="per pull (runbook host) and per pod (nodes)")
     namespace: K8sNamespace = Field("default", description="namespace of the short-lived node pull pods")
     bypass_aliases: dict[RegistryHost, RegistryHost] = Field(

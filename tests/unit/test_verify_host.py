@@ -112,15 +112,29 @@ def test_headroom_reads_the_lab_docker_hub(lab, upstream) -> None:
     assert ratelimit.headroom(lab.params, lab.secret)[0].remaining == hub.limit - 2
 
 
-def test_budget_guard_skips_direct_docker_hub_pulls(lab) -> None:
+def test_budget_guard_admits_only_the_direct_docker_hub_pulls_the_reserve_allows(lab) -> None:
     low = ratelimit.Headroom(
         "anonymous", "runbook host", limit=100, remaining=12, window_s=21600, source="1.2.3.4"
     )
     lab.params.verification.ratelimit_reserve = 10
     host = hostpull.compare(lab.params, lab.secret, mirrorproof.NexusContent(None), [low])
-    assert not (host.samples["path"].eq("direct") & host.samples["image"].str.startswith("docker.io")).any()
-    assert host.samples[host.samples["image"] == "quay.io/lab/tool:1"]["path"].tolist().count("direct") == 2
-    assert any("12 pulls left" in n and "reserve 10" in n for n in host.notes)
+    df = host.samples
+    hub_direct = df[df["path"].eq("direct") & df["image"].str.startswith("docker.io")]
+    # 12 left - reserve 10 = 2 of the 4 planned: repetition 1 of each Docker Hub image, so both get one
+    assert sorted(zip(hub_direct["image"], hub_direct["rep"], strict=True)) == [
+        ("docker.io/library/big:lab", 1),
+        ("docker.io/library/demo:1", 1),
+    ]
+    assert df[df["image"] == "quay.io/lab/tool:1"]["path"].tolist().count("direct") == 2
+    assert any("2 of 4 planned" in n and "12 pulls left" in n and "reserve 10" in n for n in host.notes)
+
+    low.remaining = 10  # nothing above the reserve: no direct Docker Hub pull at all
+    host = hostpull.compare(lab.params, lab.secret, mirrorproof.NexusContent(None), [low])
+    df = host.samples
+    assert not (df["path"].eq("direct") & df["image"].str.startswith("docker.io")).any()
+    assert any("4 of 4 planned" in n and "reserve 10" in n for n in host.notes)
+    # the mirror samples are untouched by the budget
+    assert (df["path"] == "mirror").sum() == len(IMAGES) * 2
 
 
 def test_unlimited_when_no_headers(upstream) -> None:

@@ -233,6 +233,7 @@ case(
     "port-float", "connector_port as a float", "upstreams[1].connector_port", L, up(1, connector_port=18083.0)
 )
 case("count-true", "repetitions: true", "verification.repetitions", L, sec("verification", repetitions=True))
+case("concurrency-zero", "concurrency: 0", "verification.concurrency", L, sec("verification", concurrency=0))
 case(
     "kube-port-false", "lab.kube_port: false", "lab.kube_port", L, lambda d: d["lab"].update(kube_port=False)
 )

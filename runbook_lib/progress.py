@@ -57,6 +57,10 @@ class Tracker:
     notes: list[str] = field(default_factory=list)
     widgets: Any = None  # _Widgets in JupyterLab, None headless
 
+    def __post_init__(self) -> None:
+        self.title = REDACTOR.scrub(self.title)
+        self.chart = REDACTOR.scrub(self.chart) if self.chart else self.chart
+
     def __enter__(self) -> Tracker:
         return self
 
@@ -84,7 +88,7 @@ class Tracker:
     def note(self, text: str) -> None:
         """A line of context: printed in every mode (what the step logged before the tracker)."""
         self.notes.append(REDACTOR.scrub(str(text)))
-        self.out(text)
+        self.out(self.notes[-1])
 
     # -- what is shown
     def counts(self) -> str:
@@ -108,7 +112,7 @@ class _Widgets:
     def __init__(self, t: Tracker) -> None:
         import ipywidgets as w
 
-        self.title = w.HTML(f"<b>{html.escape(REDACTOR.scrub(t.title))}</b>")
+        self.title = w.HTML(f"<b>{html.escape(t.title)}</b>")
         self.bar = w.IntProgress(value=0, min=0, max=max(t.total or 0, 1), layout=w.Layout(width="40%"))
         self.counts = w.Label()
         self.latest = w.Label()

@@ -1,0 +1,153 @@
+"""runbook_lib.progress: plain lines headless, a bar and a chart in JupyterLab, nothing secret in either.
+
+The JupyterLab path is taken two ways: the ``interactive=True`` flag, and the real detection
+(``interactive.is_interactive``) with a fake shell whose execute request carries a ``cellId`` as
+JupyterLab's does. The scrubbers the tracker installs in a kernel are replaced by a recorder here, so
+the test process's streams stay as pytest set them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from runbook_lib import interactive, notebook, progress
+from runbook_lib.secrets import REDACTOR
+
+pytest.importorskip("IPython")  # a kernel's process has it loaded: the tracker asks it only then
+REPO = Path(__file__).resolve().parents[2]
+SECRET = "progress-S3cret-value"
+
+
+@pytest.fixture
+def scrubbers(monkeypatch) -> list[str]:
+    calls: list[str] = []
+    monkeypatch.setattr(notebook, "install_scrubbers", lambda: calls.append("installed"))
+    return calls
+
+
+@pytest.fixture
+def secret():
+    REDACTOR.add(SECRET)
+    yield SECRET
+    REDACTOR.clear()
+
+
+def widget_states(widget) -> list[dict]:
+    """The state of a widget and every widget it holds: what JupyterLab saves with the notebook."""
+    out = [widget.get_state()]
+    for child in getattr(widget, "children", ()):
+        out += widget_states(child)
+    return out
+
+
+def bars(svg: str) -> list[tuple[str, float]]:
+    return [
+        (s, float(v))
+        for s, v in re.findall(r'<rect class="sample" data-series="([^"]*)" data-value="([^"]*)"', svg)
+    ]
+
+
+def test_headless_tracker_prints_only_its_notes_and_imports_no_widget_library() -> None:
+    """In a fresh interpreter (no kernel): no widget, ipywidgets and IPython never imported."""
+    code = (
+        "import sys\n"
+        "from runbook_lib import progress\n"
+        "with progress.tracker('node rollout: default', total=2, unit='node', chart='pulls') as t:\n"
+        "    t.advance('node-a replaced')\n"
+        "    t.note('[12:00:00] default: 1/2 new')\n"
+        "    t.advance('nginx via mirror', value=0.42, series='mirror')\n"
+        "print('widgets', t.widgets, 'ipywidgets' in sys.modules, 'IPython' in sys.modules)\n"
+        "print('state', t.counts(), t.series())\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [
+        "[12:00:00] default: 1/2 new",
+        "widgets None False False",
+        "state 2/2 nodes {'mirror': [0.42]}",
+    ]
+
+
+def test_headless_under_papermill_even_with_a_kernel(monkeypatch, scrubbers) -> None:
+    """A kernel whose history holds papermill's injected cell is headless, whatever the request says."""
+    shell = fake_shell(history=["# Parameters\nparams_file = 'x.yaml'\n"])
+    monkeypatch.setattr(interactive, "_shell", lambda: shell)
+    lines: list[str] = []
+    t = progress.tracker("node pulls", total=1, unit="pull", chart="s", out=lines.append)
+    t.advance("a", value=1.0)
+    t.note("one line")
+    assert t.widgets is None and scrubbers == [] and lines == ["one line"]
+
+
+def fake_shell(history: list[str]) -> SimpleNamespace:
+    """What JupyterLab's kernel looks like to is_interactive(): a request with a cellId."""
+    kernel = SimpleNamespace(get_parent=lambda channel="shell": {"metadata": {"cellId": "c-1"}})
+    return SimpleNamespace(kernel=kernel, user_ns={"In": ["", *history]})
+
+
+def test_jupyterlab_tracker_bar_and_chart_follow_advance(monkeypatch, scrubbers) -> None:
+    pytest.importorskip("ipywidgets")
+    monkeypatch.setattr(interactive, "_shell", lambda: fake_shell(history=["x = 1\n"]))
+    lines: list[str] = []
+    t = progress.tracker("node pulls", total=3, unit="pull", chart="pull (s)", out=lines.append)
+    w = t.widgets
+    assert w is not None and scrubbers == ["installed"]  # scrubbed before the first widget message
+    assert (w.bar.value, w.bar.max, w.counts.value) == (0, 3, "0/3 pulls")
+    assert 'data-samples="0"' in w.chart.value
+
+    t.advance("pool/node-a: docker.io/library/nginx:1.27 via mirror", value=0.5, series="mirror (cold)")
+    t.advance("pool/node-a: registry-1.docker.io/library/nginx:1.27 via direct", value=2.0, series="direct")
+    assert (w.bar.value, w.bar.max, w.counts.value) == (2, 3, "2/3 pulls")
+    assert w.latest.value.endswith("via direct") and w.bar.bar_style == ""
+    assert bars(w.chart.value) == [("mirror (cold)", 0.5), ("direct", 2.0)]
+
+    t.advance("pool/node-b: failed", value=None)  # a failed pull: counted, no chart point
+    t.note("pool/node-b: the kubelet did not act on the Pod")
+    assert (w.bar.value, w.counts.value, w.bar.bar_style) == (3, "3/3 pulls", "success")
+    assert len(bars(w.chart.value)) == 2 and 'data-samples="2"' in w.chart.value
+    assert t.series() == {"mirror (cold)": [0.5], "direct": [2.0]}
+    assert lines == ["pool/node-b: the kubelet did not act on the Pod"]  # notes still print
+    assert list(w.bar._dom_classes) == ["runbook-progress-bar"]  # the browser tests' handle
+
+
+def test_update_sets_absolute_counts_and_a_changing_total(scrubbers) -> None:
+    pytest.importorskip("ipywidgets")
+    t = progress.tracker("node rollout: default", unit="node", interactive=True)
+    w = t.widgets
+    assert w.chart is None  # chart=None: a bar only
+    t.update(0, total=0, label="default: no nodes")
+    assert (w.bar.value, w.bar.max, w.counts.value, w.bar.bar_style) == (1, 1, "0/0 nodes", "success")
+    t.update(1, total=4, label="default: 1/4 new (1 ready)")
+    assert (w.bar.value, w.bar.max, w.counts.value, w.bar.bar_style) == (1, 4, "1/4 nodes", "")
+    t.update(2, total=2)  # old nodes gone: the total shrinks to the new ones
+    assert (w.bar.value, w.bar.max, w.counts.value, w.bar.bar_style) == (2, 2, "2/2 nodes", "success")
+    assert w.latest.value == "default: 1/4 new (1 ready)"  # no label given: the last one stays
+
+
+def test_no_secret_in_widget_state(scrubbers, secret) -> None:
+    pytest.importorskip("ipywidgets")
+    lines: list[str] = []
+    t = progress.tracker(
+        f"pulls as {secret}", 2, "pull", f"chart {secret}", out=lines.append, interactive=True
+    )
+    t.advance(f"pulled with password {secret}", value=1.5, series=f"series-{secret}")
+    t.note(f"token {secret}")
+    state = json.dumps(widget_states(t.widgets.box))
+    assert "pulled with password ***" in state and "series-***" in state  # the text is there, masked
+    assert not [f for f in REDACTOR.forms(secret) if f in state]
+    assert lines == ["token ***"] and secret not in repr(t)
+
+
+def test_chart_keeps_the_latest_samples_and_counts_all() -> None:
+    samples = [progress.Sample("GET", float(i), f"GET {i}") for i in range(progress.MAX_BARS + 50)]
+    svg = progress.svg_chart("GETs", samples)
+    drawn = bars(svg)
+    assert len(drawn) == progress.MAX_BARS and drawn[0][1] == 50.0 and drawn[-1][1] == progress.MAX_BARS + 49
+    assert f'data-samples="{progress.MAX_BARS + 50}"' in svg and f"GET ({progress.MAX_BARS + 50})" in svg

@@ -16,14 +16,15 @@ are strategic merge patches, which keep an allocated nodePort (Service ports mer
 
 from __future__ import annotations
 
-import json
 import subprocess
 from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
+from runbook_lib import kube
 from runbook_lib.helm import render
 from runbook_lib.helm.release import Release, helm_binary, kube_flags
 from runbook_lib.helm.values import Overlay, coalesce
@@ -117,32 +118,37 @@ class Objects:
     """Reads and writes Services and Ingresses through the kubernetes client (raw JSON, camelCase)."""
 
     def __init__(self, api_client: ApiClient):
+        self.api_client = api_client
+
+    @cached_property
+    def core(self) -> Any:  # the typed APIs only for writes: their import costs ~0.5 s (kube.get_json)
         from kubernetes import client
 
-        self.core = client.CoreV1Api(api_client)
-        self.net = client.NetworkingV1Api(api_client)
+        return client.CoreV1Api(self.api_client)
 
-    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    @cached_property
+    def net(self) -> Any:
+        from kubernetes import client
+
+        return client.NetworkingV1Api(self.api_client)
+
+    def _read(self, path: str) -> dict[str, Any] | None:
         from kubernetes.client.rest import ApiException
 
-        read = self.core.read_namespaced_service if kind == "Service" else self.net.read_namespaced_ingress
         try:
-            return json.loads(read(name, namespace, _preload_content=False).data)
+            return kube.get_json(self.api_client, path)
         except ApiException as err:
             if err.status == 404:
                 return None
             raise
 
-    def namespace_exists(self, name: str) -> bool:
-        from kubernetes.client.rest import ApiException
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        if kind == "Service":
+            return self._read(f"/api/v1/namespaces/{namespace}/services/{name}")
+        return self._read(f"/apis/networking.k8s.io/v1/namespaces/{namespace}/ingresses/{name}")
 
-        try:
-            self.core.read_namespace(name, _preload_content=False)
-        except ApiException as err:
-            if err.status == 404:
-                return False
-            raise
-        return True
+    def namespace_exists(self, name: str) -> bool:
+        return self._read(f"/api/v1/namespaces/{name}") is not None
 
     def create(self, obj: dict[str, Any], namespace: str) -> None:
         if obj["kind"] == "Service":

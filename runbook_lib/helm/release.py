@@ -18,6 +18,7 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from runbook_lib import kube
 from runbook_lib.helm.values import coalesce
 from runbook_lib.params import RunbookParams
 from runbook_lib.plan import StageFailed
@@ -114,12 +115,8 @@ class Release:
 
 
 def _secrets(api_client: ApiClient, namespace: str, release: str) -> list[dict[str, Any]]:
-    from kubernetes import client
-
-    resp = client.CoreV1Api(api_client).list_namespaced_secret(
-        namespace, label_selector=f"owner=helm,name={release}", _preload_content=False
-    )
-    items = json.loads(resp.data).get("items") or []
+    path = f"/api/v1/namespaces/{namespace}/secrets"
+    items = kube.get_json(api_client, path, labelSelector=f"owner=helm,name={release}").get("items") or []
     return [s for s in items if s.get("type") == RELEASE_TYPE]
 
 

@@ -214,3 +214,25 @@ def test_a_kubeconfig_given_in_a_pod_still_wins(
     _pod_environment(monkeypatch, tmp_path)
     with api_client(make_params({"kubeconfig": str(kubeconfig)})) as api:
         assert api.configuration.host == kube.url
+
+
+def test_get_json_reads_with_the_client_auth_and_query(kube, kubeconfig: Path) -> None:
+    """get_json returns the server's camelCase JSON, sends the label selector and the bearer token, and
+    raises the client's ApiException (status 404) for a missing object, like the typed API methods."""
+    from kubernetes.client.exceptions import ApiException
+
+    from runbook_lib.kube import get_json
+
+    with api_client(make_params({"kubeconfig": str(kubeconfig)})) as api:
+        client.CoreV1Api(api).create_namespaced_config_map(
+            "default", {"metadata": {"name": "probe", "labels": {"app": "x"}}, "data": {"someKey": "v"}}
+        )
+        listed = get_json(api, "/api/v1/namespaces/default/configmaps", labelSelector="app=x")
+        assert [c["metadata"]["name"] for c in listed["items"]] == ["probe"]
+        assert get_json(api, "/api/v1/namespaces/default/configmaps", labelSelector="app=y")["items"] == []
+        assert get_json(api, "/api/v1/namespaces/default/configmaps/probe")["data"] == {"someKey": "v"}
+        with pytest.raises(ApiException) as err:
+            get_json(api, "/api/v1/namespaces/default/configmaps/absent")
+        assert err.value.status == 404
+    sent = [r for r in kube.requests if r.path.endswith("/configmaps") and r.method == "GET"]
+    assert [r.query for r in sent] == ["labelSelector=app%3Dx", "labelSelector=app%3Dy"]

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from runbook_lib import kube
+from runbook_lib import progress as live
 from runbook_lib.karpenter.nodeclass import KINDS, NodeClassState
 from runbook_lib.params import RunbookParams
 from runbook_lib.plan import Plan, StageFailed
@@ -591,8 +592,11 @@ def watch(
     deadline = clock() + timeout_s
     last: list[str] = []
     printed = clock()
+    bars = {n: live.tracker(f"node rollout: {n}", unit="node") for n in params.karpenter.node_classes}
     while True:
         progress = snapshot(params, api_client, base)
+        for p in progress:  # JupyterLab: a bar per node class, new nodes Ready of all; headless: nothing
+            bars[p.node_class].update(len(p.new_ready), p.total, p.line())
         lines = [p.line() for p in progress]
         if lines != last or clock() - printed >= HEARTBEAT_S:  # also a line a minute while nothing moves
             stamp = datetime.now(UTC).strftime("%H:%M:%S")

@@ -4,8 +4,11 @@ A lab node is what the Karpenter simulation (karpenter.py) "boots" for a NodeCla
 runs `python -m runbook_lab.node run SPEC` under
 `unshare --net --mount --pid --fork --kill-child=SIGKILL --propagation private` with `lo` up, so the node has
 
-* its own network namespace: only loopback; the lab's services are reached through the port bridge
-  (bridge.py) on the same port numbers; anything else, the internet included, is unreachable;
+* its own network namespace: loopback, plus a veth pair to the lab's namespace with NAT (veth.py), so
+  127.0.0.1:<port> inside the node is the lab's service on the same port number and every other port is
+  refused; there is no default route, so anything else, the internet included, is unreachable. Where the
+  kernel path cannot be set up, the reason goes to the node's log and net.json and the user-space port
+  bridge (bridge.py) gives the same reachability (NodeSpec.net chooses: auto, veth or bridge);
 * its own mount namespace: `DIR/root/etc/containerd` is bind-mounted at `/etc/containerd` and a node
   `/etc/hosts` at `/etc/hosts`; the host's /etc, /var, /opt, /usr/local, /root, /home and /srv are
   overlaid with a private upper layer (`DIR/overlay/...`), so whatever a userData script writes there
@@ -15,7 +18,8 @@ runs `python -m runbook_lab.node run SPEC` under
   ends everything the node started (containerd, scripts); and SIGKILL of `unshare` kills it too.
 
 Boot sequence inside the namespaces (each step's outcome goes to DIR/status.json, output to DIR/node.log):
-1. mounts as above; 2. the node side of the port bridge; 3. the instance's userData as cloud-init would
+1. mounts as above; 2. the network: wait for the host side to wire the veth pair (DIR/net.json), or start
+the node side of the port bridge when net.json says so; 3. the instance's userData as cloud-init would
 run it: every `text/x-shellscript` MIME part (or a bare `#!` script) is executed for real, in order, with
 its output in DIR/userdata.log — a failing part is recorded and the boot goes on, as with cloud-init;
 NodeConfig (`application/node.eks.aws`), cloud-config and Karpenter's own EKS bootstrap part are skipped
@@ -110,6 +114,7 @@ class NodeSpec:
     heartbeat_s: float = 10.0
     image_maximum_gc_age_s: float = 0.0  # kubelet imageMaximumGCAge; 0 = off (the kubelet's default)
     bridge_dir: str = ""  # default DIR/br
+    net: str = "auto"  # veth (kernel path), bridge (user-space), auto = veth, else bridge with the reason
 
     @property
     def path(self) -> Path:
@@ -397,6 +402,25 @@ def _reap_orphans(stop: threading.Event, own: set[int]) -> None:
                     os.waitpid(int(entry), os.WNOHANG)
 
 
+NET_MODES = ("auto", "veth", "bridge")
+NET_WAIT_S = 30.0
+
+
+def wait_network(spec: NodeSpec, stop: threading.Event) -> dict[str, Any]:
+    """Inside the node: the host side's DIR/net.json, written once it has wired this namespace."""
+    path = spec.path / "net.json"
+    deadline = time.monotonic() + NET_WAIT_S
+    while not stop.is_set():
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            raise NodeError(f"the lab did not wire the node's network within {NET_WAIT_S:.0f} s")
+        time.sleep(0.01)
+    raise NodeError("stopped while waiting for the network")
+
+
 def run(spec_path: Path) -> int:
     """The node process: boot (see the module doc), then serve until SIGTERM; exit 1 when the boot fails."""
     from runbook_lab.bridge import NodeSide
@@ -412,9 +436,18 @@ def run(spec_path: Path) -> int:
     try:
         status.set("mounting")
         overlaid = setup_mounts(spec)
-        status.set("bridging", overlaid=overlaid)
-        bridge = NodeSide(spec.bridge_path, spec.ports).start()
-        status.set("userdata")
+        status.set("network", overlaid=overlaid)
+        net = wait_network(spec, stop)
+        if net.get("mode") == "bridge":
+            bridge = NodeSide(spec.bridge_path, spec.ports).start()
+            print(f"node {spec.name}: network: port bridge ({net.get('reason', 'chosen')})", flush=True)
+        else:
+            print(
+                f"node {spec.name}: network: veth {net.get('node_if')} {net.get('node_addr')} -> "
+                f"{net.get('lab_if')} {net.get('lab_addr')}, ports {net.get('ports')}",
+                flush=True,
+            )
+        status.set("userdata", net=net.get("mode"))
         results = run_user_data(spec, spec.path / "userdata.log")
         status.set("containerd", userdata=results)
         config_path = f"/etc/containerd/certs.d:{spec.lab_certs_dir}"
@@ -517,6 +550,8 @@ class LabNode:
         self.proc: subprocess.Popen[bytes] | None = None
         self.node_pid: int | None = None  # the node process (PID 1 of the node's PID namespace), host view
         self._lab_side: Any = None
+        self._veth: Any = None
+        self.net: dict[str, Any] = {}  # what net.json says: mode veth (addresses) or bridge (reason)
 
     @property
     def dir(self) -> Path:
@@ -551,17 +586,17 @@ class LabNode:
         return "\n".join(chunks) or "(no log)"
 
     def start(self) -> LabNode:
-        from runbook_lab.bridge import LabSide
-
+        if self.spec.net not in NET_MODES:
+            raise NodeError(f"net: {self.spec.net!r} is not one of {', '.join(NET_MODES)}")
         for tool in ("unshare", "ip", "mount"):
             if not shutil.which(tool):
                 raise NodeError(f"{tool!r} not found on PATH (Debian packages util-linux, iproute2, mount)")
         self.dir.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            (self.dir / "status.json").unlink()
+        for stale in ("status.json", "net.json"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.dir / stale).unlink()
         prepare_node_dir(self.spec)
         spec_path = self.spec.save()
-        self._lab_side = LabSide(self.spec.bridge_path, self.spec.ports).start()
         argv = [
             "unshare",
             "--net",
@@ -606,7 +641,39 @@ class LabNode:
                 (self.dir / "pid").write_text(json.dumps({"unshare": self.proc.pid, "node": self.node_pid}))
                 break
             time.sleep(0.01)
+        if self.node_pid is not None:
+            try:
+                self._wire()
+            except BaseException:
+                self.stop()
+                raise
         return self
+
+    def _wire(self) -> None:
+        """The node's network (the node waits for net.json): the kernel path, else the bridge with the
+        reason."""
+        from runbook_lab.bridge import LabSide
+        from runbook_lab.veth import VethError, connect
+
+        net: dict[str, Any] = {"mode": "bridge", "reason": "NodeSpec.net is bridge"}
+        if self.spec.net != "bridge":
+            try:
+                assert self.node_pid is not None
+                self._veth = connect(self.node_pid, self.spec.ports)
+                net = self._veth.describe()
+            except VethError as exc:
+                if self.spec.net == "veth":
+                    raise NodeError(f"lab node {self.spec.name}: kernel network path failed: {exc}") from None
+                net = {"mode": "bridge", "reason": f"kernel path unavailable: {exc}"}
+        if net["mode"] == "bridge":
+            self._lab_side = LabSide(self.spec.bridge_path, self.spec.ports).start()
+            with open(self.log_path, "a", encoding="utf-8") as log:
+                log.write(f"lab: node network falls back to the port bridge: {net['reason']}\n")
+        self.net = net
+        target = self.dir / "net.json"
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(json.dumps(net, indent=1))
+        tmp.replace(target)
 
     def wait_ready(self, timeout: float = 60.0) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
@@ -628,7 +695,7 @@ class LabNode:
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM the node process (it stops kubelet, containerd and the bridge), wait, SIGKILL as a
-        fallback.
+        fallback, then remove the lab side of its network (veth rules or bridge sockets).
         The node's mounts live only in its mount namespace, which goes with its last process."""
         proc, self.proc = self.proc, None
         if proc is not None:
@@ -640,6 +707,9 @@ class LabNode:
             except subprocess.TimeoutExpired:
                 proc.kill()  # --kill-child: the node's PID 1 gets SIGKILL, and with it every process inside
                 proc.wait(timeout=10)
+        if self._veth is not None:
+            self._veth.close()  # the pair went with the node's namespace; this removes the lab-side rules
+            self._veth = None
         if self._lab_side is not None:
             self._lab_side.stop()
             self._lab_side = None
@@ -687,7 +757,8 @@ def discard_disk(node_dir: Path) -> None:
 
 
 def stop_stale(nodes_dir: Path) -> list[int]:
-    """Stop node processes recorded under `nodes_dir` by an earlier run that ended without stopping them."""
+    """Stop node processes recorded under `nodes_dir` by an earlier run that ended without stopping them,
+    then remove the lab-side veth rules of node interfaces that are gone (veth.sweep)."""
     stopped = []
     for pid_file in Path(nodes_dir).glob("*/pid"):
         try:
@@ -717,6 +788,9 @@ def stop_stale(nodes_dir: Path) -> list[int]:
         stopped.extend(ours.values())
         with contextlib.suppress(FileNotFoundError):
             pid_file.unlink()
+    from runbook_lab.veth import sweep
+
+    sweep()
     return stopped
 
 

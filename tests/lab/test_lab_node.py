@@ -9,6 +9,7 @@ pulls it served; the Docker Hub front's counters prove the `registry-1.docker.io
 from __future__ import annotations
 
 import base64
+import json
 import re
 import subprocess
 import tomllib
@@ -290,7 +291,22 @@ def test_if_not_present_uses_the_node_image_and_deletion_is_confirmed(node: LabN
 
 
 @pytest.mark.netns
-def test_bridge_reaches_only_the_bridged_lab_ports(node: LabNode, kube, registries: Registries) -> None:
+def test_node_reaches_only_the_lab_ports_over_the_kernel_path(
+    node: LabNode, kube, registries: Registries
+) -> None:
+    net = json.loads((node.dir / "net.json").read_text())
+    assert net["mode"] == "veth", net  # root, iproute2 and iptables are here: no fallback to the bridge
+    assert node.status()["net"] == "veth" and sorted(net["ports"]) == sorted(node.spec.ports)
+    routes = run_in(node, "ip", "-4", "route", "show").stdout.strip().splitlines()
+    assert len(routes) == 1 and " dev lab0 " in routes[0] and not routes[0].startswith("default"), routes
+    _assert_only_lab_ports(node, kube, registries)
+    lab_side = run_in(
+        node, "curl", "-sS", "-m", "5", f"http://{net['lab_addr']}:{registries.registry.port}/v2/"
+    )
+    assert lab_side.returncode == 7 and "Couldn't connect" in lab_side.stderr  # the lab side refuses it too
+
+
+def _assert_only_lab_ports(node: LabNode, kube, registries: Registries) -> None:
     ok = run_in(
         node, "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", f"http://127.0.0.1:{kube.port}/version"
     )
@@ -342,6 +358,49 @@ def test_stop_ends_every_process_and_leaves_no_mount(registries: Registries, kub
     assert node.status()["phase"] == "stopped"
     assert host_mounts_under(node.dir) == []
     assert not (node.dir / "pid").exists()
+
+
+@pytest.mark.netns
+def test_a_bridge_node_keeps_the_same_isolation_and_stop_removes_each_lab_side(
+    registries: Registries, kube, base: Path
+) -> None:
+    from runbook_lab.kube import write_kubeconfig
+    from runbook_lab.veth import interfaces, leftover_interfaces
+
+    kubeconfig = write_kubeconfig(base / "kubeconfig-br", kube.url)
+    nodes = {}
+    for net in ("bridge", "veth"):
+        nodes[net] = LabNode(
+            NodeSpec(
+                name=f"ip-10-0-0-9{len(nodes)}.ec2.internal",
+                dir=str(base / "nodes" / f"net-{net}"),
+                kubeconfig=str(kubeconfig),
+                ports=[registries.hub.port, kube.port],
+                hosts={"registry-1.docker.io": "127.0.0.1"},
+                heartbeat_s=30,
+                net=net,
+            )
+        ).start()
+    try:
+        for net, lab_node in nodes.items():
+            lab_node.wait_ready(60)
+            assert lab_node.status()["net"] == net
+            _assert_only_lab_ports(lab_node, kube, registries)
+        assert (nodes["bridge"].spec.bridge_path / str(kube.port)).exists()
+        ifname = nodes["veth"].net["lab_if"]
+        assert ifname in interfaces() and ifname in leftover_interfaces()
+    finally:
+        for lab_node in nodes.values():
+            lab_node.stop()
+    assert not (nodes["bridge"].spec.bridge_path / str(kube.port)).exists()
+    assert ifname not in interfaces() and ifname not in leftover_interfaces()
+
+
+def test_an_unknown_net_mode_is_refused_before_anything_starts(tmp_path: Path) -> None:
+    node = LabNode(NodeSpec(name="n", dir=str(tmp_path / "n"), net="tap"))
+    with pytest.raises(NodeError, match="net: 'tap'"):
+        node.start()
+    assert node.proc is None
 
 
 @pytest.mark.netns

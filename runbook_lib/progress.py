@@ -31,6 +31,7 @@ from typing import Any
 from runbook_lib.secrets import REDACTOR
 
 CHART_WIDTH, CHART_HEIGHT = 640, 160  # px of the SVG
+MAX_BAR_PX = 24  # the widest bar: the chart fills in from the left as samples arrive
 MAX_BARS = 200  # the chart keeps the latest samples beyond this (a long run stays cheap to redraw)
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
@@ -147,7 +148,7 @@ def svg_chart(title: str, samples: list[Sample], width: int = CHART_WIDTH, heigh
     colour = {n: PALETTE[i % len(PALETTE)] for i, n in enumerate(names)}
     top = max((s.value for s in shown), default=0.0) or 1.0
     pad, plot_h = 4, height - 36
-    step = (width - 2 * pad) / max(len(shown), 1)
+    step = min((width - 2 * pad) / max(len(shown), 1), MAX_BAR_PX)  # a few samples: narrow bars, room left
     bars = []
     for i, s in enumerate(shown):
         h = max(plot_h * s.value / top, 1.0)

@@ -7,6 +7,10 @@ form, see the plan, click Apply, type the target's name, see the result and the 
 to test-artifacts/browser/ (gitignored). Then: the form's apply and `runbook run --apply` on a fresh
 Nexus record the same changes, results and checks; nothing secret is in the saved notebook or its
 widget state; a headless run records exactly what the notebook without its form cell records.
+
+Live progress (#13 part 2): stage 5's notebook, run in the browser against a second Nexus emulator
+proxying the lab's Docker Hub (a real distribution registry behind the Docker Hub stand-in, limit 5),
+shows the rate-limit demonstration's bar reaching its total and its chart filling in per manifest GET.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.labkit import free_port
+from tests.support.labkit import Lab, free_port, needs_registry, upstream_fixture
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
@@ -35,7 +39,13 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO / "test-artifacts" / "browser"
 TARGET = "browser-lab"
 STAGE_NB = "01_nexus_repositories.ipynb"
-SECRETS = {"TEST_NEXUS_ADMIN": "managed-admin-S3cret-value", "TEST_HUB_PASSWORD": "hub-upstream-S3cret-value"}
+SECRETS = {
+    "TEST_NEXUS_ADMIN": "managed-admin-S3cret-value",
+    "TEST_HUB_PASSWORD": "hub-upstream-S3cret-value",
+    "TEST_PULL_PASSWORD": "pull-user-S3cret-value",  # the verify lab's pull user (progress test)
+}
+VERIFY_NB = "05_verification.ipynb"
+HUB_LIMIT = 5  # the demonstration's source is refused after this many manifest GETs
 
 if not CHROMIUM.exists() and not os.environ.get("CI"):
     pytest.skip(
@@ -346,3 +356,130 @@ def test_headless_run_records_what_the_notebook_without_the_form_records(target:
     saved = nbformat.read(with_form.run_dir / with_form.record["stages"][0]["notebook"], as_version=4)
     [cell] = [c for c in saved.cells if "interactive.form" in c.source]
     assert cell.outputs == [] and "widgets" not in saved.metadata
+
+
+# ------------------------------------------------------------------------------- live progress (#13.2)
+upstream = pytest.fixture(scope="module")(upstream_fixture)
+
+
+class _Stages(Lab):
+    """Stages 1 and 2 in this process, as labkit's Lab runs them, on a parameters file of this test."""
+
+    def __init__(self, params, run_dir: Path) -> None:
+        self.params, self.run_dir = params, run_dir
+        self.records, self.apply, self.api_client = {}, False, None
+
+
+@pytest.fixture(scope="module")
+def verify_params(target: Target, upstream, tmp_path_factory) -> Iterator[Path]:
+    """Stages 1-2 applied to a fresh emulator that proxies the lab's Docker Hub; a parameters file for
+    stage 5 with one image, the node path off and the rate-limit demonstration on (from 127.0.0.2)."""
+    from runbook_lab.nexus.emulator import NexusEmulator
+    from runbook_lib import params as params_mod
+
+    tmp = tmp_path_factory.mktemp("verify")
+    emulator = NexusEmulator(tmp / "nexus", port=0, version="3.94.0-01", edition="COMMUNITY").start()
+    target.initial_passwords.append((tmp / "nexus" / "admin.password").read_text().strip())
+    data = _params(tmp, emulator.url, tmp / "nexus")
+    data["target"] = "verify-lab"
+    hub_port, quay_port = free_port(), free_port()
+    data["upstreams"] = [
+        {
+            "name": "docker-hub",
+            "registry": "docker.io",
+            "remote_url": upstream.url,
+            "group": "docker",
+            "connector_port": hub_port,
+            "mirror_url": f"http://127.0.0.1:{hub_port}",
+        },
+        {"name": "quay-io", "registry": "quay.io", "remote_url": upstream.url, "connector_port": quay_port},
+    ]
+    data["security"] = {"mode": "anonymous", "pull_password": "env:TEST_PULL_PASSWORD"}
+    data["verification"].update(
+        images=["docker.io/library/demo:1"],
+        repetitions=1,
+        node_pull=False,
+        ratelimit_reserve=0,
+        counters_url=f"{emulator.url}/_lab/counters",
+        demonstrate_rate_limit=True,
+        demo_source_address="127.0.0.2",
+        thresholds={},
+    )
+    path = tmp / "verify-lab.yaml"
+    path.write_text(yaml.safe_dump(data))
+    _Stages(params_mod.load(path), tmp).run_stages(apply=True)
+    hub = upstream.hub
+    saved, hub.config = hub.config, hub.config.updated({"limit": HUB_LIMIT})
+    hub.ledger.reset()
+    try:
+        yield path
+    finally:
+        hub.config = saved
+        emulator.stop()
+
+
+def _with_params_file(notebook: Path, params_file: Path) -> None:
+    """The parameters cell names this file, as a person edits it (the form's first choice)."""
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    [cell] = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    cell.source = re.sub(r'^params_file: str = "[^"]*"', f'params_file: str = "{params_file}"', cell.source)
+    assert str(params_file) in cell.source
+    nbformat.write(nb, notebook)
+
+
+WATCH_CHARTS = """() => {
+  window.chartSamples = [];
+  new MutationObserver(() => {
+    for (const box of document.querySelectorAll('.runbook-progress')) {
+      const svg = box.querySelector('.runbook-progress-chart svg');
+      if (!svg || !box.textContent.includes('rate-limit demonstration')) continue;
+      const n = Number(svg.getAttribute('data-samples'));
+      if (window.chartSamples.at(-1) !== n) window.chartSamples.push(n);
+    }
+  }).observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true});
+}"""
+
+
+@needs_registry
+def test_live_progress_of_the_rate_limit_demonstration(page, jupyter: Jupyter, verify_params: Path) -> None:
+    _with_params_file(jupyter.notebooks / VERIFY_NB, verify_params)
+    page.goto(f"{jupyter.url}/lab/tree/{VERIFY_NB}?token={jupyter.token}")
+    page.locator(".jp-Notebook").wait_for()
+    page.get_by_text(re.compile(r"eks-mirror-runbook\) \| Idle")).wait_for()
+    page.evaluate(WATCH_CHARTS)  # every sample count the chart shows, in order, while the cells run
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+    page.wait_for_function(  # the demonstration's table: the step after the GETs ran
+        "() => [...document.querySelectorAll('.jp-OutputArea-output')].some("
+        "e => e.innerText.includes('pull through the warm mirror'))",
+        timeout=300_000,
+    )
+    box = page.locator(".runbook-progress", has_text="rate-limit demonstration")
+    box.scroll_into_view_if_needed()
+    box.screenshot(path=str(ARTIFACTS / "6-progress-ratelimit.png"))
+    page.screenshot(path=str(ARTIFACTS / "6-progress-page.png"))
+    gets = HUB_LIMIT + 1  # served until the limit, then the refusal: the bar's total shrinks to them
+    assert box.locator(".runbook-progress-counts").inner_text() == f"{gets}/{gets} GETs"
+    assert box.locator(".runbook-progress-label").inner_text() == f"429 after {HUB_LIMIT} served"
+    width = box.locator(".runbook-progress-bar .progress-bar").evaluate("e => e.style.width")
+    assert width == "100%", width
+    series = box.locator(".runbook-progress-chart svg rect.sample").evaluate_all(
+        "rects => rects.map(r => r.getAttribute('data-series'))"
+    )
+    assert series == ["served"] * HUB_LIMIT + ["429 refused"]
+    seen = page.evaluate("() => window.chartSamples")
+    assert seen[-1] == gets and seen == sorted(seen) and len(set(seen)) > 2, seen  # filled in as they came
+
+    saved = jupyter.notebooks / VERIFY_NB
+    before = saved.stat().st_mtime
+    page.keyboard.press("Control+s")
+    deadline = time.monotonic() + 60
+    while saved.stat().st_mtime == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    text = saved.read_text()
+    state = json.loads(text)["metadata"]["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    assert f"{gets}/{gets} GETs" in json.dumps(state)  # the progress widgets' state was saved ...
+    values = set().union(*(_forms(v) for v in SECRETS.values()))
+    assert not [v for v in values if v in text]  # ... and holds no secret, nor does the notebook

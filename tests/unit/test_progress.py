@@ -4,6 +4,10 @@ The JupyterLab path is taken two ways: the ``interactive=True`` flag, and the re
 (``interactive.is_interactive``) with a fake shell whose execute request carries a ``cellId`` as
 JupyterLab's does. The scrubbers the tracker installs in a kernel are replaced by a recorder here, so
 the test process's streams stay as pytest set them.
+
+The hooks run for real with JupyterLab's path forced: the rollout watch against the Kubernetes stand-in
+(the test plays Karpenter, as in test_karpenter_rollout), the node pulls with the test kubelet of
+test_verify_node, the rate-limit demonstration against the lab's Docker Hub (test_verify_host's lab).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import pytest
 
 from runbook_lib import interactive, notebook, progress
 from runbook_lib.secrets import REDACTOR
+from tests.unit.test_verify_host import lab  # noqa: F401 - fixtures: the Nexus-emulator lab ...
+from tests.unit.test_verify_node import cluster, upstream  # noqa: F401 - ... and its nodes' stand-in
 
 pytest.importorskip("IPython")  # a kernel's process has it loaded: the tracker asks it only then
 REPO = Path(__file__).resolve().parents[2]
@@ -151,3 +157,86 @@ def test_chart_keeps_the_latest_samples_and_counts_all() -> None:
     drawn = bars(svg)
     assert len(drawn) == progress.MAX_BARS and drawn[0][1] == 50.0 and drawn[-1][1] == progress.MAX_BARS + 49
     assert f'data-samples="{progress.MAX_BARS + 50}"' in svg and f"GET ({progress.MAX_BARS + 50})" in svg
+
+
+# ---------------------------------------------------------------- the hooks, with JupyterLab's path taken
+@pytest.fixture
+def shown(monkeypatch, scrubbers) -> list[progress.Tracker]:
+    """Every tracker the steps create, built as in JupyterLab (widgets and all)."""
+    pytest.importorskip("ipywidgets")
+    made: list[progress.Tracker] = []
+    real = progress.tracker
+
+    def tracker(*args, **kwargs) -> progress.Tracker:
+        made.append(real(*args, **{**kwargs, "interactive": True}))
+        return made[-1]
+
+    monkeypatch.setattr(progress, "tracker", tracker)
+    return made
+
+
+def test_rollout_watch_shows_a_bar_per_node_class_that_reaches_its_nodes(kube, shown, tmp_path) -> None:
+    from runbook_lib.karpenter import rollout
+    from runbook_lib.kube import api_client
+    from tests.unit import test_karpenter_rollout as r
+
+    params = r.make_params(rollout_timeout_s=100, rollout_poll_s=1)
+    params.kubernetes.kubeconfig = str(r.write_kubeconfig(tmp_path / "kubeconfig", kube.url))
+    r.seed_cluster(kube, n=2)
+    api = api_client(params)
+    _, base = r.plan_and_apply(params, api)
+    steps = [
+        lambda: r.stamp_class(kube, "h2"),
+        lambda: [kube.put(r.claim("new-0", "h2")), r.terminate(kube, api, "old-0"), r.finish(api, "old-0")],
+        lambda: [kube.put(r.claim("new-1", "h2")), r.terminate(kube, api, "old-1"), r.finish(api, "old-1")],
+    ]
+    seen: list[tuple[int, int]] = []
+
+    def sleep(seconds: float) -> None:
+        bar = shown[0].widgets.bar
+        seen.append((bar.value, bar.max))
+        steps.pop(0)()
+
+    lines: list[str] = []
+    done = rollout.watch(params, api, base, out=lines.append, sleep=sleep)
+    assert done[0].done and steps == []
+    [t] = shown
+    assert t.title == "node rollout: default" and t.widgets.chart is None
+    assert (t.widgets.bar.value, t.widgets.bar.max, t.widgets.counts.value) == (2, 2, "2/2 nodes")
+    assert seen == [(0, 2), (0, 2), (1, 2)]  # the bar moved with the new nodes, one per poll
+    assert t.widgets.latest.value == done[0].line() and lines[-1].endswith(done[0].line())  # lines as before
+
+
+def test_node_pulls_show_a_bar_of_all_pulls_and_a_chart_by_label(cluster, shown) -> None:  # noqa: F811
+    from tests.unit.test_verify_node import run_node_path
+
+    nexus_lab, _, _, kube_api = cluster
+    result = run_node_path(nexus_lab, kube_api)
+    df = result.samples
+    [t] = shown
+    assert t.total == len(df) > 0 and t.counts() == f"{len(df)}/{len(df)} pulls"
+    assert t.widgets.bar.value == t.widgets.bar.max == len(df)
+    timed = df[df["seconds"].notna()]
+    assert bars(t.widgets.chart.value) == [
+        (label, pytest.approx(s, rel=1e-5)) for label, s in zip(timed["label"], timed["seconds"], strict=True)
+    ]
+    assert (
+        t.label
+        == f"{df['pool'].iloc[-1]}/{df['node'].iloc[-1]}: {df['pulled'].iloc[-1]} via {df['path'].iloc[-1]}"
+    )
+
+
+def test_rate_limit_demonstration_charts_each_manifest_get(lab, upstream, shown) -> None:  # noqa: F811
+    from runbook_lib.verify import ratelimit
+
+    saved = upstream.hub.config
+    upstream.hub.config = saved.updated({"limit": 3})
+    try:
+        demo = ratelimit.demonstrate(lab.params, lab.secret)
+    finally:
+        upstream.hub.config = saved
+    [t] = shown
+    assert demo.first_refusal_after == 3 and demo.manifest_gets == 4
+    assert (t.done, t.total, t.counts(), t.label) == (4, 4, "4/4 GETs", "429 after 3 served")  # budget was 8
+    assert [s for s, _ in bars(t.widgets.chart.value)] == ["served"] * 3 + ["429 refused"]
+    assert t.widgets.bar.value == t.widgets.bar.max == 4 and t.widgets.bar.bar_style == "success"

@@ -6,6 +6,7 @@
     runbook report [--output-dir DIR]    write DIR/index.html listing the runs (DIR may be s3://BUCKET/PREFIX)
     runbook fleet run --params-dir DIR   the same stages for every parameters file in DIR, N at a time
     runbook lab up|down|status           the built-in lab
+    runbook lab break|fix FAULT          put a real-cluster fault into the lab, take it out (`lab faults`)
     runbook notebook [--params F] [--lab] JupyterLab on the stage notebooks (loopback), with the form
 
 Exit codes: 0 ok, 1 a stage (or lab component) failed, or `run` could not write or push its metrics
@@ -268,6 +269,19 @@ def cmd_lab(args: argparse.Namespace) -> int:
         _err(f"lab {args.action}: {LAB_NOT_INSTALLED}")
         return 2
 
+    if args.action in ("break", "fix", "faults"):
+        from runbook_lab import breakage
+
+        if args.action == "faults" or getattr(args, "list", False):
+            print(breakage.table())
+            return 0
+        if not args.fault or args.fault not in breakage.BY_NAME:
+            _err(f"lab {args.action}: " + (breakage.unknown(args.fault) if args.fault else "name a fault"))
+            _err(breakage.table())
+            return 2
+    elif getattr(args, "fault", None):
+        _err(f"lab {args.action}: takes no fault name (got {args.fault!r}); `lab break|fix FAULT` does")
+        return 2
     try:
         p, path = _lab_params(args)
     except ParamsError as err:
@@ -276,6 +290,8 @@ def cmd_lab(args: argparse.Namespace) -> int:
         return 2
     lab_dir = Path(args.dir).resolve() if args.dir else p.path(p.lab.dir)
     lab = orchestrator.Lab(p, lab_dir, path)
+    if args.action in ("break", "fix"):
+        return _lab_fault(args, lab)
     try:
         if args.action == "up":
             lab.up(progress=lambda msg: print(msg, flush=True))
@@ -296,6 +312,23 @@ def cmd_lab(args: argparse.Namespace) -> int:
                 return 1
     except orchestrator.LabError as err:
         _err(f"lab {args.action}: {err}")
+        return 1
+    return 0
+
+
+def _lab_fault(args: argparse.Namespace, lab: object) -> int:
+    """`lab break|fix FAULT` (runbook_lab.breakage): 0 done or nothing to do, 1 failed, 2 not for this lab."""
+    from runbook_lab import breakage, orchestrator
+
+    breaker = breakage.Breaker(lab, lambda msg: print(msg, flush=True))
+    try:
+        act = breaker.break_fault if args.action == "break" else breaker.fix_fault
+        print(act(args.fault))
+    except breakage.FaultError as err:
+        _err(f"lab {args.action} {args.fault}: {err}")
+        return 2 if err.bad_input else 1
+    except orchestrator.LabError as err:
+        _err(f"lab {args.action} {args.fault}: {err}")
         return 1
     return 0
 
@@ -409,7 +442,9 @@ def build_parser() -> argparse.ArgumentParser:
     fr.set_defaults(func=cmd_fleet_run)
 
     lp = sub.add_parser("lab", help="the built-in lab of real parts and stand-ins")
-    lp.add_argument("action", choices=["up", "down", "status"])
+    lp.add_argument("action", choices=["up", "down", "status", "break", "fix", "faults"])
+    lp.add_argument("fault", nargs="?", help="break/fix: the fault (`runbook lab faults` lists them)")
+    lp.add_argument("--list", action="store_true", help="break/fix: list the faults (as `lab faults`)")
     lp.add_argument("--params", default=str(DEFAULT_LAB_PARAMS), help="lab parameters (ports live there)")
     lp.add_argument("--dir", help="lab state folder (default: lab.dir of the parameters)")
     lp.set_defaults(func=cmd_lab)

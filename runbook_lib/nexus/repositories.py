@@ -65,6 +65,9 @@ def proxy_document(params: RunbookParams, up: Upstream, password: str | None) ->
 
 def group_document(params: RunbookParams, up: Upstream, actual: dict | None) -> dict[str, Any]:
     members = list((actual or {}).get("group", {}).get("memberNames") or [])
+    # Members someone else added stay, except the proxies of the other upstreams: with them the group
+    # would answer their paths too (containerd's ?ns= is ignored, see the module docstring).
+    members = [m for m in members if m not in _other_proxies(params, up)]
     if up.name not in members:
         members = [up.name, *members]  # ours first; members someone else added stay
     return {
@@ -74,6 +77,11 @@ def group_document(params: RunbookParams, up: Upstream, actual: dict | None) -> 
         "group": {"memberNames": members},
         "docker": docker_block(params, up.connector_port),
     }
+
+
+def _other_proxies(params: RunbookParams, up: Upstream) -> dict[str, str]:
+    """The proxies (name -> registry) of the upstreams other than `up`'s registry."""
+    return {u.name: u.registry for u in params.upstreams if u.registry != up.registry}
 
 
 def _without_secrets(doc: Any) -> Any:
@@ -213,3 +221,77 @@ def serving_checks(params: RunbookParams, plan: Plan) -> list[Check]:
                 continue
             checks.append(Check(name, status in (200, 401), f"{url} answered {status}"))
     return checks
+
+
+def drift_checks(params: RunbookParams, plan: Plan) -> list[Check]:
+    """Plan mode: what differs in Nexus today that breaks the mirror, not only the parameters.
+
+    - A group holding the proxies of other upstreams: containerd names the registry only in ``?ns=``,
+      which Nexus ignores, so the group answers every upstream's paths from its first member that has
+      them (the reason for one endpoint per upstream, module docstring). Such an upstream's own connector
+      is usually gone too: both are named.
+    - A proxy whose remote URL differs from ``upstreams[].remote_url`` and does not answer the registry
+      API (``GET /v2/``: 200 or 401, distribution/distribution docs/spec/api.md): every pull of an image
+      not yet cached fails at the mirror, and containerd falls back to the upstream. A remote that differs
+      and answers is a warning: the plan's update shows it, and it may be a move in progress.
+
+    In apply mode the apply has just written the parameters' documents: nothing is left to report.
+    """
+    if plan.apply_mode:
+        return []
+    by_name = {u.name: u for u in params.upstreams}
+    checks: list[Check] = []
+    for change in plan.pending:
+        members = change.diff.get("group.memberNames")
+        if change.kind == "docker group" and members and isinstance(members[0], list):
+            up = next(u for u in params.upstreams if u.group == change.name)
+            others = _other_proxies(params, up)
+            wrong = [m for m in members[0] if m in others]
+            if wrong:
+                lost = [
+                    f"{m} has no connector of its own"
+                    for m in wrong
+                    if by_name[m].connector_port and not by_name[m].group and _port_removed(plan, m)
+                ]
+                checks.append(
+                    Check(
+                        f"group {change.name} serves {up.registry} only",
+                        False,
+                        f"it also holds {', '.join(f'{m} ({others[m]})' for m in wrong)}"
+                        + (f"; {', '.join(lost)}" if lost else "")
+                        + ": one endpoint for several upstreams relies on containerd's ?ns=, which Nexus "
+                        "ignores, so the group answers their paths from whichever member has them first "
+                        "(--apply gives each upstream its endpoint back)",
+                    )
+                )
+        remote = change.diff.get("proxy.remoteUrl")
+        if change.kind == "docker proxy" and remote and remote[0]:
+            checks.append(_remote_check(params, change.name, str(remote[0]), str(remote[1])))
+    return checks
+
+
+def _port_removed(plan: Plan, proxy: str) -> bool:
+    return any(
+        c.kind == "docker proxy" and c.name == proxy and (c.diff.get("docker.httpPort") or [1])[0] is None
+        for c in plan.pending
+    )
+
+
+def _remote_check(params: RunbookParams, repo: str, actual: str, wanted: str) -> Check:
+    name = f"repository {repo} proxies its upstream's remote URL"
+    try:
+        with net.client(params.resolve, timeout=5) as http:
+            status = http.get(f"{actual.rstrip('/')}/v2/").status_code
+        answer = f"answers /v2/ with {status}"
+        serves = status in (200, 401)
+    except httpx.HTTPError as err:
+        answer, serves = f"does not answer ({type(err).__name__})", False
+    detail = f"the remote URL in Nexus is {actual}, the parameters say {wanted}; {actual} {answer}"
+    if serves:
+        return Check.graded(name, "warn", detail + " (the plan sets the parameters' URL)")
+    return Check(
+        name,
+        False,
+        detail + ": pulls of images the mirror has not cached fail there and nodes fall back to the "
+        "upstream (--apply sets the parameters' URL)",
+    )

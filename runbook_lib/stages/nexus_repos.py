@@ -44,7 +44,8 @@ def apply(ctx: Any, state: State, plan: Plan) -> ApplyResult:
 
 
 def checks(ctx: Any, state: State, plan: Plan) -> list[Check]:
-    return steps.record_checks(ctx, repositories.serving_checks(ctx.params, plan))
+    found = repositories.serving_checks(ctx.params, plan) + repositories.drift_checks(ctx.params, plan)
+    return steps.record_checks(ctx, found)
 
 
 def enforce(ctx: Any, checks: list[Check]) -> None:

@@ -35,6 +35,7 @@ from runbook_lib import lock as lock_mod
 from runbook_lib import params as params_mod
 from runbook_lib.audit.banner import add_banner, banner_markdown, change_summary
 from runbook_lib.audit.destinations import DESTINATIONS, DestinationError, StagedOutput, is_remote, join
+from runbook_lib.audit.html import warm_up as html_warm_up
 from runbook_lib.audit.record import StageRecords, collect_records
 from runbook_lib.audit.redact_io import (
     RedactedOutput,
@@ -688,6 +689,7 @@ def _run_locked(
     metrics: MetricsOutput | None = None,
     staged: StagedOutput | None = None,
 ) -> RunResult:
+    html_warm_up()
     register_param_secrets(params)
     if cell_timeout_s is None:  # a cell may wait for a whole Karpenter node rollout
         cell_timeout_s = max(DEFAULT_CELL_TIMEOUT_S, params.karpenter.rollout_timeout_s + 600.0)

@@ -396,3 +396,25 @@ def test_report_index_from_s3_objects() -> None:
 
 def _s3_text(client, key: str) -> str:
     return client.get_object(Bucket="audit-bucket", Key=key)["Body"].read().decode()
+
+
+def test_html_warm_up_builds_the_one_exporter_used_by_later_renders() -> None:
+    """The runner warms the HTML exporter in a thread while the first kernel starts; a render afterwards
+    uses that same exporter (built once) and still drops the parameters cell from the report."""
+    import nbformat
+
+    from runbook_lib.audit import html
+
+    html._exporter.cache_clear()
+    html.warm_up().join(timeout=60)
+    assert html._exporter.cache_info().currsize == 1  # built by the warm-up thread, not by this test
+    warmed = html._exporter()
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("params_file = 'x'", metadata={"tags": ["parameters"]}),
+            nbformat.v4.new_markdown_cell("# Stage report"),
+        ]
+    )
+    body = html.render_html(nb, title="t")
+    assert html._exporter() is warmed and html._exporter.cache_info().misses == 1
+    assert "Stage report" in body and "params_file" not in body

@@ -9,7 +9,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import pull_bench, stage_bench
+from bench import pull_bench, stage_bench, verify_bench
 from bench.common import REPO, Figure, load_average, machine, with_load
 from bench.readme import RESULTS, table, update_readme
 
@@ -17,7 +17,6 @@ SUITE_TIME = REPO / "bench" / "suite_time.json"  # {"seconds": N, "date": ...}: 
 
 NOT_MEASURED = {
     "lab node path, warm mirror vs direct": "needs the veth node path (issue #15)",
-    "verification 50 images x 3 routes, bounded concurrency": "bench not written yet (see issue #15)",
 }
 
 
@@ -46,6 +45,7 @@ def main() -> int:
     figures: list[Figure] = []
     figures += with_load(lambda: pull_bench.measure(work / "pull"))
     figures += with_load(lambda: stage_bench.measure(work / "stages"))
+    figures += with_load(lambda: verify_bench.measure(work / "verify"))
     suite = suite_figure()
     if suite is not None:
         figures.append(suite)

@@ -9,15 +9,13 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench import pull_bench, stage_bench, verify_bench
+from bench import node_bench, pull_bench, stage_bench, verify_bench
 from bench.common import REPO, Figure, load_average, machine, with_load
 from bench.readme import RESULTS, table, update_readme
 
 SUITE_TIME = REPO / "bench" / "suite_time.json"  # {"seconds": N, "date": ...}: the lead's last full run
 
-NOT_MEASURED = {
-    "lab node path, warm mirror vs direct": "needs the veth node path (issue #15)",
-}
+NOT_MEASURED: dict[str, str] = {}
 
 
 def suite_figure() -> Figure | None:
@@ -46,6 +44,7 @@ def main() -> int:
     figures += with_load(lambda: pull_bench.measure(work / "pull"))
     figures += with_load(lambda: stage_bench.measure(work / "stages"))
     figures += with_load(lambda: verify_bench.measure(work / "verify"))
+    figures += with_load(lambda: node_bench.measure(work / "node"))
     suite = suite_figure()
     if suite is not None:
         figures.append(suite)

@@ -473,6 +473,9 @@ class Lab:
             if pid_alive(pid, Path(rec["argv"][0]).name):
                 stop_pid(pid)
                 stopped.append(name)
+        from runbook_lab.node import stop_stale
+
+        stop_stale(self.dir / "nodes")  # nodes a killed Karpenter left, then gone nodes' veth rules
         state["components"] = {}
         state["down_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         if self.state_file.exists():

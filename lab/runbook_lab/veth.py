@@ -17,13 +17,17 @@ does that in the kernel, instead of the user-space port bridge (bridge.py, kept 
   SNAT then gives it the node's address). Only the /30's connected route exists: no default route, so any
   other address is "network is unreachable"; an unlisted port of 127.0.0.1 is refused by the node's own
   kernel.
-* Lab side (rules in chains named `RBLAB-rbl<N>` in the lab's namespace): nat PREROUTING from rbl<N> DNATs
-  LAB:P to 127.0.0.1:P (`route_localnet` on rbl<N>: a loopback destination arriving on another device is
-  martian otherwise); filter INPUT from rbl<N> accepts only 127.0.0.1:P of the lab ports (and replies of
-  accepted connections), resets every other TCP connection and rejects everything else; FORWARD drops
-  whatever comes from rbl<N>, so nothing is routed onward whatever the namespace's ip_forward. The lab side
-  is what enforces the isolation: the node is root in its own namespace (userData runs as root) and could
-  rewrite its own rules, not these. IPv6 is off on both ends (no link-local path around the rules).
+* Lab side (rules in chains named `RBLAB-rbl<N>`, or matching `-i rbl<N>`, in the lab's namespace): nat
+  PREROUTING from rbl<N> DNATs LAB:P to 127.0.0.1:P (`route_localnet` on rbl<N>: a loopback destination
+  arriving on another device is martian otherwise); filter INPUT from rbl<N> accepts only 127.0.0.1:P of
+  the lab ports (and replies of accepted connections), resets every other TCP connection and rejects
+  everything else; FORWARD drops whatever comes from rbl<N>, so nothing is routed onward whatever the
+  namespace's ip_forward. The lab side is what enforces the isolation: the node is root in its own
+  namespace (userData runs as root) and could rewrite its own rules, not these. IPv6 is off on both ends
+  (no link-local path around the rules).
+* The lab's services see 127.0.0.1 as the client (nat INPUT SNAT), as with the bridge: every node shares
+  one source address, like nodes behind one NAT gateway, so Docker Hub's per-address pull limit (the lab's
+  stand-in, dockerhub.py) counts the node pulls and the runbook host's together, as before.
 * A lab service that is down answers its DNATed SYN with a reset: "connection refused", like a direct
   connection (the bridge could only reset an accepted connection).
 * Clean-up: the veth pair goes with the node's namespace (the kernel deletes both ends); `Veth.close()`
@@ -118,6 +122,7 @@ def lab_rules(ifname: str, lab_addr: str, ports: Iterable[int]) -> str:
             "*nat",
             f":{c} - [0:0]",
             f"-I PREROUTING 1 -i {ifname} -j {c}",
+            f"-A INPUT -i {ifname} -j SNAT --to-source 127.0.0.1",
             *nat,
             "COMMIT",
             "*filter",

@@ -27,7 +27,10 @@ PAYLOAD = os.urandom(3 * 1024 * 1024)
 
 class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
-        body = PAYLOAD if self.path == "/big" else f"port {self.server.server_address[1]}".encode()
+        if self.path == "/who":
+            body = self.client_address[0].encode()
+        else:
+            body = PAYLOAD if self.path == "/big" else f"port {self.server.server_address[1]}".encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -109,6 +112,7 @@ def test_only_the_listed_lab_ports_are_reachable_on_the_node_loopback(wired) -> 
     pid, up, hidden, down, path = wired
     assert curl(pid, f"http://127.0.0.1:{up}/").stdout == f"port {up}"  # the URL of the parameters file
     assert curl(pid, f"http://localhost:{up}/").stdout == f"port {up}"
+    assert curl(pid, f"http://127.0.0.1:{up}/who").stdout == "127.0.0.1"  # one source, as with the bridge
     # served in the lab on every address, not listed: refused on the node's loopback and on the lab's side
     for url in (f"http://127.0.0.1:{hidden}/", f"http://{path.lab_addr}:{hidden}/"):
         refused = curl(pid, url)

@@ -8,6 +8,7 @@
     runbook lab up|down|status           the built-in lab
     runbook lab break|fix FAULT          put a real-cluster fault into the lab, take it out (`lab faults`)
     runbook notebook [--params F] [--lab] JupyterLab on the stage notebooks (loopback), with the form
+    runbook notebook --course            the onboarding course on the lab (`lab up` first)
 
 Exit codes: 0 ok, 1 a stage (or lab component) failed, or `run` could not write or push its metrics
 (--metrics-file, --pushgateway; the run is recorded all the same), 2 invalid input (nothing executed),
@@ -342,12 +343,14 @@ def cmd_notebook(args: argparse.Namespace) -> int:
         _err(f"--port: {args.port} is not a TCP port (1-65535); nothing was started")
         return 2
     params_file = None
+    args.lab = args.lab or args.course  # the course runs on the lab: `lab up` first, as with --lab
     if args.params or args.lab:
         path = Path(args.params or DEFAULT_LAB_PARAMS)
         try:
             p = params_mod.load(path)
             if args.lab and p.lab is None:
-                raise ParamsError(str(path), [("lab", "--lab needs a parameters file with a lab section")])
+                flag = "--course" if args.course else "--lab"
+                raise ParamsError(str(path), [("lab", f"{flag} needs a parameters file with a lab section")])
         except ParamsError as err:
             for line in err.lines():
                 _err(line)
@@ -359,7 +362,7 @@ def cmd_notebook(args: argparse.Namespace) -> int:
         return 2
     if args.lab:
         if importlib.util.find_spec("runbook_lab") is None:
-            _err(f"notebook --lab: {LAB_NOT_INSTALLED}")
+            _err(f"notebook {'--course' if args.course else '--lab'}: {LAB_NOT_INSTALLED}")
             return 2
         rc = cmd_lab(argparse.Namespace(action="up", params=str(params_file), dir=None))
         if rc:
@@ -368,7 +371,9 @@ def cmd_notebook(args: argparse.Namespace) -> int:
     from runbook_lib.runner import default_notebooks_dir
 
     notebooks = default_notebooks_dir()
-    if args.dir:  # work on copies: saved outputs never land in the shipped notebooks
+    if args.course:  # copies of the lab's course, its stage notebooks beside it in stages/
+        notebooks = interactive.course_copy(p, Path(args.dir) if args.dir else None)
+    elif args.dir:  # work on copies: saved outputs never land in the shipped notebooks
         notebooks = interactive.working_copy(notebooks, Path(args.dir))
     return interactive.launch(notebooks, args.port, params_file, lambda m: print(m, flush=True))
 
@@ -456,6 +461,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     nbp.add_argument("--port", type=int, default=8888, help="loopback port (default: 8888)")
     nbp.add_argument("--dir", help="serve copies of the stage notebooks in DIR (copied when missing)")
+    nbp.add_argument(
+        "--course",
+        action="store_true",
+        help="the onboarding course on the lab (needs the lab package): `lab up` first, copies of the course "
+        "in DIR (default: LAB_DIR/course) with the stage notebooks in DIR/stages",
+    )
     nbp.set_defaults(func=cmd_notebook)
     return ap
 

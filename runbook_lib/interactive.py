@@ -378,6 +378,23 @@ def working_copy(shipped: Path, folder: Path) -> Path:
     return folder.resolve()
 
 
+def course_copy(lab_params: Any, folder: Path | None) -> Path:
+    """``folder`` (default: the lab folder's ``course/``) with copies of the lab package's course notebooks
+    and, in ``stages/``, of the stage notebooks the course links to; none overwritten. The course ships with
+    the lab (runbook_lab/course), which the runbook never imports: it is found as package data."""
+    import importlib.util
+
+    from runbook_lib.runner import default_notebooks_dir
+
+    spec = importlib.util.find_spec("runbook_lab")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the lab package is not installed")
+    shipped = Path(next(iter(spec.submodule_search_locations))) / "course"
+    folder = folder or Path(lab_params.path(lab_params.lab.dir)) / "course"
+    working_copy(default_notebooks_dir(), folder / "stages")
+    return working_copy(shipped, folder)
+
+
 def kernelspec(folder: Path, params_file: Path | None) -> Path:
     """A ``python3`` kernelspec for this interpreter, first on JUPYTER_PATH: a python3 kernelspec of
     another Python (the user's or the system's) cannot take the notebooks' kernel."""

@@ -83,6 +83,7 @@ class Upstream:
     registry: str
     remote_url: str
     connector_port: int | None = None
+    mirror_url: str | None = None
 
 
 @dataclass
@@ -109,7 +110,7 @@ class Course:
             return (base / value).resolve() if value else None
 
         upstreams = [
-            Upstream(u["name"], u["registry"], u["remote_url"], u.get("connector_port"))
+            Upstream(u["name"], u["registry"], u["remote_url"], u.get("connector_port"), u.get("mirror_url"))
             for u in data.get("upstreams") or []
         ]
         hub = next((u.remote_url for u in upstreams if u.registry == "docker.io"), None)
@@ -151,6 +152,10 @@ class Course:
                 f"{self.hub_url}/v2/{repository}/manifests/{tag}",
                 headers={"Authorization": f"Bearer {token}", "Accept": MANIFEST_ACCEPT},
             )
+
+    def manifest_head(self) -> httpx.Response:
+        """A HEAD of Docker Hub's probe manifest with an anonymous token: the answer a person reads."""
+        return self._manifest("HEAD")
 
     def ratelimit(self) -> dict[str, Any]:
         """Docker Hub's rate-limit headers for this machine's address, read with a HEAD (not a pull)."""
@@ -331,6 +336,10 @@ class Course:
                     return auth
         return None
 
+    def nexus_status(self) -> int:
+        """GET /service/rest/v1/status: 200 when Nexus can serve reads."""
+        return httpx.get(f"{self.nexus_url}/service/rest/v1/status", timeout=10.0).status_code
+
     def nexus_get(self, path: str) -> Any:
         resp = httpx.get(f"{self.nexus_url}/service/rest/v1/{path}", auth=self._nexus_auth(), timeout=10.0)
         resp.raise_for_status()
@@ -385,6 +394,29 @@ class Course:
         url = self.counters_url or f"{self.nexus_url}/_lab/counters"
         return httpx.get(url, timeout=10.0).json()
 
+    def mirror_answers(self) -> dict[str, int | str]:
+        """Each upstream's mirror URL (the Ingress host stage 3 exposes): the status of its /v2/ (200 or 401
+        is a registry answering), through the address `resolve:` gives the host, like curl --resolve."""
+        out: dict[str, int | str] = {}
+        data = yaml.safe_load(self.params_file.read_text()) or {}
+        resolve = data.get("resolve") or {}
+        for up in data.get("upstreams") or []:
+            url = up.get("mirror_url")
+            if not url:
+                continue
+            parts = httpx.URL(url)
+            address = resolve.get(parts.host, parts.host)
+            try:
+                resp = httpx.get(
+                    str(parts.copy_with(host=address, path="/v2/")),
+                    headers={"Host": parts.netloc.decode()},
+                    timeout=10.0,
+                )
+                out[up["registry"]] = resp.status_code
+            except httpx.HTTPError as err:
+                out[up["registry"]] = type(err).__name__
+        return out
+
     # -- the lab's nodes ------------------------------------------------------------------------------------
     def node_dirs(self) -> list[Path]:
         """Folders of the lab nodes that run now (DIR/nodes/<nodeclaim>, status.json phase ready)."""
@@ -421,11 +453,42 @@ class Course:
     def run_stage(self, stage: str, apply: bool = False, tail: int = 25) -> tuple[int, str]:
         return self.runbook("run", stage, *(["--apply"] if apply else []), tail=tail)
 
+    def caught(self, fault: str, output: str) -> bool:
+        """Whether a stage's output shows the message the fault table says a learner sees."""
+        from runbook_lab.breakage import BY_NAME
+
+        expected = BY_NAME[fault].message
+        found = expected in output
+        print(
+            ("caught: " if found else "NOT caught: ")
+            + f"{fault} -> stage {BY_NAME[fault].stage} says {expected!r}"
+        )
+        return found
+
     def break_fault(self, fault: str) -> tuple[int, str]:
         return self.runbook("lab", "break", fault, tail=10)
 
     def fix_fault(self, fault: str) -> tuple[int, str]:
         return self.runbook("lab", "fix", fault, tail=10)
+
+
+def stage_of(fault: str) -> str:
+    """The stage the fault table says catches `fault`."""
+    from runbook_lab.breakage import BY_NAME
+
+    return BY_NAME[fault].stage
+
+
+def table(
+    rows: list[dict[str, Any]], columns: tuple[str, ...] = ("pod", "node", "image", "phase", "reason")
+) -> str:
+    """Rows as a plain aligned table (the course prints, it needs no pandas)."""
+    if not rows:
+        return "(none)"
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
+    lines += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join(lines)
 
 
 # -- exercises ----------------------------------------------------------------------------------------

@@ -120,7 +120,7 @@ def test_break_it_has_every_fault_of_the_table_with_its_stage_and_a_fix() -> Non
 def test_exercises_are_checked_against_the_lab() -> None:
     nb = read("04_exercises")
     answers = [c for c in nb.cells if "exercise" in c.metadata.get("tags", [])]
-    checked = re.findall(r'check_answer\("([a-z-]+)", (answer_\d+), course\)', text(nb, "code"))
+    checked = re.findall(r'ok = check_answer\("([a-z-]+)", (answer_\d+), course\)', text(nb, "code"))
     assert [name for name, _ in checked] == list(course.EXERCISES)
     for cell, (_, variable) in zip(answers, checked, strict=True):
         assert cell.source.startswith(f"{variable} = None")

@@ -153,6 +153,7 @@ def _wrong_url(url: str) -> str:
 
 
 # -- the lab side of each fault ----------------------------------------------------------------------
+BOOT_WAIT_S = 90.0  # nexus-down-at-boot: how long break waits for the replacement node to be Ready
 NODE_CLASS_API = {  # karpenter.api_version -> the node class and NodeClaim resources (group, version, plural)
     "v1": (("karpenter.k8s.aws", "v1", "ec2nodeclasses"), ("karpenter.sh", "v1", "nodeclaims")),
     "v1beta1": (
@@ -405,25 +406,47 @@ class Breaker:
         _classes, (group, version, plural) = self._apis()
         stop_pid(rec["pid"])
         api = self._kube()
+        nodes_before = self._ready_nodes(api)
         claims = sorted(
             i["metadata"]["name"] for i in api.list_cluster_custom_object(group, version, plural)["items"]
         )
+        booted = None
         if claims:  # Karpenter replaces it at once: a node boots while Nexus is down
             api.delete_cluster_custom_object(group, version, plural, claims[0])
-        booting = (
-            f"NodeClaim {claims[0]} deleted, its replacement boots now"
-            if claims
-            else "no NodeClaim to replace"
-        )
+            deadline = time.monotonic() + BOOT_WAIT_S
+            while booted is None and time.monotonic() < deadline:
+                booted = next(iter(sorted(self._ready_nodes(api) - nodes_before)), None)
+                time.sleep(0.5)
+        if not claims:
+            booting = "no NodeClaim to replace"
+        elif booted:
+            booting = (
+                f"NodeClaim {claims[0]} deleted; its replacement, node {booted}, booted while Nexus was down"
+            )
+        else:
+            booting = f"NodeClaim {claims[0]} deleted; its replacement is still booting"
         return {
             "pid": rec["pid"],
             "nodeclaim": claims[0] if claims else None,
+            "booted": booted,
             "what": f"Nexus stopped (pid {rec['pid']}); {booting}",
         }
 
+    @staticmethod
+    def _ready_nodes(api: Any) -> set[str]:
+        from kubernetes import client
+
+        items = client.CoreV1Api(api.api_client).list_node().items
+        return {
+            n.metadata.name
+            for n in items
+            if any(c.type == "Ready" and c.status == "True" for c in (n.status.conditions or []))
+        }
+
     def _fix_nexus_down_at_boot(self, doc: dict[str, Any]) -> str:
-        started = self.lab.up(progress=self.say)
-        return "Nexus started again" if "nexus" in started else "Nexus was running already"
+        # Only Nexus: the node that booted meanwhile keeps running and uses the mirror once it answers.
+        started = self.lab.start_component("nexus")
+        return "Nexus started again" if started else "Nexus was running already"
 
     # -- wrong-node-password ---------------------------------------------------------------------------
     def _pull_password(self) -> str:

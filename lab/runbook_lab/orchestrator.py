@@ -325,6 +325,25 @@ class Lab:
         self.save_state(state)
         return [c.name for c in started]
 
+    def start_component(self, name: str, timeout: float = 30.0) -> bool:
+        """Start one component that does not run (e.g. Nexus after `lab break nexus-down-at-boot`) and
+        wait until it answers; False when it was running already. The others are left as they are."""
+        comp = next((c for c in self.components() if c.name == name), None)
+        if comp is None:
+            raise LabError(f"no lab component {name!r}")
+        if name in self.running():
+            return False
+        taken = [str(p) for p in comp.ports if not port_free(p)]
+        if taken:
+            raise LabError(f"{name}: port(s) {', '.join(taken)} already in use by another process")
+        self._write_configs()
+        self._start(comp)
+        state = self.load_state()
+        state.setdefault("components", {})[name] = comp.record()
+        self.save_state(state)
+        self._wait_ready(comp, max(timeout, comp.ready_timeout))
+        return True
+
     def _undo(self, state: dict, started: list[Component], running: dict[str, dict]) -> None:
         """Stop, newest first, what this `up` started; keep in the state what ran before it."""
         for c in reversed(started):

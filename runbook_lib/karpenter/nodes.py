@@ -18,6 +18,7 @@ from runbook_lib.containerd.hosts import HostsToml
 from runbook_lib.karpenter import (
     bottlerocket,
     credentials,
+    foreign_writes,
     manifests,
     mime,
     mirrors,
@@ -209,6 +210,7 @@ def node_preflight(params: RunbookParams, states: list[NodeClassState], rendered
         for state in states:
             for fragment in _nodeconfig_fragments(state):
                 checks += ctd.check_nodeconfig_fragment(fragment, version, f"node class {state.name}")
+            checks += foreign_writes.checks(state.name, state.current)  # e.g. a manual `tee -a` step
     for c in credentials.consistency(params):
         checks.append(Check.graded(c["name"], "ok" if c["ok"] else "fail", c["detail"]))
     size = userdata.size_report(rendered.new_class_user_data)

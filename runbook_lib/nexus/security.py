@@ -30,7 +30,7 @@ from runbook_lib.nexus.client import NexusClient
 from runbook_lib.nexus.session import AdminLogin
 from runbook_lib.nexus.version import NexusVersion, ServerInfo
 from runbook_lib.params import RunbookParams
-from runbook_lib.plan import Change, Plan, StageFailed
+from runbook_lib.plan import Change, Check, Plan, StageFailed
 from runbook_lib.secrets import SecretResolver
 
 AUTHENTICATING = "NexusAuthenticatingRealm"
@@ -184,6 +184,48 @@ def build_plan(
     if sec.mode == "authenticated":
         _pull_user_changes(params, client, plan, secret, model, api_client)
     return plan
+
+
+def drift_checks(params: RunbookParams, plan: Plan) -> list[Check]:
+    """Plan mode: the settings Nexus has today that stop docker clients, named before the access proof
+    (which then only sees 401s). In apply mode the apply has just set them.
+
+    - The Docker Bearer Token realm off: Nexus's docker connectors issue no bearer tokens, which every
+      docker client needs, anonymous pulls too ("the Docker Bearer Token Realm must be activated" for
+      anonymous pull, NEXUS-10813; savoirfairelinux/ansible-nexus3-oss#27).
+    - Anonymous mode with anonymous access off: every node pulls without credentials and gets 401, so
+      containerd falls back to the upstream on every node.
+    """
+    if plan.apply_mode:
+        return []
+    checks: list[Check] = []
+    for change in plan.pending:
+        if change.kind == "realms" and "order" in change.diff:
+            active = change.diff["order"][0] or []
+            if DOCKER_TOKEN not in active:
+                checks.append(
+                    Check(
+                        f"Docker Bearer Token realm ({DOCKER_TOKEN}) is active",
+                        False,
+                        f"{DOCKER_TOKEN} is not among Nexus's active realms ({', '.join(active) or 'none'}): "
+                        "the docker endpoints issue no bearer tokens, so every docker client gets 401, "
+                        "anonymous ones too (--apply adds it)",
+                    )
+                )
+        if (
+            change.kind == "anonymous access"
+            and params.security.mode == "anonymous"
+            and change.diff.get("enabled", [None])[0] is False
+        ):
+            checks.append(
+                Check(
+                    "anonymous access is on (security.mode anonymous: nodes pull without credentials)",
+                    False,
+                    "anonymous access is disabled in Nexus (Security > Anonymous Access): every node pull "
+                    "gets 401 and containerd pulls from the upstream instead (--apply turns it on)",
+                )
+            )
+    return checks
 
 
 def proof_users(params: RunbookParams) -> list[tuple[str, str, bool]]:

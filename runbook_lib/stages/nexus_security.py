@@ -58,7 +58,8 @@ def apply(ctx: Any, state: State, plan: Plan) -> ApplyResult:
 
 
 def checks(ctx: Any, state: State, plan: Plan) -> list[Check]:
-    return steps.record_checks(ctx, proof.prove(ctx.params, ctx.resolve))
+    found = security.drift_checks(ctx.params, plan) + proof.prove(ctx.params, ctx.resolve)
+    return steps.record_checks(ctx, found)
 
 
 def enforce(ctx: Any, checks: list[Check]) -> None:

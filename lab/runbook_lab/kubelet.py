@@ -2,8 +2,8 @@
 (CRI), and reports what a kubelet reports — the Events and Pod status that show how a pull went.
 
 It runs inside the node's namespaces (see node.py) and talks to the Kubernetes API stand-in through the
-node's port bridge with the official client, like a kubelet talks to its API server. What it does, and the
-real kubelet behaviour each part follows (kubernetes/kubernetes pkg/kubelet):
+node's path to the lab's ports (veth.py) with the official client, like a kubelet talks to its API
+server. What it does, and the real kubelet behaviour each part follows (kubernetes/kubernetes pkg/kubelet):
 
 * Registration: creates the Node (labels from --node-labels, --register-with-taints, spec.providerID,
   addresses, capacity, nodeInfo) and posts `Ready=True` ("kubelet is posting ready status"); status
@@ -20,7 +20,10 @@ real kubelet behaviour each part follows (kubernetes/kubernetes pkg/kubelet):
     Warning ErrImageNeverPull `Container image "IMG" is not present with pull policy of Never`
   Durations are Go `time.Duration` strings truncated to milliseconds, as the kubelet prints them; the
   first is the CRI PullImage call, the second includes the wait in the node's serial pull queue. The
-  image size is CRI ImageStatus `size`. Event source: component `kubelet`, host = node name;
+  image size is CRI ImageStatus `size`. Lab only: the Pulled event's annotation
+  `eks-mirror-runbook/unpack-seconds` says how much of the pull containerd spent unpacking (its "diff
+  applied" debug log lines, node.UnpackMeter), which a real kubelet does not report. Event source:
+  component `kubelet`, host = node name;
   involvedObject = the Pod with fieldPath `spec.containers{NAME}` (`spec.initContainers{NAME}`).
   After a failed pull the container waits with reason ErrImagePull, then ImagePullBackOff, and the pull
   is retried with the kubelet's image back-off (10 s doubling to 300 s).
@@ -88,6 +91,10 @@ def go_quote(text: str) -> str:
     """Go's %q for the printable ASCII image names kubelet messages quote (JSON escaping is the same
     there)."""
     return json.dumps(text)
+
+
+# Lab only, on a Pulled event: seconds of the pull that containerd spent unpacking (node.UnpackMeter).
+UNPACK_ANNOTATION = "eks-mirror-runbook/unpack-seconds"
 
 
 def pulled_message(image: str, pull_s: float, total_s: float, size: int) -> str:
@@ -203,7 +210,14 @@ class _PullRequest:
 class Kubelet:
     """One node's kubelet stand-in. `api` is a kubernetes ApiClient; `cri` a CRIImageClient (or alike)."""
 
-    def __init__(self, config: KubeletConfig, api: Any, cri: Any, log: Callable[[str], None] = print) -> None:
+    def __init__(
+        self,
+        config: KubeletConfig,
+        api: Any,
+        cri: Any,
+        log: Callable[[str], None] = print,
+        unpack_meter: Any = None,  # node.UnpackMeter: the Pulled event then carries UNPACK_ANNOTATION
+    ) -> None:
         from kubernetes import client
 
         self.config = config
@@ -211,6 +225,7 @@ class Kubelet:
         self.core = client.CoreV1Api(api)
         self.cri = cri
         self.log = log
+        self.unpack_meter = unpack_meter
         self._stop = threading.Event()
         self._work: queue.Queue[tuple[str, str, str] | None] = queue.Queue()
         self._known: dict[str, float] = {}  # pod uid -> earliest time to (re)try
@@ -573,6 +588,7 @@ class Kubelet:
         key = (pod["metadata"]["uid"], image)
         request = _PullRequest(image, time.monotonic())
         self.event(pod, ref, "Normal", "Pulling", f"Pulling image {go_quote(image)}")
+        mark = self.unpack_meter.mark() if self.unpack_meter else None
         try:
             _, pull_s = self.cri.pull(image)
         except CRIError as exc:
@@ -585,7 +601,10 @@ class Kubelet:
         self._backoff.pop(key, None)
         after = self.cri.status(image)
         size = after.size if after else 0
-        self.event(pod, ref, "Normal", "Pulled", pulled_message(image, pull_s, total_s, size))
+        unpack_s = self.unpack_meter.since(mark) if self.unpack_meter and mark is not None else None
+        # lab only: a real kubelet reports the pull with its unpack; the lab node says the unpack apart
+        notes = {UNPACK_ANNOTATION: f"{unpack_s:.4f}"} if unpack_s is not None else None
+        self.event(pod, ref, "Normal", "Pulled", pulled_message(image, pull_s, total_s, size), notes)
         self.report_images()
         return _image_id(image, after)
 
@@ -706,13 +725,25 @@ class Kubelet:
             if exc.status != 404:  # a pod deleted meanwhile needs no status
                 raise
 
-    def event(self, pod: dict[str, Any], field_path: str, type_: str, reason: str, message: str) -> None:
+    def event(
+        self,
+        pod: dict[str, Any],
+        field_path: str,
+        type_: str,
+        reason: str,
+        message: str,
+        annotations: dict[str, str] | None = None,
+    ) -> None:
         meta = pod["metadata"]
         namespace = meta.get("namespace", "default")
         stamp = now_rfc3339()
         body = {
             # client-go's recorder names events "<object name>.<unix nanoseconds in hex>"
-            "metadata": {"name": f"{meta['name']}.{time.time_ns():x}", "namespace": namespace},
+            "metadata": {
+                "name": f"{meta['name']}.{time.time_ns():x}",
+                "namespace": namespace,
+                **({"annotations": annotations} if annotations else {}),
+            },
             "involvedObject": {
                 "kind": "Pod",
                 "namespace": namespace,

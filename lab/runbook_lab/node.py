@@ -54,6 +54,7 @@ import email
 import email.policy
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -464,7 +465,7 @@ def run(spec_path: Path) -> int:
             reaper_known.add(ctd.pid)
         threading.Thread(target=_reap_orphans, args=(stop, reaper_known), daemon=True).start()
         status.set("kubelet", containerd_pid=ctd.pid)
-        kubelet, cri, api = _start_kubelet(spec, str(ctd.socket))
+        kubelet, cri, api = _start_kubelet(spec, str(ctd.socket), ctd.log_path)
         status.set("ready", node=spec.name)
         print(f"node {spec.name}: ready", flush=True)
         stop.wait()
@@ -489,7 +490,48 @@ def run(spec_path: Path) -> int:
     return code
 
 
-def _start_kubelet(spec: NodeSpec, socket_path: str) -> tuple[Any, Any, Any]:
+# containerd's fs applier logs every layer it applies, at debug level (containerd diff/apply/apply.go:
+# `log.G(ctx).WithFields(... "d": time.Since(t1) ...).Debugf("diff applied")`); the node's containerd runs
+# at debug level, so the log says how long a pull spent unpacking, apart from fetching content.
+_DIFF_APPLIED = re.compile(r'msg="diff applied".*?\bd="?((?:[0-9.]+(?:ns|µs|us|ms|s|m|h))+)')
+_GO_PART = re.compile(r"([0-9.]+)(ns|µs|us|ms|s|m|h)")
+_GO_UNITS = {"ns": 1e-9, "µs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def unpack_seconds(log_text: str) -> tuple[float, int]:
+    """Sum of the "diff applied" durations in containerd log text, and the number of layers they cover."""
+    found = [
+        sum(float(n) * _GO_UNITS[u] for n, u in _GO_PART.findall(d)) for d in _DIFF_APPLIED.findall(log_text)
+    ]
+    return sum(found), len(found)
+
+
+class UnpackMeter:
+    """How long containerd spent unpacking between mark() and since(): for one pull at a time, which is
+    how the kubelet pulls (serializeImagePulls)."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = Path(log_path)
+
+    def mark(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def since(self, mark: int) -> float | None:
+        """Unpack seconds logged since `mark`; None when no layer was applied (nothing to report)."""
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(mark)
+                text = log.read().decode("utf-8", errors="replace")
+        except OSError:
+            return None
+        total, layers = unpack_seconds(text)
+        return total if layers else None
+
+
+def _start_kubelet(spec: NodeSpec, socket_path: str, log_path: Path | None = None) -> tuple[Any, Any, Any]:
     from kubernetes import config as kube_config
 
     from runbook_lab.cri import CRIImageClient
@@ -509,7 +551,8 @@ def _start_kubelet(spec: NodeSpec, socket_path: str) -> tuple[Any, Any, Any]:
         heartbeat_s=spec.heartbeat_s,
         image_maximum_gc_age_s=spec.image_maximum_gc_age_s,
     )
-    kubelet = Kubelet(cfg, api, cri, log=lambda line: print(line, flush=True)).start()
+    meter = UnpackMeter(log_path) if log_path else None
+    kubelet = Kubelet(cfg, api, cri, log=lambda line: print(line, flush=True), unpack_meter=meter).start()
     return kubelet, cri, api
 
 

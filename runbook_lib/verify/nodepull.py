@@ -13,6 +13,11 @@ The pull time is the kubelet's own figure, from its ``Pulled`` event (pkg/kubele
 ``Successfully pulled image "IMG" in 796ms (1.594s including waiting). Image size: 543804759 bytes.`` — the
 first duration is the pull, the second adds the wait in the kubelet's image-pull queue; older kubelets omit
 the bracket and the size. A failed pull gives a Warning ``Failed`` event ``Failed to pull image "IMG": ...``.
+Transfer vs unpack. The kubelet's pull time includes containerd's unpack of the layers into snapshots, which
+the mirror does not change. When the Pulled event carries an ``eks-mirror-runbook/unpack-seconds``
+annotation (the lab's nodes add it, from containerd's own "diff applied" timings; a real kubelet does not),
+a sample's ``seconds`` is the transfer (pull minus unpack), with ``pull_s`` and ``unpack_s`` beside it, so
+medians and speed-ups compare what the mirror changes; without it ``seconds`` is the kubelet's pull time.
 Pods are deleted after each pull, on failure and on timeout too, and leftovers of an earlier interrupted run
 are removed first (label ``app.kubernetes.io/name=mirror-verify-pull``).
 
@@ -68,6 +73,7 @@ BYPASSED = "upstream (bypassed the mirror)"
 FALLBACK = "upstream (mirror down: fallback)"
 ALIAS_MIRRORED = "mirror (the alias is mirrored too)"
 NO_KUBELET = "the kubelet did not act on the Pod"
+UNPACK_ANNOTATION = "eks-mirror-runbook/unpack-seconds"  # on a Pulled event: the unpack part of the pull
 
 _PULLED = re.compile(
     r'^Successfully pulled image "(?P<image>[^"]+)" in (?P<took>[0-9.µμa-z]+)'
@@ -180,6 +186,24 @@ class PodPull:
     seconds_with_waiting: float | None = None
     size_bytes: int | None = None
     error: str | None = None
+    unpack_seconds: float | None = None  # reported apart (UNPACK_ANNOTATION), else None
+
+    @property
+    def transfer_seconds(self) -> float | None:
+        """The pull without its unpack when the node reported the unpack; else the pull time."""
+        if self.seconds is None or self.unpack_seconds is None or not 0 <= self.unpack_seconds < self.seconds:
+            return self.seconds
+        return self.seconds - self.unpack_seconds
+
+
+def unpack_of(event: Any) -> float | None:
+    """The unpack seconds a Pulled event carries (UNPACK_ANNOTATION), None when absent or not a number."""
+    annotations = (event.metadata.annotations if getattr(event, "metadata", None) else None) or {}
+    try:
+        value = float(annotations[UNPACK_ANNOTATION])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return value if value >= 0 else None
 
 
 def pod_manifest(name: str, namespace: str, node: str, image: str, timeout_s: float) -> dict[str, Any]:
@@ -271,6 +295,7 @@ def run_pod(
                         parsed.seconds_with_waiting,
                         parsed.size_bytes,
                     )
+                    outcome.unpack_seconds = unpack_of(ev)
                     return outcome
                 if ev.reason == "Pulled":  # "already present on machine": not a pull
                     outcome.error = f"no pull happened: {ev.message}"
@@ -470,12 +495,14 @@ def compare(
                             "label": label,
                             "rep": rep,
                             "ok": pulled.ok,
-                            "seconds": pulled.seconds,
+                            "seconds": pulled.transfer_seconds,
+                            "pull_s": pulled.seconds,
+                            "unpack_s": pulled.unpack_seconds,
                             "time_to_manifest_s": None,
                             "bytes": pulled.size_bytes,
                             "MBps": (
-                                pulled.size_bytes / pulled.seconds / 1e6
-                                if pulled.ok and pulled.size_bytes and pulled.seconds
+                                pulled.size_bytes / pulled.transfer_seconds / 1e6
+                                if pulled.ok and pulled.size_bytes and pulled.transfer_seconds
                                 else None
                             ),
                             "status": None,

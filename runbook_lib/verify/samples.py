@@ -10,6 +10,10 @@ Labels say what a sample really measured:
 - ``mirror-first (cache state unknown)`` — the first pull through the mirror when Nexus could not be asked;
 - ``mirror-warm`` — a repeated pull through the mirror.
 
+``seconds`` is what medians and speed-ups use: a host sample's pull time; a node sample's transfer, that
+is the kubelet's pull time (``pull_s``) minus the unpack into snapshots (``unpack_s``) when the node reports
+it apart (nodepull.py), since the mirror changes the transfer and not the unpack.
+
 Speed-ups compare medians of ``direct`` with medians of the two warm labels, over the samples marked
 ``eligible`` (a node sample is not eligible when the node already held the image or when the pull did not
 take the route its name promises).
@@ -40,6 +44,8 @@ COLUMNS = [
     "rep",
     "ok",
     "seconds",
+    "pull_s",
+    "unpack_s",
     "time_to_manifest_s",
     "bytes",
     "MBps",
@@ -65,7 +71,17 @@ def frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
 def summarize(samples: pd.DataFrame, by: tuple[str, ...] = ("image", "label")) -> pd.DataFrame:
     """Median, quartiles, min and max of successful, eligible samples; n counts every attempt."""
     keys = list(by)
-    cols = keys + ["n", "failed", "median_s", "q1_s", "q3_s", "min_s", "max_s", "median_MBps"]
+    cols = keys + [
+        "n",
+        "failed",
+        "median_s",
+        "q1_s",
+        "q3_s",
+        "min_s",
+        "max_s",
+        "median_MBps",
+        "median_unpack_s",
+    ]
     if samples.empty:
         return pd.DataFrame(columns=cols)
     rows = []
@@ -84,6 +100,12 @@ def summarize(samples: pd.DataFrame, by: tuple[str, ...] = ("image", "label")) -
                 "min_s": secs.min() if len(secs) else None,
                 "max_s": secs.max() if len(secs) else None,
                 "median_MBps": good["MBps"].astype(float).median() if len(good) else None,
+                # the unpack kept out of `seconds` (node samples whose node reported it), else None
+                "median_unpack_s": (
+                    good["unpack_s"].astype(float).median()
+                    if "unpack_s" in good and good["unpack_s"].notna().any()
+                    else None
+                ),
             }
         )
     out = pd.DataFrame(rows, columns=cols)

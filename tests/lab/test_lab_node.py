@@ -18,12 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from runbook_lab.kubelet import UNPACK_ANNOTATION
 from runbook_lab.node import (
     LabNode,
     NodeError,
     NodeSpec,
     hosts_file,
     overlay_targets,
+    unpack_seconds,
     user_data_parts,
     write_lab_certs,
 )
@@ -229,6 +231,13 @@ def test_pod_pull_goes_through_the_mirror_with_a_kubelet_pulled_event(
         "fieldPath": "spec.containers{pull}",
     }
     assert pulled["source"] == {"component": "kubelet", "host": node.spec.name}
+    # the unpack, apart: containerd's own "diff applied" timings for the layers of this pull
+    unpack = float(pulled["metadata"]["annotations"][UNPACK_ANNOTATION])
+    pull_s = float(match["pull"].removesuffix("ms")) / 1000 if match["pull"].endswith("ms") else None
+    pull_s = pull_s if pull_s is not None else float(match["pull"].removesuffix("s"))
+    assert 0 < unpack < pull_s + 0.001, (unpack, pull_s)
+    total, layers = unpack_seconds((node.dir / "ctd" / "containerd.log").read_text())
+    assert layers >= 2 and total >= unpack  # demo:1 has two layers; the log holds every pull so far
     state = obj["status"]["containerStatuses"][0]["state"]["terminated"]
     assert (state["exitCode"], state["reason"]) == (0, "Completed")
     # served by the mirror: containerd's requests with ?ns=docker.io, and none reached the Docker Hub front

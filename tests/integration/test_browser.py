@@ -445,7 +445,9 @@ WATCH_CHARTS = """() => {
 @needs_registry
 def test_live_progress_of_the_rate_limit_demonstration(page, jupyter: Jupyter, verify_params: Path) -> None:
     _with_params_file(jupyter.notebooks / VERIFY_NB, verify_params)
-    page.goto(f"{jupyter.url}/lab/tree/{VERIFY_NB}?token={jupyter.token}")
+    # ?reset: a workspace with this notebook alone, so Run All cannot reach the stage 1 notebook's tab
+    page.goto(f"{jupyter.url}/lab/tree/{VERIFY_NB}?reset&token={jupyter.token}")
+    page.locator(".lm-TabBar-tab.jp-mod-current", has_text=VERIFY_NB).wait_for()
     page.locator(".jp-Notebook").wait_for()
     page.get_by_text(re.compile(r"eks-mirror-runbook\) \| Idle")).wait_for()
     page.evaluate(WATCH_CHARTS)  # every sample count the chart shows, in order, while the cells run
@@ -454,7 +456,7 @@ def test_live_progress_of_the_rate_limit_demonstration(page, jupyter: Jupyter, v
     page.wait_for_function(  # the demonstration's table: the step after the GETs ran
         "() => [...document.querySelectorAll('.jp-OutputArea-output')].some("
         "e => e.innerText.includes('pull through the warm mirror'))",
-        timeout=300_000,
+        timeout=200_000,  # within pytest's 300 s, so a stuck run fails here with the page saved
     )
     box = page.locator(".runbook-progress", has_text="rate-limit demonstration")
     box.scroll_into_view_if_needed()

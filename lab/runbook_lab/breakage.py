@@ -76,7 +76,9 @@ FAULTS: tuple[Fault, ...] = (
         "wrong-node-password",
         "the pull password nodes use no longer matches Nexus (changed in Nexus, not on the nodes)",
         "verify",
-        "bypassed the mirror",
+        "Nexus refuses the pull credential",
+        "verify pulls with the credential the nodes were given; needs lab parameters whose nodes pull "
+        "with a password (security.mode authenticated, karpenter.credential_mode static-header)",
     ),
     Fault(
         "wrong-remote-url",

@@ -59,7 +59,8 @@ def evaluate(
         # The runbook pulls with the credential the nodes were given: a 401 means Nexus no longer takes it.
         detail += (
             f" — Nexus refuses the pull credential of {params.security.user} (security.pull_password, "
-            "the one the nodes use): changed in Nexus only, every node pulls around the mirror (docs/rotation.md)"
+            "the one the nodes use): changed in Nexus only, every node pulls around the mirror "
+            "(docs/rotation.md)"
         )
     checks.append(Check("pulls through the mirror succeeded", not failed, detail or "all succeeded"))
 

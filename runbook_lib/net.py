@@ -7,14 +7,33 @@ name (SNI, certificate check) for the original name; only the TCP connection goe
 
 from __future__ import annotations
 
+import functools
+import os
+import ssl
 from collections.abc import Mapping
 from typing import Any
 
 import httpx
 
 
+def ssl_context() -> ssl.SSLContext:
+    """The process's TLS context for verified connections, built once per CA setting.
+
+    httpx builds a new context for every client and transport, loading the CA bundle each time: ~30-50 ms
+    of CPU, paid for each probe, each pull sample and each Nexus session. One context serves them all
+    (an SSLContext is safe to share between connections and threads). It is keyed on SSL_CERT_FILE and
+    SSL_CERT_DIR, which httpx's own context honours, so changing them still takes effect."""
+    return _context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+@functools.cache
+def _context(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext:
+    return httpx.create_ssl_context()
+
+
 class ResolvingTransport(httpx.HTTPTransport):
     def __init__(self, overrides: Mapping[str, str], **kwargs: Any):
+        kwargs.setdefault("verify", ssl_context())
         super().__init__(**kwargs)
         self.overrides = {k.lower(): v for k, v in overrides.items()}
 
@@ -34,4 +53,4 @@ def transport(overrides: Mapping[str, str] | None, **kwargs: Any) -> httpx.BaseT
 
 
 def client(overrides: Mapping[str, str] | None = None, **kwargs: Any) -> httpx.Client:
-    return httpx.Client(transport=transport(overrides), **kwargs)
+    return httpx.Client(transport=transport(overrides), verify=ssl_context(), **kwargs)

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from runbook_lib import net
 from runbook_lib.nexus.version import ServerInfo, parse_server_header
 from runbook_lib.secrets import REDACTOR
 
@@ -108,6 +109,7 @@ class NexusClient:
         self.retries = retries
         self.backoff_s = backoff_s
         self.http = httpx.Client(
+            verify=net.ssl_context(),
             base_url=f"{self.base_url}/service/rest",
             auth=auth,
             timeout=timeout,

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from runbook_lib import net
 from runbook_lib.secrets import REDACTOR
 
 MANIFEST_TYPES = (
@@ -115,6 +116,7 @@ class RegistryClient:
         self.credentials = (username, password) if username is not None and password is not None else None
         # Redirects are followed: registries send blob GETs to storage (S3, CDN) with 307.
         self.http = httpx.Client(
+            verify=net.ssl_context(),
             timeout=timeout,
             transport=transport,
             follow_redirects=True,

@@ -24,7 +24,6 @@ rules never touch this machine's own namespace.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import statistics
 import sys
@@ -42,19 +41,6 @@ TARGET = 5.0
 MIRRORED = "docker.io/library/big:lab"
 DIRECT = "registry-1.docker.io/library/big:lab"
 NAME = "lab node path, warm mirror vs direct"
-_DIFF_APPLIED = re.compile(r'msg="diff applied".*?\bd="?([0-9.]+(?:ns|µs|us|ms|s|m)[0-9.a-zµ]*)"?')
-_GO_PART = re.compile(r"([0-9.]+)(ns|µs|us|ms|s|m|h)")
-_GO_UNITS = {"ns": 1e-9, "µs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def go_seconds(text: str) -> float:
-    return sum(float(n) * _GO_UNITS[u] for n, u in _GO_PART.findall(text))
-
-
-def unpack_seconds(log_text: str) -> tuple[float, int]:
-    """Sum of containerd's "diff applied" durations in `log_text`, and how many layers they cover."""
-    found = [go_seconds(m) for m in _DIFF_APPLIED.findall(log_text)]
-    return sum(found), len(found)
 
 
 # -- inside the private network namespace ------------------------------------------------------------
@@ -69,6 +55,8 @@ def _user_data(mirror_url: str, hub_url: str) -> str:
 
 
 def _pull(cri: Any, ctd_log: Path, image: str) -> dict[str, float]:
+    from runbook_lab.node import unpack_seconds  # containerd's "diff applied" durations (module doc)
+
     for name in (MIRRORED, DIRECT):
         if cri.status(name) is not None:
             cri.remove(name)
@@ -103,9 +91,9 @@ def _node_samples(base: Path, net: str, ports: list[int], kubeconfig: Path, urls
         node.wait_ready(90)
         ctd_log = spec.path / "ctd" / "containerd.log"
         socket = _socket(spec.path / "ctd")
-        out: dict[str, Any] = {"net": node.net.get("mode"), "cold": None, "direct": [], "mirror-warm": []}
+        out: dict[str, Any] = {"net": node.net.get("mode"), "first": None, "direct": [], "mirror-warm": []}
         with CRIImageClient(str(socket), timeout=600) as cri:
-            out["cold"] = _pull(cri, ctd_log, MIRRORED)  # warms the mirror when it is still empty
+            out["first"] = _pull(cri, ctd_log, MIRRORED)  # cold on the first node: it warms the mirror
             for _ in range(REPETITIONS):
                 out["direct"].append(_pull(cri, ctd_log, DIRECT))
                 out["mirror-warm"].append(_pull(cri, ctd_log, MIRRORED))
@@ -169,7 +157,7 @@ def figure_from(results: dict[str, Any]) -> Figure:
                 for label in ("direct", "mirror-warm")
                 for key in ("pull_s", "unpack_s", "transfer_s")
             },
-            "cold_pull_s": round(res["cold"]["pull_s"], 4),
+            "first_mirror_pull_s": round(res["first"]["pull_s"], 4),
             "speedup_transfer": ratio(
                 _med(res["direct"], "transfer_s"), _med(res["mirror-warm"], "transfer_s")
             ),

@@ -1,5 +1,9 @@
 """Port bridge: a lab node reaches exactly the lab's services, over Unix sockets, and nothing else.
 
+The fallback path: lab nodes use the kernel path (veth.py: a veth pair and NAT) unless it cannot be set
+up (the reason is in the node's net.json and log) or NodeSpec.net is "bridge". The kernel path is faster:
+this bridge copies every byte through two Python threads on each side.
+
 A lab node lives in its own network namespace where only `lo` exists, so its 127.0.0.1 is not the lab's
 127.0.0.1. The bridge gives the node a listener on 127.0.0.1:<port> for each lab service port (the same
 number as in the lab, so URLs from the parameters file work unchanged inside the node) and carries each

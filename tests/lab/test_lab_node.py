@@ -436,6 +436,7 @@ def test_a_node_that_fails_to_start_is_reported_with_its_log_tail(base: Path) ->
 def test_nodes_left_by_an_earlier_run_are_stopped_by_their_recorded_pids(kube, base: Path) -> None:
     from runbook_lab.kube import write_kubeconfig
     from runbook_lab.node import stop_stale
+    from runbook_lab.veth import interfaces, leftover_interfaces
 
     kubeconfig = write_kubeconfig(base / "kubeconfig-3", kube.url)
     nodes_dir = base / "earlier-run"
@@ -451,9 +452,13 @@ def test_nodes_left_by_an_earlier_run_are_stopped_by_their_recorded_pids(kube, b
     try:
         node.wait_ready(60)
         pids = (node.pid, node.node_pid)
+        ifname = node.net["lab_if"]
+        assert ifname in leftover_interfaces()
         assert stop_stale(nodes_dir) == [node.node_pid, node.pid]  # as a restarted controller does first
         assert pids_alive(*pids) == []
         assert not (node.dir / "pid").exists()
+        wait_for(lambda: ifname not in interfaces(), 10, "the kernel to delete the dead node's veth pair")
         assert stop_stale(nodes_dir) == []
+        assert ifname not in leftover_interfaces()  # its lab-side rules went with the sweep, not with stop()
     finally:
         node.stop()

@@ -208,8 +208,6 @@ def test_course_defaults_to_the_lab_folder(monkeypatch, tmp_path) -> None:
 
     data = yaml.safe_load(LAB.read_text())
     data["lab"]["dir"] = str(tmp_path / "labdir")
-    for key in ("kubeconfig",):
-        data["kubernetes"][key] = str(REPO / ".lab" / "kubeconfig")
     params = tmp_path / "lab.yaml"
     params.write_text(yaml.safe_dump(data))
     seen = []

@@ -71,7 +71,9 @@ def _spread_panel(ax: Any, df: pd.DataFrame, groups: list[tuple[str, pd.DataFram
             )
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels([_tick(label) for label, _ in groups], fontsize=8)
-    ax.set_ylabel("pull time (s)")
+    # node samples whose node reported the unpack hold the transfer (samples.py)
+    unpack_apart = "unpack_s" in df and bool(df["unpack_s"].notna().any())
+    ax.set_ylabel("pull time (s), without the unpack" if unpack_apart else "pull time (s)")
     ax.set_ylim(bottom=0)
     ax.grid(axis="y", alpha=0.3)
 

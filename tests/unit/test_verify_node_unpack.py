@@ -149,3 +149,20 @@ def test_unpack_meter_sums_containerd_diff_applied_lines_after_the_mark(tmp_path
     assert meter.since(mark) == pytest.approx(0.13725 + 0.00085 + 62.5)
     assert unpack_seconds(log.read_text()) == (pytest.approx(1.5 + 0.13725 + 0.00085 + 62.5), 4)
     assert UnpackMeter(tmp_path / "missing.log").since(0) is None
+
+
+def test_the_chart_says_when_its_times_leave_the_unpack_out() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from runbook_lib.verify import charts
+
+    base = {"scope": "node", "image": "big", "label": samples.DIRECT, "rep": 1, "ok": True, "eligible": True}
+    for unpack, label in ((0.2, "pull time (s), without the unpack"), (None, "pull time (s)")):
+        df = samples.frame([{**base, "seconds": 2.7 if unpack else 2.9, "pull_s": 2.9, "unpack_s": unpack}])
+        fig, ax = plt.subplots()
+        charts._spread_panel(ax, df, [(samples.DIRECT, df)])
+        assert ax.get_ylabel() == label
+        plt.close(fig)

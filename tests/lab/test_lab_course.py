@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from runbook_lab.breakage import BY_NAME, FAULTS
 from runbook_lab.course import Course, check_answer
 from tests.support.lab_node import short_tmp, wait_for
 from tests.support.labkit import free_port, needs_registry
@@ -210,3 +211,36 @@ def test_port_exercise_is_checked_against_nexus(nexus, capsys) -> None:
     assert check_answer("ghcr-port", "", course) is False  # no answer yet: says so, checks nothing
     out = capsys.readouterr().out
     assert "right:" in out and "wrong:" in out and "no answer yet" in out
+
+
+# -- without a running lab ------------------------------------------------------------------------------
+def test_course_reads_the_lab_parameters_as_plain_yaml() -> None:
+    repo = Path(__file__).resolve().parents[2]
+    c = Course.from_params(repo / "parameters" / "lab.yaml")
+    assert c.hub_url == "http://127.0.0.1:15000"  # docker.io's remote_url: the lab's Docker Hub
+    assert c.nexus_url == "http://127.0.0.1:18081"
+    assert c.lab_dir == repo / ".lab" and c.kubeconfig == repo / ".lab" / "kubeconfig"
+    assert [u.registry for u in c.upstreams] == ["docker.io", "gcr.io", "quay.io", "ghcr.io"]
+    assert c.upstreams[3].connector_port == 18085
+
+
+def test_course_without_a_docker_hub_or_a_file_says_what_is_missing(tmp_path: Path, monkeypatch) -> None:
+    from runbook_lab.course import PARAMS_ENV, CourseError, default_params_file
+
+    bad = tmp_path / "p.yaml"
+    bad.write_text("upstreams: [{name: q, registry: quay.io, remote_url: 'http://127.0.0.1:9'}]\n")
+    with pytest.raises(CourseError, match="no docker.io entry"):
+        Course.from_params(bad)
+    with pytest.raises(CourseError, match="cannot read the lab parameters"):
+        Course.from_params(tmp_path / "missing.yaml")
+    monkeypatch.setenv(PARAMS_ENV, str(bad))
+    assert default_params_file() == bad
+
+
+@pytest.mark.parametrize("fault", [f.name for f in FAULTS])
+def test_caught_looks_for_the_fault_tables_message(fault: str, capsys) -> None:
+    course = Course(Path("lab.yaml"), "http://127.0.0.1:9", "", None, None)
+    assert course.caught(fault, f"StageFailed: ... {BY_NAME[fault].message} ...") is True
+    assert course.caught(fault, "run ok") is False
+    out = capsys.readouterr().out
+    assert f"caught: {fault} -> stage {BY_NAME[fault].stage}" in out and f"NOT caught: {fault}" in out

@@ -688,7 +688,9 @@ class LabNode:
             try:
                 self._wire()
             except BaseException:
-                self.stop()
+                # the node may not have its SIGTERM handler yet, and PID 1 of a PID namespace ignores
+                # unhandled signals: do not wait long before the SIGKILL
+                self.stop(timeout=1.0)
                 raise
         return self
 

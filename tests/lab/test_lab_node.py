@@ -405,6 +405,63 @@ def test_a_bridge_node_keeps_the_same_isolation_and_stop_removes_each_lab_side(
     assert ifname not in interfaces() and ifname not in leftover_interfaces()
 
 
+@pytest.mark.netns
+def test_without_the_kernel_path_the_node_falls_back_to_the_bridge_and_says_why(
+    kube, base: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runbook_lab import veth
+    from runbook_lab.kube import write_kubeconfig
+
+    def refuse(node_pid: int, ports: list[int]) -> veth.Veth:
+        raise veth.VethError("iptables-restore (lab side) failed (exit 4): no nf_tables here")
+
+    monkeypatch.setattr(veth, "connect", refuse)
+    kubeconfig = write_kubeconfig(base / "kubeconfig-fb", kube.url)
+    auto = LabNode(
+        NodeSpec(
+            name="ip-10-0-0-95.ec2.internal",
+            dir=str(base / "nodes" / "fallback"),
+            kubeconfig=str(kubeconfig),
+            ports=[kube.port],
+            heartbeat_s=30,
+        )
+    ).start()
+    try:
+        auto.wait_ready(60)
+        assert auto.net == {
+            "mode": "bridge",
+            "reason": "kernel path unavailable: iptables-restore (lab side) "
+            "failed (exit 4): no nf_tables here",
+        }
+        assert auto.status()["net"] == "bridge"
+        assert "falls back to the port bridge: kernel path unavailable" in auto.log_path.read_text()
+        ok = run_in(
+            auto,
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            f"http://127.0.0.1:{kube.port}/version",
+        )
+        assert ok.stdout == "200", ok.stderr
+    finally:
+        auto.stop()
+    strict = LabNode(
+        NodeSpec(
+            name="ip-10-0-0-96.ec2.internal",
+            dir=str(base / "nodes" / "strict"),
+            kubeconfig=str(kubeconfig),
+            ports=[kube.port],
+            net="veth",
+        )
+    )
+    with pytest.raises(NodeError, match="kernel network path failed: iptables-restore"):
+        strict.start()
+    assert not strict.running  # net: veth refuses to fall back, and the started node is stopped
+
+
 def test_an_unknown_net_mode_is_refused_before_anything_starts(tmp_path: Path) -> None:
     node = LabNode(NodeSpec(name="n", dir=str(tmp_path / "n"), net="tap"))
     with pytest.raises(NodeError, match="net: 'tap'"):

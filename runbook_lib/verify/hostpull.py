@@ -30,6 +30,7 @@ from typing import Any
 
 import pandas as pd
 
+from runbook_lib import progress
 from runbook_lib.params import RunbookParams, Upstream
 from runbook_lib.registry.client import ImageRef, RegistryClient
 from runbook_lib.registry.pull import PullResult, pull
@@ -155,9 +156,15 @@ def compare(
         with client:
             return pull_one(client, ref.repository, ref.reference, v.platform, v.max_parallel_layers)
 
+    planned = sum(1 for img in images for rep in reps if img.up.registry != DOCKER_HUB) + len(admitted)
+    bar = progress.tracker(
+        "host pulls per image and route", planned + len(images) * len(reps), "pull", "host pull (s) by label"
+    )
+
     def keep(row: dict[str, Any], img: _Image) -> None:
-        with rows_lock:
+        with rows_lock:  # also serialises the bar's updates from the pool's threads
             rows.append({**row, "_index": img.index})
+            bar.advance(f"{img.text} {row['label']}", value=row["seconds"], series=row["label"])
 
     def direct(img: _Image, rep: int) -> None:
         hub = img.up.registry == DOCKER_HUB
@@ -203,6 +210,7 @@ def compare(
             except BaseException:
                 pool.shutdown(cancel_futures=True)
                 raise
+    bar.update(len(rows), total=len(rows))  # after a 429 fewer pulls were made than planned
     if refused.is_set():
         notes.append(
             "Docker Hub answered 429 to a direct pull (another client spent the budget meanwhile): "

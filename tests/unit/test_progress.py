@@ -240,3 +240,19 @@ def test_rate_limit_demonstration_charts_each_manifest_get(lab, upstream, shown)
     assert (t.done, t.total, t.counts(), t.label) == (4, 4, "4/4 GETs", "429 after 3 served")  # budget was 8
     assert [s for s, _ in bars(t.widgets.chart.value)] == ["served"] * 3 + ["429 refused"]
     assert t.widgets.bar.value == t.widgets.bar.max == 4 and t.widgets.bar.bar_style == "success"
+
+
+def test_host_pulls_show_a_bar_of_the_admitted_pulls_and_a_chart_by_label(lab, shown) -> None:  # noqa: F811
+    """Host pulls run up to verification.concurrency at once: one bar over the pulls the budget admits
+    (skipped direct Docker Hub pulls are not in it), one chart sample per pull, labelled by route."""
+    from runbook_lib.verify import hostpull, mirrorproof, ratelimit
+
+    low = ratelimit.Headroom("anonymous", "runbook host", limit=100, remaining=12, window_s=21600, source="x")
+    lab.params.verification.ratelimit_reserve = 10  # 2 of the planned direct Docker Hub pulls admitted
+    host = hostpull.compare(lab.params, lab.secret, mirrorproof.NexusContent(None), [low])
+    df = host.samples
+    [t] = shown
+    assert t.total == t.done == len(df) and t.counts() == f"{len(df)}/{len(df)} pulls"
+    assert t.widgets.bar.value == t.widgets.bar.max == len(df)
+    charted = sorted(s for s, _ in bars(t.widgets.chart.value))
+    assert charted == sorted(df["label"]) and set(charted) >= {"direct"}

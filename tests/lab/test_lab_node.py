@@ -237,7 +237,8 @@ def test_pod_pull_goes_through_the_mirror_with_a_kubelet_pulled_event(
     pull_s = pull_s if pull_s is not None else float(match["pull"].removesuffix("s"))
     assert 0 < unpack < pull_s + 0.001, (unpack, pull_s)
     total, layers = unpack_seconds((node.dir / "ctd" / "containerd.log").read_text())
-    assert layers >= 2 and total >= unpack  # demo:1 has two layers; the log holds every pull so far
+    # demo:1 has two layers; the log holds every pull so far; the annotation is rounded to 0.1 ms
+    assert layers >= 2 and total >= unpack - 5e-5
     state = obj["status"]["containerStatuses"][0]["state"]["terminated"]
     assert (state["exitCode"], state["reason"]) == (0, "Completed")
     # served by the mirror: containerd's requests with ?ns=docker.io, and none reached the Docker Hub front

@@ -88,9 +88,11 @@ def _explain(fig: Figure, per_stage: dict[str, float], profile: list[dict[str, o
     slow = "; ".join(f"{c['notebook']}: {c['cell']} ({c['s']} s)" for c in profile)
     return (
         f"each stage takes {stages} against {floor_each:.2f} s per trivial notebook. What is left after "
-        "the fixes (one HTML exporter, coalesced saves, no rfc3987 grammar, matplotlib only for verify) is "
-        "the stages' own work: the kernels import the Kubernetes client and boto3, and read the "
-        f"real endpoints (Nexus, the API server, AWS). Slowest cells: {slow}"
+        "the fixes (one HTML exporter built while the first kernel starts, coalesced saves, no rfc3987 "
+        "grammar, matplotlib only for verify, raw-JSON Kubernetes reads instead of the typed API modules, "
+        "one TLS context per process) is the stages' own work: each kernel imports the parameter models, "
+        "httpx and the Kubernetes client or boto3, and reads the real endpoints (Nexus, the API server, "
+        f"AWS). Slowest cells: {slow}"
     )
 
 

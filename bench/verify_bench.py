@@ -21,7 +21,6 @@ Docker Hub), not CPU. With 256 KiB layers a run is CPU-bound on 2 shared cores (
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ import httpx
 import yaml
 
 from bench.common import PY, REPO, Figure, median, ratio
+from runbook_lab.processes import unused_port
 
 N_IMAGES = 50
 REPETITIONS = 2  # per image: 2 direct, 1 mirror cold, 1 mirror warm
@@ -40,12 +40,6 @@ ROUNDS = ("serial", "concurrent", "concurrent", "serial")
 HUB_BYTES_PER_S = 20_000_000  # parameters/lab.yaml's lab.dockerhub.throttle_bytes_per_s
 TARGET = 0.5
 ADMIN_ENV, PULL_ENV = "BENCH_VERIFY_NEXUS_ADMIN", "BENCH_VERIFY_PULL_PASSWORD"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
@@ -135,7 +129,7 @@ def one_run(work: Path, name: str, hub_url: str, images: list[str], concurrency:
 
     data_dir = work / name / "nexus"
     data_dir.mkdir(parents=True)
-    port, connector = free_port(), free_port()
+    port, connector = unused_port(), unused_port()
     nexus = spawn(
         [PY, "-m", "runbook_lab.nexus", "--data-dir", str(data_dir), "--port", str(port)],
         work / name / "nexus.log",
@@ -179,7 +173,7 @@ def measure(work: Path) -> list[Figure]:
     os.environ.setdefault(ADMIN_ENV, "bench-admin-secret")
     os.environ.setdefault(PULL_ENV, "bench-pull-secret")
     reg = start_registry("docker.io", work / "registry", 0, work / "registry.log")
-    hub_port, token_port = free_port(), free_port()
+    hub_port, token_port = unused_port(), unused_port()
     hub = None
     try:
         images = seed(reg.url, work)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import random
 import signal
 import socket
 import time
@@ -85,3 +86,31 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
                 return False
             raise  # e.g. an address this machine does not have: not a "port taken" answer
     return True
+
+
+_HANDED_OUT: set[int] = set()
+# Below the lab parameters' own ports (18080-18090, 25000-28090 in parameters/lab.yaml, shifted ones by
+# the bench) and below the kernel's ephemeral range (Linux default 32768-60999).
+UNUSED_PORTS = range(10000, 18000)
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def unused_port(host: str = "127.0.0.1") -> int:
+    """A free port for a service that binds it later, below the kernel's ephemeral range.
+
+    A port from bind(0) lies inside the ephemeral range, where any outgoing connection may take it as its
+    local port between the pick and the service's bind ("Address already in use" at random). Below the
+    range only listeners take ports; each port is handed out once per process."""
+    low, top = UNUSED_PORTS.start, min(UNUSED_PORTS.stop, _ephemeral_start())
+    for _ in range(1000):
+        port = random.randrange(low, top)
+        if port not in _HANDED_OUT and port_free(port, host):
+            _HANDED_OUT.add(port)
+            return port
+    raise RuntimeError(f"no free port in {low}-{top - 1} on {host}")

@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 from runbook_lab import karpenter as k
+from runbook_lab.processes import unused_port
 from tests.support.lab_node import moto_fixture, pids_alive, registries_fixture, short_dir, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -566,12 +567,6 @@ def test_pending_pods_are_bound_to_a_ready_node_of_their_pool(sim) -> None:
 
 
 # -- the CLI, as the lab orchestrator runs it ----------------------------------------------------------------
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.netns
@@ -589,7 +584,7 @@ def test_cli_serves_until_sigterm_stops_its_nodes_and_reboots_them_on_restart(mo
         data["lab"]["dir"] = str(base / "lab")
         params_file = base / "lab.yaml"  # never inside the checkout
         kubeconfig = write_kubeconfig(base / "kubeconfig", standin.url)
-        health = free_port()
+        health = unused_port()
         argv = [
             sys.executable,
             "-m",

@@ -25,6 +25,7 @@ from runbook_lab.httpbase import LabHandler, LabHTTPServer, serve_in_thread
 from runbook_lab.images import Image, build_image, build_index, push
 from runbook_lab.nexus.connector import ConnectorManager
 from runbook_lab.nexus.state import NexusState
+from runbook_lab.processes import unused_port
 from runbook_lab.registries import REGISTRY_BINARY, RegistryProcess, start_registry, stop_process
 
 pytestmark = pytest.mark.skipif(not Path(REGISTRY_BINARY).exists(), reason=f"needs {REGISTRY_BINARY}")
@@ -195,12 +196,6 @@ class Clock:
         self.now += seconds
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
@@ -277,7 +272,7 @@ def client() -> Iterator[httpx.Client]:
 
 def connector(nexus: Nexus, doc: dict[str, Any]) -> str:
     """Add a repository with a fresh connector port; returns its base URL."""
-    port = free_port()
+    port = unused_port()
     doc["docker"]["httpPort"] = port
     nexus.put_repo(doc)
     return f"http://127.0.0.1:{port}"
@@ -889,7 +884,7 @@ def test_sync_starts_moves_and_stops_listeners(nexus, make_manager, client, upst
     assert manager.ports()["blocked-port"] == busy_port and manager.bind_failures() == {}
     assert client.get(f"http://127.0.0.1:{busy_port}/v2/").status_code == 401
 
-    new_port = free_port()
+    new_port = unused_port()
     nexus.change_repo("docker-proxy", lambda doc: doc["docker"].update(httpPort=new_port))
     manager.sync()
     assert manager.ports()["docker-proxy"] == new_port

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from runbook_lab.nexus.emulator import connector_manager_class
+from runbook_lab.processes import unused_port
 from tests.support import lab_nexus as support
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,12 +25,6 @@ running_nexus = support.running_nexus
 needs_connectors = pytest.mark.skipif(
     connector_manager_class() is None, reason="lab/runbook_lab/nexus/connector.py is not there yet"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _run(args: list[str]) -> subprocess.Popen:
@@ -56,7 +51,7 @@ def test_cli_exits_2_with_a_clear_message_when_the_port_is_taken(tmp_path: Path)
 
 
 def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
-    port = _free_port()
+    port = unused_port()
     log = tmp_path / "requests.jsonl"
     proc = _run(
         [
@@ -118,7 +113,7 @@ def test_connectors_follow_repository_changes_and_serve_the_main_port(tmp_path: 
         assert via_main.headers["Docker-Distribution-Api-Version"] == "registry/2.0"
         assert "docker-hub" in httpx.get(nx.url + "/_lab/counters").json()
 
-        port = _free_port()
+        port = unused_port()
         body = group_body(group={"memberNames": ["docker-hub"]})
         body["docker"]["httpPort"] = port
         assert admin.post("/v1/repositories/docker/group", json=body).status_code == 201

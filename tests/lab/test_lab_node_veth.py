@@ -19,6 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from runbook_lab import veth
+from runbook_lab.processes import unused_port
 from runbook_lab.veth import NODE_IF, Veth, VethError, connect, interfaces, leftover_interfaces, sweep
 
 pytestmark = pytest.mark.netns
@@ -44,13 +45,6 @@ def _server(host: str = "127.0.0.1") -> ThreadingHTTPServer:
     server = ThreadingHTTPServer((host, 0), _Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
-
-
-def _free_port() -> int:
-    probe = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    port = probe.server_address[1]
-    probe.server_close()
-    return port
 
 
 def _node_namespace() -> subprocess.Popen[bytes]:
@@ -86,7 +80,7 @@ def wired() -> Iterator[tuple]:
     """`up` (listed, served on 127.0.0.1), `hidden` (served on 0.0.0.0, not listed), `down` (listed, no
     server) and a node namespace connected to [up, down]."""
     up, hidden = _server(), _server("0.0.0.0")
-    down = _free_port()
+    down = unused_port()
     node = _node_namespace()
     path = connect(node.pid, [up.server_address[1], down])
     try:

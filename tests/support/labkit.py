@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +30,11 @@ WRITES = ("POST", "PUT", "DELETE")
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port for a service started later (runbook_lab.processes.unused_port: outside the ephemeral range,
+    where a client connection could take it first)."""
+    from runbook_lab.processes import unused_port
+
+    return unused_port()
 
 
 @dataclass

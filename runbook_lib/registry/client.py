@@ -129,6 +129,9 @@ class RegistryClient:
 
     def close(self) -> None:
         self.http.close()
+        for token in self._tokens.values():
+            REDACTOR.release(token)
+        self._tokens.clear()
 
     def __enter__(self) -> RegistryClient:
         return self
@@ -182,9 +185,11 @@ class RegistryClient:
         token = body.get("token") or body.get("access_token")
         if not token:
             raise RegistryError("token response without a token")
-        REDACTOR.add(token)
         if scope in self._tokens and self._tokens[scope] == token:
             return False
+        REDACTOR.hold(token)  # released with the client (close), or when this scope's token is replaced
+        if scope in self._tokens:
+            REDACTOR.release(self._tokens[scope])
         self._tokens[scope] = token
         return True
 

@@ -194,3 +194,39 @@ def test_redacted_output_writes(secret: str, tmp_path: Path) -> None:
     assert (tmp_path / "a.log").read_text() == f"line {MASK}\n"
     assert json.loads((tmp_path / "a.json").read_text()) == {"k": MASK, MASK: [MASK]}
     assert not list(tmp_path.glob(".*tmp"))  # no temporary files left behind
+
+
+def test_a_held_token_is_scrubbed_until_released_and_permanent_secrets_stay() -> None:
+    """Registry bearer tokens are held while their client is open: scrubbed meanwhile, gone from the
+    pattern after release (a fresh client per pull sample would otherwise grow it without bound), and a
+    token held twice stays until both holders released it. Secrets added for good are never dropped."""
+    from runbook_lib.secrets import MASK, Redactor
+
+    r = Redactor()
+    r.add("permanent-secret-value")
+    r.hold("token-one-abcdef")
+    r.hold("token-one-abcdef")
+    text = "a token-one-abcdef and permanent-secret-value"
+    assert r.scrub(text) == f"a {MASK} and {MASK}"
+    r.release("token-one-abcdef")
+    assert r.scrub(text) == f"a {MASK} and {MASK}"  # still held once
+    r.release("token-one-abcdef")
+    assert r.scrub(text) == f"a token-one-abcdef and {MASK}"
+    for i in range(500):
+        r.hold(f"token-{i:04d}-xyz")
+        r.release(f"token-{i:04d}-xyz")
+    assert len(r._forms) == len(Redactor.forms("permanent-secret-value"))
+
+
+def test_registry_client_releases_its_tokens_on_close() -> None:
+    from runbook_lib.registry.client import RegistryClient
+    from runbook_lib.secrets import MASK, REDACTOR
+
+    client = RegistryClient("http://127.0.0.1:9")
+    client._tokens["repository:x:pull"] = "lab-token-123456"
+    REDACTOR.hold("lab-token-123456")
+    try:
+        assert REDACTOR.scrub("lab-token-123456") == MASK
+    finally:
+        client.close()
+    assert REDACTOR.scrub("lab-token-123456") == "lab-token-123456"

@@ -16,6 +16,7 @@ shows the rate-limit demonstration's bar reaching its total and its chart fillin
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import re
@@ -163,12 +164,19 @@ def jupyter(target: Target, tmp_path_factory) -> Iterator[Jupyter]:
     tracker = tmp / "settings" / "@jupyterlab" / "notebook-extension"
     tracker.mkdir(parents=True)  # every cell stays in the page, scrolled out of view or not
     (tracker / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
+    notebooks = target.params_file.parent.parent / "notebooks"
+    with running_jupyter(tmp, ["--dir", str(notebooks)], notebooks) as lab:
+        yield lab
+
+
+@contextlib.contextmanager
+def running_jupyter(tmp: Path, args: list[str], notebooks: Path) -> Iterator[Jupyter]:
+    """`runbook notebook ARGS` on a free port with its settings under TMP/settings, until the block ends."""
     env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(tmp / "settings"), "HOME": str(tmp)}
     port = free_port()
-    notebooks = target.params_file.parent.parent / "notebooks"
     log = (tmp / "jupyter.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runbook_lib.cli", "notebook", "--port", str(port), "--dir", str(notebooks)],
+        [sys.executable, "-m", "runbook_lib.cli", "notebook", "--port", str(port), *args],
         stdout=subprocess.PIPE,
         stderr=log,
         text=True,

@@ -16,11 +16,8 @@ module (it serves the course notebook instead of the stage notebooks).
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,9 +25,9 @@ import httpx
 import pytest
 import yaml
 
-from tests.integration.test_browser import ARTIFACTS, Jupyter, _params
+from tests.integration.test_browser import ARTIFACTS, Jupyter, _params, running_jupyter
 from tests.integration.test_browser import page as page  # the Chromium page fixture
-from tests.support.labkit import free_port, needs_registry, upstream_fixture
+from tests.support.labkit import needs_registry, upstream_fixture
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, needs_registry]
 
@@ -68,27 +65,8 @@ def jupyter(params_file: Path, tmp_path_factory) -> Iterator[Jupyter]:
     notebooks = tmp / "notebooks"
     notebooks.mkdir()
     shutil.copyfile(notebooks_dir() / NOTEBOOK, notebooks / NOTEBOOK)
-    env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(tmp / "settings"), "HOME": str(tmp)}
-    port = free_port()
-    log = (tmp / "jupyter.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "runbook_lib.cli", "notebook", "--port", str(port)]
-        + ["--params", str(params_file), "--dir", str(notebooks)],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-        env=env,
-        cwd=tmp,
-    )
-    try:
-        line = proc.stdout.readline()
-        match = re.search(r"(http://127\.0\.0\.1:\d+)/lab\?token=(\S+)", line)
-        assert match, f"no URL from runbook notebook: {line!r}; log: {tmp / 'jupyter.log'}"
-        yield Jupyter(match.group(1), match.group(2), notebooks)
-    finally:
-        proc.terminate()
-        proc.wait(30)
-        log.close()
+    with running_jupyter(tmp, ["--params", str(params_file), "--dir", str(notebooks)], notebooks) as lab:
+        yield lab
 
 
 def remaining(upstream) -> int:

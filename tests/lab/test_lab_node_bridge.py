@@ -8,34 +8,21 @@ The lab side runs in this process (the test's namespace plays the lab); the node
 from __future__ import annotations
 
 import hashlib
-import os
 import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from runbook_lab.bridge import BridgeError, LabSide, socket_path
+from tests.lab.test_lab_node_veth import PAYLOAD, _Handler  # the same test service on both paths
 from tests.support.lab_node import short_dir
 
 pytestmark = pytest.mark.netns
-PAYLOAD = os.urandom(3 * 1024 * 1024)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802
-        body = PAYLOAD if self.path == "/big" else f"port {self.server.server_address[1]}".encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 def _server() -> ThreadingHTTPServer:

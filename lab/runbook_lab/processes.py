@@ -89,9 +89,9 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
 
 
 _HANDED_OUT: set[int] = set()
-# Below the lab parameters' own ports (18080-18090, 25000-28090 in parameters/lab.yaml, shifted ones by
-# the bench) and below the kernel's ephemeral range (Linux default 32768-60999).
-UNUSED_PORTS = range(10000, 18000)
+# Between the lab parameters' own ports (15000-18090 in parameters/lab.yaml) and the bench's copies of
+# them (+10000: 25000-28090), below the kernel's ephemeral range (Linux default 32768-60999).
+UNUSED_PORTS = range(19000, 25000)
 
 
 def _ephemeral_start() -> int:

@@ -27,3 +27,15 @@ def test_a_port_in_use_or_handed_out_is_never_handed_out(monkeypatch) -> None:
         monkeypatch.setattr("runbook_lab.processes.random.randrange", lambda a, b: next(picks))
         assert unused_port() == free[1]  # free[0] is listening
         assert unused_port() == free[2]  # free[1] was handed out already
+
+
+def test_unused_ports_never_meet_the_lab_parameters_ports_or_the_benchs() -> None:
+    """Tests start labs on parameters/lab.yaml's fixed ports (and the bench on those + PORT_OFFSET):
+    a port handed out for another service must never be one of them."""
+    import yaml
+
+    from bench.common import PORT_OFFSET, lab_ports
+
+    data = yaml.safe_load((Path(__file__).resolve().parents[2] / "parameters" / "lab.yaml").read_text())
+    fixed = lab_ports(data)
+    assert fixed and not [p for p in fixed | {p + PORT_OFFSET for p in fixed} if p in UNUSED_PORTS]

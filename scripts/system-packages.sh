@@ -2,8 +2,10 @@
 # Debian packages the lab and the tests use. As root: installed when missing (non-interactive,
 # idempotent). Otherwise: say what is missing; tests that need them skip and say why.
 set -u
-PACKAGES=(docker-registry containerd iproute2 util-linux skopeo chromium)
-declare -A PROVIDES=([docker-registry]=docker-registry [containerd]=containerd [iproute2]=ip [util-linux]=unshare [skopeo]=skopeo [chromium]=chromium)
+# buildah and mmdebstrap: the Containerfile test builds the image from a Debian base (tests/integration/
+# test_container_image.py)
+PACKAGES=(docker-registry containerd iproute2 util-linux skopeo chromium buildah mmdebstrap)
+declare -A PROVIDES=([docker-registry]=docker-registry [containerd]=containerd [iproute2]=ip [util-linux]=unshare [skopeo]=skopeo [chromium]=chromium [buildah]=buildah [mmdebstrap]=mmdebstrap)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   command -v "${PROVIDES[$pkg]}" >/dev/null 2>&1 || missing+=("$pkg")

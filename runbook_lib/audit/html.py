@@ -71,7 +71,16 @@ def _exporter() -> Any:
 def warm_up() -> threading.Thread:
     """Build the exporter and compile its templates in a thread while the first stage's kernel starts:
     on a cold process that is ~0.5 s of CPU the run would otherwise spend at its end, after the last
-    stage. A render waits for it (one render at a time), and the exporter is built once."""
+    stage. A render waits for it (one render at a time), and the exporter is built once.
+
+    nbconvert is imported here, in the caller's thread: two threads importing modules of one import
+    cycle at once (nbconvert and papermill share jupyter_client's) can be handed a half-initialised
+    module, ``ImportError: ... partially initialized module`` (CPython per-module import locks,
+    python/cpython#83065, fixed only in later Pythons by python/cpython#137196). The caller imports
+    papermill first (``runner._run_locked``)."""
+    import nbconvert  # noqa: F401 - see above
+    import nbformat  # noqa: F401
+
     thread = threading.Thread(target=_warm, name="html-warm-up", daemon=True)
     thread.start()
     return thread

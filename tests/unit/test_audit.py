@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -396,6 +398,33 @@ def test_report_index_from_s3_objects() -> None:
 
 def _s3_text(client, key: str) -> str:
     return client.get_object(Bucket="audit-bucket", Key=key)["Body"].read().decode()
+
+
+# In a fresh interpreter: which modules the warm-up thread imports itself.
+WARM_UP_IMPORTS = """
+import importlib.abc, sys, threading
+seen = []
+class Watch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        seen.append((threading.current_thread().name, name))
+from runbook_lib.audit import html
+sys.meta_path.insert(0, Watch())
+html.warm_up().join(timeout=60)
+print(" ".join(sorted({n for t, n in seen if t == "html-warm-up"})))
+"""
+# the packages of the import cycle the runner's thread also imports (papermill -> nbclient -> jupyter_client)
+SHARED_IMPORTS = {"nbconvert", "nbformat", "nbclient", "jupyter_client", "jupyter_core", "papermill", "zmq"}
+
+
+def test_html_warm_up_thread_imports_nothing_the_runner_thread_imports() -> None:
+    """Two threads importing one import cycle at once can get a half-initialised module (an ImportError
+    seen in CI: python/cpython#83065): nbconvert is imported before the warm-up thread starts."""
+    out = subprocess.run(
+        [sys.executable, "-c", WARM_UP_IMPORTS], capture_output=True, text=True, timeout=120, check=True
+    )
+    in_thread = out.stdout.split()
+    assert in_thread, "the warm-up thread imported nothing: the watch did not see it"  # it renders lazily
+    assert not [m for m in in_thread if m.split(".")[0] in SHARED_IMPORTS], in_thread
 
 
 def test_html_warm_up_builds_the_one_exporter_used_by_later_renders() -> None:

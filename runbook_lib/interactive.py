@@ -17,7 +17,8 @@ kernel's history is a second, independent signal: the notebook is being run by p
 Applying never takes a second code path: the confirmed Apply is ``runbook run STAGE --apply`` with the
 chosen file (runner.run): this stage notebook executed by papermill, through the stage module's read,
 plan, show, apply, checks and enforce, under the target's lock, with the same run record (run.json)
-and report. The plan shown before it is the stage module's read, plan and show in plan mode.
+and report. The plan shown before it is the stage module's read, plan and show in plan mode. While it
+runs, the stage's long steps show live under the form (progress.FeedMirror).
 
 Nothing secret reaches a widget: secret fields show only their reference; plans mask values; every
 message the kernel sends (widget state included) passes the redactor (runbook_lib.notebook).
@@ -25,8 +26,9 @@ message the kernel sends (widget state included) passes the redactor (runbook_li
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -180,21 +182,49 @@ def preview(stage: str, params_file: Path) -> Any:
 
 
 def apply_stage(
-    stage: str, params_file: Path, output_dir: str, note: str, log: Callable[[str], None]
+    stage: str,
+    params_file: Path,
+    output_dir: str,
+    note: str,
+    log: Callable[[str], None],
+    show: Callable[[Any], None] | None = None,
 ) -> dict[str, Any]:
-    """`runbook run STAGE --apply` with this file: the same notebook, steps, lock and run record."""
-    from runbook_lib import runner
+    """`runbook run STAGE --apply` with this file: the same notebook, steps, lock and run record. With
+    ``show``, the stage's long steps (rollout, pulls, rate-limit demonstration) are shown live: ``show``
+    gets a bar (and chart) per step, mirrored from the stage kernel's progress feed."""
+    import tempfile
 
-    result = runner.run(
-        params_file,
-        [stage],
-        apply=True,
-        output_dir=Path(output_dir) if output_dir else None,
-        note=f"JupyterLab form: {note}" if note else "JupyterLab form",  # the record says how it was applied
-        progress=lambda event: log(runner.format_progress(event)),
-        notice=lambda line: log(f"note: {line}"),
-    )
+    from runbook_lib import progress, runner
+
+    with contextlib.ExitStack() as stack:
+        if show is not None:
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="runbook-progress-"))
+            feed = Path(folder) / "feed.jsonl"
+            stack.enter_context(_environ(progress.FEED_ENV, str(feed)))  # the stage kernel inherits it
+            stack.enter_context(progress.FeedMirror(feed, show))
+        result = runner.run(
+            params_file,
+            [stage],
+            apply=True,
+            output_dir=Path(output_dir) if output_dir else None,
+            note=f"JupyterLab form: {note}" if note else "JupyterLab form",  # the record says how
+            progress=lambda event: log(runner.format_progress(event)),
+            notice=lambda line: log(f"note: {line}"),
+        )
     return {"run_dir": str(result.run_dir), **result.record}
+
+
+@contextlib.contextmanager
+def _environ(name: str, value: str) -> Iterator[None]:
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def result_lines(record: dict[str, Any]) -> list[str]:
@@ -237,6 +267,7 @@ class Form:
         self.confirm = w.Text(description="target", placeholder="type the target's name to apply")
         self.confirm_button = w.Button(description="Confirm apply", button_style="danger", disabled=True)
         self.confirm_box = w.HBox([self.confirm, self.confirm_button], layout=w.Layout(display="none"))
+        self.live = w.VBox()  # the applying stage's progress bars (progress.FeedMirror), as they come
         self.result_out = w.Output()
         mode = "apply = True: the cells below write" if apply else "apply = False: the cells below only plan"
         header = w.HTML(
@@ -250,6 +281,7 @@ class Form:
             (self.apply_button, "apply"),
             (self.confirm, "confirm"),
             (self.confirm_button, "confirm-button"),
+            (self.live, "live"),
             (self.result_out, "result"),
         ):
             widget.add_class(f"runbook-{name}")  # stable names for people's CSS and the browser tests
@@ -267,6 +299,7 @@ class Form:
                 w.HBox([self.plan_button, self.apply_button]),
                 self.plan_out,
                 self.confirm_box,
+                self.live,
                 self.result_out,
             ]
         )
@@ -321,11 +354,17 @@ class Form:
         self.confirm_button.disabled = True
         self.confirm_box.layout.display = "none"
         self.result_out.clear_output()
+        self.live.children = ()
         with self.result_out:
             print(f"applying {self.stage} to {v.target} (runbook run {self.stage} --apply) ...", flush=True)
             try:
                 record = apply_stage(
-                    self.stage, v.path, self.output_dir.value.strip(), self.note.value.strip(), print
+                    self.stage,
+                    v.path,
+                    self.output_dir.value.strip(),
+                    self.note.value.strip(),
+                    print,
+                    show=self.show_live,
                 )
             except Exception as err:  # noqa: BLE001 - a lock held, a store error: said, not raised
                 print(f"not applied: {type(err).__name__}: {err}")
@@ -336,6 +375,10 @@ class Form:
             display(checks_frame(record["stages"][0].get("checks") or []))
         self.show_plan()  # after a good apply: every row unchanged
         return record
+
+    def show_live(self, box: Any) -> None:
+        """A bar of the applying stage, under the form (called from the feed mirror's thread)."""
+        self.live.children = (*self.live.children, box)
 
     def _ipython_display_(self) -> None:
         from IPython.display import display

@@ -16,16 +16,28 @@ In JupyterLab the tracker shows an ipywidgets bar with the count and the latest 
 ``chart`` set, an SVG bar chart of the samples grouped by series, redrawn per sample (a few hundred
 bytes of SVG per message: no plotting library, no new dependency). Notes still print, under the widget.
 
+The form's Apply runs the stage headless (``runner.run``: papermill, a kernel of its own), so its
+trackers are headless too. For that run the form sets ``RUNBOOK_PROGRESS_FEED`` to a file: each
+headless tracker appends its state there as a JSON line (``Feed``), and ``FeedMirror``, a thread in the
+form's kernel, shows every tracker of the feed as the same bar and chart under the form while the stage
+runs.
+
 Nothing secret reaches a widget: every text passes the redactor before it is set (and the kernel's
-scrubbed session is installed before the first widget message, as for the form).
+scrubbed session is installed before the first widget message, as for the form). The feed holds the
+same scrubbed texts, in a file only the form's user can read.
 """
 
 from __future__ import annotations
 
 import html
+import itertools
+import json
+import os
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from runbook_lib.secrets import REDACTOR
@@ -33,6 +45,8 @@ from runbook_lib.secrets import REDACTOR
 CHART_WIDTH, CHART_HEIGHT = 640, 160  # px of the SVG
 MAX_BAR_PX = 24  # the widest bar: the chart fills in from the left as samples arrive
 MAX_BARS = 200  # the chart keeps the latest samples beyond this (a long run stays cheap to redraw)
+FEED_ENV = "RUNBOOK_PROGRESS_FEED"  # set by the form's Apply for the stage kernels it starts
+_FEED_KEYS = itertools.count(1)
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
 
 
@@ -57,6 +71,7 @@ class Tracker:
     samples: list[Sample] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     widgets: Any = None  # _Widgets in JupyterLab, None headless
+    feed: Feed | None = None  # headless under the form's Apply: the state goes to the form's mirror
 
     def __post_init__(self) -> None:
         self.title = REDACTOR.scrub(self.title)
@@ -105,6 +120,86 @@ class Tracker:
     def _refresh(self, chart: bool) -> None:
         if self.widgets is not None:
             self.widgets.show(self, chart)
+        if self.feed is not None:
+            self.feed.send(self, self.samples[-1] if chart and self.samples else None)
+
+
+@dataclass
+class Feed:
+    """One headless tracker's state, appended as a JSON line per change to the file ``FEED_ENV`` names.
+    Every text in it went through the redactor already (``Tracker``)."""
+
+    path: str
+    key: str = field(default_factory=lambda: f"{os.getpid()}-{next(_FEED_KEYS)}")
+
+    def send(self, t: Tracker, sample: Sample | None) -> None:
+        line = {
+            "key": self.key,
+            "title": t.title,
+            "total": t.total,
+            "unit": t.unit,
+            "chart": t.chart,
+            "done": t.done,
+            "label": t.label,
+            "sample": [sample.series, sample.value, sample.label] if sample else None,
+        }
+        try:  # one write of one line: the mirror never reads half a line of a finished write
+            with open(self.path, "a", encoding="utf-8") as out:
+                out.write(json.dumps(line) + "\n")
+        except OSError:
+            self.path = ""  # the form went away: the stage goes on, its notebook logs as ever
+
+
+class FeedMirror:
+    """The trackers of a feed shown live in JupyterLab: a thread reads the lines the stage's kernel
+    appends and keeps one tracker with widgets per feed key; ``show`` gets each new tracker's box.
+    ``stop`` reads what is left, so the bars end where the stage's trackers ended."""
+
+    def __init__(self, path: Path, show: Callable[[Any], None], poll_s: float = 0.2) -> None:
+        self.path, self.show, self.poll_s = Path(path), show, poll_s
+        self.trackers: dict[str, Tracker] = {}
+        self._offset, self._rest = 0, ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="progress-feed", daemon=True)
+
+    def __enter__(self) -> FeedMirror:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.drain()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            self.drain()
+
+    def drain(self) -> None:
+        try:
+            with open(self.path, encoding="utf-8") as feed:
+                feed.seek(self._offset)
+                text = feed.read()
+                self._offset = feed.tell()
+        except OSError:
+            return
+        *lines, self._rest = (self._rest + text).split("\n")
+        for line in lines:
+            if line.strip():
+                self._apply(json.loads(line))
+
+    def _apply(self, state: dict[str, Any]) -> None:
+        t = self.trackers.get(state["key"])
+        if t is None:
+            t = Tracker(state["title"], state["total"], state["unit"], state["chart"], out=lambda _: None)
+            t.widgets = _Widgets(t)
+            self.trackers[state["key"]] = t
+            self.show(t.widgets.box)
+        t.done, t.total, t.label = state["done"], state["total"], REDACTOR.scrub(state["label"])
+        if state["sample"]:
+            series, value, label = state["sample"]
+            t.samples.append(Sample(REDACTOR.scrub(series), float(value), REDACTOR.scrub(label)))
+        t._refresh(chart=bool(state["sample"]))
 
 
 class _Widgets:
@@ -201,4 +296,7 @@ def tracker(
         install_scrubbers()  # before the first widget message leaves the kernel
         t.widgets = _Widgets(t)
         display(t.widgets.box)
+    elif os.environ.get(FEED_ENV):
+        t.feed = Feed(os.environ[FEED_ENV])
+        t.feed.send(t, None)  # the bar shows in the form before the first step ends
     return t

@@ -222,6 +222,16 @@ def choose(page, path: Path) -> None:
     box.press("Enter")
 
 
+def save_notebook(page, saved: Path) -> Path:
+    """Ctrl+S in JupyterLab; returns once the file on disk changed (within a minute)."""
+    before = saved.stat().st_mtime
+    page.keyboard.press("Control+s")
+    deadline = time.monotonic() + 60
+    while saved.stat().st_mtime == before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return saved
+
+
 def run_records(folder: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(folder.glob("*/run.json"))]
 
@@ -288,12 +298,7 @@ def session(page, jupyter: Jupyter, target: Target) -> dict:
         "() => document.querySelector('.runbook-plan').innerText.includes('0 to create')", timeout=120_000
     )
 
-    saved = jupyter.notebooks / STAGE_NB
-    before = saved.stat().st_mtime
-    page.keyboard.press("Control+s")
-    deadline = time.monotonic() + 60
-    while saved.stat().st_mtime == before and time.monotonic() < deadline:
-        time.sleep(0.2)
+    save_notebook(page, jupyter.notebooks / STAGE_NB)
     [record] = [r for r in run_records(target.params_file.parent.parent / "outputs") if r["mode"] == "apply"]
     return record
 
@@ -482,14 +487,57 @@ def test_live_progress_of_the_rate_limit_demonstration(page, jupyter: Jupyter, v
     seen = page.evaluate("() => window.chartSamples")
     assert seen[-1] == gets and seen == sorted(seen) and len(set(seen)) > 2, seen  # filled in as they came
 
-    saved = jupyter.notebooks / VERIFY_NB
-    before = saved.stat().st_mtime
-    page.keyboard.press("Control+s")
-    deadline = time.monotonic() + 60
-    while saved.stat().st_mtime == before and time.monotonic() < deadline:
-        time.sleep(0.2)
+    saved = save_notebook(page, jupyter.notebooks / VERIFY_NB)
     text = saved.read_text()
     state = json.loads(text)["metadata"]["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
     assert f"{gets}/{gets} GETs" in json.dumps(state)  # the progress widgets' state was saved ...
     values = set().union(*(_forms(v) for v in SECRETS.values()))
     assert not [v for v in values if v in text]  # ... and holds no secret, nor does the notebook
+
+
+WATCH_LIVE = """() => {
+  window.liveSamples = [];
+  new MutationObserver(() => {
+    const svg = [...document.querySelectorAll('.runbook-live .runbook-progress')]
+      .filter(b => b.textContent.includes('rate-limit demonstration'))
+      .map(b => b.querySelector('.runbook-progress-chart svg'))[0];
+    if (!svg) return;
+    const n = Number(svg.getAttribute('data-samples'));
+    const done = /run (ok|failed):/.test(document.querySelector('.runbook-result').innerText);
+    if (window.liveSamples.at(-1)?.n !== n) window.liveSamples.push({n, done});
+  }).observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true});
+}"""
+
+
+@needs_registry
+def test_live_progress_under_the_forms_apply(page, jupyter: Jupyter, verify_params: Path, upstream) -> None:
+    """After the test above, on its page: the verify form's Apply runs the stage headless (its own
+    kernel, runner.run) and the form shows the stage's bars live while it runs."""
+    upstream.hub.ledger.reset()  # the demonstration's budget again
+    page.evaluate(WATCH_LIVE)
+    page.locator("button.runbook-apply").click()
+    page.locator(".runbook-confirm input").fill("verify-lab")
+    page.wait_for_function("() => !document.querySelector('button.runbook-confirm-button').disabled")
+    page.locator("button.runbook-confirm-button").click()
+    page.wait_for_function(
+        "() => /run (ok|failed):/.test(document.querySelector('.runbook-result').innerText)", timeout=240_000
+    )
+    page.screenshot(path=str(ARTIFACTS / "7-form-apply-progress.png"))
+    result = page.locator(".runbook-result").inner_text()
+    assert "run ok:" in result, result
+    box = page.locator(".runbook-live .runbook-progress", has_text="rate-limit demonstration")
+    gets = HUB_LIMIT + 1
+    assert box.locator(".runbook-progress-counts").inner_text() == f"{gets}/{gets} GETs"
+    assert box.locator(".runbook-progress-label").inner_text() == f"429 after {HUB_LIMIT} served"
+    seen = page.evaluate("() => window.liveSamples")
+    counts = [s["n"] for s in seen]
+    assert counts[-1] == gets and counts == sorted(counts) and len(set(counts)) > 2, seen
+    assert not any(s["done"] for s in seen), seen  # every sample showed while the stage still ran
+
+    saved = save_notebook(page, jupyter.notebooks / VERIFY_NB)
+    text = saved.read_text()
+    state = json.loads(text)["metadata"]["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    labels = [w for w in state.values() if w["state"].get("value") == f"429 after {HUB_LIMIT} served"]
+    assert len(labels) == 2  # the cells' bar and the form's mirror of it, saved with the notebook ...
+    values = set().union(*(_forms(v) for v in SECRETS.values()))
+    assert not [v for v in values if v in text]  # ... and holds no secret

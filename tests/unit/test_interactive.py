@@ -25,6 +25,7 @@ from tests.support.labkit import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 LAB = REPO / "parameters" / "lab.yaml"
+FIXTURES = REPO / "tests" / "fixtures" / "notebooks"
 
 
 # ---------------------------------------------------------------------------- the notebooks' cell
@@ -178,6 +179,41 @@ def test_the_form_applies_nothing_until_the_name_is_typed(tmp_path: Path, monkey
     assert runs == []  # nothing ran before the name matched
     assert f.run_apply() is record
     assert [r[0] for r in runs] == ["nexus-repos"] and runs[0][1] == LAB.resolve()
+
+
+def test_the_forms_apply_shows_the_stages_progress_live(tmp_path: Path, monkeypatch) -> None:
+    """The form's Apply runs the stage headless (runner.run, a papermill kernel of its own); the stage's
+    tracker feeds the form, whose mirror shows the same bar and chart, and the feed goes away after."""
+    import shutil
+
+    from runbook_lib import progress, runner
+    from tests.support.offline_params import offline_params_yaml
+
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    shutil.copy(FIXTURES / "progress_steps.ipynb", folder / STAGE_NOTEBOOKS["verify"])
+    monkeypatch.setattr(runner, "default_notebooks_dir", lambda: folder)
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(offline_params_yaml("fixture", "RUNBOOK_TEST_UNSET_PASSWORD"))
+    mirrors: list[progress.FeedMirror] = []
+    real_mirror = progress.FeedMirror
+
+    def mirror(*args, **kwargs) -> progress.FeedMirror:
+        mirrors.append(real_mirror(*args, **kwargs))
+        return mirrors[-1]
+
+    monkeypatch.setattr(progress, "FeedMirror", mirror)
+    shown: list = []
+    record = interactive.apply_stage("verify", params_file, "", "", lambda line: None, show=shown.append)
+    assert record["status"] == "ok" and record["stages"][0]["results"] == {"pulls": 3}
+    [m] = mirrors
+    [bar] = m.trackers.values()
+    assert shown == [bar.widgets.box]  # one box per tracker, handed to the form once
+    assert bar.widgets.counts.value == "3/3 pulls" and bar.widgets.bar.value == 3
+    assert bar.widgets.latest.value == "image-2 via mirror"
+    assert bar.series() == {"direct": [0.5], "mirror": [0.25, 0.5 / 3]}
+    assert 'data-samples="3"' in bar.widgets.chart.value
+    assert progress.FEED_ENV not in os.environ and not m.path.exists()  # the feed went with the run
 
 
 # ---------------------------------------------------------------------------- `runbook notebook`

@@ -13,6 +13,7 @@ test_verify_node, the rate-limit demonstration against the lab's Docker Hub (tes
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -149,6 +150,49 @@ def test_no_secret_in_widget_state(scrubbers, secret) -> None:
     assert "pulled with password ***" in state and "series-***" in state  # the text is there, masked
     assert not [f for f in REDACTOR.forms(secret) if f in state]
     assert lines == ["token ***"] and secret not in repr(t)
+
+
+def test_a_headless_tracker_feeds_the_forms_mirror_without_secrets(tmp_path: Path) -> None:
+    """Under the form's Apply (FEED_ENV set) a headless tracker, in a process of its own as the stage
+    kernel is, appends its scrubbed state per change; the mirror turns the lines into the same bar and
+    chart, and a line still being written waits for its end."""
+    feed = tmp_path / "feed.jsonl"
+    code = (
+        "from runbook_lib import progress\n"
+        "from runbook_lib.secrets import REDACTOR\n"
+        f"REDACTOR.add({SECRET!r})\n"
+        "t = progress.tracker('node pulls per image and route', 3, 'pull', 'node pull (s) by label')\n"
+        f"t.advance('nginx as {SECRET}', value=0.5, series='direct')\n"
+        "t.advance('nginx via mirror', value=0.1, series='mirror')\n"
+        "print(t.widgets, t.feed is not None)\n"
+    )
+    env = {**os.environ, progress.FEED_ENV: str(feed)}
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ["None True"]  # headless: no widget, the state went to the feed
+    lines = feed.read_text().splitlines()
+    assert len(lines) == 3 and SECRET not in feed.read_text()  # created, then one line per step
+    shown: list = []
+    mirror = progress.FeedMirror(feed, shown.append)
+    mirror.drain()
+    [t] = mirror.trackers.values()
+    assert shown == [t.widgets.box]
+    assert t.widgets.counts.value == "2/3 pulls" and t.widgets.latest.value == "nginx via mirror"
+    assert bars(t.widgets.chart.value) == [("direct", 0.5), ("mirror", 0.1)]
+    assert SECRET not in json.dumps(widget_states(t.widgets.box))
+    last = {**json.loads(lines[-1]), "done": 3, "label": "nginx via mirror again", "sample": None}
+    text = json.dumps(last) + "\n"
+    with feed.open("a") as out:
+        out.write(text[:20])  # half a line: not shown yet
+    mirror.drain()
+    assert t.widgets.counts.value == "2/3 pulls"
+    with feed.open("a") as out:
+        out.write(text[20:])
+    mirror.drain()
+    assert t.widgets.counts.value == "3/3 pulls" and t.widgets.latest.value == "nginx via mirror again"
+    assert len(mirror.trackers) == 1 and len(shown) == 1  # same key: the same bar
 
 
 def test_chart_keeps_the_latest_samples_and_counts_all() -> None:

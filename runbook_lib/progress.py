@@ -133,6 +133,8 @@ class Feed:
     key: str = field(default_factory=lambda: f"{os.getpid()}-{next(_FEED_KEYS)}")
 
     def send(self, t: Tracker, sample: Sample | None) -> None:
+        if not self.path:  # a write failed before: the form went away
+            return
         line = {
             "key": self.key,
             "title": t.title,
@@ -153,7 +155,7 @@ class Feed:
 class FeedMirror:
     """The trackers of a feed shown live in JupyterLab: a thread reads the lines the stage's kernel
     appends and keeps one tracker with widgets per feed key; ``show`` gets each new tracker's box.
-    ``stop`` reads what is left, so the bars end where the stage's trackers ended."""
+    Leaving the ``with`` block reads what is left, so the bars end where the stage's trackers ended."""
 
     def __init__(self, path: Path, show: Callable[[Any], None], poll_s: float = 0.2) -> None:
         self.path, self.show, self.poll_s = Path(path), show, poll_s

@@ -689,10 +689,8 @@ def _run_locked(
     metrics: MetricsOutput | None = None,
     staged: StagedOutput | None = None,
 ) -> RunResult:
-    install_papermill_handler()  # papermill's imports on this thread before the warm-up thread's
-    register_engine()
-    register_param_secrets(params)
     html_warm_up()
+    register_param_secrets(params)
     if cell_timeout_s is None:  # a cell may wait for a whole Karpenter node rollout
         cell_timeout_s = max(DEFAULT_CELL_TIMEOUT_S, params.karpenter.rollout_timeout_s + 600.0)
     commit = runbook_commit()

@@ -76,8 +76,7 @@ def warm_up() -> threading.Thread:
     nbconvert is imported here, in the caller's thread: two threads importing modules of one import
     cycle at once (nbconvert and papermill share jupyter_client's) can be handed a half-initialised
     module, ``ImportError: ... partially initialized module`` (CPython per-module import locks,
-    python/cpython#83065, fixed only in later Pythons by python/cpython#137196). The caller imports
-    papermill first (``runner._run_locked``)."""
+    python/cpython#83065, fixed only in later Pythons by python/cpython#137196)."""
     import nbconvert  # noqa: F401 - see above
     import nbformat  # noqa: F401
 
